@@ -1,0 +1,47 @@
+"""unet3d: 3D medical image segmentation with masks on the exact voxel grid of the input."""
+
+from .card import ClassInfo, ModelCard, load_card
+from .errors import (
+    CardError,
+    InferenceError,
+    InvalidVolumeError,
+    ModelLoadError,
+    ParameterError,
+    UnreadableVolumeError,
+    UnsupportedFormatError,
+    Unet3dError,
+    VolumeTooLargeError,
+)
+from .hub import ModelSource, push_model, resolve_source
+from .io import Volume, inspect_volume, load_volume, save_mask
+from .model import UNet3D
+from .prediction import Prediction
+from .segmenter import Segmenter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CardError",
+    "ClassInfo",
+    "InferenceError",
+    "InvalidVolumeError",
+    "ModelCard",
+    "ModelLoadError",
+    "ModelSource",
+    "ParameterError",
+    "Prediction",
+    "Segmenter",
+    "UNet3D",
+    "Unet3dError",
+    "UnreadableVolumeError",
+    "UnsupportedFormatError",
+    "Volume",
+    "VolumeTooLargeError",
+    "__version__",
+    "inspect_volume",
+    "load_card",
+    "load_volume",
+    "push_model",
+    "resolve_source",
+    "save_mask",
+]

@@ -1,0 +1,406 @@
+"""Inference engine: one whole-volume pass when it fits the memory budget, else a Gaussian-blended sliding window.
+
+Both modes share one code path: a whole pass is a sliding window with a single window. Windows are
+visited row by row along the first axis, and each finished slab is reduced to labels at once, so
+memory stays near a few patch-sized buffers plus the uint8 output rather than a full probability map.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import InferenceError
+from .model import UNet3D, fuse_for_inference
+from .preprocessing import pad_to_multiple, unpad
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["auto", "whole", "sliding"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Progress = Callable[[float, str], None]
+MODES: tuple[str, ...] = ("auto", "whole", "sliding")
+_TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))
+
+
+@dataclass(frozen=True)
+class InferencePlan:
+    """How one volume is run through the network.
+
+    Attributes:
+        mode: "whole" (one pass over the padded volume) or "sliding".
+        patch_size: window size for sliding mode, each a multiple of the model's pad multiple.
+        overlap: fraction of a window shared with its neighbour, in [0, 1).
+        blending: "gaussian" (MONAI's sigma = 0.125·patch) or "constant".
+        batch_size: windows per forward call.
+        device: where the network runs.
+        precision: autocast dtype; "fp32" disables autocast.
+        tta: average the softmax over flips along each spatial axis (4 passes).
+        threshold: foreground probability cut-off for binary models; None → argmax.
+        pad_multiple: volumes are padded to a multiple of this (a multiple of 2**depth).
+        keep_probabilities: also return `(C, I, J, K)` float32 probabilities.
+    """
+
+    mode: Literal["whole", "sliding"]
+    patch_size: tuple[int, int, int]
+    overlap: float
+    blending: Literal["gaussian", "constant"]
+    batch_size: int
+    device: torch.device
+    precision: Literal["fp32", "bf16", "fp16"]
+    pad_multiple: int = 16
+    tta: bool = False
+    threshold: float | None = None
+    keep_probabilities: bool = False
+
+
+@dataclass
+class InferenceOutput:
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+    plan: InferencePlan
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """`"auto"` → the first CUDA device if there is one, else CPU; validates explicit choices."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InferenceError(f"device {device!r} was requested but no CUDA GPU is available: use 'cpu' or 'auto'")
+        parsed = torch.device(device)
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise InferenceError(f"device {device!r} does not exist: {torch.cuda.device_count()} GPU(s) visible")
+        return parsed
+    raise InferenceError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+def prepare_network(model: nn.Module, device: torch.device) -> nn.Module:
+    """An eval copy for inference: BatchNorm folded, on `device`, channels-last on CPU.
+
+    oneDNN runs the narrow full-resolution 3D convolutions about 1.9× faster in channels-last
+    (measured in bench/); on CUDA the default layout is faster (notes/perf-measured.md).
+    """
+    network = fuse_for_inference(model) if isinstance(model, UNet3D) else model.eval()
+    return network.to(device=device, memory_format=_memory_format(device))
+
+
+def _memory_format(device: torch.device) -> torch.memory_format:
+    return torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format
+
+
+def default_precision(device: torch.device) -> Literal["fp32", "bf16", "fp16"]:
+    """bf16 on CPUs with native bf16 (measured faster, masks agree ≥ 99.5%; see bench/), fp16 on CUDA."""
+    if device.type == "cuda":
+        return "fp16"
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and _cpu_has_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def _cpu_has_bf16() -> bool:
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
+
+
+def memory_budget_mb(device: torch.device, cpu_budget_mb: float) -> float:
+    """Activation memory a whole pass may use: the card's budget on CPU, 70% of free memory on a GPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return 0.7 * free / 2**20
+    return cpu_budget_mb
+
+
+def plan_inference(
+    model: nn.Module,
+    shape: tuple[int, int, int],
+    *,
+    mode: Mode,
+    patch_size: tuple[int, int, int],
+    overlap: float,
+    blending: Literal["gaussian", "constant"],
+    device: torch.device,
+    memory_budget_mb: float,
+    precision: Precision = "auto",
+    pad_multiple: int | None = None,
+    **options: object,
+) -> InferencePlan:
+    """Choose whole vs sliding for a volume of `shape` and validate the window settings."""
+    if mode not in MODES:
+        raise InferenceError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if not 0.0 <= overlap < 1.0:
+        raise InferenceError(f"overlap must be in [0, 1), got {overlap}")
+    base = int(getattr(model, "pad_multiple", 16))
+    multiple = pad_multiple or base
+    if multiple % base:
+        raise InferenceError(f"pad multiple must be a multiple of the network's {base}, got {multiple}")
+    if any(p < multiple or p % multiple for p in patch_size):
+        raise InferenceError(f"patch_size must be multiples of {multiple}, got {tuple(patch_size)}")
+    resolved: Literal["fp32", "bf16", "fp16"] = default_precision(device) if precision == "auto" else precision
+    if mode == "auto":
+        fits = whole_pass_bytes(model, shape, resolved, multiple) <= memory_budget_mb * 2**20
+        mode = "whole" if fits else "sliding"
+    batch = 1 if device.type == "cpu" or mode == "whole" else 4
+    return InferencePlan(
+        mode=mode,
+        patch_size=tuple(int(p) for p in patch_size),  # type: ignore[arg-type]
+        overlap=float(overlap),
+        blending=blending,
+        batch_size=batch,
+        device=device,
+        precision=resolved,
+        pad_multiple=multiple,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def whole_pass_bytes(model: nn.Module, shape: tuple[int, int, int], precision: str, multiple: int = 16) -> float:
+    """Estimated peak activation bytes of one pass over the padded volume."""
+    voxels = math.prod(-(-s // multiple) * multiple for s in shape)
+    per_voxel = getattr(model, "activation_bytes_per_voxel", None)
+    element = 4 if precision == "fp32" else 2
+    return voxels * (per_voxel(element) if per_voxel else 64.0 * element)
+
+
+@torch.inference_mode()
+def run_inference(
+    model: nn.Module, volume: np.ndarray, plan: InferencePlan, progress: Progress | None = None
+) -> InferenceOutput:
+    """Segment a normalised `(I, J, K)` float32 volume; on out-of-memory, retry with a lighter plan.
+
+    Falls back whole → sliding → batch 1 → CPU, logging each step.
+    """
+    while True:
+        try:
+            return _run(model, volume, plan, progress)
+        except torch.OutOfMemoryError as e:
+            lighter = _lighter_plan(plan)
+            if lighter is None:
+                raise InferenceError(
+                    "out of memory even with a sliding window on the CPU: use a smaller patch_size "
+                    "or a machine with more memory"
+                ) from e
+            logger.warning("out of memory in %s mode on %s; retrying with %s", plan.mode, plan.device, lighter)
+            if plan.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if lighter.device != plan.device:
+                model.to(device=lighter.device, memory_format=_memory_format(lighter.device))
+            plan = lighter
+
+
+def _lighter_plan(plan: InferencePlan) -> InferencePlan | None:
+    if plan.mode == "whole":
+        return replace(plan, mode="sliding")
+    if plan.batch_size > 1:
+        return replace(plan, batch_size=1)
+    if plan.device.type != "cpu":
+        return replace(plan, device=torch.device("cpu"), precision=default_precision(torch.device("cpu")))
+    return None
+
+
+def _run(model: nn.Module, volume: np.ndarray, plan: InferencePlan, progress: Progress | None) -> InferenceOutput:
+    multiple = plan.pad_multiple
+    if plan.mode == "whole":
+        padded, pads = pad_to_multiple(volume, multiple)
+        patch: tuple[int, ...] = padded.shape
+    else:
+        grown = tuple(max(s, p) for s, p in zip(volume.shape, plan.patch_size, strict=True))
+        padded, pads = pad_to_multiple(_pad_to_at_least(volume, grown), multiple)
+        pads = _combine_pads(volume.shape, grown, pads)
+        patch = plan.patch_size
+    if plan.mode == "whole" and not _needs_probabilities(plan):
+        return InferenceOutput(np.ascontiguousarray(unpad(_whole_labels(model, padded, plan), pads)), None, plan)
+    num_classes = int(getattr(model, "num_classes", 0)) or _probe_classes(model, plan, multiple)
+    aggregator = SlabAggregator(padded.shape, patch, num_classes, plan)  # type: ignore[arg-type]
+    windows = list(window_grid(padded.shape, patch, plan.overlap))  # type: ignore[arg-type]
+    source = torch.from_numpy(np.ascontiguousarray(padded))
+    for done, batch in enumerate(_batched(windows, plan.batch_size), start=1):
+        tiles = torch.stack([source[_box(start, patch)] for start in batch]).unsqueeze(1)
+        tiles = tiles.to(plan.device, memory_format=_memory_format(plan.device), non_blocking=True)
+        scores = _forward(model, tiles, plan)
+        for start, score in zip(batch, scores, strict=True):
+            aggregator.add(start, score)
+        if progress is not None:
+            progress(min(1.0, done * plan.batch_size / len(windows)), "infer")
+    labels, probabilities = aggregator.finish()
+    return InferenceOutput(
+        labels=np.ascontiguousarray(unpad(labels, pads)),
+        probabilities=None if probabilities is None else np.ascontiguousarray(unpad(probabilities, pads)),
+        plan=plan,
+    )
+
+
+def _needs_probabilities(plan: InferencePlan) -> bool:
+    return plan.tta or plan.keep_probabilities or plan.threshold is not None
+
+
+def _whole_labels(model: nn.Module, padded: np.ndarray, plan: InferencePlan) -> np.ndarray:
+    """Argmax straight from the logits of one pass: no softmax, no blending buffers."""
+    x = torch.from_numpy(np.ascontiguousarray(padded))[None, None]
+    x = x.to(plan.device, memory_format=_memory_format(plan.device))
+    with _autocast(plan):
+        logits = model(x)
+    if logits.shape[1] == 1:
+        return (logits[0, 0] >= 0).to(torch.uint8).cpu().numpy()
+    return logits[0].argmax(dim=0).to(torch.uint8).cpu().numpy()
+
+
+def _pad_to_at_least(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if tuple(volume.shape) == tuple(shape):
+        return volume
+    pads = [((t - s) // 2, t - s - (t - s) // 2) for s, t in zip(volume.shape, shape, strict=True)]
+    return np.pad(volume, pads)
+
+
+def _combine_pads(
+    original: tuple[int, ...], grown: tuple[int, ...], pads: tuple[tuple[int, int], ...]
+) -> tuple[tuple[int, int], ...]:
+    combined = []
+    for s, g, (before, after) in zip(original, grown, pads, strict=True):
+        first = (g - s) // 2
+        combined.append((before + first, after + (g - s - first)))
+    return tuple(combined)
+
+
+def _probe_classes(model: nn.Module, plan: InferencePlan, multiple: int) -> int:
+    probe = torch.zeros((1, 1, multiple, multiple, multiple), device=plan.device)
+    return int(model(probe).shape[1])
+
+
+def _box(start: tuple[int, int, int], patch: tuple[int, ...]) -> tuple[slice, slice, slice]:
+    return tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))  # type: ignore[return-value]
+
+
+def _batched(items: list[tuple[int, int, int]], size: int) -> Iterator[list[tuple[int, int, int]]]:
+    for index in range(0, len(items), size):
+        yield items[index : index + size]
+
+
+def _forward(model: nn.Module, tiles: torch.Tensor, plan: InferencePlan) -> torch.Tensor:
+    """Class probabilities `(B, C, ...)` in float32, averaged over flips when TTA is on."""
+    flips = _TTA_FLIPS if plan.tta else ((),)
+    total: torch.Tensor | None = None
+    for dims in flips:
+        x = torch.flip(tiles, dims) if dims else tiles
+        with _autocast(plan):
+            logits = model(x)
+        probs = _probabilities(logits.float())
+        probs = torch.flip(probs, dims) if dims else probs
+        total = probs if total is None else total + probs
+    assert total is not None
+    return (total / len(flips)).cpu() if plan.device.type != "cpu" else total / len(flips)
+
+
+def _autocast(plan: InferencePlan) -> torch.autocast:
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan.precision)
+    return torch.autocast(plan.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def _probabilities(logits: torch.Tensor) -> torch.Tensor:
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits)
+    return torch.softmax(logits, dim=1)
+
+
+def labels_from_probabilities(probabilities: torch.Tensor, threshold: float | None) -> torch.Tensor:
+    """`(C, ...)` probabilities → uint8 labels: argmax, or foreground ≥ threshold for binary models."""
+    if probabilities.shape[0] == 1:
+        return (probabilities[0] >= (0.5 if threshold is None else threshold)).to(torch.uint8)
+    if probabilities.shape[0] == 2 and threshold is not None:
+        return (probabilities[1] >= threshold).to(torch.uint8)
+    return probabilities.argmax(dim=0).to(torch.uint8)
+
+
+def window_starts(size: int, patch: int, overlap: float) -> list[int]:
+    """Start offsets along one axis so that windows of `patch` cover `size` with at least `overlap`."""
+    if size <= patch:
+        return [0]
+    step = max(1, int(patch * (1.0 - overlap)))
+    starts = list(range(0, size - patch + 1, step))
+    if starts[-1] != size - patch:
+        starts.append(size - patch)
+    return starts
+
+
+def window_grid(
+    shape: tuple[int, int, int], patch: tuple[int, int, int], overlap: float
+) -> Iterator[tuple[int, int, int]]:
+    """Window starts in row order along the first axis (the order SlabAggregator relies on)."""
+    axes = [window_starts(s, p, overlap) for s, p in zip(shape, patch, strict=True)]
+    for i in axes[0]:
+        for j in axes[1]:
+            for k in axes[2]:
+                yield i, j, k
+
+
+def gaussian_weight(patch: tuple[int, ...], sigma_scale: float = 0.125) -> torch.Tensor:
+    """MONAI's importance map: a separable Gaussian with sigma = `sigma_scale`·patch, min clamped above 0."""
+    weight = torch.ones(())
+    for size in patch:
+        centre = (size - 1) / 2.0
+        sigma = max(size * sigma_scale, 1e-3)
+        axis = torch.exp(-0.5 * ((torch.arange(size, dtype=torch.float32) - centre) / sigma) ** 2)
+        weight = weight.unsqueeze(-1) * axis
+    weight = weight / weight.max()
+    return weight.clamp_min(max(float(weight[weight > 0].min()), 1e-3))
+
+
+class SlabAggregator:
+    """Blends window probabilities and turns each finished slab along axis 0 into labels.
+
+    Windows must arrive in `window_grid` order. The buffer spans one patch along axis 0, so memory is
+    `C × patch_i × J × K` floats however long the volume is.
+    """
+
+    def __init__(
+        self, shape: tuple[int, int, int], patch: tuple[int, int, int], num_classes: int, plan: InferencePlan
+    ) -> None:
+        self.shape, self.patch, self.plan = shape, patch, plan
+        depth = min(patch[0], shape[0])
+        self.acc = torch.zeros((num_classes, depth, shape[1], shape[2]))
+        self.weight_sum = torch.zeros((depth, shape[1], shape[2]))
+        self.weight = gaussian_weight(patch) if plan.blending == "gaussian" else torch.ones(patch)
+        self.base = 0
+        self.labels = np.zeros(shape, dtype=np.uint8)
+        self.probabilities = np.zeros((num_classes, *shape), dtype=np.float32) if plan.keep_probabilities else None
+
+    def add(self, start: tuple[int, int, int], probabilities: torch.Tensor) -> None:
+        if start[0] > self.base:
+            self._flush(start[0])
+        i = start[0] - self.base
+        box = (slice(i, i + self.patch[0]), slice(start[1], start[1] + self.patch[1]),
+               slice(start[2], start[2] + self.patch[2]))  # fmt: skip
+        self.acc[(slice(None), *box)] += probabilities * self.weight
+        self.weight_sum[box] += self.weight
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray | None]:
+        self._flush(self.shape[0])
+        return self.labels, self.probabilities
+
+    def _flush(self, upto: int) -> None:
+        count = upto - self.base
+        if count <= 0:
+            return
+        blended = self.acc[:, :count] / self.weight_sum[:count].clamp_min(1e-8)
+        region = slice(self.base, upto)
+        self.labels[region] = labels_from_probabilities(blended, self.plan.threshold).numpy()
+        if self.probabilities is not None:
+            self.probabilities[:, region] = blended.numpy()
+        kept = self.acc.shape[1] - count
+        if kept > 0:
+            self.acc[:, :kept] = self.acc[:, count:].clone()
+            self.weight_sum[:kept] = self.weight_sum[count:].clone()
+        self.acc[:, max(kept, 0) :] = 0
+        self.weight_sum[max(kept, 0) :] = 0
+        self.base = upto

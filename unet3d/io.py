@@ -1,0 +1,306 @@
+"""NIfTI I/O: header checks before any data is read, float32 loading, masks written on the input's exact grid."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
+
+from .errors import InvalidVolumeError, UnreadableVolumeError, UnsupportedFormatError, VolumeTooLargeError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+MIN_AXIS_VOXELS = 4
+_RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+_READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError)
+
+NiftiHeader = nib.Nifti1Header | nib.Nifti2Header
+
+
+@dataclass
+class Volume:
+    """A 3D image in nibabel voxel order `(I, J, K)`, float32, with the header it came with.
+
+    Attributes:
+        data: voxel values, float32, scaling (scl_slope/inter) applied.
+        affine: voxel → world (mm) matrix nibabel chose (sform if set, else qform).
+        header: a copy of the input header (qform, sform, their codes, units, NIfTI-1 or -2).
+        stored_shape: the shape in the file, e.g. `(I, J, K, 1)` for a 4D volume with one frame.
+        name: file name, for display and output names; never used as a path.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    header: NiftiHeader
+    stored_shape: tuple[int, ...]
+    name: str = "volume.nii.gz"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        i, j, k = self.data.shape
+        return int(i), int(j), int(k)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        """Voxel edge lengths from the affine's columns (mm), along I, J, K."""
+        norms = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+        return float(norms[0]), float(norms[1]), float(norms[2])
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(abs(np.linalg.det(self.affine[:3, :3])) / 1000.0)
+
+    @property
+    def orientation(self) -> str:
+        """Axis codes of the voxel axes, e.g. "RAS" or "LPS"."""
+        return "".join(nib.orientations.aff2axcodes(self.affine))
+
+    @property
+    def stem(self) -> str:
+        return stem_of(self.name)
+
+    def geometry(self) -> dict[str, Any]:
+        """Shape, spacing, orientation and header codes, as plain JSON-able values."""
+        return {
+            "input_shape": list(self.stored_shape),
+            "spacing_mm": [round(s, 6) for s in self.spacing_mm],
+            "orientation": self.orientation,
+            "qform_code": int(self.header["qform_code"]),
+            "sform_code": int(self.header["sform_code"]),
+        }
+
+
+def stem_of(name: str) -> str:
+    """`"t1.nii.gz"` → `"t1"`; only the final path component of `name` is used."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    for suffix in (".nii.gz", ".nii", ".gz"):
+        if base.lower().endswith(suffix):
+            return base[: -len(suffix)] or "volume"
+    return base or "volume"
+
+
+def check_suffix(name: str) -> None:
+    """Raise `UnsupportedFormatError` unless `name` ends in .nii or .nii.gz."""
+    if not name.lower().endswith(NIFTI_SUFFIXES):
+        raise UnsupportedFormatError(f"'{stem_of(name)}…' is not a NIfTI file: expected a .nii or .nii.gz file")
+
+
+def inspect_volume(
+    path: str | Path, *, max_voxels: int | None = None, max_decompressed_bytes: int | None = None
+) -> nib.Nifti1Image | nib.Nifti2Image:
+    """Open a NIfTI file lazily and validate its header; no voxel data is read.
+
+    Raises:
+        UnsupportedFormatError: the name or the content is not NIfTI-1/NIfTI-2.
+        UnreadableVolumeError: the header cannot be parsed (corrupt gzip, truncated file).
+        InvalidVolumeError: wrong dimensionality, empty axes or an unsupported data type.
+        VolumeTooLargeError: more voxels or decompressed bytes than the caps allow.
+    """
+    path = Path(path)
+    check_suffix(path.name)
+    _sniff_magic(path)
+    try:
+        image = nib.load(path)
+    except _READ_ERRORS as e:
+        raise UnreadableVolumeError(f"cannot read the NIfTI header: {_short(e)}; is the file complete?") from e
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise UnsupportedFormatError("not a single-file NIfTI image: convert it to .nii or .nii.gz")
+    _check_header(image.header, max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes)
+    return image
+
+
+def _sniff_magic(path: Path) -> None:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError as e:
+        raise UnreadableVolumeError(f"cannot open the file: {e.strerror}") from e
+    if not head:
+        raise UnreadableVolumeError("the file is empty: upload a .nii or .nii.gz volume")
+    is_gzip = head[:2] == b"\x1f\x8b"
+    if path.name.lower().endswith(".gz") and not is_gzip:
+        raise UnsupportedFormatError("the file is named .nii.gz but is not gzip-compressed: is it really NIfTI?")
+    if not is_gzip and int.from_bytes(head, "little") not in (348, 540) and int.from_bytes(head, "big") not in (
+        348,
+        540,
+    ):
+        raise UnsupportedFormatError("the file does not start with a NIfTI header: expected a .nii or .nii.gz volume")
+
+
+def _check_header(header: NiftiHeader, *, max_voxels: int | None, max_decompressed_bytes: int | None) -> None:
+    shape = tuple(int(n) for n in header.get_data_shape())
+    if len(shape) < 3 or (len(shape) > 3 and any(n != 1 for n in shape[3:])):
+        raise InvalidVolumeError(
+            f"expected a 3D volume (or 4D with a single frame), got shape {shape}: "
+            "split 4D series into one file per frame"
+        )
+    if any(n < MIN_AXIS_VOXELS for n in shape[:3]):
+        raise InvalidVolumeError(
+            f"volume shape {shape[:3]} is too small: each axis needs at least {MIN_AXIS_VOXELS} voxels"
+        )
+    dtype = header.get_data_dtype()
+    if dtype.fields is not None or dtype.kind not in "iuf" or dtype == np.bool_:
+        raise InvalidVolumeError(f"unsupported voxel type {dtype}: expected integer or floating-point intensities")
+    voxels = int(np.prod(shape[:3], dtype=np.int64))
+    if max_voxels is not None and voxels > max_voxels:
+        raise VolumeTooLargeError(f"volume has {voxels} voxels, more than the limit of {max_voxels}")
+    decompressed = voxels * dtype.itemsize + int(header.get("vox_offset", 0))
+    if max_decompressed_bytes is not None and decompressed > max_decompressed_bytes:
+        raise VolumeTooLargeError(
+            f"volume data is {decompressed / 2**20:.1f} MiB uncompressed, "
+            f"more than the limit of {max_decompressed_bytes / 2**20:.1f} MiB"
+        )
+    if not np.isfinite(header.get_best_affine()).all() or abs(np.linalg.det(header.get_best_affine()[:3, :3])) < 1e-12:
+        raise InvalidVolumeError("the header's voxel-to-world matrix is degenerate: fix pixdim / qform / sform")
+
+
+def load_volume(
+    path: str | Path,
+    *,
+    max_voxels: int | None = None,
+    max_decompressed_bytes: int | None = None,
+    name: str | None = None,
+) -> Volume:
+    """Read a .nii/.nii.gz (NIfTI-1 or -2) as float32, validating the header before the data.
+
+    Args:
+        path: the file to read.
+        max_voxels: refuse volumes with more voxels than this.
+        max_decompressed_bytes: refuse volumes whose data would inflate past this.
+        name: display name (e.g. an uploaded file's name); defaults to the file name.
+
+    Returns:
+        The volume in its stored voxel order, never reoriented.
+    """
+    image = inspect_volume(path, max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes)
+    header = image.header.copy()
+    try:
+        raw = np.asanyarray(image.dataobj.get_unscaled())
+    except _READ_ERRORS as e:
+        raise UnreadableVolumeError(f"cannot read the voxel data: {_short(e)}; is the file truncated?") from e
+    data = _to_float32(raw, header).reshape(header.get_data_shape()[:3])
+    bad = data.size - int(np.count_nonzero(np.isfinite(data)))
+    if bad:
+        raise InvalidVolumeError(
+            f"{bad} voxels are NaN or infinite: replace them (e.g. with the background value) and retry"
+        )
+    return Volume(
+        data=data,
+        affine=image.affine.copy(),
+        header=header,
+        stored_shape=tuple(int(n) for n in header.get_data_shape()),
+        name=name or Path(path).name,
+    )
+
+
+def _to_float32(raw: np.ndarray, header: NiftiHeader) -> np.ndarray:
+    # Scale in float32 ourselves: nibabel's get_fdata would build a float64 copy of the volume first.
+    data = raw.astype(np.float32, copy=True)
+    slope, inter = header.get_slope_inter()
+    if slope is not None and slope != 1.0:
+        data *= np.float32(slope)
+    if inter is not None and inter != 0.0:
+        data += np.float32(inter)
+    return data
+
+
+def volume_from_array(
+    data: np.ndarray, affine: np.ndarray | None = None, *, name: str = "array.nii.gz"
+) -> Volume:
+    """Wrap an in-memory `(I, J, K)` array as a Volume (identity affine unless given)."""
+    array = np.asarray(data)
+    if array.ndim != 3:
+        raise InvalidVolumeError(f"expected a 3D array (I, J, K), got shape {array.shape}")
+    image = nib.Nifti1Image(array.astype(np.float32), np.eye(4) if affine is None else np.asarray(affine))
+    _check_header(image.header, max_voxels=None, max_decompressed_bytes=None)
+    values = array.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise InvalidVolumeError("the array holds NaN or infinite values: replace them and retry")
+    return Volume(values, image.affine.copy(), image.header.copy(), array.shape, name)
+
+
+def save_mask(mask: np.ndarray, reference: Volume, path: str | Path) -> Path:
+    """Write a uint8 label mask on the reference volume's exact grid.
+
+    Shape (including a singleton 4th axis), qform and sform with their codes, units and the
+    NIfTI version are copied from the reference header; only the data type, scaling and intent change.
+
+    Args:
+        mask: `(I, J, K)` class indices, the reference's shape.
+        reference: the volume the mask was computed from.
+        path: output .nii or .nii.gz path.
+    """
+    if mask.shape != reference.shape:
+        raise InvalidVolumeError(f"mask shape {mask.shape} differs from the input shape {reference.shape}")
+    image = mask_image(mask, reference)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.to_filename(path)
+    return path
+
+
+def mask_image(mask: np.ndarray, reference: Volume) -> nib.Nifti1Image | nib.Nifti2Image:
+    """The in-memory NIfTI image `save_mask` writes."""
+    header = reference.header.copy()
+    header.set_data_dtype(np.uint8)
+    header.set_data_shape(reference.stored_shape)
+    header.set_slope_inter(1.0, 0.0)
+    header.set_intent("label")
+    header["cal_min"], header["cal_max"] = 0, float(mask.max(initial=0))
+    header["descrip"] = b"unet3d mask"
+    image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    data = np.ascontiguousarray(mask, dtype=np.uint8).reshape(reference.stored_shape)
+    # affine=None keeps the header's qform/sform (and codes) exactly instead of re-deriving them.
+    return image_class(data, None, header=header)
+
+
+def save_probabilities(probabilities: np.ndarray, reference: Volume, path: str | Path) -> Path:
+    """Write class probabilities `(C, I, J, K)` as a float32 4D NIfTI `(I, J, K, C)` on the input grid."""
+    header = reference.header.copy()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape((*reference.shape, probabilities.shape[0]))
+    header.set_slope_inter(1.0, 0.0)
+    header["descrip"] = b"unet3d class probabilities"
+    image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    image = image_class(np.moveaxis(probabilities.astype(np.float32), 0, -1), None, header=header)
+    path = Path(path)
+    image.to_filename(path)
+    return path
+
+
+def canonical_orientation(volume: Volume) -> np.ndarray:
+    """nibabel orientation array mapping the volume's voxel axes to the closest RAS axes."""
+    return nib.orientations.io_orientation(volume.affine)
+
+
+def to_canonical(array: np.ndarray, orientation: np.ndarray) -> np.ndarray:
+    """Permute/flip the last three axes of `array` into closest-RAS order (no resampling)."""
+    leading = array.ndim - 3
+    full = np.concatenate([[[i, 1] for i in range(leading)], orientation + [leading, 0]]) if leading else orientation
+    return nib.orientations.apply_orientation(array, full)
+
+
+def from_canonical(array: np.ndarray, orientation: np.ndarray) -> np.ndarray:
+    """Inverse of `to_canonical`: back to the input's voxel order, exactly."""
+    inverse = nib.orientations.ornt_transform(_RAS, orientation)
+    return np.ascontiguousarray(to_canonical(array, inverse))
+
+
+def canonical_spacing(volume: Volume, orientation: np.ndarray) -> tuple[float, float, float]:
+    """Voxel spacing (mm) along the canonical axes."""
+    spacing = np.empty(3)
+    for source_axis, (target_axis, _) in enumerate(orientation):
+        spacing[int(target_axis)] = volume.spacing_mm[source_axis]
+    return float(spacing[0]), float(spacing[1]), float(spacing[2])
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    # nibabel messages sometimes quote the temp path; keep only the reason.
+    return text.split("'/")[0].strip().rstrip(":")[:160] or type(error).__name__

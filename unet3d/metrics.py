@@ -1,0 +1,101 @@
+"""Segmentation metrics: per-class Dice, IoU, HD95 (mm), IoU along an axis, volumes (mL)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+
+def dice(pred: np.ndarray, target: np.ndarray, cls: int) -> float:
+    """Dice of one class; 1.0 when the class is absent from both (nothing to get wrong)."""
+    p, t = pred == cls, target == cls
+    total = int(p.sum()) + int(t.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(p, t).sum()) / total
+
+
+def iou(pred: np.ndarray, target: np.ndarray, cls: int) -> float:
+    """Intersection over union of one class; 1.0 when absent from both."""
+    p, t = pred == cls, target == cls
+    union = int(np.logical_or(p, t).sum())
+    return 1.0 if union == 0 else int(np.logical_and(p, t).sum()) / union
+
+
+def iou_along_axis(pred: np.ndarray, target: np.ndarray, cls: int, axis: int = -1) -> np.ndarray:
+    """IoU of one class in every slice along `axis`; NaN where the class is absent from both."""
+    p, t = pred == cls, target == cls
+    others = tuple(a for a in range(pred.ndim) if a != axis % pred.ndim)
+    inter = np.logical_and(p, t).sum(axis=others).astype(np.float64)
+    union = np.logical_or(p, t).sum(axis=others).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, np.nan)
+
+
+def hd95(pred: np.ndarray, target: np.ndarray, cls: int, spacing_mm: tuple[float, ...] = (1.0, 1.0, 1.0)) -> float:
+    """95th percentile symmetric surface distance (mm) of one class.
+
+    Returns 0.0 when the class is absent from both, and inf when it is absent from exactly one.
+    """
+    p, t = pred == cls, target == cls
+    if not p.any() and not t.any():
+        return 0.0
+    if not p.any() or not t.any():
+        return float("inf")
+    p_surface = p & ~ndimage.binary_erosion(p)
+    t_surface = t & ~ndimage.binary_erosion(t)
+    to_t = ndimage.distance_transform_edt(~t_surface, sampling=spacing_mm)
+    to_p = ndimage.distance_transform_edt(~p_surface, sampling=spacing_mm)
+    distances = np.concatenate([to_t[p_surface], to_p[t_surface]])
+    return float(np.percentile(distances, 95))
+
+
+def class_volumes_ml(mask: np.ndarray, num_classes: int, voxel_volume_ml: float) -> list[float]:
+    """Volume (mL) of each class index 0..num_classes-1."""
+    counts = np.bincount(mask.reshape(-1), minlength=num_classes)[:num_classes]
+    return [float(c) * voxel_volume_ml for c in counts]
+
+
+def evaluate(
+    pred: np.ndarray,
+    target: np.ndarray,
+    *,
+    num_classes: int,
+    spacing_mm: tuple[float, ...] = (1.0, 1.0, 1.0),
+    class_names: list[str] | None = None,
+    with_hd95: bool = True,
+) -> dict[str, Any]:
+    """Per-class Dice, IoU, HD95 and volumes, plus means over the foreground classes (background excluded).
+
+    Args:
+        pred, target: `(I, J, K)` integer label arrays on the same grid.
+        num_classes: classes including background (index 0).
+        spacing_mm: voxel size, for HD95 and volumes.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from reference shape {target.shape}")
+    names = class_names or [f"class_{c}" for c in range(num_classes)]
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    per_class = []
+    for cls in range(num_classes):
+        entry = {
+            "index": cls,
+            "name": names[cls],
+            "dice": dice(pred, target, cls),
+            "iou": iou(pred, target, cls),
+            "volume_ml_pred": float((pred == cls).sum()) * voxel_ml,
+            "volume_ml_ref": float((target == cls).sum()) * voxel_ml,
+        }
+        if with_hd95 and cls > 0:
+            entry["hd95_mm"] = hd95(pred, target, cls, spacing_mm)
+        per_class.append(entry)
+    foreground = per_class[1:] or per_class
+    return {
+        "classes": per_class,
+        "mean_dice": float(np.mean([c["dice"] for c in foreground])),
+        "mean_iou": float(np.mean([c["iou"] for c in foreground])),
+        "iou_along_last_axis": {
+            names[c]: [None if np.isnan(v) else round(float(v), 6) for v in iou_along_axis(pred, target, c)]
+            for c in range(1, num_classes)
+        },
+    }

@@ -1,0 +1,156 @@
+"""UNet3D: the seed's encoder-decoder family, loadable from safetensors through the Hugging Face Hub mixin."""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+Norm = Literal["batch", "instance", "none"]
+NORMS: tuple[str, ...] = ("batch", "instance", "none")
+
+
+def _norm_layer(norm: str, channels: int) -> nn.Module:
+    if norm == "batch":
+        return nn.BatchNorm3d(channels)
+    if norm == "instance":
+        return nn.InstanceNorm3d(channels, affine=True)
+    return nn.Identity()
+
+
+class ConvBlock(nn.Sequential):
+    """Two (conv 3³ → norm → ReLU) layers, with optional dropout between them."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: str, dropout: float) -> None:
+        bias = norm == "none"
+        super().__init__(
+            nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=bias),
+            _norm_layer(norm, out_channels),
+            nn.ReLU(inplace=True),
+            nn.Dropout3d(dropout) if dropout > 0 else nn.Identity(),
+            nn.Conv3d(out_channels, out_channels, 3, padding=1, bias=bias),
+            _norm_layer(norm, out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UNet3D(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="unet3d",
+    tags=["unet3d", "medical-imaging", "image-segmentation", "3d"],
+    license="mit",
+):
+    """A 3D U-Net: `depth` max-pool levels, transposed-conv up-sampling, skip concatenation, 1×1×1 head.
+
+    Input `(B, in_channels, I, J, K)` with every spatial size a multiple of `2**depth`; output logits
+    `(B, num_classes, I, J, K)`. With `base_channels=16, depth=4` the widths are 16, 32, 64, 128 and a
+    256-channel bottleneck (16·base), as in the seed.
+
+    Args:
+        in_channels: image channels (1 for a single MR/CT volume).
+        num_classes: output channels; class 0 is background. 1 means a single sigmoid output.
+        base_channels: width of the first level; each level doubles it.
+        depth: number of down-sampling steps (the pad multiple is `2**depth`).
+        norm: "batch" (eval statistics independent of the field of view), "instance" or "none".
+        dropout: Dropout3d probability inside each block, in [0, 1).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 3,
+        base_channels: int = 16,
+        depth: int = 4,
+        norm: Norm = "batch",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        _validate_arguments(in_channels, num_classes, base_channels, depth, norm, dropout)
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.base_channels = base_channels
+        self.depth = depth
+        self.norm = norm
+        widths = [base_channels * 2**level for level in range(depth + 1)]
+        self.encoders = nn.ModuleList()
+        previous = in_channels
+        for width in widths[:-1]:
+            self.encoders.append(ConvBlock(previous, width, norm, dropout))
+            previous = width
+        self.pool = nn.MaxPool3d(2)
+        self.bottleneck = ConvBlock(widths[-2], widths[-1], norm, dropout)
+        self.upsamplers = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for width in reversed(widths[:-1]):
+            self.upsamplers.append(nn.ConvTranspose3d(width * 2, width, kernel_size=2, stride=2))
+            self.decoders.append(ConvBlock(width * 2, width, norm, dropout))
+        self.head = nn.Conv3d(base_channels, num_classes, kernel_size=1)
+        self._init_weights()
+
+    @property
+    def pad_multiple(self) -> int:
+        """Every spatial input size must be a multiple of this."""
+        return int(2**self.depth)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for encoder in self.encoders:
+            x = encoder(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottleneck(x)
+        for upsample, decoder in zip(self.upsamplers, self.decoders, strict=True):
+            # pop: each skip is freed as soon as it is concatenated (the full-resolution one is large).
+            x = decoder(torch.cat([upsample(x), skips.pop()], dim=1))
+        return self.head(x)
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv3d | nn.ConvTranspose3d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def activation_bytes_per_voxel(self, element_bytes: int) -> float:
+        """Rough peak activation memory of a forward pass, per input voxel (calibrated in bench/)."""
+        # Skips held across the pass (~1.33·base per voxel) plus the widest full-resolution step
+        # (concatenation + conv output ≈ 3·base; measured 4.25·base in bench/), plus fp32 logits.
+        return self.base_channels * 4.5 * element_bytes + 4.0 * (self.num_classes + 2)
+
+
+def _validate_arguments(
+    in_channels: int, num_classes: int, base_channels: int, depth: int, norm: str, dropout: float
+) -> None:
+    for name, value in (("in_channels", in_channels), ("num_classes", num_classes), ("base_channels", base_channels)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(depth, int) or not 1 <= depth <= 6:
+        raise ValueError(f"depth must be an integer in [1, 6], got {depth!r}")
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+
+
+def fuse_for_inference(model: UNet3D) -> UNet3D:
+    """Return an eval-mode copy with each BatchNorm folded into the convolution before it.
+
+    The folded network computes the same function (up to float rounding) with one memory pass
+    less per layer; models with instance or no normalisation are returned as an eval copy.
+    """
+    fused = copy.deepcopy(model).eval()
+    if model.norm != "batch":
+        return fused
+    for block in fused.modules():
+        if isinstance(block, ConvBlock):
+            for index in (0, 4):
+                conv, norm = block[index], block[index + 1]
+                assert isinstance(conv, nn.Conv3d) and isinstance(norm, nn.BatchNorm3d)
+                block[index] = fuse_conv_bn_eval(conv, norm)
+                block[index + 1] = nn.Identity()
+    return fused

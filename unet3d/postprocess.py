@@ -1,0 +1,45 @@
+"""Optional mask clean-up driven by the model card: largest connected component and hole filling."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from scipy import ndimage
+from skimage import measure
+
+
+def keep_largest_component(mask: np.ndarray, classes: Iterable[int]) -> np.ndarray:
+    """Keep only the largest 26-connected component of each listed class; the rest becomes background.
+
+    Args:
+        mask: `(I, J, K)` uint8 labels; modified in place and returned.
+        classes: class indices to clean (0 is never touched).
+    """
+    for cls in classes:
+        if cls == 0:
+            continue
+        components = measure.label(mask == cls, connectivity=3)
+        if components.max() <= 1:
+            continue
+        sizes = np.bincount(components.reshape(-1))
+        sizes[0] = 0
+        mask[(components != int(sizes.argmax())) & (components > 0)] = 0
+    return mask
+
+
+def fill_holes(mask: np.ndarray, classes: Iterable[int]) -> np.ndarray:
+    """Fill background cavities fully enclosed by each listed class (in place)."""
+    for cls in classes:
+        if cls == 0:
+            continue
+        filled = ndimage.binary_fill_holes(mask == cls)
+        mask[filled & (mask == 0)] = cls
+    return mask
+
+
+def postprocess(mask: np.ndarray, *, largest_component: Iterable[int] = (), holes: Iterable[int] = ()) -> np.ndarray:
+    """Apply the card's clean-up steps in a fixed order: largest component, then hole filling."""
+    keep_largest_component(mask, largest_component)
+    fill_holes(mask, holes)
+    return mask

@@ -1,0 +1,86 @@
+"""Prediction: the mask on the input grid plus the summary every front-end (CLI, HTTP, UI) reports."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .card import ModelCard
+from .hub import ModelSource
+from .io import Volume, save_mask, save_probabilities
+
+STAGES = ("load", "preprocess", "infer", "postprocess", "encode")
+
+
+@dataclass
+class Prediction:
+    """The result of `Segmenter.predict`.
+
+    Attributes:
+        mask: `(I, J, K)` uint8 class indices on the input's voxel grid.
+        volume: the input volume (geometry reference for saving).
+        probabilities: `(C, I, J, K)` float32, only when requested.
+        mode: the inference mode that ran ("whole" or "sliding").
+        network_shape: the padded shape the network saw (after cropping/resampling).
+        threshold_used: the binary threshold applied, None for argmax models.
+        timings_ms: milliseconds per stage (load, preprocess, infer, postprocess, encode).
+    """
+
+    mask: np.ndarray
+    volume: Volume
+    card: ModelCard
+    source: ModelSource
+    device: str
+    mode: str
+    network_shape: tuple[int, int, int]
+    threshold_used: float | None = None
+    probabilities: np.ndarray | None = None
+    timings_ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    def class_voxels(self) -> list[int]:
+        counts = np.bincount(self.mask.reshape(-1), minlength=self.card.num_classes)
+        return [int(c) for c in counts[: max(self.card.num_classes, 1)]]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able summary: the fields of `POST /v1/predict` (see DESIGN.md)."""
+        voxels = self.class_voxels()
+        voxel_ml = self.volume.voxel_volume_ml
+        geometry = self.volume.geometry()
+        timings = {stage: round(self.timings_ms.get(stage, 0.0), 3) for stage in STAGES}
+        return {
+            "filename": self.volume.name,
+            "input_shape": geometry["input_shape"],
+            "padded_shape": list(self.network_shape),
+            "spacing_mm": geometry["spacing_mm"],
+            "orientation": geometry["orientation"],
+            "qform_code": geometry["qform_code"],
+            "sform_code": geometry["sform_code"],
+            "runtime_ms": round(sum(timings.values()), 3),
+            "device": self.device,
+            "mode": self.mode,
+            "threshold_used": self.threshold_used,
+            "class_histogram": {str(i): n for i, n in enumerate(voxels)},
+            "classes": [
+                {"index": c.index, "name": c.name, "voxels": voxels[c.index], "volume_ml": round(voxels[c.index] * voxel_ml, 6)}
+                for c in self.card.classes
+            ],
+            "model": {"id": self.source.id, "revision": self.source.revision},
+            "timings_ms": timings,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the mask (uint8, the input's exact geometry) to a .nii/.nii.gz path."""
+        started = time.perf_counter()
+        written = save_mask(self.mask, self.volume, path)
+        self.timings_ms["encode"] = (time.perf_counter() - started) * 1000.0
+        return written
+
+    def save_probabilities(self, path: str | Path) -> Path:
+        """Write `(I, J, K, C)` float32 probabilities; requires `predict(..., probabilities=True)`."""
+        if self.probabilities is None:
+            raise ValueError("no probabilities: call predict(..., probabilities=True)")
+        return save_probabilities(self.probabilities, self.volume, path)

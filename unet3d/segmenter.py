@@ -1,0 +1,254 @@
+"""Segmenter: load a model once, then predict masks on the exact voxel grid of each input volume."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .card import ModelCard, load_card
+from .errors import ParameterError
+from .hub import CARD_NAME, ModelSource, load_unet, resolve_source
+from .inference import MODES, InferencePlan, Mode, Precision, Progress, labels_from_probabilities, memory_budget_mb
+from .inference import plan_inference, prepare_network, resolve_device, run_inference
+from .io import Volume, canonical_orientation, canonical_spacing, from_canonical, load_volume, to_canonical
+from .io import volume_from_array
+from .model import UNet3D
+from .postprocess import postprocess
+from .prediction import Prediction
+from .preprocessing import foreground_crop, needs_resampling, normalize_minmax, resampled_shape, resize, uncrop
+
+logger = logging.getLogger(__name__)
+
+VolumeInput = str | Path | Volume | np.ndarray
+
+
+class Segmenter:
+    """A loaded UNet3D with its model card, ready to segment volumes.
+
+    Example:
+        >>> seg = Segmenter.from_pretrained("models/unet3d-brain-tissue")
+        >>> pred = seg.predict("t1.nii.gz")
+        >>> pred.save("t1_mask.nii.gz")
+    """
+
+    def __init__(
+        self,
+        model: UNet3D,
+        card: ModelCard,
+        source: ModelSource,
+        *,
+        device: str | torch.device = "auto",
+        precision: Precision = "auto",
+        max_voxels: int | None = None,
+    ) -> None:
+        card.check_network(model.num_classes, model.in_channels, model.pad_multiple)
+        self.device = resolve_device(device)
+        self.model = model.eval()
+        self.network = prepare_network(model, self.device)
+        self.card = card
+        self.source = source
+        self.precision: Precision = precision
+        self.max_voxels = max_voxels
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | Path,
+        revision: str | None = None,
+        device: str | torch.device = "auto",
+        *,
+        token: str | None = None,
+        **options: Any,
+    ) -> Segmenter:
+        """Load a model directory, a `.safetensors` file, or a Hub repo id (weights are safetensors, strict).
+
+        Args:
+            source: local directory / file, or `owner/name` on the Hub.
+            revision: branch, tag or commit sha for Hub sources.
+            device: "auto", "cpu", "cuda" or "cuda:N".
+            token: Hub token for private repos (default: HF_TOKEN).
+            **options: forwarded to `Segmenter(...)` (precision, max_voxels).
+        """
+        resolved = resolve_source(source, revision, token=token)
+        model = load_unet(resolved)
+        card = load_card(resolved.directory / CARD_NAME)
+        return cls(model, card, resolved, device=device, **options)
+
+    def info(self) -> dict[str, Any]:
+        """The model card plus the resolved id, revision and weights sha256."""
+        return {**self.card.to_dict(), **self.source.as_dict(), "device": str(self.device)}
+
+    def predict(
+        self,
+        volume: VolumeInput,
+        *,
+        tta: bool = False,
+        mode: Mode = "auto",
+        progress: Progress | None = None,
+        probabilities: bool = False,
+        threshold: float | None = None,
+        patch_size: tuple[int, int, int] | None = None,
+        overlap: float | None = None,
+    ) -> Prediction:
+        """Segment one volume; the mask is on the input's voxel grid, whatever its orientation.
+
+        Args:
+            volume: a .nii/.nii.gz path, a loaded `Volume`, or an `(I, J, K)` array.
+            tta: average over flips along each axis (4× the time).
+            mode: "auto" (whole pass if it fits the memory budget), "whole" or "sliding".
+            progress: called with (fraction in [0, 1], stage name).
+            probabilities: also return `(C, I, J, K)` class probabilities.
+            threshold: foreground probability cut-off, binary models only, in (0, 1).
+            patch_size, overlap: sliding-window overrides of the card's defaults.
+        """
+        report = _Reporter(progress)
+        threshold = self._check_options(mode, threshold)
+        report("load", 0.0)
+        vol = self._load(volume)
+        report("preprocess", 0.0)
+        prepared = self._preprocess(vol)
+        report("infer", 0.0)
+        spec = self.card.inference
+        plan = plan_inference(
+            self.network,
+            prepared.array.shape,  # type: ignore[arg-type]
+            mode=mode,
+            patch_size=patch_size or spec.patch_size,
+            overlap=spec.overlap if overlap is None else overlap,
+            blending=spec.blending,
+            device=self.device,
+            memory_budget_mb=memory_budget_mb(self.device, spec.memory_budget_mb),
+            pad_multiple=self.card.input.pad_to_multiple,
+            precision=self.precision,
+            tta=tta,
+            threshold=threshold,
+            keep_probabilities=probabilities or prepared.resampled,
+        )
+        output = run_inference(self.network, prepared.array, plan, lambda f, _: report("infer", f))
+        report("postprocess", 0.0)
+        mask, probs = self._restore(output.labels, output.probabilities, prepared, threshold, keep=probabilities)
+        cleanup = self.card.postprocess
+        postprocess(mask, largest_component=cleanup.largest_component, holes=cleanup.fill_holes)
+        report("postprocess", 1.0)
+        return Prediction(
+            mask=mask,
+            volume=vol,
+            card=self.card,
+            source=self.source,
+            device=str(plan.device),
+            mode=plan.mode,
+            network_shape=_network_shape(prepared.array.shape, plan),
+            threshold_used=threshold,
+            probabilities=probs,
+            timings_ms=report.timings(),
+        )
+
+    def _check_options(self, mode: str, threshold: float | None) -> float | None:
+        if mode not in MODES:
+            raise ParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if threshold is not None and not 0.0 < threshold < 1.0:
+            raise ParameterError(f"threshold must be in (0, 1), got {threshold}")
+        if self.model.num_classes > 2:
+            return None
+        return 0.5 if threshold is None else float(threshold)
+
+    def _load(self, volume: VolumeInput) -> Volume:
+        if isinstance(volume, Volume):
+            return volume
+        if isinstance(volume, np.ndarray):
+            return volume_from_array(volume)
+        return load_volume(volume, max_voxels=self.max_voxels)
+
+    def _preprocess(self, volume: Volume) -> _Prepared:
+        orientation = canonical_orientation(volume)
+        canonical = to_canonical(volume.data, orientation)
+        normalized = normalize_minmax(canonical, self.card.input.clip_percentiles)
+        spec = self.card.inference
+        crop = foreground_crop(normalized, spec.crop_margin) if spec.crop_foreground else None
+        array = normalized[crop.slices] if crop else normalized
+        spacing = canonical_spacing(volume, orientation)
+        target = self.card.input.spacing_mm
+        resampled = target is not None and needs_resampling(spacing, target)
+        cropped_shape: tuple[int, int, int] = array.shape  # type: ignore[assignment]
+        if resampled and target is not None:
+            array = resize(array, resampled_shape(cropped_shape, spacing, target))
+        return _Prepared(np.ascontiguousarray(array), orientation, crop, cropped_shape, resampled)
+
+    def _restore(
+        self,
+        labels: np.ndarray,
+        probabilities: np.ndarray | None,
+        prepared: _Prepared,
+        threshold: float | None,
+        *,
+        keep: bool,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        if prepared.resampled and probabilities is not None:
+            probabilities = resize(probabilities, prepared.cropped_shape)
+            labels = _labels(probabilities, threshold)
+        if not keep:
+            probabilities = None
+        if prepared.crop is not None:
+            labels = uncrop(labels, prepared.crop)
+            if probabilities is not None:
+                probabilities = _uncrop_probabilities(probabilities, prepared)
+        mask = from_canonical(labels, prepared.orientation).astype(np.uint8, copy=False)
+        if probabilities is not None:
+            probabilities = from_canonical(probabilities, prepared.orientation)
+        return mask, probabilities
+
+
+class _Prepared:
+    """The network-ready array and what is needed to map results back to the input grid."""
+
+    def __init__(self, array: np.ndarray, orientation: np.ndarray, crop: Any, cropped_shape: Any, resampled: bool):
+        self.array, self.orientation, self.crop = array, orientation, crop
+        self.cropped_shape, self.resampled = cropped_shape, resampled
+
+
+class _Reporter:
+    """Tracks time per stage and forwards overall progress (stages weighted by their usual cost)."""
+
+    WEIGHTS = {"load": (0.0, 0.05), "preprocess": (0.05, 0.1), "infer": (0.1, 0.9), "postprocess": (0.9, 1.0)}
+
+    def __init__(self, callback: Progress | None) -> None:
+        self.callback = callback
+        self.stage: str | None = None
+        self.started = time.perf_counter()
+        self.elapsed: dict[str, float] = {}
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        now = time.perf_counter()
+        if stage != self.stage:
+            if self.stage is not None:
+                self.elapsed[self.stage] = self.elapsed.get(self.stage, 0.0) + (now - self.started) * 1000.0
+            self.stage, self.started = stage, now
+        if self.callback is not None:
+            low, high = self.WEIGHTS.get(stage, (0.0, 1.0))
+            self.callback(low + (high - low) * fraction, stage)
+
+    def timings(self) -> dict[str, float]:
+        self("done", 0.0)
+        return {stage: self.elapsed.get(stage, 0.0) for stage in ("load", "preprocess", "infer", "postprocess")}
+
+
+def _labels(probabilities: np.ndarray, threshold: float | None) -> np.ndarray:
+    return labels_from_probabilities(torch.from_numpy(probabilities), threshold).numpy()
+
+
+def _uncrop_probabilities(probabilities: np.ndarray, prepared: _Prepared) -> np.ndarray:
+    background = np.zeros((probabilities.shape[0], 1, 1, 1), dtype=np.float32)
+    background[0] = 1.0
+    full = np.broadcast_to(background, (probabilities.shape[0], *prepared.crop.full_shape)).copy()
+    full[(slice(None), *prepared.crop.slices)] = probabilities
+    return full
+
+
+def _network_shape(shape: tuple[int, ...], plan: InferencePlan) -> tuple[int, int, int]:
+    grown = shape if plan.mode == "whole" else tuple(max(s, p) for s, p in zip(shape, plan.patch_size, strict=True))
+    return tuple(-(-s // plan.pad_multiple) * plan.pad_multiple for s in grown)  # type: ignore[return-value]
