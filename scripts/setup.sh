@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set up .venv with everything the service needs (or, with --dev, what the tests need too). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+requirements=requirements.txt
+if [[ "${1:-}" == "--dev" ]]; then
+  requirements=requirements-dev.txt
+  if ! command -v chromium >/dev/null 2>&1; then
+    # The browser tests drive Debian's Chromium through playwright (never `playwright install`).
+    sudo_cmd=$([[ $(id -u) -eq 0 ]] && echo "" || echo "sudo")
+    $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq chromium >/dev/null
+  fi
+fi
+[[ -x .venv/bin/python ]] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -r "$requirements"
+.venv/bin/python -m pip install -q --no-deps -e .

@@ -1,0 +1,73 @@
+"""Export trained weights as a model directory: config.json, model.safetensors, model.yaml, README.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unet3d import UNet3D
+from unet3d.hub import check_model_dir
+
+CARD_HEADER = "# unet3d model card: classes, input contract, inference defaults and measured metrics.\n"
+
+
+def export_model(model: UNet3D, card: dict[str, Any], out: str | Path) -> Path:
+    """Write the model directory and verify it loads back strictly; returns its path."""
+    out = Path(out)
+    model.cpu().eval().save_pretrained(out)
+    write_card(card, out)
+    check_model_dir(out)
+    return out
+
+
+def write_card(card: dict[str, Any], out: Path) -> None:
+    """Write model.yaml and the Hugging Face README.md generated from it."""
+    (out / "model.yaml").write_text(CARD_HEADER + yaml.safe_dump(card, sort_keys=False), encoding="utf-8")
+    (out / "README.md").write_text(model_readme(card), encoding="utf-8")
+
+
+def model_readme(card: dict[str, Any]) -> str:
+    """HF model card with the YAML header the Hub reads (library_name, license, tags)."""
+    header = {
+        "library_name": "unet3d",
+        "license": card.get("license", "mit"),
+        "tags": ["unet3d", "medical-imaging", "image-segmentation", "3d", "nifti", "safetensors"],
+        "pipeline_tag": "image-segmentation",
+    }
+    classes = "\n".join(f"| {c['index']} | {c['name']} | `{c['color']}` |" for c in card["classes"])
+    metrics = card.get("metrics") or {}
+    lines = [
+        "---",
+        yaml.safe_dump(header, sort_keys=False).strip(),
+        "---",
+        f"# {card['name']} (v{card['version']})",
+        "",
+        card.get("description", ""),
+        "",
+        f"**Intended use:** {card.get('intended_use', 'research/demo, not for clinical use')}.",
+        "",
+        "## Classes",
+        "| index | name | colour |",
+        "|---|---|---|",
+        classes,
+        "",
+        "## Use",
+        "```python",
+        "from unet3d import Segmenter",
+        'seg = Segmenter.from_pretrained("<this repo id or folder>")',
+        'seg.predict("t1.nii.gz").save("t1_mask.nii.gz")  # mask on the exact input grid',
+        "```",
+        "",
+        "## Input",
+        "```yaml",
+        yaml.safe_dump({"input": card.get("input"), "inference": card.get("inference")}, sort_keys=False).strip(),
+        "```",
+    ]
+    if metrics:
+        lines += ["", "## Measured metrics", "```yaml", yaml.safe_dump(metrics, sort_keys=False).strip(), "```"]
+    training = card.get("training")
+    if training:
+        lines += ["", "## Training", "```yaml", yaml.safe_dump(training, sort_keys=False).strip(), "```"]
+    return "\n".join(lines) + "\n"

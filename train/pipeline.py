@@ -1,0 +1,83 @@
+"""End-to-end steps behind the CLI: fit → export a model directory; evaluate → report (+ card metrics)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .config import TrainConfig
+from .export import export_model, write_card
+from .report import evaluate_model
+from .trainer import Trainer, build_card
+
+logger = logging.getLogger(__name__)
+
+
+def fit_and_export(
+    config: TrainConfig,
+    out: Path,
+    *,
+    config_path: Path | None = None,
+    overrides: list[str] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path | None:
+    """Train, then (on rank 0) export the best weights to `out/model`; returns that folder."""
+    trainer = Trainer(config, out, progress=progress)
+    is_main = trainer.dist.is_main
+    result = trainer.fit(resume=resume)
+    if not is_main:
+        return None
+    command = "python -m train fit" + (f" --config {config_path}" if config_path else "")
+    command += "".join(f" --set {o}" for o in overrides or [])
+    card = build_card(config)
+    card["training"] = {
+        "command": command,
+        "seed": config.loop.seed,
+        "config": config.to_dict(),
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "minutes": round(result.seconds / 60, 2),
+        "device": str(trainer.device) + (f" ({torch.cuda.get_device_name()})" if trainer.device.type == "cuda" else ""),
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "validation": {k: round(v, 4) for k, v in result.best_metrics.items()},
+    }
+    model_dir = export_model(result.model, card, out / "model")
+    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    logger.info("exported %s (best epoch %d: %s)", model_dir, result.best_epoch, card["training"]["validation"])
+    return model_dir
+
+
+def evaluate_and_record(
+    model: str | Path,
+    data: Path,
+    out: Path,
+    *,
+    split: str = "test",
+    device: str = "auto",
+    limit: int | None = None,
+    update_card: bool = False,
+) -> dict[str, Any]:
+    """Write the evaluation report; with `update_card`, store its means in the model's model.yaml."""
+    report = evaluate_model(model, data, out, split=split, device=device, limit=limit)
+    if update_card:
+        directory = Path(model)
+        card = yaml.safe_load((directory / "model.yaml").read_text(encoding="utf-8"))
+        card.setdefault("metrics", {})[split] = {
+            "measured_on": report["dataset"],
+            "per_class": report["mean"],
+            "mean_dice": report["mean_dice"],
+            "mean_iou": report["mean_iou"],
+            "date": dt.date.today().isoformat(),
+            "command": f"python -m train evaluate --model {model} --data {data} --out {out} --split {split}",
+        }
+        write_card(card, directory)
+    return report

@@ -1,0 +1,155 @@
+"""Evaluation report: JSON metrics and the seed's figures (IoU per class, IoU along z, predictions, errors)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from unet3d import Segmenter  # noqa: E402
+from unet3d.io import canonical_orientation, canonical_spacing, to_canonical  # noqa: E402
+from unet3d.metrics import evaluate  # noqa: E402
+
+from .data import Case, cases, load_pair, read_dataset  # noqa: E402
+
+
+def evaluate_model(
+    model: str | Path,
+    data: str | Path,
+    out: str | Path,
+    *,
+    split: str = "test",
+    device: str = "auto",
+    limit: int | None = None,
+    mode: str = "auto",
+) -> dict[str, Any]:
+    """Segment every case of `split`, write report.json and PNG figures to `out`; returns the report."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    segmenter = Segmenter.from_pretrained(model, device=device)
+    card = segmenter.card
+    selected = cases(data, split)[:limit] if limit else cases(data, split)
+    rows, views = [], []
+    for case in selected:
+        image, label = load_pair(case)
+        started = time.perf_counter()
+        prediction = segmenter.predict(image, mode=mode)  # type: ignore[arg-type]
+        seconds = time.perf_counter() - started
+        reference = np.rint(label.data).astype(np.uint8)
+        metrics = evaluate(prediction.mask, reference, num_classes=card.num_classes, spacing_mm=image.spacing_mm,
+                           class_names=card.class_names())  # fmt: skip
+        rows.append({"case": case.name, "seconds": round(seconds, 3), "mode": prediction.mode,
+                     "shape": list(image.shape), "spacing_mm": [round(s, 3) for s in image.spacing_mm], **metrics})  # fmt: skip
+        orientation = canonical_orientation(image)
+        spacing = canonical_spacing(image, orientation)
+        views.append((case, spacing, *(to_canonical(a, orientation) for a in (image.data, reference, prediction.mask))))
+    report = _summarise(rows, card.class_names(), data, split, segmenter.info())
+    (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    _plot_iou(rows, card.class_names(), out / "iou_per_class.png")
+    _plot_iou_z(rows, card.class_names(), out / "iou_along_z.png")
+    _plot_grid(views, card, out / "predictions.png", errors=False)
+    _plot_grid(views, card, out / "error_overlays.png", errors=True)
+    return report
+
+
+def _summarise(rows: list[dict[str, Any]], names: list[str], data: str | Path, split: str, info: dict[str, Any]) -> dict[str, Any]:
+    per_class = {}
+    for index, name in enumerate(names):
+        if index == 0:
+            continue
+        per_class[name] = {
+            metric: round(float(np.mean([r["classes"][index][metric] for r in rows])), 4)
+            for metric in ("dice", "iou", "hd95_mm")
+        }
+    dataset = read_dataset(data)
+    return {
+        "model": {"id": info["id"], "revision": info["revision"], "sha256": info["sha256"]},
+        "dataset": {"name": dataset.get("name"), "split": split, "cases": [r["case"] for r in rows],
+                    "generator": dataset.get("generator")},  # fmt: skip
+        "mean": per_class,
+        "mean_dice": round(float(np.mean([r["mean_dice"] for r in rows])), 4),
+        "mean_iou": round(float(np.mean([r["mean_iou"] for r in rows])), 4),
+        "seconds_per_case": round(float(np.mean([r["seconds"] for r in rows])), 3),
+        "cases": [{k: v for k, v in r.items() if k != "iou_along_last_axis"} for r in rows],
+        "iou_along_last_axis": {r["case"]: r["iou_along_last_axis"] for r in rows},
+    }
+
+
+def _plot_iou(rows: list[dict[str, Any]], names: list[str], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for index, name in enumerate(names[1:], start=1):
+        values = [r["classes"][index]["iou"] for r in rows]
+        ax.bar(index, np.mean(values), color=f"C{index}", alpha=0.7, label=name)
+        ax.scatter([index] * len(values), values, color="k", s=10, zorder=3)
+    ax.set_xticks(range(1, len(names)), names[1:])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("IoU (bars: mean, dots: cases)")
+    ax.set_title("IoU per class (background excluded)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_iou_z(rows: list[dict[str, Any]], names: list[str], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(names) - 1, figsize=(5 * (len(names) - 1), 3.5), squeeze=False)
+    for column, name in enumerate(names[1:]):
+        ax = axes[0, column]
+        for row in rows:
+            values = np.array([np.nan if v is None else v for v in row["iou_along_last_axis"][name]], dtype=float)
+            ax.plot(np.linspace(0, 1, len(values)), values, lw=0.8, label=row["case"])
+        ax.set_title(f"{name}: IoU along the last voxel axis")
+        ax.set_xlabel("relative slice position")
+        ax.set_ylim(0, 1)
+    axes[0, -1].legend(fontsize=6, loc="lower center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+View = tuple[Case, tuple[float, float, float], np.ndarray, np.ndarray, np.ndarray]
+
+
+def _plot_grid(views: list[View], card: Any, path: Path, *, errors: bool) -> None:
+    shown = views[:6]
+    columns = 2 if errors else 3
+    fig, axes = plt.subplots(len(shown), columns, figsize=(3.2 * columns, 3.2 * len(shown)), squeeze=False)
+    colors = np.array([[int(c.color[i : i + 2], 16) / 255 for i in (1, 3, 5)] for c in card.classes])
+    for row, (case, spacing, image, reference, prediction) in enumerate(shown):
+        z = int(np.argmax((reference > 0).sum(axis=(0, 1))))
+        slice_image = np.rot90(image[:, :, z])
+        lo, hi = np.percentile(slice_image, (1, 99))
+        grey = np.clip((slice_image - lo) / max(hi - lo, 1e-6), 0, 1)
+        ref, pred = np.rot90(reference[:, :, z]), np.rot90(prediction[:, :, z])
+        if errors:
+            panels = [("image", grey, None), ("errors: red wrong tissue, blue missed", grey, _error_overlay(ref, pred))]
+        else:
+            panels = [("image", grey, None), ("reference", grey, colors[ref]), ("prediction", grey, colors[pred])]
+        for column, (title, base, overlay) in enumerate(panels):
+            ax = axes[row, column]
+            # rot90 puts axis J on rows and axis I on columns: aspect = row spacing / column spacing.
+            aspect = spacing[1] / spacing[0]
+            ax.imshow(base, cmap="gray", aspect=aspect)
+            if overlay is not None:
+                shown_mask = overlay.sum(-1) > 0 if errors else (ref if title == "reference" else pred) > 0
+                ax.imshow(overlay, alpha=0.5 * shown_mask.astype(float), aspect=aspect)
+            ax.set_title(f"{case.name}\n{title}" if column == 0 else title, fontsize=7)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _error_overlay(reference: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """RGB image: red where a foreground class was predicted wrongly (FP), blue where one was missed (FN)."""
+    overlay = np.zeros((*reference.shape, 3))
+    wrong = reference != prediction
+    overlay[wrong & (prediction > 0)] = (1, 0, 0)
+    overlay[wrong & (prediction == 0)] = (0, 0.3, 1)
+    return overlay

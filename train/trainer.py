@@ -1,0 +1,337 @@
+"""The training loop: Dice + CE, AdamW with warm-up + cosine/poly, AMP, DDP, validation, early stopping, resume."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional
+from tqdm import tqdm
+
+from unet3d import UNet3D
+from unet3d.card import card_from_dict
+from unet3d.hub import ModelSource
+from unet3d.inference import default_precision, resolve_device
+from unet3d.io import Volume
+from unet3d.metrics import dice, iou
+from unet3d.segmenter import Segmenter
+
+from .augment import PatchSampler
+from .config import TrainConfig
+from .data import cases, load_pair, load_subject
+
+logger = logging.getLogger(__name__)
+CHECKPOINT = "last_checkpoint.pt"
+
+
+@dataclass
+class FitResult:
+    model: UNet3D
+    best_metrics: dict[str, float]
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Distributed:
+    """Rank/world info from torchrun's environment; a single process when it is absent."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.active = self.world > 1
+        if self.active and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def broadcast_flag(self, flag: bool, device: torch.device) -> bool:
+        if not self.active:
+            return flag
+        tensor = torch.tensor([int(flag)], device=device)
+        dist.broadcast(tensor, src=0)
+        return bool(tensor.item())
+
+    def close(self) -> None:
+        if self.active and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """Cross-entropy plus soft Dice over the foreground classes (batch Dice, as nnU-Net)."""
+    logits = logits.float()
+    ce = functional.cross_entropy(logits, target)
+    probs = torch.softmax(logits, dim=1)[:, 1:]
+    onehot = functional.one_hot(target, logits.shape[1]).permute(0, 4, 1, 2, 3)[:, 1:].float()
+    dims = (0, 2, 3, 4)
+    intersection = (probs * onehot).sum(dims)
+    soft_dice = (2 * intersection + 1e-5) / (probs.sum(dims) + onehot.sum(dims) + 1e-5)
+    return config.optim.ce_weight * ce + config.optim.dice_weight * (1 - soft_dice.mean())
+
+
+def learning_rate_factor(step: int, total: int, config: TrainConfig, elapsed_fraction: float = 0.0) -> float:
+    """Warm-up, then cosine/poly decay over the steps — or over the time limit, whichever runs out first."""
+    warmup = config.optim.warmup_steps
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, max((step - warmup) / max(1, total - warmup), elapsed_fraction))
+    if config.optim.schedule == "poly":
+        return (1 - progress) ** 0.9
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CPUs with native bf16 and on CUDA (no loss scaling needed); fp16 only on request."""
+    choice = config.optim.amp
+    if choice == "off":
+        return None
+    if choice == "fp16":
+        return torch.float16
+    if choice == "bf16" or device.type == "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if default_precision(device) == "bf16" else None
+
+
+def build_card(config: TrainConfig, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """model.yaml contents for these settings (metrics are filled in by `train evaluate`)."""
+    card = config.card
+    data = config.data
+    return {
+        "name": card.name,
+        "version": card.version,
+        "task": "3D semantic segmentation",
+        "description": card.description,
+        "classes": [{"index": i, **c} for i, c in enumerate(card.classes)],
+        "input": {
+            "channels": 1,
+            "normalization": "minmax",
+            "clip_percentiles": data.clip_percentiles,
+            "pad_to_multiple": 2**config.model.depth,
+            "spacing_mm": data.spacing_mm,
+        },
+        "inference": {"patch_size": data.patch_size, "overlap": 0.25, "blending": "gaussian", **card.inference},
+        "postprocess": card.postprocess,
+        "license": card.license,
+        "intended_use": card.intended_use,
+        "metrics": metrics or {},
+    }
+
+
+class Trainer:
+    """Runs `fit` for one config; rank 0 validates, checkpoints and logs."""
+
+    def __init__(self, config: TrainConfig, out: Path, *, progress: bool = True) -> None:
+        self.config, self.out, self.show_progress = config, out, progress
+        self.device = resolve_device(config.loop.device)
+        if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:
+            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        self.dist = Distributed(self.device)
+        if config.loop.num_threads:
+            torch.set_num_threads(config.loop.num_threads)
+        torch.manual_seed(config.loop.seed)
+        self.model = UNet3D(num_classes=len(config.card.classes), **vars(config.model)).to(self.device)
+        self.wrapped: nn.Module = self.model
+        if self.dist.active:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
+        self.amp = amp_dtype(config, self.device)
+        self.scaler = torch.amp.GradScaler(enabled=self.amp == torch.float16)
+        self.step = 0
+        self.epoch = 0
+        self.best: dict[str, Any] = {"score": -math.inf, "epoch": -1, "metrics": {}, "state": None}
+        self.bad_epochs = 0
+        self.history: list[dict[str, float]] = []
+        self.started = time.perf_counter()
+
+    def fit(self, *, resume: bool = False, epoch_callback: Callable[[int, dict[str, float]], bool] | None = None) -> FitResult:
+        config = self.config
+        started = self.started = time.perf_counter()
+        if resume:
+            self._load_checkpoint()
+        sampler = self._sampler()
+        validation = cases(config.data.root, "validation")
+        if config.data.max_validation_cases:
+            validation = validation[: config.data.max_validation_cases]
+        pairs = [load_pair(case) for case in validation] if self.dist.is_main else []
+        total = config.loop.epochs * config.loop.steps_per_epoch
+        stopped_early = False
+        while self.epoch < config.loop.epochs:
+            train_loss = self._train_epoch(sampler, total)
+            self.epoch += 1
+            metrics: dict[str, float] = {"epoch": self.epoch, "train_loss": train_loss, "lr": self._lr()}
+            stop = False
+            if self.dist.is_main and validation and self.epoch % config.loop.validate_every == 0:
+                metrics.update(self.validate(pairs))
+                stop = self._track(metrics)
+                if epoch_callback is not None and epoch_callback(self.epoch, metrics):
+                    stop = True
+            elif self.dist.is_main and not validation:
+                stop = self._track({**metrics, "loss": train_loss})
+            if config.loop.time_limit_min and time.perf_counter() - started > 60 * config.loop.time_limit_min:
+                logger.info("time limit reached after epoch %d", self.epoch)
+                stop = True
+            if self.dist.is_main:
+                self.history.append(metrics)
+                self._log(metrics)
+                self._save_checkpoint()
+            if self.dist.broadcast_flag(stop, self.device):
+                stopped_early = self.epoch < config.loop.epochs
+                break
+        self._sync_buffers()
+        best_model = copy.deepcopy(self.model).cpu()
+        if self.best["state"] is not None:
+            best_model.load_state_dict(self.best["state"])
+        self.dist.close()
+        return FitResult(
+            model=best_model.eval(),
+            best_metrics=self.best["metrics"],
+            best_epoch=int(self.best["epoch"]),
+            epochs_run=self.epoch,
+            stopped_early=stopped_early,
+            history=self.history,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _sampler(self) -> PatchSampler:
+        data = self.config.data
+        spacing = tuple(data.spacing_mm) if data.spacing_mm else None
+        subjects = [load_subject(c, spacing, self.device) for c in cases(data.root, "training")]  # type: ignore[arg-type]
+        return PatchSampler(
+            subjects,
+            tuple(data.patch_size),  # type: ignore[arg-type]
+            self.config.augment,
+            clip_percentiles=tuple(data.clip_percentiles),  # type: ignore[arg-type]
+            foreground_fraction=data.foreground_fraction,
+            seed=self.config.loop.seed * 1000 + self.dist.rank + self.step,
+            device=self.device,
+        )
+
+    def _train_epoch(self, sampler: PatchSampler, total: int) -> float:
+        config = self.config
+        self.wrapped.train()
+        losses = []
+        bar = tqdm(range(config.loop.steps_per_epoch), desc=f"epoch {self.epoch + 1}", leave=False,
+                   disable=not (self.show_progress and self.dist.is_main))  # fmt: skip
+        for _ in bar:
+            for group in self.optimizer.param_groups:
+                group["lr"] = config.optim.lr * learning_rate_factor(self.step, total, config, self._elapsed_fraction())
+            images, labels = sampler.sample(config.data.batch_size)
+            with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                logits = self.wrapped(images)
+            loss = dice_ce_loss(logits, labels, config)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.step += 1
+            losses.append(float(loss.detach()))
+            if self.step % config.loop.log_every == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-config.loop.log_every:]):.4f}")
+        return float(np.mean(losses))
+
+    def validate(self, pairs: list[tuple[Volume, Volume]]) -> dict[str, float]:
+        """Per-class Dice/IoU on the validation cases through the core's inference path (means skip background)."""
+        card = card_from_dict(build_card(self.config))
+        source = ModelSource("training", f"epoch-{self.epoch}", self.out, self.out / "model.safetensors", "")
+        segmenter = Segmenter(copy.deepcopy(self.model).eval(), card, source, device=self.device)
+        per_class: dict[str, list[float]] = {}
+        for image, label in pairs:
+            mask = segmenter.predict(image).mask
+            reference = np.rint(label.data).astype(np.uint8)
+            for cls, info in enumerate(card.classes[1:], start=1):
+                per_class.setdefault(f"dice_{info.name}", []).append(dice(mask, reference, cls))
+                per_class.setdefault(f"iou_{info.name}", []).append(iou(mask, reference, cls))
+        metrics = {key: float(np.mean(values)) for key, values in per_class.items()}
+        metrics["mDice"] = float(np.mean([v for k, v in metrics.items() if k.startswith("dice_")]))
+        metrics["mIoU"] = float(np.mean([v for k, v in metrics.items() if k.startswith("iou_")]))
+        return metrics
+
+    def _track(self, metrics: dict[str, float]) -> bool:
+        """Update the best model and the patience counter; True when training should stop."""
+        loop = self.config.loop
+        score = -metrics["loss"] if loop.monitor == "loss" else metrics[loop.monitor]
+        if score > self.best["score"] + loop.min_delta:
+            self.best = {"score": score, "epoch": self.epoch, "metrics": dict(metrics),
+                         "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}  # fmt: skip
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        if loop.target is not None and loop.monitor != "loss" and metrics[loop.monitor] >= loop.target:
+            logger.info("target %s ≥ %.4f reached", loop.monitor, loop.target)
+            return True
+        return self.bad_epochs >= loop.patience
+
+    def _elapsed_fraction(self) -> float:
+        limit = self.config.loop.time_limit_min
+        return 0.0 if not limit else (time.perf_counter() - self.started) / (60 * limit)
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / "metrics.csv"
+        keys = sorted({k for row in self.history for k in row})
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+        logger.info("epoch %d: %s", self.epoch, {k: round(v, 4) for k, v in metrics.items()})
+
+    def _save_checkpoint(self) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "bad_epochs": self.bad_epochs,
+            "best_score": self.best["score"],
+            "best_epoch": self.best["epoch"],
+            "best_metrics": self.best["metrics"],
+            "best_state": self.best["state"],
+            "history": self.history,
+        }
+        tmp = self.out / f"{CHECKPOINT}.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.out / CHECKPOINT)
+
+    def _load_checkpoint(self) -> None:
+        path = self.out / CHECKPOINT
+        if not path.exists():
+            raise FileNotFoundError(f"no checkpoint to resume from at {path}")
+        # Our own file, and still only tensors and plain containers: weights_only=True refuses anything else.
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.epoch, self.bad_epochs = state["step"], state["epoch"], state["bad_epochs"]
+        self.best = {"score": state["best_score"], "epoch": state["best_epoch"], "metrics": state["best_metrics"],
+                     "state": state["best_state"]}  # fmt: skip
+        self.history = list(state["history"])
+        logger.info("resumed from epoch %d (step %d)", self.epoch, self.step)
+
+    def _sync_buffers(self) -> None:
+        """BatchNorm running statistics are rank-local after the last step: take rank 0's everywhere."""
+        if self.dist.active:
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer.data, src=0)
