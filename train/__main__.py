@@ -22,7 +22,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     prepare = sub.add_parser("prepare-mni152", help="build the MNI152 brain-tissue dataset + held-out perturbed copies")
     prepare.add_argument("--out", required=True, type=Path)
-    prepare.add_argument("--source", type=Path, default=None, help="folder with the template files (default: nilearn's)")
+    prepare.add_argument(
+        "--source", type=Path, default=None, help="folder with the template files (default: nilearn's)"
+    )
 
     fit = sub.add_parser("fit", help="train a model from a YAML config")
     fit.add_argument("--config", required=True, type=Path)
@@ -70,13 +72,26 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "fit":
         from .pipeline import fit_and_export
 
-        fit_and_export(load_config(args.config, args.set), args.out, config_path=args.config, overrides=args.set,
-                       resume=args.resume, progress=not args.no_progress)  # fmt: skip
+        fit_and_export(
+            load_config(args.config, args.set),
+            args.out,
+            config_path=args.config,
+            overrides=args.set,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
     elif args.command == "evaluate":
         from .pipeline import evaluate_and_record
 
-        report = evaluate_and_record(args.model, args.data, args.out, split=args.split, device=args.device,
-                                     limit=args.limit, update_card=args.update_card)  # fmt: skip
+        report = evaluate_and_record(
+            args.model,
+            args.data,
+            args.out,
+            split=args.split,
+            device=args.device,
+            limit=args.limit,
+            update_card=args.update_card,
+        )
         print(json.dumps({"mean": report["mean"], "mean_dice": report["mean_dice"]}))
     elif args.command == "search":
         from .search import search

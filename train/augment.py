@@ -9,6 +9,7 @@ low-resolution simulation. Everything uses one `torch.Generator`, so a seed repr
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -54,6 +55,10 @@ class PatchSampler:
     def uniform(self, low: float = 0.0, high: float = 1.0, size: tuple[int, ...] = ()) -> torch.Tensor:
         return low + (high - low) * torch.rand(size, generator=self.generator)
 
+    def between(self, bounds: Sequence[float]) -> float:
+        """A uniform draw from a config range `[low, high]`."""
+        return float(self.uniform(bounds[0], bounds[1]))
+
     def chance(self, probability: float) -> bool:
         return bool(self.uniform() < probability)
 
@@ -81,7 +86,7 @@ class PatchSampler:
             volume = volume * _bias_field(image.shape, float(self.uniform(0.1, c.bias_amplitude)), self)
         if self.chance(c.noise_probability):
             top = torch.quantile(_subsample(volume), 0.99)
-            sigma = float(self.uniform(*c.noise_std)) * float(top)
+            sigma = self.between(c.noise_std) * float(top)
             noise = torch.randn(volume.shape, generator=self.device_generator, device=self.device)
             volume = (volume + sigma * noise).abs()
         flat = _subsample(volume)
@@ -97,7 +102,7 @@ class PatchSampler:
         else:
             centre = self.uniform(size=(3,)) * (shape - 1)
         angles = torch.deg2rad(self.uniform(-c.rotation_degrees, c.rotation_degrees, (3,)))
-        scale = float(self.uniform(*c.scale_range)) * (1 + self.uniform(-c.anisotropic_scale, c.anisotropic_scale, (3,)))
+        scale = self.between(c.scale_range) * (1 + self.uniform(-c.anisotropic_scale, c.anisotropic_scale, (3,)))
         matrix = _rotation(angles) @ torch.diag(scale)
         for axis in c.flip_axes:
             if self.chance(c.flip_probability):
@@ -112,13 +117,13 @@ class PatchSampler:
     def _patch_intensity(self, patch: torch.Tensor) -> torch.Tensor:
         c = self.config
         if self.chance(c.lowres_probability):
-            patch = _low_resolution(patch, float(self.uniform(*c.lowres_factor)), self)
+            patch = _low_resolution(patch, self.between(c.lowres_factor), self)
         if self.chance(c.blur_probability):
-            patch = _blur(patch, float(self.uniform(*c.blur_sigma)))
-        patch = patch.clamp(0, 1) ** float(torch.exp(self.uniform(*map(math.log, c.gamma_range))))
+            patch = _blur(patch, self.between(c.blur_sigma))
+        patch = patch.clamp(0, 1) ** math.exp(self.between([math.log(g) for g in c.gamma_range]))
         if self.chance(c.intensity_curve_probability):
             patch = _monotone_curve(patch, self)
-        contrast = float(self.uniform(*c.contrast_range))
+        contrast = self.between(c.contrast_range)
         patch = (patch - 0.5) * contrast + 0.5 + float(self.uniform(-0.05, 0.05))
         return patch.clamp(0, 1)
 

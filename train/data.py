@@ -67,7 +67,9 @@ def load_subject(case: Case, spacing_mm: tuple[float, float, float] | None, devi
     if spacing_mm is not None and needs_resampling(spacing, spacing_mm):
         shape = resampled_shape(data.shape, spacing, spacing_mm)  # type: ignore[arg-type]
         data = resize(data, shape)
-        labels = torch.nn.functional.interpolate(torch.from_numpy(labels)[None, None], size=shape, mode="nearest")[0, 0].numpy()
+        labels = torch.nn.functional.interpolate(torch.from_numpy(labels)[None, None], size=shape, mode="nearest")[
+            0, 0
+        ].numpy()
     image_t = torch.from_numpy(data).to(device)
     label_t = torch.from_numpy(labels).to(device)
     return Subject(image=image_t, label=label_t, foreground=torch.nonzero(label_t > 0))

@@ -44,8 +44,13 @@ class Perturbation:
     contrast: float = 1.0
 
     def recipe(self) -> dict[str, Any]:
-        return {"geometry": self.geometry, "bias": self.bias, "noise": self.noise, "gamma": self.gamma,
-                "contrast": self.contrast}  # fmt: skip
+        return {
+            "geometry": self.geometry,
+            "bias": self.bias,
+            "noise": self.noise,
+            "gamma": self.gamma,
+            "contrast": self.contrast,
+        }
 
 
 TEST_CASES = (
@@ -90,7 +95,9 @@ def _probability(image: nib.Nifti1Image) -> nib.Nifti1Image:
     return nib.Nifti1Image(data, image.affine)
 
 
-def _target_grid(reference: nib.Nifti1Image, geometry: str, rng: np.random.Generator) -> tuple[tuple[int, ...], np.ndarray]:
+def _target_grid(
+    reference: nib.Nifti1Image, geometry: str, rng: np.random.Generator
+) -> tuple[tuple[int, ...], np.ndarray]:
     shape, affine = np.array(reference.shape[:3]), reference.affine
     if geometry.startswith("iso1.5") or geometry.startswith("aniso"):
         spacing = {"iso1.5": (1.5, 1.5, 1.5), "aniso_z3": (0.9, 0.9, 3.0), "aniso_x3": (3.0, 1.0, 1.0)}[
@@ -190,8 +197,9 @@ def prepare(out: Path, *, source: Path | None = None, only: Callable[[str], bool
     labels = tissue_labels(np.asarray(gm.dataobj) / 255.0, np.asarray(wm.dataobj) / 255.0)
     nib.save(t1, out / "imagesTr" / "mni152_0000.nii.gz")
     nib.save(nib.Nifti1Image(labels, t1.affine, t1.header), out / "labelsTr" / "mni152.nii.gz")
-    entries: dict[str, list[dict[str, Any]]] = {"training": [{"image": "imagesTr/mni152_0000.nii.gz",
-                                                              "label": "labelsTr/mni152.nii.gz"}]}  # fmt: skip
+    entries: dict[str, list[dict[str, Any]]] = {
+        "training": [{"image": "imagesTr/mni152_0000.nii.gz", "label": "labelsTr/mni152.nii.gz"}]
+    }
     for split, cases, seed, folder in (
         ("validation", VALIDATION_CASES, VALIDATION_SEED, "Val"),
         ("test", TEST_CASES, TEST_SEED, "Ts"),
@@ -203,9 +211,14 @@ def prepare(out: Path, *, source: Path | None = None, only: Callable[[str], bool
             image, label = build_case(case, seed, template)
             nib.save(image, out / f"images{folder}" / f"{case.name}_0000.nii.gz")
             nib.save(label, out / f"labels{folder}" / f"{case.name}.nii.gz")
-            entries[split].append({"image": f"images{folder}/{case.name}_0000.nii.gz",
-                                   "label": f"labels{folder}/{case.name}.nii.gz", "recipe": case.recipe(),
-                                   "seed": seed})  # fmt: skip
+            entries[split].append(
+                {
+                    "image": f"images{folder}/{case.name}_0000.nii.gz",
+                    "label": f"labels{folder}/{case.name}.nii.gz",
+                    "recipe": case.recipe(),
+                    "seed": seed,
+                }
+            )
             logger.info("wrote %s", case.name)
     dataset = {
         "name": "MNI152-brain-tissue",
@@ -216,7 +229,11 @@ def prepare(out: Path, *, source: Path | None = None, only: Callable[[str], bool
         "labels": LABELS,
         "numTraining": len(entries["training"]),
         "label_rule": "argmax(1 - gm - wm, gm, wm) of the probability maps, resampled with the image (order 1)",
-        "generator": {"validation_seed": VALIDATION_SEED, "test_seed": TEST_SEED, "script": "python -m train prepare-mni152"},
+        "generator": {
+            "validation_seed": VALIDATION_SEED,
+            "test_seed": TEST_SEED,
+            "script": "python -m train prepare-mni152",
+        },
         **entries,
     }
     (out / "dataset.json").write_text(json.dumps(dataset, indent=2), encoding="utf-8")

@@ -10,14 +10,17 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from unet3d import Segmenter  # noqa: E402
-from unet3d.io import canonical_orientation, canonical_spacing, to_canonical  # noqa: E402
-from unet3d.metrics import evaluate  # noqa: E402
+from unet3d import Segmenter
+from unet3d.io import canonical_orientation, canonical_spacing, to_canonical
+from unet3d.metrics import evaluate
 
-from .data import Case, cases, load_pair, read_dataset  # noqa: E402
+from .data import Case, cases, load_pair, read_dataset
+
+
+View = tuple[Case, tuple[float, float, float], np.ndarray, np.ndarray, np.ndarray]
 
 
 def evaluate_model(
@@ -36,20 +39,35 @@ def evaluate_model(
     segmenter = Segmenter.from_pretrained(model, device=device)
     card = segmenter.card
     selected = cases(data, split)[:limit] if limit else cases(data, split)
-    rows, views = [], []
+    rows: list[dict[str, Any]] = []
+    views: list[View] = []
     for case in selected:
         image, label = load_pair(case)
         started = time.perf_counter()
         prediction = segmenter.predict(image, mode=mode)  # type: ignore[arg-type]
         seconds = time.perf_counter() - started
         reference = np.rint(label.data).astype(np.uint8)
-        metrics = evaluate(prediction.mask, reference, num_classes=card.num_classes, spacing_mm=image.spacing_mm,
-                           class_names=card.class_names())  # fmt: skip
-        rows.append({"case": case.name, "seconds": round(seconds, 3), "mode": prediction.mode,
-                     "shape": list(image.shape), "spacing_mm": [round(s, 3) for s in image.spacing_mm], **metrics})  # fmt: skip
+        metrics = evaluate(
+            prediction.mask,
+            reference,
+            num_classes=card.num_classes,
+            spacing_mm=image.spacing_mm,
+            class_names=card.class_names(),
+        )
+        rows.append(
+            {
+                "case": case.name,
+                "seconds": round(seconds, 3),
+                "mode": prediction.mode,
+                "shape": list(image.shape),
+                "spacing_mm": [round(s, 3) for s in image.spacing_mm],
+                **metrics,
+            }
+        )
         orientation = canonical_orientation(image)
         spacing = canonical_spacing(image, orientation)
-        views.append((case, spacing, *(to_canonical(a, orientation) for a in (image.data, reference, prediction.mask))))
+        image_c, reference_c, mask_c = (to_canonical(a, orientation) for a in (image.data, reference, prediction.mask))
+        views.append((case, spacing, image_c, reference_c, mask_c))
     report = _summarise(rows, card.class_names(), data, split, segmenter.info())
     (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     _plot_iou(rows, card.class_names(), out / "iou_per_class.png")
@@ -59,7 +77,9 @@ def evaluate_model(
     return report
 
 
-def _summarise(rows: list[dict[str, Any]], names: list[str], data: str | Path, split: str, info: dict[str, Any]) -> dict[str, Any]:
+def _summarise(
+    rows: list[dict[str, Any]], names: list[str], data: str | Path, split: str, info: dict[str, Any]
+) -> dict[str, Any]:
     per_class = {}
     for index, name in enumerate(names):
         if index == 0:
@@ -71,8 +91,12 @@ def _summarise(rows: list[dict[str, Any]], names: list[str], data: str | Path, s
     dataset = read_dataset(data)
     return {
         "model": {"id": info["id"], "revision": info["revision"], "sha256": info["sha256"]},
-        "dataset": {"name": dataset.get("name"), "split": split, "cases": [r["case"] for r in rows],
-                    "generator": dataset.get("generator")},  # fmt: skip
+        "dataset": {
+            "name": dataset.get("name"),
+            "split": split,
+            "cases": [r["case"] for r in rows],
+            "generator": dataset.get("generator"),
+        },
         "mean": per_class,
         "mean_dice": round(float(np.mean([r["mean_dice"] for r in rows])), 4),
         "mean_iou": round(float(np.mean([r["mean_iou"] for r in rows])), 4),
@@ -111,9 +135,6 @@ def _plot_iou_z(rows: list[dict[str, Any]], names: list[str], path: Path) -> Non
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-View = tuple[Case, tuple[float, float, float], np.ndarray, np.ndarray, np.ndarray]
 
 
 def _plot_grid(views: list[View], card: Any, path: Path, *, errors: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -28,7 +28,7 @@ def search(config: TrainConfig, out: Path, trials: int, *, seed: int = 0) -> dic
 
     out.mkdir(parents=True, exist_ok=True)
     monitor = config.loop.monitor
-    direction = "minimize" if monitor == "loss" else "maximize"
+    direction: Literal["minimize", "maximize"] = "minimize" if monitor == "loss" else "maximize"
     study = optuna.create_study(
         direction=direction,
         sampler=optuna.samplers.TPESampler(seed=seed),
@@ -51,7 +51,8 @@ def search(config: TrainConfig, out: Path, trials: int, *, seed: int = 0) -> dic
     _write_results(study, out / "results.csv")
     best = _apply(config, study.best_params)
     (out / "best.yaml").write_text(
-        f"# best of {trials} trials by {monitor} = {study.best_value:.4f}\n" + yaml.safe_dump(best.to_dict(), sort_keys=False),
+        f"# best of {trials} trials by {monitor} = {study.best_value:.4f}\n"
+        + yaml.safe_dump(best.to_dict(), sort_keys=False),
         encoding="utf-8",
     )
     return {"best_value": study.best_value, "best_params": study.best_params, "trials": len(study.trials)}

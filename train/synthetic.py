@@ -23,8 +23,9 @@ def sphere_case(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     return image, label
 
 
-def make_spheres_dataset(out: str | Path, *, train: int = 4, validation: int = 2, test: int = 2,
-                         size: int = 24, seed: int = 0) -> Path:  # fmt: skip
+def make_spheres_dataset(
+    out: str | Path, *, train: int = 4, validation: int = 2, test: int = 2, size: int = 24, seed: int = 0
+) -> Path:
     """Write an MSD-style dataset of `size`³ sphere volumes; returns its root."""
     out = Path(out)
     rng = np.random.default_rng(seed)
@@ -38,8 +39,15 @@ def make_spheres_dataset(out: str | Path, *, train: int = 4, validation: int = 2
             name = f"sphere_{split}_{index:02d}"
             nib.save(nib.Nifti1Image(image, np.eye(4)), out / f"images{folder}" / f"{name}_0000.nii.gz")
             nib.save(nib.Nifti1Image(label, np.eye(4)), out / f"labels{folder}" / f"{name}.nii.gz")
-            entries[split].append({"image": f"images{folder}/{name}_0000.nii.gz", "label": f"labels{folder}/{name}.nii.gz"})
-    dataset = {"name": "spheres", "modality": {"0": "synthetic"}, "labels": {"0": "background", "1": "shell", "2": "core"},
-               "generator": {"seed": seed, "size": size}, **entries}  # fmt: skip
+            entries[split].append(
+                {"image": f"images{folder}/{name}_0000.nii.gz", "label": f"labels{folder}/{name}.nii.gz"}
+            )
+    dataset = {
+        "name": "spheres",
+        "modality": {"0": "synthetic"},
+        "labels": {"0": "background", "1": "shell", "2": "core"},
+        "generator": {"seed": seed, "size": size},
+        **entries,
+    }
     (out / "dataset.json").write_text(json.dumps(dataset, indent=2), encoding="utf-8")
     return out

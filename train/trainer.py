@@ -162,7 +162,9 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.started = time.perf_counter()
 
-    def fit(self, *, resume: bool = False, epoch_callback: Callable[[int, dict[str, float]], bool] | None = None) -> FitResult:
+    def fit(
+        self, *, resume: bool = False, epoch_callback: Callable[[int, dict[str, float]], bool] | None = None
+    ) -> FitResult:
         config = self.config
         started = self.started = time.perf_counter()
         if resume:
@@ -229,8 +231,12 @@ class Trainer:
         config = self.config
         self.wrapped.train()
         losses = []
-        bar = tqdm(range(config.loop.steps_per_epoch), desc=f"epoch {self.epoch + 1}", leave=False,
-                   disable=not (self.show_progress and self.dist.is_main))  # fmt: skip
+        bar = tqdm(
+            range(config.loop.steps_per_epoch),
+            desc=f"epoch {self.epoch + 1}",
+            leave=False,
+            disable=not (self.show_progress and self.dist.is_main),
+        )
         for _ in bar:
             for group in self.optimizer.param_groups:
                 group["lr"] = config.optim.lr * learning_rate_factor(self.step, total, config, self._elapsed_fraction())
@@ -247,7 +253,7 @@ class Trainer:
             self.step += 1
             losses.append(float(loss.detach()))
             if self.step % config.loop.log_every == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-config.loop.log_every:]):.4f}")
+                bar.set_postfix(loss=f"{np.mean(losses[-config.loop.log_every :]):.4f}")
         return float(np.mean(losses))
 
     def validate(self, pairs: list[tuple[Volume, Volume]]) -> dict[str, float]:
@@ -272,8 +278,12 @@ class Trainer:
         loop = self.config.loop
         score = -metrics["loss"] if loop.monitor == "loss" else metrics[loop.monitor]
         if score > self.best["score"] + loop.min_delta:
-            self.best = {"score": score, "epoch": self.epoch, "metrics": dict(metrics),
-                         "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}  # fmt: skip
+            self.best = {
+                "score": score,
+                "epoch": self.epoch,
+                "metrics": dict(metrics),
+                "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            }
             self.bad_epochs = 0
         else:
             self.bad_epochs += 1
@@ -325,8 +335,12 @@ class Trainer:
         self.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.epoch, self.bad_epochs = state["step"], state["epoch"], state["bad_epochs"]
-        self.best = {"score": state["best_score"], "epoch": state["best_epoch"], "metrics": state["best_metrics"],
-                     "state": state["best_state"]}  # fmt: skip
+        self.best = {
+            "score": state["best_score"],
+            "epoch": state["best_epoch"],
+            "metrics": state["best_metrics"],
+            "state": state["best_state"],
+        }
         self.history = list(state["history"])
         logger.info("resumed from epoch %d (step %d)", self.epoch, self.step)
 

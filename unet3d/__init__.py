@@ -7,9 +7,9 @@ from .errors import (
     InvalidVolumeError,
     ModelLoadError,
     ParameterError,
+    Unet3dError,
     UnreadableVolumeError,
     UnsupportedFormatError,
-    Unet3dError,
     VolumeTooLargeError,
 )
 from .hub import ModelSource, push_model, resolve_source

@@ -93,7 +93,7 @@ class ModelCard:
     def with_overrides(
         self,
         *,
-        clip_percentiles: tuple[float, float] | None | Literal["card"] = "card",
+        clip_percentiles: tuple[float, float] | Literal["card"] | None = "card",
         pad_to_multiple: int | None = None,
     ) -> ModelCard:
         """A copy with deployment overrides applied (e.g. UNET3D_CLIP_PERCENTILES)."""

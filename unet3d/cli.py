@@ -106,7 +106,9 @@ def _predict(args: argparse.Namespace) -> int:
             )
             prediction.save(target)
             if args.probabilities:
-                prediction.save_probabilities(target.with_name(f"{stem_of(target.name).removesuffix('_mask')}_probabilities.nii.gz"))
+                prediction.save_probabilities(
+                    target.with_name(f"{stem_of(target.name).removesuffix('_mask')}_probabilities.nii.gz")
+                )
         except Unet3dError as e:
             failures += 1
             print(f"unet3d: error: {source}: {e}", file=sys.stderr)

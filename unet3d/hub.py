@@ -12,8 +12,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from huggingface_hub import constants, snapshot_download
-from safetensors import SafetensorError
-from safetensors.torch import load_model
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -23,6 +21,8 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from safetensors import SafetensorError
+from safetensors.torch import load_model
 
 from .card import load_card
 from .errors import CardError, ModelLoadError
@@ -114,7 +114,7 @@ def _hub_source(repo_id: str, revision: str | None, token: str | None) -> ModelS
     try:
         directory = _download(repo_id, revision, token, local_only=offline or pinned)
     except LocalEntryNotFoundError as e:
-        if offline:
+        if offline or not _endpoint_reachable():
             raise ModelLoadError(
                 f"model '{repo_id}' (revision {revision or 'main'}) is not in the local cache and the Hub is "
                 "offline or unreachable: pin a commit sha in UNET3D_MODEL_REVISION and pre-fetch it with "

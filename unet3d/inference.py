@@ -93,7 +93,12 @@ def prepare_network(model: nn.Module, device: torch.device) -> nn.Module:
     (measured in bench/); on CUDA the default layout is faster (notes/perf-measured.md).
     """
     network = fuse_for_inference(model) if isinstance(model, UNet3D) else model.eval()
-    return network.to(device=device, memory_format=_memory_format(device))
+    return _move(network, device)
+
+
+def _move(network: nn.Module, device: torch.device) -> nn.Module:
+    # Module.to(memory_format=...) is supported at run time but missing from torch's type stubs.
+    return network.to(device=device, memory_format=_memory_format(device))  # type: ignore[call-overload]
 
 
 def _memory_format(device: torch.device) -> torch.memory_format:
@@ -195,7 +200,7 @@ def run_inference(
             if plan.device.type == "cuda":
                 torch.cuda.empty_cache()
             if lighter.device != plan.device:
-                model.to(device=lighter.device, memory_format=_memory_format(lighter.device))
+                _move(model, lighter.device)
             plan = lighter
 
 
@@ -379,8 +384,11 @@ class SlabAggregator:
         if start[0] > self.base:
             self._flush(start[0])
         i = start[0] - self.base
-        box = (slice(i, i + self.patch[0]), slice(start[1], start[1] + self.patch[1]),
-               slice(start[2], start[2] + self.patch[2]))  # fmt: skip
+        box = (
+            slice(i, i + self.patch[0]),
+            slice(start[1], start[1] + self.patch[1]),
+            slice(start[2], start[2] + self.patch[2]),
+        )
         self.acc[(slice(None), *box)] += probabilities * self.weight
         self.weight_sum[box] += self.weight
 

@@ -112,7 +112,19 @@ def inspect_volume(
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
         raise UnsupportedFormatError("not a single-file NIfTI image: convert it to .nii or .nii.gz")
     _check_header(image.header, max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes)
+    _check_file_size(path, image.header)
     return image
+
+
+def _check_file_size(path: Path, header: NiftiHeader) -> None:
+    """An uncompressed file must hold the bytes its header declares (checked before allocating them)."""
+    if path.name.lower().endswith(".gz"):
+        return
+    shape = header.get_data_shape()
+    needed = int(header.get("vox_offset", 0)) + int(np.prod(shape, dtype=np.int64)) * header.get_data_dtype().itemsize
+    size = path.stat().st_size
+    if size < needed:
+        raise UnreadableVolumeError(f"the file is truncated: the header declares {needed} bytes, the file has {size}")
 
 
 def _sniff_magic(path: Path) -> None:
@@ -126,9 +138,14 @@ def _sniff_magic(path: Path) -> None:
     is_gzip = head[:2] == b"\x1f\x8b"
     if path.name.lower().endswith(".gz") and not is_gzip:
         raise UnsupportedFormatError("the file is named .nii.gz but is not gzip-compressed: is it really NIfTI?")
-    if not is_gzip and int.from_bytes(head, "little") not in (348, 540) and int.from_bytes(head, "big") not in (
-        348,
-        540,
+    if (
+        not is_gzip
+        and int.from_bytes(head, "little") not in (348, 540)
+        and int.from_bytes(head, "big")
+        not in (
+            348,
+            540,
+        )
     ):
         raise UnsupportedFormatError("the file does not start with a NIfTI header: expected a .nii or .nii.gz volume")
 
@@ -180,11 +197,16 @@ def load_volume(
     """
     image = inspect_volume(path, max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes)
     header = image.header.copy()
+    proxy: Any = image.dataobj  # nibabel's ArrayProxy (typed as ArrayLike)
     try:
-        raw = np.asanyarray(image.dataobj.get_unscaled())
+        raw = np.asarray(proxy.get_unscaled())
     except _READ_ERRORS as e:
         raise UnreadableVolumeError(f"cannot read the voxel data: {_short(e)}; is the file truncated?") from e
-    data = _to_float32(raw, header).reshape(header.get_data_shape()[:3])
+    except MemoryError as e:
+        shape = header.get_data_shape()
+        raise VolumeTooLargeError(f"not enough memory to read a volume of shape {tuple(shape)}") from e
+    # nibabel moves scl_slope/scl_inter from the header to the proxy (0 or NaN slope → 1, 0: unscaled).
+    data = _to_float32(raw, float(proxy.slope), float(proxy.inter)).reshape(header.get_data_shape()[:3])
     bad = data.size - int(np.count_nonzero(np.isfinite(data)))
     if bad:
         raise InvalidVolumeError(
@@ -199,20 +221,17 @@ def load_volume(
     )
 
 
-def _to_float32(raw: np.ndarray, header: NiftiHeader) -> np.ndarray:
+def _to_float32(raw: np.ndarray, slope: float, inter: float) -> np.ndarray:
     # Scale in float32 ourselves: nibabel's get_fdata would build a float64 copy of the volume first.
     data = raw.astype(np.float32, copy=True)
-    slope, inter = header.get_slope_inter()
-    if slope is not None and slope != 1.0:
+    if slope != 1.0:
         data *= np.float32(slope)
-    if inter is not None and inter != 0.0:
+    if inter != 0.0:
         data += np.float32(inter)
     return data
 
 
-def volume_from_array(
-    data: np.ndarray, affine: np.ndarray | None = None, *, name: str = "array.nii.gz"
-) -> Volume:
+def volume_from_array(data: np.ndarray, affine: np.ndarray | None = None, *, name: str = "array.nii.gz") -> Volume:
     """Wrap an in-memory `(I, J, K)` array as a Volume (identity affine unless given)."""
     array = np.asarray(data)
     if array.ndim != 3:
@@ -282,7 +301,10 @@ def canonical_orientation(volume: Volume) -> np.ndarray:
 def to_canonical(array: np.ndarray, orientation: np.ndarray) -> np.ndarray:
     """Permute/flip the last three axes of `array` into closest-RAS order (no resampling)."""
     leading = array.ndim - 3
-    full = np.concatenate([[[i, 1] for i in range(leading)], orientation + [leading, 0]]) if leading else orientation
+    if not leading:
+        return nib.orientations.apply_orientation(array, orientation)
+    shifted = orientation + np.array([leading, 0])  # target axes move past the leading (channel) axes
+    full = np.concatenate([[[i, 1] for i in range(leading)], shifted])
     return nib.orientations.apply_orientation(array, full)
 
 

@@ -65,7 +65,12 @@ class Prediction:
             "threshold_used": self.threshold_used,
             "class_histogram": {str(i): n for i, n in enumerate(voxels)},
             "classes": [
-                {"index": c.index, "name": c.name, "voxels": voxels[c.index], "volume_ml": round(voxels[c.index] * voxel_ml, 6)}
+                {
+                    "index": c.index,
+                    "name": c.name,
+                    "voxels": voxels[c.index],
+                    "volume_ml": round(voxels[c.index] * voxel_ml, 6),
+                }
                 for c in self.card.classes
             ],
             "model": {"id": self.source.id, "revision": self.source.revision},

@@ -15,9 +15,7 @@ from .errors import InvalidVolumeError
 _PERCENTILE_SAMPLE = 2_000_000
 
 
-def normalize_minmax(
-    volume: np.ndarray, clip_percentiles: tuple[float, float] | None = (1.0, 99.0)
-) -> np.ndarray:
+def normalize_minmax(volume: np.ndarray, clip_percentiles: tuple[float, float] | None = (1.0, 99.0)) -> np.ndarray:
     """Clip to intensity percentiles, then rescale to [0, 1].
 
     Args:
@@ -92,7 +90,8 @@ def foreground_crop(volume: np.ndarray, margin: int, background: float = 0.0) ->
 def uncrop(array: np.ndarray, crop: Crop, fill: int | float = 0) -> np.ndarray:
     """Place `array` (the cropped region, with any leading axes) back into an array of the full shape."""
     out = np.full((*array.shape[:-3], *crop.full_shape), fill, dtype=array.dtype)
-    out[(..., *crop.slices)] = array
+    i, j, k = crop.slices
+    out[..., i, j, k] = array
     return out
 
 
@@ -116,8 +115,8 @@ def pad_to_multiple(
 
 def unpad(array: np.ndarray, pads: tuple[tuple[int, int], ...]) -> np.ndarray:
     """Inverse of `pad_to_multiple` on the last three axes."""
-    index = tuple(slice(before, array.shape[-3 + axis] - after) for axis, (before, after) in enumerate(pads))
-    return array[(..., *index)]
+    i, j, k = (slice(before, array.shape[-3 + axis] - after) for axis, (before, after) in enumerate(pads))
+    return array[..., i, j, k]
 
 
 def needs_resampling(

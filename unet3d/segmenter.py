@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -13,10 +13,28 @@ import torch
 from .card import ModelCard, load_card
 from .errors import ParameterError
 from .hub import CARD_NAME, ModelSource, load_unet, resolve_source
-from .inference import MODES, InferencePlan, Mode, Precision, Progress, labels_from_probabilities, memory_budget_mb
-from .inference import plan_inference, prepare_network, resolve_device, run_inference
-from .io import Volume, canonical_orientation, canonical_spacing, from_canonical, load_volume, to_canonical
-from .io import volume_from_array
+from .inference import (
+    MODES,
+    InferencePlan,
+    Mode,
+    Precision,
+    Progress,
+    labels_from_probabilities,
+    memory_budget_mb,
+    plan_inference,
+    prepare_network,
+    resolve_device,
+    run_inference,
+)
+from .io import (
+    Volume,
+    canonical_orientation,
+    canonical_spacing,
+    from_canonical,
+    load_volume,
+    to_canonical,
+    volume_from_array,
+)
 from .model import UNet3D
 from .postprocess import postprocess
 from .prediction import Prediction
@@ -214,7 +232,12 @@ class _Prepared:
 class _Reporter:
     """Tracks time per stage and forwards overall progress (stages weighted by their usual cost)."""
 
-    WEIGHTS = {"load": (0.0, 0.05), "preprocess": (0.05, 0.1), "infer": (0.1, 0.9), "postprocess": (0.9, 1.0)}
+    WEIGHTS: ClassVar[dict[str, tuple[float, float]]] = {
+        "load": (0.0, 0.05),
+        "preprocess": (0.05, 0.1),
+        "infer": (0.1, 0.9),
+        "postprocess": (0.9, 1.0),
+    }
 
     def __init__(self, callback: Progress | None) -> None:
         self.callback = callback
@@ -228,8 +251,8 @@ class _Reporter:
             if self.stage is not None:
                 self.elapsed[self.stage] = self.elapsed.get(self.stage, 0.0) + (now - self.started) * 1000.0
             self.stage, self.started = stage, now
-        if self.callback is not None:
-            low, high = self.WEIGHTS.get(stage, (0.0, 1.0))
+        if self.callback is not None and stage in self.WEIGHTS:
+            low, high = self.WEIGHTS[stage]
             self.callback(low + (high - low) * fraction, stage)
 
     def timings(self) -> dict[str, float]:

@@ -1,0 +1,177 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from unet3d.errors import InferenceError
+from unet3d.inference import (
+    InferencePlan,
+    gaussian_weight,
+    plan_inference,
+    resolve_device,
+    run_inference,
+    window_starts,
+)
+
+
+class LogitIdentity(nn.Module):
+    """One sigmoid output whose probability equals the input voxel: blending must return the input."""
+
+    num_classes = 1
+    pad_multiple = 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.logit(x.clamp(1e-6, 1 - 1e-6))
+
+
+class Threshold(nn.Module):
+    """Two classes: foreground where the input is above 0.5 (position-independent, so any tiling agrees)."""
+
+    num_classes = 2
+    pad_multiple = 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([0.5 - x, x - 0.5], dim=1) * 20
+
+
+def _plan(mode, patch=(8, 8, 8), overlap=0.5, **options):
+    return InferencePlan(
+        mode=mode,
+        patch_size=patch,
+        overlap=overlap,
+        blending=options.pop("blending", "gaussian"),
+        batch_size=options.pop("batch_size", 1),
+        device=torch.device("cpu"),
+        precision="fp32",
+        pad_multiple=4,
+        **options,
+    )
+
+
+@pytest.mark.parametrize("mode", ["whole", "sliding"])
+@pytest.mark.parametrize("shape", [(20, 13, 9), (8, 8, 8), (5, 30, 7)])
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.6])
+def test_identity_network_through_the_sliding_window_returns_the_input(mode, shape, overlap):
+    volume = np.random.default_rng(1).uniform(0.05, 0.95, shape).astype(np.float32)
+    out = run_inference(LogitIdentity(), volume, _plan(mode, overlap=overlap, keep_probabilities=True))
+    assert out.probabilities is not None and out.probabilities.shape == (1, *shape)
+    np.testing.assert_allclose(out.probabilities[0], volume, atol=1e-5)
+    assert np.array_equal(out.labels, (volume >= 0.5).astype(np.uint8))
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_whole_and_sliding_agree_for_a_position_independent_network(batch_size):
+    volume = np.random.default_rng(2).random((23, 17, 12)).astype(np.float32)
+    whole = run_inference(Threshold(), volume, _plan("whole")).labels
+    sliding = run_inference(Threshold(), volume, _plan("sliding", batch_size=batch_size, blending="constant")).labels
+    assert np.array_equal(whole, sliding)
+    assert np.array_equal(whole, (volume > 0.5).astype(np.uint8))
+
+
+def test_tta_and_probabilities_sum_to_one():
+    volume = np.random.default_rng(3).random((12, 12, 12)).astype(np.float32)
+    out = run_inference(Threshold(), volume, _plan("sliding", tta=True, keep_probabilities=True))
+    assert out.probabilities is not None
+    np.testing.assert_allclose(out.probabilities.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_threshold_applies_to_the_foreground_probability_of_binary_models():
+    volume = np.full((8, 8, 8), 0.55, dtype=np.float32)  # p(foreground) = sigmoid(2) ≈ 0.88 after softmax
+    low = run_inference(Threshold(), volume, _plan("whole", threshold=0.5)).labels
+    high = run_inference(Threshold(), volume, _plan("whole", threshold=0.95)).labels
+    assert low.all() and not high.any()
+
+
+def test_progress_reports_increasing_fractions_up_to_one():
+    seen = []
+    volume = np.random.default_rng(4).random((16, 16, 16)).astype(np.float32)
+    run_inference(Threshold(), volume, _plan("sliding"), progress=lambda f, stage: seen.append((f, stage)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert {stage for _, stage in seen} == {"infer"}
+
+
+class RunsOutOfMemoryOnLargeInputs(Threshold):
+    calls: list[tuple[int, ...]]
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit, self.calls = limit, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(x.shape))
+        if x[0, 0].numel() > self.limit:
+            raise torch.OutOfMemoryError("injected: CUDA out of memory")
+        return super().forward(x)
+
+
+def test_out_of_memory_in_a_whole_pass_retries_with_a_sliding_window_and_same_mask():
+    volume = np.random.default_rng(5).random((24, 24, 24)).astype(np.float32)
+    reference = run_inference(Threshold(), volume, _plan("whole")).labels
+    model = RunsOutOfMemoryOnLargeInputs(limit=8**3)
+    out = run_inference(model, volume, _plan("whole"))
+    assert out.plan.mode == "sliding"
+    assert model.calls[0] == (1, 1, 24, 24, 24) and model.calls[-1] == (1, 1, 8, 8, 8)
+    assert np.array_equal(out.labels, reference)
+
+
+def test_out_of_memory_everywhere_is_a_clear_error():
+    volume = np.random.default_rng(6).random((16, 16, 16)).astype(np.float32)
+    with pytest.raises(InferenceError, match="out of memory even with a sliding window on the CPU"):
+        run_inference(RunsOutOfMemoryOnLargeInputs(limit=1), volume, _plan("whole"))
+
+
+def test_auto_mode_picks_whole_within_the_memory_budget_and_sliding_beyond():
+    model = Threshold()
+    options = {"patch_size": (8, 8, 8), "overlap": 0.25, "blending": "gaussian", "device": torch.device("cpu")}
+    small = plan_inference(model, (16, 16, 16), mode="auto", memory_budget_mb=64, **options)
+    large = plan_inference(model, (512, 512, 400), mode="auto", memory_budget_mb=64, **options)
+    assert small.mode == "whole" and large.mode == "sliding"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"overlap": 1.0}, r"overlap must be in \[0, 1\), got 1.0"),
+        ({"patch_size": (8, 8, 6)}, "patch_size must be multiples of 4"),
+        ({"mode": "fast"}, "mode must be one of auto, whole, sliding, got 'fast'"),
+    ],
+)
+def test_invalid_window_settings_are_refused(options, message):
+    arguments = {
+        "mode": "auto",
+        "patch_size": (8, 8, 8),
+        "overlap": 0.25,
+        "blending": "gaussian",
+        "device": torch.device("cpu"),
+        "memory_budget_mb": 10,
+        **options,
+    }
+    with pytest.raises(InferenceError, match=message):
+        plan_inference(Threshold(), (16, 16, 16), **arguments)
+
+
+def test_window_starts_cover_the_axis_and_end_flush():
+    assert window_starts(100, 32, 0.25) == [0, 24, 48, 68]
+    assert window_starts(20, 32, 0.5) == [0]
+    for size, patch, overlap in [(97, 16, 0.5), (129, 128, 0.25), (33, 8, 0.0)]:
+        starts = window_starts(size, patch, overlap)
+        covered = np.zeros(size, bool)
+        for s in starts:
+            covered[s : s + patch] = True
+        assert covered.all() and starts[-1] + patch == size
+
+
+def test_gaussian_weight_peaks_in_the_centre_and_stays_positive():
+    weight = gaussian_weight((9, 9, 9))
+    assert weight[4, 4, 4] == weight.max() == 1.0
+    assert weight.min() > 0
+
+
+def test_unavailable_device_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(InferenceError, match="no CUDA GPU is available"):
+        resolve_device("cuda")
+    with pytest.raises(InferenceError, match="device must be"):
+        resolve_device("tpu")

@@ -1,0 +1,253 @@
+"""NIfTI I/O and the geometry conformance suite: the mask always lands on the input's exact grid."""
+
+import gzip
+import tracemalloc
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import sphere_volume, write_nifti
+
+from unet3d import Segmenter
+from unet3d.errors import InvalidVolumeError, UnreadableVolumeError, UnsupportedFormatError, VolumeTooLargeError
+from unet3d.io import load_volume, save_mask, stem_of
+
+
+def _rotation(degrees: float) -> np.ndarray:
+    t = np.deg2rad(degrees)
+    return np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+
+
+def _affine(linear: np.ndarray, origin=(-10.0, 20.0, 5.5)) -> np.ndarray:
+    affine = np.eye(4)
+    affine[:3, :3] = linear
+    affine[:3, 3] = origin
+    return affine
+
+
+GEOMETRIES = {
+    "ras": _affine(np.eye(3)),
+    "lps": _affine(np.diag([-1.0, -1.0, 1.0])),
+    "las": _affine(np.diag([-1.0, 1.0, 1.0])),
+    "permuted": _affine(np.array([[0, 0, 1.0], [-1.0, 0, 0], [0, 1.0, 0]])),
+    "oblique": _affine(_rotation(17) @ np.diag([1.0, 1.2, 1.0])),
+    "anisotropic": _affine(np.diag([0.9, 0.9, 3.0])),
+}
+
+
+def _image(geometry: str, *, qform: int = 1, sform: int = 2, version: int = 1) -> nib.Nifti1Image:
+    klass = nib.Nifti2Image if version == 2 else nib.Nifti1Image
+    image = klass(sphere_volume((24, 20, 16)), None)
+    affine = GEOMETRIES[geometry]
+    image.set_qform(affine, code=qform)
+    image.set_sform(affine if sform else np.eye(4) * 2, code=sform)
+    image.header.set_xyzt_units("mm", "sec")
+    return image
+
+
+def _assert_same_grid(mask_path, input_image):
+    mask = nib.load(mask_path)
+    header, reference = mask.header, input_image.header
+    assert mask.shape == input_image.shape
+    assert mask.get_data_dtype() == np.uint8
+    assert type(mask) is type(input_image)
+    assert np.array_equal(mask.affine, input_image.affine)
+    for field in (
+        "qform_code",
+        "sform_code",
+        "xyzt_units",
+        "pixdim",
+        "quatern_b",
+        "quatern_c",
+        "quatern_d",
+        "qoffset_x",
+        "qoffset_y",
+        "qoffset_z",
+        "srow_x",
+        "srow_y",
+        "srow_z",
+    ):
+        assert np.array_equal(header[field], reference[field]), field
+    data = np.asanyarray(mask.dataobj)
+    assert data.dtype == np.uint8 and set(np.unique(data)) <= {0, 1, 2}
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_model_dir):
+    return Segmenter.from_pretrained(tiny_model_dir, device="cpu")
+
+
+@pytest.mark.parametrize("geometry", sorted(GEOMETRIES))
+@pytest.mark.parametrize(("qform", "sform"), [(1, 2), (1, 0), (0, 2)], ids=["both", "qform-only", "sform-only"])
+def test_mask_geometry_equals_input_geometry(tmp_path, segmenter, geometry, qform, sform):
+    image = _image(geometry, qform=qform, sform=sform)
+    source = tmp_path / "in.nii.gz"
+    nib.save(image, source)
+    image = nib.load(source)
+    out = segmenter.predict(source).save(tmp_path / "in_mask.nii.gz")
+    _assert_same_grid(out, image)
+
+
+def test_nifti2_and_uncompressed_inputs_keep_their_format(tmp_path, segmenter):
+    source = tmp_path / "v2.nii"
+    nib.save(_image("lps", version=2), source)
+    out = segmenter.predict(source).save(tmp_path / "v2_mask.nii")
+    _assert_same_grid(out, nib.load(source))
+    assert isinstance(nib.load(out), nib.Nifti2Image)
+
+
+def test_4d_volume_with_one_frame_keeps_its_singleton_axis(tmp_path, segmenter):
+    source = write_nifti(tmp_path / "four.nii.gz", sphere_volume()[..., None], GEOMETRIES["oblique"])
+    out = segmenter.predict(source).save(tmp_path / "four_mask.nii.gz")
+    assert nib.load(out).shape == (24, 20, 16, 1)
+    _assert_same_grid(out, nib.load(source))
+
+
+@pytest.mark.parametrize("target", ["lps", "permuted", "las"])
+def test_reorienting_the_input_reorients_the_mask_identically(tmp_path, segmenter, target):
+    base = _image("ras")
+    to_target = nib.orientations.io_orientation(GEOMETRIES[target])
+    # The same voxels, stored in another axis order / direction: world geometry is unchanged.
+    moved = base.as_reoriented(nib.orientations.ornt_transform(nib.orientations.io_orientation(base.affine), to_target))
+    base_mask = segmenter.predict(load_volume(_save(base, tmp_path / "base.nii.gz"))).mask
+    moved_volume = load_volume(_save(moved, tmp_path / "moved.nii.gz"))
+    moved_mask = segmenter.predict(moved_volume).mask
+    back = nib.Nifti1Image(moved_mask, moved.affine).as_reoriented(
+        nib.orientations.ornt_transform(nib.orientations.io_orientation(moved.affine), [[0, 1], [1, 1], [2, 1]])
+    )
+    assert np.array_equal(np.asanyarray(back.dataobj), base_mask)
+    assert len(np.unique(base_mask)) > 1
+
+
+def _save(image, path):
+    nib.save(image, path)
+    return path
+
+
+def _with_scaling_on_disk(path, slope: float, inter: float):
+    """nibabel recomputes scl_slope/inter on save: patch them in the written header (bytes 112–119)."""
+    raw = bytearray(path.read_bytes())
+    raw[112:120] = np.array([slope, inter], dtype="<f4").tobytes()
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def test_scaled_integers_load_as_float32_with_slope_and_intercept(tmp_path):
+    raw = (np.arange(8 * 8 * 8).reshape(8, 8, 8) % 300).astype(np.int16)
+    path = _with_scaling_on_disk(write_nifti(tmp_path / "scaled.nii", raw), 2.0, 10.0)
+    volume = load_volume(path)
+    assert volume.data.dtype == np.float32
+    assert np.array_equal(volume.data, raw.astype(np.float32) * 2 + 10)
+
+
+@pytest.mark.parametrize("slope", [0.0, np.nan])
+def test_zero_or_nan_slope_means_unscaled_as_the_nifti_standard_says(tmp_path, slope):
+    raw = np.arange(8 * 8 * 8, dtype=np.int16).reshape(8, 8, 8)
+    path = _with_scaling_on_disk(write_nifti(tmp_path / "s.nii", raw), slope, 5.0)
+    assert np.array_equal(load_volume(path).data, raw.astype(np.float32))
+
+
+def test_loading_never_makes_a_float64_copy(tmp_path):
+    raw = np.random.default_rng(0).integers(0, 1000, (96, 96, 96), dtype=np.int16)
+    path = write_nifti(tmp_path / "big.nii", raw)
+    tracemalloc.start()
+    volume = load_volume(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    float32_bytes = volume.data.nbytes
+    # raw int16 read (0.5×) + the float32 result (1×); a float64 detour would add 2×.
+    assert peak < 1.9 * float32_bytes
+
+
+def test_header_caps_are_checked_before_any_data_is_read(tmp_path):
+    header = nib.Nifti1Header()
+    header.set_data_shape((2000, 2000, 2000))
+    header.set_data_dtype(np.float32)
+    path = tmp_path / "liar.nii.gz"
+    with gzip.open(path, "wb") as handle:
+        handle.write(header.binaryblock + b"\0" * 4)  # header only: no voxel data at all
+    with pytest.raises(VolumeTooLargeError, match="8000000000 voxels, more than the limit of 1000000"):
+        load_volume(path, max_voxels=1_000_000)
+    with pytest.raises(VolumeTooLargeError, match="uncompressed"):
+        load_volume(path, max_decompressed_bytes=10 * 2**20)
+
+
+@pytest.mark.parametrize("name", ["lie.nii", "lie.nii.gz"])
+def test_a_header_that_promises_missing_data_is_reported_as_truncated(tmp_path, name):
+    header = nib.Nifti1Header()
+    header.set_data_shape((200, 200, 200))
+    header.set_data_dtype(np.float32)
+    header["vox_offset"] = 352
+    content = header.binaryblock + b"\0" * 4 + b"\0" * 1000
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(content) if name.endswith(".gz") else content)
+    with pytest.raises(UnreadableVolumeError, match="truncated"):
+        load_volume(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "error", "message"),
+    [
+        (b"", "empty.nii.gz", UnreadableVolumeError, "the file is empty"),
+        (b"hello world, not nifti", "text.nii.gz", UnsupportedFormatError, "not gzip-compressed"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 400, "image.nii", UnsupportedFormatError, "does not start with a NIfTI header"),
+        (gzip.compress(b"\0" * 10), "short.nii.gz", UnreadableVolumeError, "cannot read the NIfTI header"),
+        (b"\x1f\x8b\x08\x00garbage-gzip-stream" * 5, "corrupt.nii.gz", UnreadableVolumeError, "NIfTI header"),
+    ],
+)
+def test_unreadable_files_raise_a_clear_error(tmp_path, content, name, error, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(error, match=message):
+        load_volume(path)
+
+
+def test_wrong_suffix_is_refused_before_reading(tmp_path):
+    path = write_nifti(tmp_path / "x.nii.gz", sphere_volume())
+    renamed = path.rename(tmp_path / "x.png")
+    with pytest.raises(UnsupportedFormatError, match=r"expected a \.nii or \.nii\.gz file"):
+        load_volume(renamed)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (np.zeros((8, 8), np.float32), "expected a 3D volume"),
+        (np.zeros((8, 8, 8, 2), np.float32), "expected a 3D volume"),
+        (np.zeros((8, 8, 8, 1, 3), np.float32), "expected a 3D volume"),
+        (np.zeros((8, 8, 1), np.float32), "too small"),
+        (np.zeros((8, 8, 8), np.complex64), "unsupported voxel type complex64"),
+    ],
+)
+def test_invalid_dimensions_and_types_are_refused(tmp_path, data, message):
+    path = write_nifti(tmp_path / "bad.nii.gz", data)
+    with pytest.raises(InvalidVolumeError, match=message):
+        load_volume(path)
+
+
+def test_rgb_volumes_are_refused(tmp_path):
+    rgb = np.zeros((8, 8, 8), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    path = write_nifti(tmp_path / "rgb.nii.gz", rgb)
+    with pytest.raises(InvalidVolumeError, match="unsupported voxel type"):
+        load_volume(path)
+
+
+def test_nan_or_infinite_voxels_are_refused_with_the_count(tmp_path):
+    data = sphere_volume()
+    data[0, 0, :3] = [np.nan, np.inf, -np.inf]
+    with pytest.raises(InvalidVolumeError, match="3 voxels are NaN or infinite"):
+        load_volume(write_nifti(tmp_path / "nan.nii.gz", data))
+
+
+def test_save_mask_refuses_a_mask_of_another_shape(tmp_path):
+    volume = load_volume(write_nifti(tmp_path / "v.nii.gz", sphere_volume()))
+    with pytest.raises(InvalidVolumeError, match="differs from the input shape"):
+        save_mask(np.zeros((3, 3, 3), np.uint8), volume, tmp_path / "m.nii.gz")
+
+
+@pytest.mark.parametrize(
+    ("name", "stem"),
+    [("t1.nii.gz", "t1"), ("a/b/../c.nii", "c"), ("C:\\x\\scan.NII.GZ", "scan"), (".nii.gz", "volume")],
+)
+def test_stem_uses_only_the_last_path_component(name, stem):
+    assert stem_of(name) == stem

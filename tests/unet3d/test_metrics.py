@@ -1,0 +1,55 @@
+import math
+
+import numpy as np
+import pytest
+
+from unet3d.metrics import dice, evaluate, hd95, iou, iou_along_axis
+
+
+def _masks():
+    pred = np.zeros((10, 10, 4), dtype=np.uint8)
+    ref = np.zeros_like(pred)
+    pred[2:6, 2:6] = 1  # 64 voxels
+    ref[3:7, 2:6] = 1  # 64 voxels, 48 shared
+    ref[8, 8, 0] = 2
+    return pred, ref
+
+
+def test_dice_and_iou_of_shifted_squares():
+    pred, ref = _masks()
+    assert dice(pred, ref, 1) == pytest.approx(2 * 48 / 128)
+    assert iou(pred, ref, 1) == pytest.approx(48 / 80)
+
+
+def test_absent_class_scores_one_when_absent_from_both_and_zero_when_missed():
+    pred, ref = _masks()
+    assert dice(pred, ref, 3) == 1.0
+    assert dice(pred, ref, 2) == 0.0
+
+
+def test_means_exclude_background():
+    pred, ref = _masks()
+    result = evaluate(pred, ref, num_classes=3, with_hd95=False)
+    foreground = [c["dice"] for c in result["classes"][1:]]
+    assert result["mean_dice"] == pytest.approx(np.mean(foreground))
+    assert result["classes"][0]["dice"] > result["mean_dice"]
+
+
+def test_hd95_uses_spacing_in_mm():
+    pred, ref = _masks()
+    assert hd95(pred, ref, 1, (1.0, 1.0, 1.0)) == pytest.approx(1.0)
+    assert hd95(pred, ref, 1, (2.5, 1.0, 1.0)) == pytest.approx(2.5)
+    assert math.isinf(hd95(pred, ref, 2))
+    assert hd95(pred, ref, 5) == 0.0
+
+
+def test_iou_along_last_axis_is_nan_where_class_absent():
+    pred, ref = _masks()
+    curve = iou_along_axis(pred, ref, 2, axis=-1)
+    assert curve.shape == (4,)
+    assert curve[0] == 0.0 and np.isnan(curve[1:]).all()
+
+
+def test_evaluate_refuses_masks_on_different_grids():
+    with pytest.raises(ValueError, match="differs from reference shape"):
+        evaluate(np.zeros((4, 4, 4)), np.zeros((4, 4, 5)), num_classes=2)

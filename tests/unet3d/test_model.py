@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from unet3d import UNet3D
+from unet3d.model import fuse_for_inference
+
+
+def test_forward_keeps_spatial_shape_and_returns_one_channel_per_class():
+    model = UNet3D(num_classes=3, base_channels=4, depth=2).eval()
+    with torch.inference_mode():
+        out = model(torch.rand(2, 1, 16, 12, 8))
+    assert out.shape == (2, 3, 16, 12, 8)
+    assert model.pad_multiple == 4
+
+
+def test_default_architecture_matches_the_seed_family():
+    model = UNet3D()
+    widths = [block[0].out_channels for block in model.encoders]
+    assert widths == [16, 32, 64, 128]
+    assert model.bottleneck[0].out_channels == 256
+    assert isinstance(model.upsamplers[0], torch.nn.ConvTranspose3d)
+    assert model.head.kernel_size == (1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"norm": "group"}, "norm must be one of batch, instance, none, got 'group'"),
+        ({"dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),
+        ({"depth": 0}, "depth must be an integer in [1, 6], got 0"),
+        ({"num_classes": 0}, "num_classes must be a positive integer, got 0"),
+    ],
+)
+def test_invalid_arguments_name_the_value(arguments, message):
+    with pytest.raises(ValueError) as error:
+        UNet3D(**arguments)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance", "none"])
+def test_save_pretrained_then_from_pretrained_gives_identical_outputs(tmp_path, norm):
+    torch.manual_seed(0)
+    model = UNet3D(num_classes=2, base_channels=4, depth=2, norm=norm, dropout=0.1).eval()
+    model.save_pretrained(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "model.safetensors"}
+    loaded = UNet3D.from_pretrained(tmp_path, strict=True).eval()
+    x = torch.rand(1, 1, 8, 8, 8)
+    with torch.inference_mode():
+        assert torch.equal(model(x), loaded(x))
+    assert loaded.norm == norm
+
+
+def test_folding_batchnorm_keeps_the_function():
+    torch.manual_seed(1)
+    model = UNet3D(num_classes=3, base_channels=4, depth=2)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.2, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+    model.eval()
+    fused = fuse_for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in fused.modules())
+    x = torch.rand(1, 1, 12, 12, 12)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), model(x), atol=1e-4, rtol=1e-4)

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from unet3d.errors import InvalidVolumeError
+from unet3d.preprocessing import (
+    foreground_crop,
+    needs_resampling,
+    normalize_minmax,
+    pad_to_multiple,
+    resampled_shape,
+    resize,
+    uncrop,
+    unpad,
+)
+
+
+def test_normalize_clips_percentiles_and_maps_to_unit_range():
+    volume = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    volume[0, 0, 0] = -1e6  # an outlier the 1st percentile clips away
+    out = normalize_minmax(volume, (1.0, 99.0))
+    assert out.dtype == np.float32
+    assert out.min() == 0.0 and out.max() == 1.0
+    assert np.count_nonzero(out == 0.0) >= 10
+    assert volume[0, 0, 0] == -1e6  # the input is never modified
+
+
+def test_normalize_without_percentiles_uses_min_and_max():
+    volume = np.array([[[0.0, 5.0], [10.0, 2.5]]] * 2, dtype=np.float32)
+    assert np.allclose(normalize_minmax(volume, None), volume / 10)
+
+
+def test_mostly_constant_volume_falls_back_to_min_max_instead_of_dividing_by_zero():
+    volume = np.zeros((20, 20, 20), dtype=np.float32)
+    volume[10, 10, 10] = 7.0
+    out = normalize_minmax(volume, (1.0, 99.0))
+    assert out[10, 10, 10] == 1.0 and np.isfinite(out).all()
+
+
+def test_constant_volume_is_a_clear_error():
+    with pytest.raises(InvalidVolumeError, match=r"the volume is constant \(all voxels ≈ 3\)"):
+        normalize_minmax(np.full((8, 8, 8), 3.0, dtype=np.float32))
+
+
+@pytest.mark.parametrize("shape", [(16, 16, 16), (17, 5, 31), (1, 2, 3)])
+def test_pad_then_unpad_round_trips(shape):
+    volume = np.random.default_rng(0).random(shape).astype(np.float32)
+    padded, pads = pad_to_multiple(volume, 16)
+    assert all(s % 16 == 0 for s in padded.shape)
+    assert np.array_equal(unpad(padded, pads), volume)
+
+
+def test_pad_handles_leading_channel_axes():
+    volume = np.ones((3, 5, 6, 7), dtype=np.float32)
+    padded, pads = pad_to_multiple(volume, 4)
+    assert padded.shape == (3, 8, 8, 8)
+    assert unpad(padded, pads).shape == volume.shape
+
+
+def test_foreground_crop_grows_by_margin_and_uncrop_restores_the_grid():
+    volume = np.zeros((30, 30, 30), dtype=np.float32)
+    volume[10:15, 12:14, 5:25] = 1
+    crop = foreground_crop(volume, margin=3)
+    assert crop.start == (7, 9, 2) and crop.stop == (18, 17, 28)
+    restored = uncrop(volume[crop.slices], crop)
+    assert np.array_equal(restored, volume)
+
+
+def test_foreground_crop_of_an_empty_volume_keeps_everything():
+    crop = foreground_crop(np.zeros((4, 5, 6)), margin=2)
+    assert crop.shape == (4, 5, 6)
+
+
+def test_resampling_helpers():
+    assert not needs_resampling((1.0, 1.02, 0.98), (1.0, 1.0, 1.0))
+    assert needs_resampling((0.9, 0.9, 3.0), (1.0, 1.0, 1.0))
+    assert not needs_resampling((0.5, 0.5, 5.0), None)
+    assert resampled_shape((100, 100, 30), (0.9, 0.9, 3.0), (1.0, 1.0, 1.0)) == (90, 90, 90)
+    ramp = np.broadcast_to(np.linspace(0, 1, 8, dtype=np.float32)[:, None, None], (8, 4, 4))
+    assert resize(ramp, (16, 4, 4)).shape == (16, 4, 4)
+    assert resize(np.stack([ramp, ramp]), (4, 4, 4)).shape == (2, 4, 4, 4)
