@@ -153,6 +153,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             return None
         return _coerce(next(o for o in options if o is not type(None)), value, where)
     if origin is Literal:
+        if value is False and "off" in get_args(hint):
+            return "off"  # YAML 1.1 reads a bare `off` as false
         if value not in get_args(hint):
             raise ConfigError(f"{where} must be one of {', '.join(map(str, get_args(hint)))}, got {value!r}")
         return value

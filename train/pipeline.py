@@ -74,6 +74,9 @@ def evaluate_and_record(
         card.setdefault("metrics", {})[split] = {
             "measured_on": report["dataset"],
             "per_class": report["mean"],
+            "per_case_dice": {
+                case["case"]: {c["name"]: round(c["dice"], 4) for c in case["classes"][1:]} for case in report["cases"]
+            },
             "mean_dice": report["mean_dice"],
             "mean_iou": report["mean_iou"],
             "date": dt.date.today().isoformat(),

@@ -7,18 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from unet3d import Segmenter
 from unet3d.io import canonical_orientation, canonical_spacing, to_canonical
 from unet3d.metrics import evaluate
 
 from .data import Case, cases, load_pair, read_dataset
-
 
 View = tuple[Case, tuple[float, float, float], np.ndarray, np.ndarray, np.ndarray]
 
@@ -107,7 +103,8 @@ def _summarise(
 
 
 def _plot_iou(rows: list[dict[str, Any]], names: list[str], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for index, name in enumerate(names[1:], start=1):
         values = [r["classes"][index]["iou"] for r in rows]
         ax.bar(index, np.mean(values), color=f"C{index}", alpha=0.7, label=name)
@@ -118,11 +115,11 @@ def _plot_iou(rows: list[dict[str, Any]], names: list[str], path: Path) -> None:
     ax.set_title("IoU per class (background excluded)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _plot_iou_z(rows: list[dict[str, Any]], names: list[str], path: Path) -> None:
-    fig, axes = plt.subplots(1, len(names) - 1, figsize=(5 * (len(names) - 1), 3.5), squeeze=False)
+    fig = Figure(figsize=(5 * (len(names) - 1), 3.5))
+    axes = fig.subplots(1, len(names) - 1, squeeze=False)
     for column, name in enumerate(names[1:]):
         ax = axes[0, column]
         for row in rows:
@@ -134,13 +131,13 @@ def _plot_iou_z(rows: list[dict[str, Any]], names: list[str], path: Path) -> Non
     axes[0, -1].legend(fontsize=6, loc="lower center")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _plot_grid(views: list[View], card: Any, path: Path, *, errors: bool) -> None:
     shown = views[:6]
     columns = 2 if errors else 3
-    fig, axes = plt.subplots(len(shown), columns, figsize=(3.2 * columns, 3.2 * len(shown)), squeeze=False)
+    fig = Figure(figsize=(3.2 * columns, 3.2 * len(shown)))
+    axes = fig.subplots(len(shown), columns, squeeze=False)
     colors = np.array([[int(c.color[i : i + 2], 16) / 255 for i in (1, 3, 5)] for c in card.classes])
     for row, (case, spacing, image, reference, prediction) in enumerate(shown):
         z = int(np.argmax((reference > 0).sum(axis=(0, 1))))
@@ -164,7 +161,6 @@ def _plot_grid(views: list[View], card: Any, path: Path, *, errors: bool) -> Non
             ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def _error_overlay(reference: np.ndarray, prediction: np.ndarray) -> np.ndarray:

@@ -136,8 +136,8 @@ def build_card(config: TrainConfig, metrics: dict[str, Any] | None = None) -> di
 class Trainer:
     """Runs `fit` for one config; rank 0 validates, checkpoints and logs."""
 
-    def __init__(self, config: TrainConfig, out: Path, *, progress: bool = True) -> None:
-        self.config, self.out, self.show_progress = config, out, progress
+    def __init__(self, config: TrainConfig, out: str | Path, *, progress: bool = True) -> None:
+        self.config, self.out, self.show_progress = config, Path(out), progress
         self.device = resolve_device(config.loop.device)
         if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:
             self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
