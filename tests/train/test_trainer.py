@@ -1,4 +1,5 @@
 import csv
+import itertools
 import json
 
 import numpy as np
@@ -64,7 +65,7 @@ def test_schedule_warms_up_then_decays_to_zero_by_steps_or_by_time(tiny_config):
     config = tiny_config("optim.warmup_steps=10")
     factors = [learning_rate_factor(step, 100, config) for step in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == 1.0
-    assert factors[-1] < 0.01 and all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+    assert factors[-1] < 0.01 and all(a >= b for a, b in itertools.pairwise(factors[10:]))
     assert learning_rate_factor(20, 100, config, elapsed_fraction=1.0) == pytest.approx(0.0)
 
 
