@@ -295,16 +295,14 @@ def _batched(items: list[tuple[int, int, int]], size: int) -> Iterator[list[tupl
 def _forward(model: nn.Module, tiles: torch.Tensor, plan: InferencePlan) -> torch.Tensor:
     """Class probabilities `(B, C, ...)` in float32, averaged over flips when TTA is on."""
     flips = _TTA_FLIPS if plan.tta else ((),)
-    total: torch.Tensor | None = None
+    total = torch.zeros(())
     for dims in flips:
         x = torch.flip(tiles, dims) if dims else tiles
         with _autocast(plan):
             logits = model(x)
-        probs = _probabilities(logits.float())
-        probs = torch.flip(probs, dims) if dims else probs
-        total = probs if total is None else total + probs
-    assert total is not None
-    return (total / len(flips)).cpu() if plan.device.type != "cpu" else total / len(flips)
+        probs = _probabilities(logits.float()).cpu()
+        total = total + (torch.flip(probs, dims) if dims else probs)
+    return total / len(flips)
 
 
 def _autocast(plan: InferencePlan) -> torch.autocast:

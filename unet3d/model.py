@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
@@ -149,8 +149,7 @@ def fuse_for_inference(model: UNet3D) -> UNet3D:
     for block in fused.modules():
         if isinstance(block, ConvBlock):
             for index in (0, 4):
-                conv, norm = block[index], block[index + 1]
-                assert isinstance(conv, nn.Conv3d) and isinstance(norm, nn.BatchNorm3d)
+                conv, norm = cast(nn.Conv3d, block[index]), cast(nn.BatchNorm3d, block[index + 1])
                 block[index] = fuse_conv_bn_eval(conv, norm)
                 block[index + 1] = nn.Identity()
     return fused

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,7 +39,7 @@ from .io import (
 from .model import UNet3D
 from .postprocess import postprocess
 from .prediction import Prediction
-from .preprocessing import foreground_crop, needs_resampling, normalize_minmax, resampled_shape, resize, uncrop
+from .preprocessing import Crop, foreground_crop, needs_resampling, normalize_minmax, resampled_shape, resize, uncrop
 
 logger = logging.getLogger(__name__)
 
@@ -214,19 +215,22 @@ class Segmenter:
         if prepared.crop is not None:
             labels = uncrop(labels, prepared.crop)
             if probabilities is not None:
-                probabilities = _uncrop_probabilities(probabilities, prepared)
+                probabilities = _uncrop_probabilities(probabilities, prepared.crop)
         mask = from_canonical(labels, prepared.orientation).astype(np.uint8, copy=False)
         if probabilities is not None:
             probabilities = from_canonical(probabilities, prepared.orientation)
         return mask, probabilities
 
 
+@dataclass(frozen=True)
 class _Prepared:
     """The network-ready array and what is needed to map results back to the input grid."""
 
-    def __init__(self, array: np.ndarray, orientation: np.ndarray, crop: Any, cropped_shape: Any, resampled: bool):
-        self.array, self.orientation, self.crop = array, orientation, crop
-        self.cropped_shape, self.resampled = cropped_shape, resampled
+    array: np.ndarray
+    orientation: np.ndarray
+    crop: Crop | None
+    cropped_shape: tuple[int, int, int]
+    resampled: bool
 
 
 class _Reporter:
@@ -264,11 +268,12 @@ def _labels(probabilities: np.ndarray, threshold: float | None) -> np.ndarray:
     return labels_from_probabilities(torch.from_numpy(probabilities), threshold).numpy()
 
 
-def _uncrop_probabilities(probabilities: np.ndarray, prepared: _Prepared) -> np.ndarray:
+def _uncrop_probabilities(probabilities: np.ndarray, crop: Crop) -> np.ndarray:
     background = np.zeros((probabilities.shape[0], 1, 1, 1), dtype=np.float32)
     background[0] = 1.0
-    full = np.broadcast_to(background, (probabilities.shape[0], *prepared.crop.full_shape)).copy()
-    full[(slice(None), *prepared.crop.slices)] = probabilities
+    full = np.broadcast_to(background, (probabilities.shape[0], *crop.full_shape)).copy()
+    i, j, k = crop.slices
+    full[:, i, j, k] = probabilities
     return full
 
 
