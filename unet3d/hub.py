@@ -115,10 +115,15 @@ def _hub_source(repo_id: str, revision: str | None, token: str | None) -> ModelS
         directory = _download(repo_id, revision, token, local_only=offline or pinned)
     except LocalEntryNotFoundError as e:
         if offline or not _endpoint_reachable():
+            advice = (
+                f"pre-fetch it with `hf download {repo_id} --revision {revision}` while online"
+                if pinned
+                else "pin a commit sha in UNET3D_MODEL_REVISION and pre-fetch it with "
+                f"`hf download {repo_id} --revision <sha>` while online"
+            )
             raise ModelLoadError(
                 f"model '{repo_id}' (revision {revision or 'main'}) is not in the local cache and the Hub is "
-                "offline or unreachable: pin a commit sha in UNET3D_MODEL_REVISION and pre-fetch it with "
-                f"`hf download {repo_id} --revision <sha>` while online"
+                f"offline or unreachable: {advice}"
             ) from e
         directory = _download(repo_id, revision, token, local_only=False)
     commit = directory.name if _SHA.match(directory.name) else (revision or "unknown")
@@ -140,8 +145,11 @@ def _download(repo_id: str, revision: str | None, token: str | None, *, local_on
                 local_files_only=local_only,
             )
         )
-    except LocalEntryNotFoundError:
-        raise
+    except LocalEntryNotFoundError as e:
+        if local_only:
+            raise
+        # Online, yet nothing usable came back (e.g. the Hub answered 5xx and nothing is cached).
+        raise ModelLoadError(f"could not download '{repo_id}' from the Hub: {str(e).splitlines()[0]}") from e
     except GatedRepoError as e:
         raise ModelLoadError(f"Hub repo '{repo_id}' is gated: accept its terms on the Hub and set HF_TOKEN") from e
     except RepositoryNotFoundError as e:
@@ -247,7 +255,10 @@ def push_model(
             commit_message=commit_message,
         )
     except (HfHubHTTPError, OSError) as e:
-        raise ModelLoadError(f"upload to '{repo_id}' failed: {str(e).splitlines()[0]}") from e
+        hint = ""
+        if getattr(getattr(e, "response", None), "status_code", None) in (401, 403):
+            hint = " (set HF_TOKEN to a token with write access to this namespace)"
+        raise ModelLoadError(f"upload to '{repo_id}' failed: {str(e).splitlines()[0]}{hint}") from e
     return str(info.oid)
 
 

@@ -325,4 +325,4 @@ def canonical_spacing(volume: Volume, orientation: np.ndarray) -> tuple[float, f
 def _short(error: BaseException) -> str:
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     # nibabel messages sometimes quote the temp path; keep only the reason.
-    return text.split("'/")[0].strip().rstrip(":")[:160] or type(error).__name__
+    return text.replace('"/', "'/").split("'/")[0].strip().rstrip(":")[:160] or type(error).__name__

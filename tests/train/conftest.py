@@ -1,12 +1,10 @@
 from pathlib import Path
 
 import pytest
+from helpers import TINY_CONFIG
 
 from train.config import load_config
 from train.synthetic import make_spheres_dataset
-
-ROOT = Path(__file__).resolve().parents[2]
-TINY_CONFIG = ROOT / "train" / "configs" / "tiny.yaml"
 
 
 @pytest.fixture(scope="session")

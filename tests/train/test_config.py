@@ -1,5 +1,5 @@
 import pytest
-from conftest import ROOT, TINY_CONFIG
+from helpers import ROOT, TINY_CONFIG
 
 from train.config import ConfigError, load_config
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY_CONFIG
+from helpers import ROOT, TINY_CONFIG
 from safetensors.torch import load_file
 
 

@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT
+from helpers import ROOT
 
 from train.mni152 import TEST_CASES, TEST_SEED, build_case, load_template
 from unet3d import Segmenter

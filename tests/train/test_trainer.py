@@ -70,7 +70,7 @@ def test_schedule_warms_up_then_decays_to_zero_by_steps_or_by_time(tiny_config):
 
 
 def test_cli_fit_evaluate_round_trip(spheres, tmp_path, capsys):
-    from conftest import TINY_CONFIG
+    from helpers import TINY_CONFIG
 
     out = tmp_path / "cli"
     assert main(["fit", "--config", str(TINY_CONFIG), "--out", str(out), "--set", f"data.root={spheres}",
@@ -93,7 +93,7 @@ def test_cli_fit_evaluate_round_trip(spheres, tmp_path, capsys):
 
 
 def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
-    from conftest import TINY_CONFIG
+    from helpers import TINY_CONFIG
 
     assert main(["fit", "--config", str(TINY_CONFIG), "--set", "loop.nope=1", "--out", str(tmp_path)]) == 1
     assert "train: error: unknown key(s) in config.loop: nope" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 import pytest
 import yaml
-from conftest import ROOT, SHIPPED_MODEL, TINY_CARD
+from helpers import ROOT, SHIPPED_MODEL, TINY_CARD
 
 from unet3d.card import card_from_dict, load_card
 from unet3d.errors import CardError

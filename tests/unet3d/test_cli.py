@@ -5,7 +5,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import sphere_volume, write_nifti
+from helpers import sphere_volume, write_nifti
 
 from unet3d.cli import main
 

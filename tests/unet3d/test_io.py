@@ -6,7 +6,7 @@ import tracemalloc
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import sphere_volume, write_nifti
+from helpers import sphere_volume, write_nifti
 
 from unet3d import Segmenter
 from unet3d.errors import InvalidVolumeError, UnreadableVolumeError, UnsupportedFormatError, VolumeTooLargeError

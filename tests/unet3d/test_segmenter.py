@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from conftest import TINY_CARD, sphere_volume, write_nifti, write_tiny_model
+from helpers import TINY_CARD, sphere_volume, write_nifti, write_tiny_model
 
 from unet3d import ModelLoadError, Segmenter, load_volume
 from unet3d.errors import CardError, InvalidVolumeError, ParameterError

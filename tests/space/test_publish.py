@@ -1,0 +1,125 @@
+"""`python -m space.publish`: the assembled Space folder, its card, its upload, and the app started from it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import ROOT
+from hubserver import FakeHub, get_json, hub_env, run, uvicorn_service
+
+from space.publish import FILES, FOLDERS, PublishError, assemble, check_card, dockerfile_port, read_card
+
+TOKEN = "hf_acme_write"
+
+
+def source_files() -> set[str]:
+    """What the Space must hold, listed from the source tree independently of space.publish."""
+    expected = {*FILES, "README.md"}
+    for folder in FOLDERS:
+        for path in (ROOT / folder).rglob("*"):
+            relative = path.relative_to(ROOT)
+            if path.is_file() and "__pycache__" not in relative.parts and path.suffix != ".pyc":
+                expected.add(str(relative))
+    return expected
+
+
+@pytest.fixture(scope="module")
+def space_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("space") / "acme-unet3d"
+    result = subprocess.run(
+        [sys.executable, "-m", "space.publish", "--repo-id", "acme/unet3d", "--dry-run", str(target)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["folder"] == str(target)
+    return target
+
+
+def test_dry_run_folder_holds_exactly_the_space_files(space_dir: Path) -> None:
+    files = {str(p.relative_to(space_dir)) for p in space_dir.rglob("*") if p.is_file()}
+    assert files == source_files()
+    assert {"Dockerfile", "README.md", "requirements.txt", "models/unet3d-brain-tissue/model.safetensors"} <= files
+    assert not {f for f in files if f.startswith(("tests/", "train/", "data/", "bench/", "wheels/", ".venv/"))}
+    assert (space_dir / "Dockerfile").read_bytes() == (ROOT / "Dockerfile").read_bytes()
+    assert (space_dir / "README.md").read_bytes() == (ROOT / "space" / "README.md").read_bytes()
+    weights = "models/unet3d-brain-tissue/model.safetensors"
+    assert (space_dir / weights).read_bytes() == (ROOT / weights).read_bytes()
+
+
+def test_every_path_the_dockerfile_copies_is_in_the_space() -> None:
+    copied = set()
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY ") and "wheel[s]" not in line:
+            sources = [word for word in line.split()[1:-1] if not word.startswith("--")]
+            copied.update(sources)
+    assert copied
+    assert copied <= {*FILES, *(folder.split("/")[0] for folder in FOLDERS)}
+
+
+def test_space_card_front_matter_parses_and_app_port_matches_the_dockerfile(space_dir: Path) -> None:
+    card = read_card(space_dir / "README.md")
+    assert card["sdk"] == "docker"
+    assert card["app_port"] == dockerfile_port(space_dir / "Dockerfile") == 8000
+    assert card["models"] == ["unet3d/unet3d-brain-tissue"]
+    assert {"title", "emoji", "colorFrom", "colorTo", "license", "short_description"} <= set(card)
+    assert len(card["short_description"]) <= 60  # the Hub's limit
+    body = (space_dir / "README.md").read_text().lower()
+    assert "not for clinical use" in body and "nifti" in body
+
+
+def test_a_card_that_disagrees_with_the_dockerfile_is_refused(tmp_path: Path) -> None:
+    card = read_card()
+    with pytest.raises(PublishError, match="app_port 7860 but the Dockerfile listens on 8000"):
+        check_card({**card, "app_port": 7860}, 8000)
+    with pytest.raises(PublishError, match="sdk: docker"):
+        check_card({**card, "sdk": "gradio"}, 8000)
+    bad = tmp_path / "README.md"
+    bad.write_text("# no front matter\n")
+    with pytest.raises(PublishError, match="no YAML front matter"):
+        assemble(tmp_path / "out", card=bad)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file").write_text("x")
+    with pytest.raises(PublishError, match="is not empty"):
+        assemble(tmp_path / "busy")
+
+
+def test_publish_creates_a_docker_space_and_mirrors_the_folder(tmp_path: Path) -> None:
+    with FakeHub(tokens={TOKEN: "acme"}) as hub:
+        hub.add_commit("acme/unet3d", {"stale.py": b"old"}, repo_type="space")
+        env = hub_env(hub.url, tmp_path / "hf-home", token=TOKEN)
+        command = [sys.executable, "-m", "space.publish", "--repo-id", "acme/unet3d", "--private"]
+        result = run(command, env, ROOT, timeout=300)
+        assert result.returncode == 0, result.stderr
+        commit = json.loads(result.stdout.strip().splitlines()[-1])["commit"]
+        files = hub.files("acme/unet3d", commit, repo_type="space")
+    assert set(files) == {".gitattributes", *source_files()}  # stale.py deleted
+    assert files["Dockerfile"] == (ROOT / "Dockerfile").read_bytes()
+    assert files["README.md"] == (ROOT / "space" / "README.md").read_bytes()
+
+
+def test_publish_without_a_token_fails_with_one_line(tmp_path: Path) -> None:
+    with FakeHub(tokens={TOKEN: "acme"}) as hub:
+        env = hub_env(hub.url, tmp_path / "hf-home")
+        result = run([sys.executable, "-m", "space.publish", "--repo-id", "acme/unet3d"], env, ROOT)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("space.publish: error: upload to 'acme/unet3d' failed:")
+
+
+def test_the_app_started_from_the_space_folder_serves_health_and_ui(space_dir: Path, tmp_path: Path) -> None:
+    env = hub_env("http://127.0.0.1:9", tmp_path / "hf-home", offline=True, GRADIO_TEMP_DIR=str(tmp_path / "gradio"))
+    with uvicorn_service(env, space_dir) as url:
+        health = get_json(f"{url}/health")
+        with urllib.request.urlopen(f"{url}/ui/", timeout=30) as response:
+            ui_status, ui_page = response.status, response.read().decode()
+    assert health["status"] == "ok" and health["model_loaded"] is True
+    # The Space's own copy of unet3d (and of the model) was imported, not the repository's.
+    assert health["model"]["id"] == str(space_dir / "models" / "unet3d-brain-tissue")
+    assert ui_status == 200 and "gradio" in ui_page.lower()
