@@ -42,8 +42,9 @@ class Prediction:
     timings_ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
     def class_voxels(self) -> list[int]:
-        counts = np.bincount(self.mask.reshape(-1), minlength=self.card.num_classes)
-        return [int(c) for c in counts[: max(self.card.num_classes, 1)]]
+        # One comparison per class: np.bincount would first convert the whole uint8 mask to int64.
+        counts = [int(np.count_nonzero(self.mask == c)) for c in range(1, self.card.num_classes)]
+        return [self.mask.size - sum(counts), *counts]
 
     def summary(self) -> dict[str, Any]:
         """JSON-able summary: the fields of `POST /v1/predict` (see DESIGN.md)."""

@@ -1,0 +1,116 @@
+"""The service's own exceptions and the one place where any exception becomes an HTTP status.
+
+Every error response is JSON `{"detail": "<what is wrong and what to do>"}`; unexpected exceptions are logged
+with their traceback and answered with a generic 500 that leaks nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from unet3d.errors import (
+    InferenceError,
+    InvalidVolumeError,
+    ModelLoadError,
+    ParameterError,
+    Unet3dError,
+    UnreadableVolumeError,
+    UnsupportedFormatError,
+    VolumeTooLargeError,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """Base class of the errors the service raises itself (not the library)."""
+
+
+class ServiceBusyError(ServiceError):
+    """Every inference slot is taken and the wait queue is full."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ModelNotLoadedError(ServiceError):
+    """A request arrived before the model finished loading (or after shutdown began)."""
+
+
+class AuthenticationError(ServiceError):
+    """UNET3D_API_KEY is set and the request did not present it."""
+
+
+class MalformedUploadError(ServiceError):
+    """The request body is not the multipart form the endpoint documents."""
+
+
+# Most specific first: the first isinstance match wins.
+STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
+    (ServiceBusyError, 503),
+    (ModelNotLoadedError, 503),
+    (AuthenticationError, 401),
+    (MalformedUploadError, 422),
+    (UnsupportedFormatError, 415),
+    (UnreadableVolumeError, 400),
+    (VolumeTooLargeError, 413),
+    (InvalidVolumeError, 422),
+    (ParameterError, 422),
+    (InferenceError, 503),
+    (ModelLoadError, 503),
+    (Unet3dError, 422),
+)
+
+
+def status_for(error: Exception) -> int:
+    """The HTTP status an exception maps to (500 for anything unexpected)."""
+    for kind, status in STATUS_BY_ERROR:
+        if isinstance(error, kind):
+            return status
+    return 500
+
+
+def error_response(error: Exception) -> JSONResponse:
+    """The JSON error response for `error`, with Retry-After / WWW-Authenticate where the status needs it."""
+    status = status_for(error)
+    headers: dict[str, str] = {}
+    if isinstance(error, ServiceBusyError):
+        headers["Retry-After"] = str(error.retry_after_s)
+    elif isinstance(error, AuthenticationError):
+        headers["WWW-Authenticate"] = 'Bearer realm="unet3d"'
+    detail = str(error) if status != 500 else "internal error: the server logged the details"
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn exceptions into the documented JSON errors."""
+
+    async def known_error(request: Request, error: Exception) -> JSONResponse:
+        return error_response(error)
+
+    async def invalid_request(request: Request, error: Exception) -> JSONResponse:
+        if not isinstance(error, RequestValidationError):
+            return error_response(error)
+        return JSONResponse({"detail": _describe_validation(error)}, status_code=422)
+
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+        return error_response(error)
+
+    app.add_exception_handler(ServiceError, known_error)
+    app.add_exception_handler(Unet3dError, known_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(Exception, unexpected)
+
+
+def _describe_validation(error: RequestValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        where = " ".join(str(part) for part in item.get("loc", ()) if part != "body")
+        problems.append(f"{where}: {item.get('msg', 'invalid value')}")
+    return "invalid request: " + "; ".join(problems) + " (see /docs for the accepted parameters)"

@@ -1,0 +1,200 @@
+"""Presentation of the review UI: theme, CSS, header and legend HTML, and the values shown after each step."""
+
+from __future__ import annotations
+
+import html
+import uuid
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from unet3d import ClassInfo
+
+from .callbacks import ReviewCallbacks, ViewInputs, initial_indices
+from .mesh import class_surface, with_nested_translucency, write_glb
+from .review import Review, agreement_table, class_table, default_window, intensity_histograms, iou_along_z, pretty
+from .service import SegmentationService
+from .views import CONFUSED, FALSE_NEGATIVE, FALSE_POSITIVE
+
+OVERLAY_CHOICES = [("Classes", "classes"), ("Errors vs reference", "errors"), ("Uncertainty", "uncertainty")]
+WELCOME = (
+    "Upload a T1-weighted volume (`.nii` / `.nii.gz`) or try the **MNI152 example**, then press **Segment**. "
+    "Slices, statistics, agreement with a reference mask and a 3D surface appear here."
+)
+# Keys of `startup` and `present`, in the order ui.py lists the matching output components.
+STARTUP_KEYS = ("header", "legend", "shown", "surface_classes", "class_plot", "intensity_plot", "iou_plot")
+PRESENT_KEYS = (
+    "status", "legend", "axial_slider", "coronal_slider", "sagittal_slider", "window", "level", "overlay",
+    "axial", "coronal", "sagittal", "class_plot", "class_table", "intensity_plot", "downloads", "agreement",
+    "iou_plot", "reference",
+)  # fmt: skip
+CSS = """
+.gradio-container { max-width: 1520px !important; }
+#app-header { padding: 6px 4px 2px; }
+#app-header .brand { display: flex; align-items: center; gap: 14px; }
+#app-header h1 { font-size: 1.45rem; margin: 0; font-weight: 650; letter-spacing: -0.01em; }
+#app-header .sub { color: var(--body-text-color-subdued); font-size: 0.9rem; margin-top: 2px; }
+#app-header .badge { display: inline-block; border-radius: 999px; padding: 1px 10px; font-size: 0.75rem;
+  background: #fef3c7; color: #92400e; border: 1px solid #fcd34d; margin-left: 6px; }
+.view-panel { background: #05070d; border-radius: 14px; padding: 8px !important; gap: 4px !important; }
+.view-panel .block { background: #05070d !important; border-color: #1e293b !important; }
+.view-panel label, .view-panel span { color: #cbd5e1 !important; }
+.view-panel [data-testid="block-label"] { background: rgba(15, 23, 42, 0.85) !important;
+  border-color: #334155 !important; }
+.view-panel input[type="number"], .view-panel .tab-like-container { background: #0f172a !important;
+  color: #e2e8f0 !important; border-color: #334155 !important; }
+.view-panel .empty { color: #475569; }
+#legend .legend { display: grid; gap: 6px; font-size: 0.88rem; padding: 4px 2px; }
+#legend .legend-title { font-weight: 600; margin-top: 4px; color: var(--body-text-color-subdued);
+  text-transform: uppercase; font-size: 0.72rem; letter-spacing: 0.06em; }
+#legend .row { display: grid; grid-template-columns: 16px 1fr auto; align-items: center; gap: 8px; }
+#legend .swatch { width: 14px; height: 14px; border-radius: 4px; border: 1px solid rgba(0,0,0,0.15); }
+#legend .value { font-variant-numeric: tabular-nums; color: var(--body-text-color-subdued); }
+#legend .ramp { height: 10px; border-radius: 5px;
+  background: linear-gradient(90deg, #000004, #4a0c6b, #a52c60, #ed6925, #fcffa4); }
+#legend .ramp-labels { display: flex; justify-content: space-between; font-size: 0.75rem;
+  color: var(--body-text-color-subdued); }
+#status { min-height: 2.2em; }
+"""
+_LOGO = (
+    '<svg width="40" height="40" viewBox="0 0 64 64" aria-hidden="true"><rect width="64" height="64" rx="14" '
+    'fill="#0f172a"/><ellipse cx="32" cy="33" rx="22" ry="24" fill="#e69f00"/><ellipse cx="32" cy="34" rx="14" '
+    'ry="16" fill="#56b4e9"/><path d="M32 10v47" stroke="#0f172a" stroke-width="3"/></svg>'
+)
+
+
+def theme() -> gr.themes.Base:
+    """A calm slate/teal theme with locally bundled fonts (no request leaves the server)."""
+    return gr.themes.Base(primary_hue="teal", neutral_hue="slate", radius_size="md")
+
+
+def header_html(info: dict[str, Any] | None) -> str:
+    """Title, model identity and the intended-use badge."""
+    if info is None:
+        detail = "loading the model…"
+    else:
+        parts = [
+            f"{info.get('name', 'model')} v{info.get('version', '?')}",
+            f"{len(info.get('classes', []))} classes",
+            f"device {info.get('device', '?')}",
+            f"revision {str(info.get('revision', ''))[:12]}",
+        ]
+        detail = " · ".join(html.escape(p) for p in parts)
+    use = html.escape(str((info or {}).get("intended_use", "research/demo, not for clinical use")))
+    return (
+        f'<div class="brand">{_LOGO}<div><h1>UNet3D segmentation review<span class="badge">{use}</span></h1>'
+        f'<div class="sub">{detail}</div></div></div>'
+    )
+
+
+def legend_html(classes: tuple[ClassInfo, ...] | None, volumes_ml: list[float] | None = None) -> str:
+    """Class swatches (with volumes once known), error colours and the uncertainty ramp."""
+    rows = []
+    for position, cls in enumerate(classes or ()):
+        if cls.index == 0:
+            continue
+        value = f"{volumes_ml[position]:.1f} mL" if volumes_ml else ""
+        rows.append(_legend_row(cls.color, pretty(cls.name), value))
+    return (
+        '<div class="legend"><div class="legend-title">Classes</div>' + "".join(rows)
+        + '<div class="legend-title">Errors vs reference</div>'
+        + _legend_row(FALSE_POSITIVE, "false positive (extra)", "")
+        + _legend_row(FALSE_NEGATIVE, "false negative (missed)", "")
+        + _legend_row(CONFUSED, "wrong class (both shown)", "")
+        + '<div class="legend-title">Uncertainty (entropy)</div><div class="ramp"></div>'
+        + '<div class="ramp-labels"><span>certain</span><span>uniform</span></div></div>'
+    )  # fmt: skip
+
+
+def _legend_row(color: str, name: str, value: str) -> str:
+    return (
+        f'<div class="row"><span class="swatch" style="background:{html.escape(color)}"></span>'
+        f'<span class="name">{html.escape(name)}</span><span class="value">{html.escape(value)}</span></div>'
+    )
+
+
+def startup(service: SegmentationService | None) -> list[Any]:
+    """Values set when a page loads: header, legend, class toggles and plot colours from the model card."""
+    if service is None:
+        return [header_html(None), legend_html(None), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()]
+    card = service.segmenter.card
+    choices = [(pretty(c.name), c.name) for c in card.classes]
+    foreground = [c.name for c in card.classes if c.index != 0]
+    colors = {pretty(c.name): c.color for c in card.classes}
+    return [
+        header_html(service.info()),
+        legend_html(card.classes),
+        gr.CheckboxGroup(choices=choices, value=foreground),
+        gr.CheckboxGroup(choices=[c for c in choices if c[1] in foreground], value=foreground),
+        gr.BarPlot(color_map=colors, sort=[pretty(name) for name in foreground]),
+        gr.LinePlot(color_map=colors),
+        gr.LinePlot(color_map=colors),
+    ]
+
+
+def present(review: Review, cb: ReviewCallbacks, opacity: float, shown: list[str], crosshair: bool) -> list[Any]:
+    """Everything shown after a segmentation, rendered from the new review (values in `PRESENT_KEYS` order)."""
+    low, high = default_window(review.layers.image)
+    span = max(float(review.layers.image.max() - review.layers.image.min()), 1e-3)
+    indices = initial_indices(review)
+    inputs = ViewInputs(indices, high - low, (low + high) / 2, opacity, tuple(shown or ()), "classes", crosshair)
+    axial, coronal, sagittal = cb.render(review, inputs)
+    x, y, z = review.layers.shape
+    volumes = [c["volume_ml"] for c in review.summary["classes"]]
+    values = {
+        "status": status_markdown(review),
+        "legend": legend_html(review.classes, volumes),
+        "axial_slider": gr.Slider(minimum=0, maximum=z - 1, value=indices[0]),
+        "coronal_slider": gr.Slider(minimum=0, maximum=y - 1, value=indices[1]),
+        "sagittal_slider": gr.Slider(minimum=0, maximum=x - 1, value=indices[2]),
+        "window": gr.Slider(minimum=span / 500, maximum=span, value=high - low, step=span / 500),
+        "level": gr.Slider(minimum=float(review.layers.image.min()), maximum=float(review.layers.image.max()),
+                           value=(low + high) / 2, step=span / 500),
+        "overlay": "classes",
+        "axial": axial,
+        "coronal": coronal,
+        "sagittal": sagittal,
+        "class_plot": class_volumes(review),
+        "class_table": class_table(review),
+        "intensity_plot": intensity_histograms(review),
+        "downloads": [str(p) for p in review.files],
+        "agreement": agreement_table(review),
+        "iou_plot": iou_along_z(review),
+        "reference": None,
+    }  # fmt: skip
+    return [values[key] for key in PRESENT_KEYS]
+
+
+def class_volumes(review: Review) -> pd.DataFrame:
+    """Foreground classes and their volumes (mL), for the bar plot."""
+    rows = [c for c in review.summary["classes"] if c["index"] != 0]
+    return pd.DataFrame(
+        {"class": [pretty(c["name"]) for c in rows], "volume (mL)": [round(c["volume_ml"], 2) for c in rows]}
+    )
+
+
+def status_markdown(review: Review) -> str:
+    """One line: file, grid, spacing, orientation, time and device."""
+    s = review.summary
+    shape = " × ".join(str(n) for n in s["input_shape"][:3])
+    spacing = " × ".join(f"{v:.2f}" for v in s["spacing_mm"])
+    seconds = s["runtime_ms"] / 1000
+    return (
+        f"**{html.escape(s['filename'])}** · {shape} voxels · {spacing} mm · {s['orientation']} · "
+        f"segmented in {seconds:.1f} s on {s['device']} ({s['mode']} pass)"
+    )
+
+
+def surface_file(review: Review | None, names: list[str] | None) -> str | None:
+    """A .glb with the surfaces of the chosen classes (None when nothing is chosen or segmented)."""
+    if review is None or not names:
+        return None
+    chosen = [c for c in review.classes if c.name in names and c.index != 0]
+    voxels = {c["index"]: c["voxels"] for c in review.summary["classes"]}
+    pairs = [(class_surface(review.layers.mask, c.index, review.layers.spacing_mm, color=c.color), c) for c in chosen]
+    kept = [(s, c) for s, c in pairs if s is not None]
+    if not kept:
+        return None
+    surfaces = with_nested_translucency([s for s, _ in kept], [voxels[c.index] for _, c in kept])
+    return str(write_glb(surfaces, review.workdir / f"surface-{uuid.uuid4().hex[:8]}.glb"))

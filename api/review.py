@@ -1,0 +1,236 @@
+"""A review session: one prediction's cached arrays, files and statistics (per user, kept in `gr.State`).
+
+Everything here is plain numpy / pandas so it can be tested without a browser; the Gradio callbacks in
+`api/callbacks.py` only translate between these objects and components.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from unet3d import ClassInfo, Prediction
+from unet3d.errors import InvalidVolumeError
+from unet3d.io import Volume, canonical_orientation, canonical_spacing, load_volume, stem_of, to_canonical
+from unet3d.metrics import evaluate, iou_along_axis
+
+from .views import Layers
+
+HISTOGRAM_BINS = 64
+
+
+@dataclass(frozen=True)
+class Review:
+    """What the UI needs after one segmentation, so that no interaction ever re-runs the model.
+
+    Attributes:
+        layers: the canonical arrays drawn by `api.views`.
+        classes: the card's classes (index, name, colour).
+        summary: the prediction summary (the /v1/predict JSON fields).
+        workdir: private folder holding this session's output files; removed by `close`.
+        files: downloadable outputs (mask, summary JSON, optional probabilities).
+        grid: the input's shape and affine, to check that a reference mask lies on the same grid.
+        orientation: nibabel orientation array used to bring input-grid arrays to closest RAS.
+        metrics: per-class agreement with the reference mask, once one is attached.
+    """
+
+    layers: Layers
+    classes: tuple[ClassInfo, ...]
+    summary: dict[str, Any]
+    workdir: Path
+    files: tuple[Path, ...]
+    grid: tuple[tuple[int, ...], np.ndarray]
+    orientation: np.ndarray
+    voxel_ml: float
+    metrics: dict[str, Any] | None = field(default=None)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def close(self) -> None:
+        """Delete the session's files (Gradio has already copied what it serves)."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_review(prediction: Prediction, workdir: Path, *, save_probabilities: bool = False) -> Review:
+    """Write the outputs of `prediction` into `workdir` (created if needed) and cache what the views need."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    stem = _safe_stem(prediction.volume.name)
+    mask_path = prediction.save(workdir / f"{stem}_mask.nii.gz")
+    files = [mask_path]
+    if save_probabilities and prediction.probabilities is not None:
+        files.append(prediction.save_probabilities(workdir / f"{stem}_probabilities.nii.gz"))
+    summary = prediction.summary()
+    summary_path = workdir / f"{stem}_summary.json"
+    summary_path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    files.insert(1, summary_path)
+    volume = prediction.volume
+    orientation = canonical_orientation(volume)
+    entropy = None if prediction.probabilities is None else normalised_entropy(prediction.probabilities)
+    layers = Layers(
+        image=np.ascontiguousarray(to_canonical(volume.data, orientation)),
+        mask=np.ascontiguousarray(to_canonical(prediction.mask, orientation)),
+        spacing_mm=canonical_spacing(volume, orientation),
+        colors=tuple(c.color for c in prediction.card.classes),
+        entropy=None if entropy is None else np.ascontiguousarray(to_canonical(entropy, orientation)),
+    )
+    grid = (volume.shape, volume.affine.copy())
+    return Review(
+        layers, prediction.card.classes, summary, workdir, tuple(files), grid, orientation, volume.voxel_volume_ml
+    )
+
+
+def pretty(name: str) -> str:
+    """Display name of a class: `grey_matter` → `grey matter`."""
+    return name.replace("_", " ")
+
+
+def normalised_entropy(probabilities: np.ndarray) -> np.ndarray:
+    """Voxel entropy of `(C, I, J, K)` class probabilities, divided by log(C): 0 = certain, 1 = uniform (float16)."""
+    total = np.zeros(probabilities.shape[1:], dtype=np.float32)
+    for channel in probabilities:
+        p = np.clip(channel, 1e-7, 1.0)
+        total -= p * np.log(p)
+    total /= np.float32(np.log(max(probabilities.shape[0], 2)))
+    return np.clip(total, 0.0, 1.0).astype(np.float16)
+
+
+def attach_reference(review: Review, path: Path, *, max_voxels: int | None = None) -> Review:
+    """Load a reference mask on the input's grid and compute per-class Dice/IoU (HD95 left out: it is slow).
+
+    Raises:
+        InvalidVolumeError: the mask is on another grid, or holds labels the model does not have.
+    """
+    reference = load_volume(path, max_voxels=max_voxels)
+    _check_same_grid(reference, review)
+    labels = np.rint(reference.data)
+    if labels.min() < 0 or labels.max() >= len(review.classes):
+        raise InvalidVolumeError(
+            f"reference labels must be integers 0..{len(review.classes) - 1} (the model's classes), "
+            f"found {labels.min():g}..{labels.max():g}"
+        )
+    canonical = np.ascontiguousarray(to_canonical(labels.astype(np.uint8), review.orientation))
+    metrics = evaluate(
+        review.layers.mask,
+        canonical,
+        num_classes=len(review.classes),
+        spacing_mm=review.layers.spacing_mm,
+        class_names=review.class_names,
+        with_hd95=False,
+    )
+    return replace(review, layers=replace(review.layers, reference=canonical), metrics=metrics)
+
+
+def _check_same_grid(reference: Volume, review: Review) -> None:
+    shape, affine = review.grid
+    if reference.shape != shape:
+        raise InvalidVolumeError(
+            f"reference mask has shape {reference.shape}, the volume has {shape}: "
+            "upload a mask on the same voxel grid as the segmented volume"
+        )
+    if not np.allclose(reference.affine, affine, atol=1e-3):
+        raise InvalidVolumeError(
+            "reference mask has the same shape but a different voxel-to-world affine: "
+            "resample it onto the segmented volume's grid first"
+        )
+
+
+def default_window(image: np.ndarray) -> tuple[float, float]:
+    """Intensity window from the 0.5th-99.5th percentiles of the non-zero voxels (subsampled: fast)."""
+    sample = image.reshape(-1)[:: max(1, image.size // 500_000)]
+    nonzero = sample[sample != 0]
+    values = nonzero if nonzero.size > 100 else sample
+    low, high = np.percentile(values, [0.5, 99.5])
+    return float(low), float(high if high > low else low + 1.0)
+
+
+def default_cursor(layers: Layers) -> tuple[int, int, int]:
+    """Centre of mass of the foreground (or the volume's centre when the mask is empty)."""
+    foreground = np.argwhere(layers.mask[::2, ::2, ::2] > 0) * 2
+    if foreground.size == 0:
+        return tuple(int(n // 2) for n in layers.shape)  # type: ignore[return-value]
+    centre = foreground.mean(axis=0).round().astype(int)
+    return int(centre[0]), int(centre[1]), int(centre[2])
+
+
+def most_uncertain(layers: Layers) -> tuple[int, int, int] | None:
+    """Per axis, the slice with the largest summed entropy (None without probabilities)."""
+    if layers.entropy is None:
+        return None
+    entropy = layers.entropy.astype(np.float32)
+    return tuple(int(np.argmax(entropy.sum(axis=tuple(a for a in range(3) if a != axis)))) for axis in range(3))  # type: ignore[return-value]
+
+
+def class_table(review: Review) -> pd.DataFrame:
+    """Voxels, mL and share of the volume per class."""
+    rows = review.summary["classes"]
+    total = sum(r["voxels"] for r in rows) or 1
+    return pd.DataFrame(
+        {
+            "class": [pretty(r["name"]) for r in rows],
+            "voxels": [r["voxels"] for r in rows],
+            "volume (mL)": [round(r["volume_ml"], 2) for r in rows],
+            "share (%)": [round(100 * r["voxels"] / total, 2) for r in rows],
+        }
+    )
+
+
+def intensity_histograms(review: Review, bins: int = HISTOGRAM_BINS) -> pd.DataFrame:
+    """Per class, the share of its voxels in each intensity bin (window range), long format for a line plot."""
+    low, high = default_window(review.layers.image)
+    edges = np.linspace(low, high, bins + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    image, mask = review.layers.image.reshape(-1), review.layers.mask.reshape(-1)
+    frames = []
+    for cls in review.classes:
+        values = image[mask == cls.index]
+        counts, _ = np.histogram(values, bins=edges)
+        share = 100 * counts / max(int(values.size), 1)
+        frames.append(
+            pd.DataFrame({"intensity": centres.round(3), "voxels (%)": share.round(4), "class": pretty(cls.name)})
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def agreement_table(review: Review) -> pd.DataFrame:
+    """Per-class Dice, IoU and volumes against the reference, plus the foreground mean (empty without a reference)."""
+    columns = ["class", "Dice", "IoU", "predicted (mL)", "reference (mL)"]
+    if review.metrics is None:
+        return pd.DataFrame(columns=columns)
+    metrics = review.metrics
+    rows: list[list[Any]] = [
+        [pretty(c["name"]), round(c["dice"], 4), round(c["iou"], 4), round(c["volume_ml_pred"], 2),
+         round(c["volume_ml_ref"], 2)]
+        for c in metrics["classes"]
+    ]  # fmt: skip
+    rows.append(["mean (foreground)", round(metrics["mean_dice"], 4), round(metrics["mean_iou"], 4), None, None])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def iou_along_z(review: Review) -> pd.DataFrame | None:
+    """IoU of each foreground class in every axial slice (z = the superior axis) where the class is present.
+
+    None before a reference mask is attached (an empty frame would fix the plot's axes as categorical).
+    """
+    reference = review.layers.reference
+    if reference is None:
+        return None
+    frames = []
+    for cls in review.classes[1:]:
+        values = iou_along_axis(review.layers.mask, reference, cls.index, axis=2)
+        keep = ~np.isnan(values)
+        slices = np.nonzero(keep)[0].astype(np.int64)
+        frames.append(pd.DataFrame({"axial slice": slices, "IoU": values[keep].round(4), "class": pretty(cls.name)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _safe_stem(name: str) -> str:
+    stem = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in stem_of(name))
+    return stem.strip("._") or "volume"

@@ -1,0 +1,143 @@
+"""The segmentation service: the loaded model, its inference slots and the input limits, shared by API and UI."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from unet3d import Prediction, Segmenter
+from unet3d.errors import CardError, ModelLoadError
+from unet3d.io import inspect_volume, load_volume
+
+from .limits import InferenceSlots
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["auto", "whole", "sliding"]
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Per-request options (see `Segmenter.predict`)."""
+
+    tta: bool = False
+    mode: Mode = "auto"
+    threshold: float | None = None
+    probabilities: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Input caps applied before any voxel data is read."""
+
+    max_voxels: int
+    max_decompressed_bytes: int
+
+
+class SegmentationService:
+    """A `Segmenter` behind `InferenceSlots`, with the deployment's input limits."""
+
+    def __init__(
+        self, segmenter: Segmenter, slots: InferenceSlots, limits: Limits, *, default_threshold: float | None = None
+    ) -> None:
+        self.segmenter = segmenter
+        self.slots = slots
+        self.limits = limits
+        self.default_threshold = default_threshold
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, observe_seconds: Callable[[float], None] | None = None
+    ) -> SegmentationService:
+        """Load the model named by the settings and apply the card overrides (threshold, clipping, padding).
+
+        Raises:
+            ModelLoadError: the model cannot be found or loaded, or an override contradicts the network.
+        """
+        segmenter = Segmenter.from_pretrained(
+            settings.model,
+            settings.model_revision,
+            device=settings.device,
+            max_voxels=settings.max_voxels,
+            precision=settings.precision,
+        )
+        _apply_card_overrides(segmenter, settings)
+        slots = InferenceSlots(settings.max_concurrency, settings.queue_size, observe_seconds=observe_seconds)
+        limits = Limits(settings.max_voxels, settings.max_decompressed_bytes)
+        return cls(segmenter, slots, limits, default_threshold=settings.default_threshold)
+
+    def info(self) -> dict[str, Any]:
+        """The model card plus id, revision, sha256 and device; classes always carry index, name and colour."""
+        info = self.segmenter.info()
+        info["classes"] = [{"index": c.index, "name": c.name, "color": c.color} for c in self.segmenter.card.classes]
+        return info
+
+    def options(
+        self, *, tta: bool = False, mode: Mode = "auto", threshold: float | None = None, probabilities: bool = False
+    ) -> PredictOptions:
+        """Per-request options with the deployment's default threshold (UNET3D_DEFAULT_THRESHOLD) filled in."""
+        chosen = self.default_threshold if threshold is None else threshold
+        return PredictOptions(tta=tta, mode=mode, threshold=chosen, probabilities=probabilities)
+
+    def check(self, path: Path) -> None:
+        """Validate format, dimensionality, voxel count and decompressed size from the header alone."""
+        inspect_volume(
+            path, max_voxels=self.limits.max_voxels, max_decompressed_bytes=self.limits.max_decompressed_bytes
+        )
+
+    def predict(
+        self, path: Path, *, name: str, options: PredictOptions, progress: Progress | None = None
+    ) -> Prediction:
+        """Load and segment one file; call inside `slots.run` so the limits hold.
+
+        Args:
+            path: a .nii/.nii.gz file the server wrote (never a client-chosen path).
+            name: display name for the summary and the output file names.
+        """
+        started = time.perf_counter()
+        if progress is not None:
+            progress(0.0, "load")
+        volume = load_volume(
+            path,
+            max_voxels=self.limits.max_voxels,
+            max_decompressed_bytes=self.limits.max_decompressed_bytes,
+            name=name,
+        )
+        load_ms = (time.perf_counter() - started) * 1000.0
+        prediction = self.segmenter.predict(
+            volume,
+            tta=options.tta,
+            mode=options.mode,
+            threshold=options.threshold,
+            probabilities=options.probabilities,
+            progress=progress,
+        )
+        # The segmenter was handed a loaded volume; the file read above is the real load stage.
+        prediction.timings_ms["load"] = prediction.timings_ms.get("load", 0.0) + load_ms
+        return prediction
+
+
+def _apply_card_overrides(segmenter: Segmenter, settings: Settings) -> None:
+    if not settings.overrides_clip_percentiles and settings.pad_multiple is None:
+        return
+    card = segmenter.card.with_overrides(
+        clip_percentiles=settings.clip_percentiles if settings.overrides_clip_percentiles else "card",
+        pad_to_multiple=settings.pad_multiple,
+    )
+    model = segmenter.model
+    try:
+        card.check_network(model.num_classes, model.in_channels, model.pad_multiple)
+    except CardError as e:
+        raise ModelLoadError(f"UNET3D_PAD_MULTIPLE does not fit the model: {e}") from e
+    segmenter.card = card
+    logger.info(
+        "card overrides applied: clip_percentiles=%s pad_to_multiple=%s",
+        card.input.clip_percentiles,
+        card.input.pad_to_multiple,
+    )

@@ -1,0 +1,90 @@
+"""Deployment settings from the environment (prefix `UNET3D_`), read once through the cached `get_settings()`."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from unet3d.hub import default_model
+
+_NONE_WORDS = {"none", "null", "off", "false"}
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; see DESIGN.md ("Settings") for the contract.
+
+    Sizes are in MiB (`max_upload_mb`, `max_decompressed_mb`); `allow_origins` and `clip_percentiles` accept
+    a comma-separated list or a JSON list; `clip_percentiles=none` disables clipping.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="UNET3D_", env_ignore_empty=True, extra="ignore")
+
+    # The seed called it UNET3D_MODEL_PATH; UNET3D_MODEL wins when both are set.
+    model: str = Field(
+        default_factory=default_model, validation_alias=AliasChoices("UNET3D_MODEL", "UNET3D_MODEL_PATH")
+    )
+    model_revision: str | None = None
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    max_upload_mb: float = Field(default=512.0, gt=0)
+    max_decompressed_mb: float = Field(default=2048.0, gt=0)
+    max_voxels: int = Field(default=512**3, gt=0)
+    allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_concurrency: int = Field(default=1, ge=1, le=64)
+    queue_size: int = Field(default=8, ge=0, le=1024)
+    api_key: SecretStr | None = None
+    default_threshold: float | None = Field(default=None, gt=0, lt=1)
+    clip_percentiles: Annotated[tuple[float, float] | None, NoDecode] = None
+    pad_multiple: int | None = Field(default=None, ge=1)
+
+    @field_validator("allow_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _split_list(value)
+        return value
+
+    @field_validator("clip_percentiles", mode="before")
+    @classmethod
+    def _parse_percentiles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return None if value.strip().lower() in _NONE_WORDS else _split_list(value)
+        return value
+
+    @field_validator("clip_percentiles")
+    @classmethod
+    def _check_percentiles(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0.0 <= value[0] < value[1] <= 100.0:
+            raise ValueError(f"must satisfy 0 <= low < high <= 100, got {list(value)}")
+        return value
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+    @property
+    def max_decompressed_bytes(self) -> int:
+        return int(self.max_decompressed_mb * 2**20)
+
+    @property
+    def overrides_clip_percentiles(self) -> bool:
+        """True when UNET3D_CLIP_PERCENTILES was given (None then means "no clipping", not "use the card")."""
+        return "clip_percentiles" in self.model_fields_set
+
+
+def _split_list(text: str) -> list[str]:
+    stripped = text.strip()
+    if stripped.startswith("["):
+        parsed = json.loads(stripped)
+        return [str(item) for item in parsed]
+    return [item.strip() for item in stripped.split(",") if item.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built on first use (never at import)."""
+    return Settings()

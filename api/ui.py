@@ -1,0 +1,240 @@
+"""The Gradio Blocks review UI (layout and event wiring), mounted into the FastAPI app at /ui.
+
+Named endpoint for gradio_client: `/segment` (a NIfTI file in; the mask file and the summary JSON out).
+Every other event is private. Callbacks live in `api/callbacks.py`, presentation in `api/panels.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from fastapi import FastAPI
+
+from . import panels
+from .callbacks import ReviewCallbacks, SegmentOptions, ViewInputs
+from .review import Review, agreement_table, iou_along_z
+from .service import SegmentationService
+
+UI_PATH = "/ui"
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+EXAMPLE_VOLUME = EXAMPLES / "mni152_t1.nii.gz"
+# A review (~100 MB for a 1 mm brain) is dropped after an hour without interaction, or when its tab closes.
+SESSION_TTL_S = 3600
+NIFTI_TYPES = [".nii", ".gz"]
+PLANE_NAMES = ("axial", "coronal", "sagittal")
+PRIVATE: dict[str, Any] = {"api_visibility": "private"}
+QUIET: dict[str, Any] = {**PRIVATE, "show_progress": "hidden", "trigger_mode": "always_last", "concurrency_limit": None}
+
+Parts = dict[str, Any]
+
+
+def build_ui(get_service: Callable[[], SegmentationService | None]) -> gr.Blocks:
+    """The review UI; `get_service` returns the loaded service (None until the lifespan has loaded it)."""
+    cb = ReviewCallbacks(get_service)
+    with gr.Blocks(title="unet3d · segmentation review", analytics_enabled=False, delete_cache=(900, 3600)) as demo:
+        parts: Parts = {
+            "options": gr.State(SegmentOptions()),
+            "review": gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=_close_review),
+        }
+        with gr.Sidebar(width=330, elem_id="sidebar"):
+            parts |= _sidebar()
+        parts["header"] = gr.HTML(panels.header_html(None), elem_id="app-header")
+        parts["status"] = gr.Markdown(panels.WELCOME, elem_id="status")
+        with gr.Tabs():
+            with gr.Tab("Slices", id="slices"):
+                parts |= _slices()
+            with gr.Tab("Statistics", id="statistics"):
+                parts |= _statistics()
+            with gr.Tab("Agreement", id="agreement"):
+                parts |= _agreement()
+            with gr.Tab("3D surface", id="surface") as surface_tab:
+                parts |= _surface()
+            with gr.Tab("Downloads & summary", id="downloads"):
+                parts["downloads"] = gr.File(
+                    label="Files", file_count="multiple", interactive=False, elem_id="downloads"
+                )
+                parts["summary"] = gr.JSON(label="Summary", open=True, elem_id="summary")
+        parts["surface_tab"] = surface_tab
+        demo.load(lambda: panels.startup(get_service()), None, _pick(parts, panels.STARTUP_KEYS), **PRIVATE)
+        _wire_segmentation(cb, parts)
+        _wire_views(cb, parts)
+    return demo
+
+
+def _sidebar() -> Parts:
+    with gr.Group():
+        volume = gr.File(label="Volume (.nii / .nii.gz)", file_types=NIFTI_TYPES, elem_id="volume-input")
+        example = gr.Button("Try the MNI152 T1 example", size="sm", elem_id="example-btn")
+    with gr.Accordion("Options", open=False, elem_id="options"):
+        uncertainty = gr.Checkbox(True, label="Uncertainty map (voxel entropy)")
+        tta = gr.Checkbox(False, label="Test-time augmentation (flips, about 4× slower)")
+        keep_probs = gr.Checkbox(False, label="Save class probabilities (.nii.gz, float32)")
+    run = gr.Button("Segment", variant="primary", elem_id="segment-btn")
+    mask_file = gr.File(label="Mask", interactive=False, elem_id="mask-output")
+    legend = gr.HTML(panels.legend_html(None), elem_id="legend")
+    return {"volume": volume, "example": example, "uncertainty": uncertainty, "tta": tta, "keep_probs": keep_probs,
+            "run": run, "mask_file": mask_file, "legend": legend}  # fmt: skip
+
+
+def _slices() -> Parts:
+    parts: Parts = {}
+    with gr.Row(equal_height=True):
+        for plane in PLANE_NAMES:
+            with gr.Column(min_width=240, elem_classes=["view-panel"]):
+                parts[plane] = gr.Image(label=plane.capitalize(), type="filepath", interactive=False, height=380,
+                                        buttons=["fullscreen", "download"], elem_id=f"{plane}-view",
+                                        placeholder=f"The {plane} view appears after segmentation")  # fmt: skip
+                parts[f"{plane}_slider"] = gr.Slider(0, 1, value=0, step=1, label=f"{plane.capitalize()} slice",
+                                                     buttons=[], elem_id=f"{plane}-slider")  # fmt: skip
+    with gr.Row(elem_id="display-controls"):
+        with gr.Column(scale=2, min_width=260):
+            parts["overlay"] = gr.Radio(
+                panels.OVERLAY_CHOICES,
+                value="classes",
+                label="Overlay",
+                elem_id="overlay",
+                info="Errors need a reference mask; uncertainty needs the uncertainty map.",
+            )
+            parts["shown"] = gr.CheckboxGroup([], label="Show classes", elem_id="class-toggle")
+        with gr.Column(scale=1, min_width=200):
+            parts["opacity"] = gr.Slider(0, 1, value=0.4, step=0.05, label="Opacity", elem_id="opacity")
+            parts["crosshair"] = gr.Checkbox(True, label="Crosshair", elem_id="crosshair")
+            parts["jump"] = gr.Button("Jump to the most uncertain slices", size="sm", elem_id="jump-btn")
+        with gr.Column(scale=1, min_width=200):
+            parts["window"] = gr.Slider(1, 100, value=100, label="Window width", elem_id="window")
+            parts["level"] = gr.Slider(0, 100, value=50, label="Window level", elem_id="level")
+    return parts
+
+
+def _statistics() -> Parts:
+    with gr.Row():
+        # No `height` on plots with a colour legend: Gradio 6.31 clips the legend below a fixed-height chart.
+        class_plot = gr.BarPlot(x="class", y="volume (mL)", color="class", label="Volume per class", y_lim=[0, None],
+                                x_title=" ", elem_id="class-histogram")  # fmt: skip
+        class_table = gr.Dataframe(label="Classes", interactive=False, elem_id="class-table")
+    intensity_plot = gr.LinePlot(x="intensity", y="voxels (%)", color="class", label="Intensity histogram per class",
+                                 elem_id="intensity-histogram")  # fmt: skip
+    return {"class_plot": class_plot, "class_table": class_table, "intensity_plot": intensity_plot}
+
+
+def _agreement() -> Parts:
+    reference = gr.File(label="Reference mask (same voxel grid as the volume)", file_types=NIFTI_TYPES,
+                        elem_id="reference-input")  # fmt: skip
+    agreement = gr.Dataframe(label="Dice and IoU per class", interactive=False, elem_id="agreement")
+    iou_plot = gr.LinePlot(x="axial slice", y="IoU", color="class", y_lim=[0, 1], label="IoU along z (per axial slice)",
+                           elem_id="iou-along-z")  # fmt: skip
+    return {"reference": reference, "agreement": agreement, "iou_plot": iou_plot}
+
+
+def _surface() -> Parts:
+    surface_classes = gr.CheckboxGroup([], label="Surfaces", elem_id="surface-classes")
+    surface = gr.Model3D(label="3D surface (decimated)", height=520, clear_color=(0.06, 0.09, 0.16, 1.0),
+                         elem_id="surface")  # fmt: skip
+    return {"surface_classes": surface_classes, "surface": surface}
+
+
+def _wire_segmentation(cb: ReviewCallbacks, p: Parts) -> None:
+    """Segment button and example button: store the options, run /segment, then present the new review."""
+
+    def present(state: Review, opacity: float, shown: list[str], crosshair: bool) -> list[Any]:
+        return panels.present(state, cb, opacity, shown, crosshair)
+
+    def segment_after(step: Any, visibility: dict[str, Any]) -> None:
+        segmented = step.then(cb.segment, _pick(p, ("volume", "options", "review")),
+                              _pick(p, ("mask_file", "summary", "review")), concurrency_limit=None,
+                              show_progress_on=_pick(p, ("mask_file", *PLANE_NAMES)), **visibility)  # fmt: skip
+        shown = segmented.success(present, _pick(p, ("review", "opacity", "shown", "crosshair")),
+                                  _pick(p, panels.PRESENT_KEYS), **PRIVATE)  # fmt: skip
+        shown.then(panels.surface_file, _pick(p, ("review", "surface_classes")), p["surface"],
+                   show_progress="minimal", **PRIVATE)  # fmt: skip
+
+    options_in = _pick(p, ("uncertainty", "tta", "keep_probs"))
+    segment_after(p["run"].click(_store_options, options_in, p["options"], **PRIVATE), {"api_name": "segment"})
+    loaded = p["example"].click(lambda: str(EXAMPLE_VOLUME), None, p["volume"], **PRIVATE)
+    segment_after(loaded.then(_store_options, options_in, p["options"], **PRIVATE), PRIVATE)
+
+
+def _wire_views(cb: ReviewCallbacks, p: Parts) -> None:
+    """Slider and control moves re-render the three views from the cached arrays (the model never runs)."""
+    controls = ("window", "level", "opacity", "shown", "overlay", "crosshair")
+    sliders = tuple(f"{plane}_slider" for plane in PLANE_NAMES)
+    view_in = _pick(p, ("review", *sliders, *controls))
+    images = _pick(p, PLANE_NAMES)
+
+    def render(state: Review | None, *values: Any) -> list[Any]:
+        # Writing the state back restarts its time-to-live: it expires after inactivity, not mid-review.
+        return [*cb.render(state, _view_inputs(values)), state]
+
+    def compare(state: Review | None, reference: Any, *values: Any) -> list[Any]:
+        updated = cb.attach(state, reference)
+        overlay = "errors" if reference else "classes"
+        rendered = cb.render(updated, _view_inputs((*values[:-1], overlay, values[-1])))
+        tables = [agreement_table(updated), iou_along_z(updated)] if updated else [gr.skip(), gr.skip()]
+        return [updated, *tables, overlay, *rendered]
+
+    def jump(state: Review | None, *values: Any) -> list[Any]:
+        target = cb.jump_target(state)
+        rendered = cb.render(state, _view_inputs((*target, *values[:-1], "uncertainty", values[-1])))
+        return [*target, "uncertainty", *rendered]
+
+    triggers = [p[name].input for name in (*sliders, *controls)]
+    gr.on(triggers, render, view_in, [*images, p["review"]], **QUIET)
+    compare_in = _pick(p, ("review", "reference", *sliders, "window", "level", "opacity", "shown", "crosshair"))
+    compare_out = _pick(p, ("review", "agreement", "iou_plot", "overlay", *PLANE_NAMES))
+    for event in (p["reference"].upload, p["reference"].clear):
+        event(compare, compare_in, compare_out, **PRIVATE)
+    jump_in = _pick(p, ("review", "window", "level", "opacity", "shown", "crosshair"))
+    p["jump"].click(jump, jump_in, [*_pick(p, sliders), p["overlay"], *images], **PRIVATE)
+    for event in (p["surface_tab"].select, p["surface_classes"].input):
+        event(panels.surface_file, _pick(p, ("review", "surface_classes")), p["surface"], **PRIVATE)
+
+
+def _pick(parts: Parts, names: tuple[str, ...]) -> list[Any]:
+    return [parts[name] for name in names]
+
+
+def _store_options(uncertainty: bool, tta: bool, keep_probabilities: bool) -> SegmentOptions:
+    return SegmentOptions(uncertainty=bool(uncertainty), tta=bool(tta), save_probabilities=bool(keep_probabilities))
+
+
+def _close_review(value: Any) -> None:
+    if isinstance(value, Review):
+        value.close()
+
+
+def _view_inputs(values: tuple[Any, ...]) -> ViewInputs:
+    axial, coronal, sagittal, window, level, opacity, shown, overlay, crosshair = values
+    return ViewInputs(
+        indices=(int(axial), int(coronal), int(sagittal)),
+        window=float(window),
+        level=float(level),
+        opacity=float(opacity),
+        visible=tuple(shown or ()),
+        overlay=overlay or "classes",
+        crosshair=bool(crosshair),
+    )
+
+
+def mount_ui(app: FastAPI, blocks: gr.Blocks) -> None:
+    """Mount the UI at /ui with analytics and run history off, then close Gradio's mounted-app file hole.
+
+    Gradio 6.31 skips its "was this file uploaded?" check unless `has_launched` is set, which mount_gradio_app
+    never does: without the flag a raw API call naming /etc/passwd reaches the handlers (notes/stack-verified.md).
+    """
+    blocks.queue(max_size=64, default_concurrency_limit=None)
+    gr.mount_gradio_app(
+        app,
+        blocks,
+        path=UI_PATH,
+        footer_links=["api"],
+        run_history=False,
+        allowed_paths=[str(EXAMPLES)],
+        show_error=False,
+        ssr_mode=False,
+        theme=panels.theme(),
+        css=panels.CSS,
+    )
+    blocks.has_launched = True

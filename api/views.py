@@ -1,0 +1,190 @@
+"""Orthogonal slice rendering: grey image with window/level, class / error / uncertainty overlays, crosshair.
+
+Pure numpy + Pillow, no Gradio: arrays in, an `(H, W, 3)` uint8 picture out. Arrays are in closest-RAS voxel
+order `(x, y, z)` (see `unet3d.io.to_canonical`); views follow the radiological convention (patient right on the
+viewer's left; sagittal with anterior on the left) and are drawn with square millimetres, whatever the spacing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+Plane = Literal["axial", "coronal", "sagittal"]
+Overlay = Literal["classes", "errors", "uncertainty"]
+PLANES: tuple[Plane, ...] = ("axial", "coronal", "sagittal")
+# The array axis each plane slices through, and the screen letters (left, right, top, bottom).
+PLANE_AXIS: dict[Plane, int] = {"axial": 2, "coronal": 1, "sagittal": 0}
+PLANE_LETTERS: dict[Plane, tuple[str, str, str, str]] = {
+    "axial": ("R", "L", "A", "P"),
+    "coronal": ("R", "L", "S", "I"),
+    "sagittal": ("A", "P", "S", "I"),
+}
+FALSE_POSITIVE = "#ff3b30"
+FALSE_NEGATIVE = "#2f80ff"
+CONFUSED = "#e040fb"
+DISPLAY_PX = 512
+# Inferno, sampled at 9 stops: perceptually ordered and readable on a grey image.
+_INFERNO = ["#000004", "#1b0c41", "#4a0c6b", "#781c6d", "#a52c60", "#cf4446", "#ed6925", "#fb9b06", "#fcffa4"]
+
+
+@dataclass(frozen=True)
+class Layers:
+    """The cached arrays of one review, all `(x, y, z)` closest-RAS.
+
+    Attributes:
+        image: intensities, float32.
+        mask: predicted class indices, uint8.
+        spacing_mm: voxel size along x, y, z.
+        colors: `#rrggbb` per class index.
+        entropy: normalised voxel entropy in [0, 1] (float16), when probabilities were computed.
+        reference: reference class indices (uint8), when a reference mask was attached.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    colors: tuple[str, ...]
+    entropy: np.ndarray | None = None
+    reference: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        x, y, z = self.mask.shape
+        return int(x), int(y), int(z)
+
+
+@dataclass(frozen=True)
+class Style:
+    """How to draw: intensity window, overlay kind and opacity, visible classes, crosshair position."""
+
+    window: tuple[float, float]
+    opacity: float = 0.45
+    visible: frozenset[int] = frozenset()
+    overlay: Overlay = "classes"
+    cursor: tuple[int, int, int] | None = None
+
+
+def hex_to_rgb(color: str) -> tuple[int, int, int]:
+    """`"#e69f00"` → `(230, 159, 0)`."""
+    value = color.lstrip("#")
+    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
+
+
+def render(layers: Layers, plane: Plane, index: int, style: Style) -> np.ndarray:
+    """Draw slice `index` of `plane` as an `(H, W, 3)` uint8 picture about `DISPLAY_PX` pixels on its long side."""
+    axis = PLANE_AXIS[plane]
+    index = int(np.clip(index, 0, layers.shape[axis] - 1))
+    grey = _window(_screen(_cut(layers.image, axis, index)), style.window)
+    overlay = _overlay(layers, axis, index, style)
+    width, height = display_size(layers, plane)
+    base = Image.fromarray(grey, "L").resize((width, height), Image.Resampling.BILINEAR).convert("RGBA")
+    top = Image.fromarray(overlay, "RGBA").resize((width, height), Image.Resampling.NEAREST)
+    picture = Image.alpha_composite(base, top)
+    _decorate(picture, layers, plane, style.cursor)
+    return np.asarray(picture.convert("RGB"))
+
+
+def display_size(layers: Layers, plane: Plane) -> tuple[int, int]:
+    """(width, height) in pixels; one scale (pixels per mm) shared by the three planes."""
+    extent_mm = [n * s for n, s in zip(layers.shape, layers.spacing_mm, strict=True)]
+    scale = DISPLAY_PX / max(extent_mm)
+    cols, rows = [a for a in range(3) if a != PLANE_AXIS[plane]]
+    return max(round(extent_mm[cols] * scale), 1), max(round(extent_mm[rows] * scale), 1)
+
+
+def _cut(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    # Basic indexing gives a view; np.take would copy through a slow strided path.
+    return volume[(slice(None),) * axis + (index,)]
+
+
+def _screen(plane_values: np.ndarray) -> np.ndarray:
+    # (cols-axis, rows-axis) in RAS order → rows top-down (A or S first), columns with R (or A) on the left.
+    return np.ascontiguousarray(plane_values[::-1, ::-1].T)
+
+
+def _window(values: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    low, high = window
+    scaled = (values.astype(np.float32) - np.float32(low)) * np.float32(255.0 / max(high - low, 1e-6))
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def _overlay(layers: Layers, axis: int, index: int, style: Style) -> np.ndarray:
+    mask = _screen(_cut(layers.mask, axis, index))
+    rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
+    alpha = round(255 * float(np.clip(style.opacity, 0.0, 1.0)))
+    visible = np.isin(mask, list(style.visible)) if style.visible else np.zeros(mask.shape, dtype=bool)
+    if style.overlay == "uncertainty" and layers.entropy is not None:
+        entropy = _screen(_cut(layers.entropy, axis, index)).astype(np.float32)
+        rgba[..., :3] = _inferno_lut()[np.clip(entropy * 255, 0, 255).astype(np.uint8)]
+        rgba[..., 3] = np.clip(entropy / 0.6, 0.0, 1.0) * alpha
+        return rgba
+    lut = _class_lut(layers.colors)
+    if style.overlay == "errors" and layers.reference is not None:
+        return _error_overlay(rgba, mask, _screen(_cut(layers.reference, axis, index)), style.visible, lut, alpha)
+    rgba[..., :3] = lut[mask]
+    rgba[..., 3] = np.where(visible, alpha, 0)
+    return rgba
+
+
+def _error_overlay(
+    rgba: np.ndarray, mask: np.ndarray, reference: np.ndarray, shown: frozenset[int], lut: np.ndarray, alpha: int
+) -> np.ndarray:
+    # Per shown class: extra (prediction only), missed (reference only), or two shown classes confused.
+    predicted = np.isin(mask, list(shown))
+    expected = np.isin(reference, list(shown))
+    wrong = mask != reference
+    agree = predicted & ~wrong
+    rgba[agree, :3], rgba[agree, 3] = lut[mask[agree]], alpha // 3
+    strong = max(alpha, 170)
+    for region, color in (
+        (wrong & predicted & ~expected, FALSE_POSITIVE),
+        (wrong & expected & ~predicted, FALSE_NEGATIVE),
+        (wrong & predicted & expected, CONFUSED),
+    ):
+        rgba[region, :3], rgba[region, 3] = hex_to_rgb(color), strong
+    return rgba
+
+
+def _decorate(picture: Image.Image, layers: Layers, plane: Plane, cursor: tuple[int, int, int] | None) -> None:
+    draw = ImageDraw.Draw(picture, "RGBA")
+    width, height = picture.size
+    if cursor is not None:
+        col_axis, row_axis = [a for a in range(3) if a != PLANE_AXIS[plane]]
+        n_cols, n_rows = layers.shape[col_axis], layers.shape[row_axis]
+        x = (n_cols - 1 - cursor[col_axis] + 0.5) * width / n_cols
+        y = (n_rows - 1 - cursor[row_axis] + 0.5) * height / n_rows
+        draw.line([(x, 0), (x, height)], fill=(255, 214, 10, 110), width=1)
+        draw.line([(0, y), (width, y)], fill=(255, 214, 10, 110), width=1)
+    font = _font()
+    left, right, top, bottom = PLANE_LETTERS[plane]
+    shade = (226, 232, 240, 200)
+    draw.text((6, height / 2), left, fill=shade, font=font, anchor="lm")
+    draw.text((width - 6, height / 2), right, fill=shade, font=font, anchor="rm")
+    draw.text((width / 2, 5), top, fill=shade, font=font, anchor="mt")
+    draw.text((width / 2, height - 5), bottom, fill=shade, font=font, anchor="mb")
+
+
+@lru_cache(maxsize=1)
+def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=15)
+
+
+@lru_cache(maxsize=32)
+def _class_lut(colors: tuple[str, ...]) -> np.ndarray:
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    for index, color in enumerate(colors[:256]):
+        lut[index] = hex_to_rgb(color)
+    return lut
+
+
+@lru_cache(maxsize=1)
+def _inferno_lut() -> np.ndarray:
+    stops = np.array([hex_to_rgb(c) for c in _INFERNO], dtype=np.float32)
+    positions = np.linspace(0.0, 1.0, len(stops))
+    grid = np.linspace(0.0, 1.0, 256)
+    return np.stack([np.interp(grid, positions, stops[:, c]) for c in range(3)], axis=1).astype(np.uint8)

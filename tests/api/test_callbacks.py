@@ -1,0 +1,131 @@
+"""UI callbacks without a browser: upload checks, segmentation, rendering, user-facing errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+from api.callbacks import ReviewCallbacks, SegmentOptions, ViewInputs, uploaded_path
+from api.service import SegmentationService
+from api.settings import Settings
+from api.views import display_size
+
+
+class ProgressRecorder:
+    """Stands in for gr.Progress, which only works inside a running Gradio event."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, str]] = []
+
+    def __call__(self, fraction: float, desc: str = "") -> None:
+        self.calls.append((fraction, desc))
+
+
+@pytest.fixture
+def upload_folder(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "gradio-uploads"
+    folder.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def service(tiny_model_dir) -> SegmentationService:
+    return SegmentationService.from_settings(Settings(UNET3D_MODEL=str(tiny_model_dir), queue_size=0))
+
+
+@pytest.fixture
+def uploaded_volume(upload_folder, nifti) -> Path:
+    path = upload_folder / "abc123" / "t1.nii.gz"
+    path.parent.mkdir()
+    path.write_bytes(nifti.encode(nifti.blob()))
+    return path
+
+
+def view_inputs(**overrides) -> ViewInputs:
+    values = {"indices": (8, 10, 12), "window": 1000.0, "level": 500.0, "opacity": 0.4, "visible": ("shell", "core"),
+              "overlay": "classes", "crosshair": True}  # fmt: skip
+    return ViewInputs(**(values | overrides))
+
+
+@pytest.mark.parametrize("value", ["/etc/passwd", "/proc/self/environ"])
+def test_uploaded_path_refuses_server_files(upload_folder, value):
+    with pytest.raises(gr.Error, match="uploaded through this page"):
+        uploaded_path(value)
+
+
+def test_uploaded_path_refuses_escapes_from_the_upload_folder(upload_folder, tmp_path):
+    outside = tmp_path / "secret.nii.gz"
+    outside.write_bytes(b"x")
+    with pytest.raises(gr.Error, match="uploaded through this page"):
+        uploaded_path(str(upload_folder / ".." / "secret.nii.gz"))
+
+
+def test_uploaded_path_asks_for_a_volume_when_nothing_is_chosen(upload_folder):
+    with pytest.raises(gr.Error, match="Choose a volume first"):
+        uploaded_path(None)
+
+
+def test_segment_returns_mask_summary_and_review(service, uploaded_volume):
+    progress = ProgressRecorder()
+    mask, summary, review = ReviewCallbacks(lambda: service).segment(
+        str(uploaded_volume), SegmentOptions(), None, progress
+    )
+    assert Path(mask).name == "t1_mask.nii.gz"
+    assert Path(mask).is_file()
+    assert summary["filename"] == "t1.nii.gz"
+    assert review.layers.entropy is not None
+    stages = [desc for _, desc in progress.calls]
+    assert stages[0] == "Waiting for a free inference slot"
+    assert {"Loading the volume", "Preprocessing", "Running the network", "Post-processing"} <= set(stages)
+    fractions = [f for f, _ in progress.calls]
+    assert fractions == sorted(fractions)
+    review.close()
+
+
+def test_segment_replaces_and_cleans_the_previous_review(service, uploaded_volume):
+    callbacks = ReviewCallbacks(lambda: service)
+    _, _, first = callbacks.segment(str(uploaded_volume), SegmentOptions(), None, ProgressRecorder())
+    _, _, second = callbacks.segment(str(uploaded_volume), SegmentOptions(), first, ProgressRecorder())
+    assert not first.workdir.exists()
+    assert second.workdir.exists()
+    second.close()
+
+
+def test_segment_turns_library_errors_into_messages(service, upload_folder):
+    bogus = upload_folder / "x" / "notes.nii.gz"
+    bogus.parent.mkdir()
+    bogus.write_text("hello")
+    with pytest.raises(gr.Error, match="not gzip-compressed"):
+        ReviewCallbacks(lambda: service).segment(str(bogus), SegmentOptions(), None, ProgressRecorder())
+
+
+def test_segment_says_busy_when_the_queue_is_full(service, uploaded_volume):
+    with service.slots.admit(), pytest.raises(gr.Error, match="busy"):
+        ReviewCallbacks(lambda: service).segment(str(uploaded_volume), SegmentOptions(), None, ProgressRecorder())
+
+
+def test_render_draws_three_views_from_the_cache(service, uploaded_volume):
+    callbacks = ReviewCallbacks(lambda: service)
+    _, _, review = callbacks.segment(str(uploaded_volume), SegmentOptions(), None, ProgressRecorder())
+    paths = callbacks.render(review, view_inputs())
+    for path, plane in zip(paths, ("axial", "coronal", "sagittal"), strict=True):
+        with Image.open(path) as picture:
+            assert picture.size == display_size(review.layers, plane)
+    review.close()
+
+
+def test_render_before_any_segmentation_changes_nothing(service):
+    skipped = ReviewCallbacks(lambda: service).render(None, view_inputs())
+    assert all(isinstance(value, dict) and value.get("__type__") == "update" for value in skipped)
+
+
+def test_jump_needs_an_uncertainty_map(service, uploaded_volume):
+    callbacks = ReviewCallbacks(lambda: service)
+    _, _, review = callbacks.segment(str(uploaded_volume), SegmentOptions(uncertainty=False), None, ProgressRecorder())
+    with pytest.raises(gr.Error, match="Uncertainty map"):
+        callbacks.jump_target(review)
+    review.close()

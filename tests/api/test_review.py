@@ -1,0 +1,125 @@
+"""Review sessions: outputs on disk, canonical cached arrays, reference comparison, statistics."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from api.review import (
+    agreement_table,
+    attach_reference,
+    class_table,
+    intensity_histograms,
+    iou_along_z,
+    most_uncertain,
+    normalised_entropy,
+    start_review,
+)
+from unet3d import Segmenter
+from unet3d.errors import InvalidVolumeError
+from unet3d.io import load_volume
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_model_dir) -> Segmenter:
+    return Segmenter.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture
+def oblique_volume(tmp_path, nifti):
+    path = tmp_path / "scan one.nii.gz"
+    path.write_bytes(nifti.encode(nifti.blob((24, 20, 16)), nifti.oblique_affine()))
+    return load_volume(path)
+
+
+def test_outputs_are_written_with_the_stem_and_the_input_geometry(segmenter, oblique_volume, tmp_path):
+    prediction = segmenter.predict(oblique_volume, probabilities=True)
+    review = start_review(prediction, tmp_path / "work", save_probabilities=True)
+    assert [p.name for p in review.files] == [
+        "scan_one_mask.nii.gz",
+        "scan_one_summary.json",
+        "scan_one_probabilities.nii.gz",
+    ]
+    mask = nib.load(review.files[0])
+    assert mask.shape == oblique_volume.shape
+    assert np.allclose(mask.affine, oblique_volume.affine)
+    assert json.loads(review.files[1].read_text())["filename"] == "scan one.nii.gz"
+    assert nib.load(review.files[2]).shape == (*oblique_volume.shape, 3)
+
+
+def test_cached_arrays_are_in_closest_ras_order(segmenter, oblique_volume, tmp_path):
+    review = start_review(segmenter.predict(oblique_volume, probabilities=True), tmp_path / "work")
+    # The oblique affine flips x and y (LPS-like): canonical arrays are flipped back along those axes.
+    assert np.array_equal(review.layers.image, oblique_volume.data[::-1, ::-1, :])
+    assert review.layers.mask.shape == oblique_volume.shape
+    assert review.layers.entropy is not None
+    assert 0.0 <= float(review.layers.entropy.min()) <= float(review.layers.entropy.max()) <= 1.0
+
+
+def test_reference_equal_to_the_prediction_gives_perfect_agreement(segmenter, oblique_volume, tmp_path):
+    review = start_review(segmenter.predict(oblique_volume), tmp_path / "work")
+    compared = attach_reference(review, review.files[0])
+    table = agreement_table(compared)
+    assert list(table["Dice"]) == [1.0] * len(table)
+    assert table["class"].iloc[-1] == "mean (foreground)"
+    curve = iou_along_z(compared)
+    assert curve is not None
+    assert (curve["IoU"] == 1.0).all()
+
+
+def test_reference_on_another_grid_is_refused(segmenter, oblique_volume, tmp_path, nifti):
+    review = start_review(segmenter.predict(oblique_volume), tmp_path / "work")
+    other = tmp_path / "other.nii.gz"
+    other.write_bytes(nifti.encode(np.zeros((24, 20, 15), np.uint8), nifti.oblique_affine()))
+    with pytest.raises(InvalidVolumeError, match="same voxel grid"):
+        attach_reference(review, other)
+    shifted = tmp_path / "shifted.nii.gz"
+    shifted.write_bytes(nifti.encode(np.zeros((24, 20, 16), np.uint8)))
+    with pytest.raises(InvalidVolumeError, match="affine"):
+        attach_reference(review, shifted)
+
+
+def test_reference_with_unknown_labels_is_refused(segmenter, oblique_volume, tmp_path, nifti):
+    review = start_review(segmenter.predict(oblique_volume), tmp_path / "work")
+    labels = np.full((24, 20, 16), 7, np.uint8)
+    path = tmp_path / "labels.nii.gz"
+    path.write_bytes(nifti.encode(labels, nifti.oblique_affine()))
+    with pytest.raises(InvalidVolumeError, match=r"0\.\.2"):
+        attach_reference(review, path)
+
+
+def test_entropy_is_zero_when_certain_and_one_when_uniform():
+    probabilities = np.zeros((3, 2, 1, 1), np.float32)
+    probabilities[:, 0] = 1 / 3
+    probabilities[1, 1] = 1.0
+    entropy = normalised_entropy(probabilities)
+    assert entropy[0, 0, 0] == pytest.approx(1.0, abs=1e-3)
+    assert entropy[1, 0, 0] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_most_uncertain_finds_the_slice_with_the_largest_entropy(segmenter, oblique_volume, tmp_path):
+    review = start_review(segmenter.predict(oblique_volume, probabilities=True), tmp_path / "work")
+    entropy = np.zeros(review.layers.shape, np.float16)
+    entropy[3, 5, 7] = 1.0
+    layers = type(review.layers)(review.layers.image, review.layers.mask, (1.0, 1.0, 1.0), ("#000000",), entropy)
+    assert most_uncertain(layers) == (3, 5, 7)
+
+
+def test_statistics_tables_cover_every_class(segmenter, oblique_volume, tmp_path):
+    review = start_review(segmenter.predict(oblique_volume), tmp_path / "work")
+    table = class_table(review)
+    assert list(table["class"]) == ["background", "shell", "core"]
+    assert table["voxels"].sum() == oblique_volume.data.size
+    histograms = intensity_histograms(review)
+    assert set(histograms["class"]) == {"background", "shell", "core"}
+    assert histograms.groupby("class")["voxels (%)"].sum().max() <= 100.0 + 1e-6
+    assert iou_along_z(review) is None
+
+
+def test_close_removes_the_session_folder(segmenter, oblique_volume, tmp_path):
+    review = start_review(segmenter.predict(oblique_volume), tmp_path / "work")
+    review.close()
+    assert not (tmp_path / "work").exists()

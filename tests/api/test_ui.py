@@ -1,0 +1,105 @@
+"""The Gradio UI over HTTP: gradio_client from another process, the named API, and the file-access hole closed."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import httpx
+import nibabel as nib
+import numpy as np
+import pytest
+
+from api.main import create_app
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from gradio_client import Client, handle_file
+    url, volume, downloads = sys.argv[1:4]
+    client = Client(url, verbose=False, download_files=downloads)
+    api = client.view_api(print_info=False, return_format="dict")
+    mask, summary = client.predict(handle_file(volume), api_name="/segment")
+    print(json.dumps({"mask": mask, "summary": summary, "endpoints": api["named_endpoints"]}))
+    """
+)
+
+
+def call_gradio_api(url: str, endpoint: str, data: list) -> str:
+    """A raw Gradio queue call (no gradio_client): returns the event stream text."""
+    started = httpx.post(f"{url}/ui/gradio_api/call/{endpoint}", json={"data": data}, timeout=30)
+    assert started.status_code == 200, started.text
+    event_id = started.json()["event_id"]
+    return httpx.get(f"{url}/ui/gradio_api/call/{endpoint}/{event_id}", timeout=120).text
+
+
+def file_data(path: str) -> dict:
+    return {"path": path, "meta": {"_type": "gradio.FileData"}}
+
+
+def test_gradio_client_in_another_process_segments_through_the_segment_endpoint(
+    tiny_server, run_until_exit, nifti, tmp_path
+):
+    volume = tmp_path / "t1.nii.gz"
+    volume.write_bytes(nifti.encode(nifti.blob(), nifti.oblique_affine()))
+    argv = [sys.executable, "-c", CLIENT_SCRIPT, f"{tiny_server.url}/ui/", str(volume), str(tmp_path / "downloads")]
+    finished = run_until_exit({}, argv)
+    assert finished.returncode == 0, finished.stderr
+    answer = json.loads(finished.stdout.strip().splitlines()[-1])
+    endpoint = answer["endpoints"]["/segment"]
+    assert len(endpoint["parameters"]) == 1
+    assert [r["component"] for r in endpoint["returns"]] == ["File", "Json"]
+    assert list(answer["endpoints"]) == ["/segment"]
+    assert answer["mask"].endswith("t1_mask.nii.gz")
+    assert answer["summary"]["filename"] == "t1.nii.gz"
+    mask, source = nib.load(answer["mask"]), nib.load(volume)
+    assert mask.shape == source.shape
+    assert np.allclose(mask.affine, source.affine)
+    assert mask.get_data_dtype() == np.uint8
+
+
+@pytest.mark.parametrize("server_path", ["/etc/passwd", "api/examples/mni152_t1.nii.gz"])
+def test_raw_api_call_naming_a_server_file_is_refused(tiny_server, server_path):
+    # Regression: mounted Gradio 6.31 apps skip the "was it uploaded?" check unless has_launched is set.
+    stream = call_gradio_api(tiny_server.url, "segment", [file_data(server_path)])
+    assert "event: error" in stream
+    assert "event: complete" not in stream
+    assert "root:" not in stream
+    # Refused by Gradio itself, before our handler's own check (which would say "uploaded through this page").
+    assert f"Cannot move {(ROOT / server_path).resolve()} to the gradio cache dir" in tiny_server.logs()
+    assert "uploaded through this page" not in stream
+
+
+def test_raw_api_call_with_an_uploaded_file_works(tiny_server, nifti):
+    uploaded = httpx.post(
+        f"{tiny_server.url}/ui/gradio_api/upload", files={"files": ("scan.nii.gz", nifti.encode(nifti.blob()))}
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    stream = call_gradio_api(tiny_server.url, "segment", [file_data(uploaded.json()[0])])
+    assert "event: complete" in stream
+    assert "scan_mask.nii.gz" in stream
+
+
+def test_gradio_uploads_obey_the_upload_cap(strict_server):
+    assert httpx.get(f"{strict_server.url}/ui/config").json()["max_file_size"] == 0.25 * 2**20
+    too_big = httpx.post(
+        f"{strict_server.url}/ui/gradio_api/upload", files={"files": ("big.nii.gz", b"\x1f\x8b" + b"\x00" * 400_000)}
+    )
+    assert too_big.status_code == 413
+
+
+def test_ui_page_is_served_with_analytics_and_run_history_off(tiny_server):
+    page = httpx.get(f"{tiny_server.url}/ui", follow_redirects=True)
+    assert page.status_code == 200
+    assert "unet3d · segmentation review" in page.text
+    config = httpx.get(f"{tiny_server.url}/ui/config").json()
+    assert config["analytics_enabled"] is False
+    assert config.get("run_history") is False
+    assert config["footer_links"] == ["api"]
+
+
+def test_mounted_ui_is_marked_launched_so_gradio_checks_uploads():
+    assert create_app().state.blocks.has_launched is True

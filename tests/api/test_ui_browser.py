@@ -1,0 +1,154 @@
+"""The review UI in a real headless Chromium against the shipped model: the whole reviewing path, end to end."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from urllib.parse import urlparse
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from api.views import CONFUSED, FALSE_NEGATIVE, FALSE_POSITIVE
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage",
+]  # fmt: skip
+SEGMENT_TIMEOUT_MS = 180_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium (apt-get install chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def hosts() -> set[str]:
+    """Every host name the page requested."""
+    return set()
+
+
+@pytest.fixture(scope="module")
+def page(brain_server, hosts):
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+        page.on("request", lambda request: hosts.add(urlparse(request.url).hostname or ""))
+        yield page
+        browser.close()
+
+
+def picture(page, selector: str) -> np.ndarray:
+    source = page.locator(f"{selector} img").get_attribute("src")
+    return np.asarray(Image.open(io.BytesIO(page.request.get(source).body())).convert("RGB")).astype(int)
+
+
+def orange(pixels: np.ndarray) -> int:
+    """Pixels tinted by the grey-matter colour (#e69f00): red well above blue."""
+    return int(((pixels[..., 0] - pixels[..., 2]) > 50).sum())
+
+
+def tinted(pixels: np.ndarray, color: str) -> int:
+    """Pixels whose colour, after blending over grey, still leans clearly towards `color` (red, blue or magenta)."""
+    red, green, blue = (pixels[..., c] for c in range(3))
+    leaning = {
+        FALSE_POSITIVE: (red - np.maximum(green, blue)) > 60,
+        FALSE_NEGATIVE: ((blue - red) > 80) & ((blue - green) > 40),
+        CONFUSED: ((red - green) > 60) & ((blue - green) > 60),
+    }
+    return int(leaning[color].sum())
+
+
+def click_slider(page, selector: str, fraction: float) -> None:
+    box = page.locator(f"{selector} input[type=range]").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * fraction, box["y"] + box["height"] / 2)
+
+
+def wait_for_new_image(page, plane: str, before: str | None) -> None:
+    playwright.expect(page.locator(f"#{plane}-view img")).not_to_have_attribute("src", before or "", timeout=20_000)
+
+
+def test_review_flow_in_a_real_browser(page, hosts, brain_server, tmp_path):
+    expect = playwright.expect
+    page.goto(f"{brain_server.url}/ui/", wait_until="load")
+    expect(page.locator("#segment-btn")).to_be_visible(timeout=30_000)
+    expect(page.locator("#app-header")).to_contain_text("unet3d-brain-tissue")
+
+    page.locator("#example-btn").click()
+    expect(page.locator("#mask-output")).to_contain_text("Running the network", timeout=60_000)  # stage progress
+    expect(page.locator("#mask-output a[href*='mni152_t1_mask.nii.gz']")).to_be_visible(timeout=SEGMENT_TIMEOUT_MS)
+    expect(page.locator("#status")).to_contain_text("197 × 233 × 189 voxels")
+    for plane in ("axial", "coronal", "sagittal"):
+        expect(page.locator(f"#{plane}-view img")).to_be_visible(timeout=20_000)
+    assert orange(picture(page, "#axial-view")) > 2000, "no grey-matter overlay in the axial view"
+    expect(page.locator("#legend")).to_contain_text("mL")
+
+    for plane, fraction in (("axial", 0.35), ("coronal", 0.6), ("sagittal", 0.65)):
+        before = page.locator(f"#{plane}-view img").get_attribute("src")
+        click_slider(page, f"#{plane}-slider", fraction)
+        wait_for_new_image(page, plane, before)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
+
+    with_grey = orange(picture(page, "#axial-view"))
+    before = page.locator("#axial-view img").get_attribute("src")
+    page.locator("#class-toggle label", has_text="grey matter").click()
+    wait_for_new_image(page, "axial", before)
+    assert orange(picture(page, "#axial-view")) < 0.2 * with_grey, "hiding grey matter left its overlay"
+    page.locator("#class-toggle label", has_text="grey matter").click()
+
+    page.get_by_role("tab", name="Statistics").click()
+    expect(page.locator("#class-histogram")).to_contain_text("grey matter", timeout=20_000)
+    expect(page.locator("#class-histogram canvas, #class-histogram svg").first).to_be_visible()
+    expect(page.locator("#intensity-histogram canvas, #intensity-histogram svg").first).to_be_visible()
+    expect(page.locator("#class-table")).to_contain_text("white matter")
+    page.screenshot(path=str(ARTIFACTS / "ui-statistics.png"), full_page=True)
+
+    reference = make_reference(page, tmp_path)
+    page.get_by_role("tab", name="Agreement").click()
+    page.locator("#reference-input input[type=file]").set_input_files(str(reference))
+    expect(page.locator("#agreement")).to_contain_text("mean (foreground)", timeout=60_000)
+    expect(page.locator("#overlay input[value='errors']")).to_be_checked()
+    expect(page.locator("#iou-along-z canvas, #iou-along-z svg").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "ui-agreement.png"), full_page=True)
+
+    page.get_by_role("tab", name="Slices").click()
+    assert tinted(picture(page, "#axial-view"), CONFUSED) > 100, "grey/white confusions are not coloured"
+    before = page.locator("#axial-view img").get_attribute("src")
+    page.locator("#class-toggle label", has_text="grey matter").click()
+    wait_for_new_image(page, "axial", before)
+    white_only = picture(page, "#axial-view")
+    assert tinted(white_only, FALSE_POSITIVE) > 100, "white-matter false positives are not coloured"
+    assert tinted(white_only, FALSE_NEGATIVE) > 100, "white-matter false negatives are not coloured"
+    page.screenshot(path=str(ARTIFACTS / "ui-errors.png"), full_page=True)
+
+    before = page.locator("#axial-view img").get_attribute("src")
+    page.locator("#jump-btn").click()
+    wait_for_new_image(page, "axial", before)
+    expect(page.locator("#overlay input[value='uncertainty']")).to_be_checked()
+
+    page.get_by_role("tab", name="3D surface").click()
+    expect(page.locator("#surface canvas")).to_be_visible(timeout=60_000)
+    assert hosts <= {"127.0.0.1"}, f"the page reached out to {hosts - {'127.0.0.1'}}"
+
+
+def make_reference(page, tmp_path: Path) -> Path:
+    """The predicted mask with grey and white matter swapped in the patient's left half: known disagreements."""
+    href = page.locator("#mask-output a").first.get_attribute("href")
+    mask_path = tmp_path / "predicted.nii.gz"
+    mask_path.write_bytes(page.request.get(href).body())
+    image = nib.load(mask_path)
+    labels = np.asarray(image.dataobj).copy()
+    left = labels[: labels.shape[0] // 2]
+    left[(left == 1) | (left == 2)] = 3 - left[(left == 1) | (left == 2)]
+    reference = tmp_path / "reference.nii.gz"
+    nib.save(nib.Nifti1Image(labels, image.affine, image.header), reference)
+    return reference

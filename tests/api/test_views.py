@@ -1,0 +1,138 @@
+"""Slice rendering: radiological orientation, square millimetres, overlays, window/level, crosshair."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from api.views import CONFUSED, FALSE_NEGATIVE, FALSE_POSITIVE, Layers, Style, display_size, hex_to_rgb, render
+
+RED, GREEN = "#ff0000", "#00ff00"
+SHAPE = (20, 30, 40)  # x (→ right), y (→ anterior), z (→ superior)
+
+
+def layers_with(mask: np.ndarray, **extra) -> Layers:
+    image = np.zeros(mask.shape, np.float32)
+    return Layers(image, mask, (1.0, 1.0, 1.0), ("#000000", RED, GREEN), **extra)
+
+
+def coloured(picture: np.ndarray, color: str, tolerance: int = 40) -> np.ndarray:
+    return np.all(np.abs(picture.astype(int) - np.array(hex_to_rgb(color))) < tolerance, axis=-1)
+
+
+def centre_of(pixels: np.ndarray) -> tuple[float, float]:
+    rows, cols = np.nonzero(pixels)
+    assert rows.size, "nothing drawn in the expected colour"
+    return rows.mean() / pixels.shape[0], cols.mean() / pixels.shape[1]
+
+
+SOLID = Style(window=(0.0, 1.0), opacity=1.0, visible=frozenset({1, 2}))
+
+
+@pytest.mark.parametrize(
+    ("plane", "index", "marker", "expected_side"),
+    [
+        ("axial", 20, (slice(15, 20), slice(0, 30), 20), "left"),  # patient right → viewer's left
+        ("axial", 20, (slice(0, 20), slice(25, 30), 20), "top"),  # anterior → top
+        ("coronal", 15, (slice(0, 20), 15, slice(35, 40)), "top"),  # superior → top
+        ("coronal", 15, (slice(15, 20), 15, slice(0, 40)), "left"),  # right → left
+        ("sagittal", 10, (10, slice(25, 30), slice(0, 40)), "left"),  # anterior → left
+    ],
+)
+def test_views_follow_the_radiological_convention(plane, index, marker, expected_side):
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[marker] = 1
+    row, col = centre_of(coloured(render(layers_with(mask), plane, index, SOLID), RED))
+    position = {"left": col, "top": row}[expected_side]
+    assert position < 0.25
+
+
+def test_anisotropic_voxels_are_drawn_in_square_millimetres():
+    layers = Layers(np.zeros((10, 10, 10), np.float32), np.zeros((10, 10, 10), np.uint8), (1.0, 1.0, 4.0), ("#000000",))
+    width, height = display_size(layers, "coronal")
+    assert height == pytest.approx(4 * width, rel=0.02)
+    axial_width, axial_height = display_size(layers, "axial")
+    assert axial_width == axial_height == width
+
+
+def test_hidden_classes_are_not_drawn():
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[:10, :, :] = 1
+    mask[10:, :, :] = 2
+    only_green = Style(window=(0.0, 1.0), opacity=1.0, visible=frozenset({2}))
+    picture = render(layers_with(mask), "axial", 5, only_green)
+    assert not coloured(picture, RED).any()
+    assert coloured(picture, GREEN).any()
+
+
+def test_opacity_blends_the_class_colour_with_the_image():
+    mask = np.ones(SHAPE, np.uint8)
+    half = Style(window=(0.0, 1.0), opacity=0.5, visible=frozenset({1}))
+    picture = render(layers_with(mask), "axial", 5, half)
+    centre = picture[picture.shape[0] // 2, picture.shape[1] // 2]
+    assert 110 < centre[0] < 145
+    assert centre[1] < 10
+
+
+def test_window_maps_low_to_black_and_high_to_white():
+    image = np.zeros(SHAPE, np.float32)
+    image[:10] = 50.0
+    image[10:] = 500.0
+    layers = Layers(image, np.zeros(SHAPE, np.uint8), (1.0, 1.0, 1.0), ("#000000",))
+    picture = render(layers, "axial", 5, Style(window=(100.0, 300.0)))
+    row = picture.shape[0] // 2
+    # Radiological: x < 10 (patient left) is on the viewer's right.
+    assert picture[row, -picture.shape[1] // 4].max() == 0
+    assert picture[row, picture.shape[1] // 4].min() == 255
+
+
+def test_error_overlay_marks_false_positives_and_false_negatives():
+    prediction = np.zeros(SHAPE, np.uint8)
+    reference = np.zeros(SHAPE, np.uint8)
+    prediction[:10] = 1  # extra on the patient's left half (viewer's right)
+    reference[10:] = 1  # missed on the patient's right half (viewer's left)
+    style = Style(window=(0.0, 1.0), opacity=1.0, visible=frozenset({1}), overlay="errors")
+    picture = render(layers_with(prediction, reference=reference), "axial", 5, style)
+    _, fp_col = centre_of(coloured(picture, FALSE_POSITIVE))
+    _, fn_col = centre_of(coloured(picture, FALSE_NEGATIVE))
+    assert fp_col > 0.5 > fn_col
+
+
+def test_error_overlay_tells_confusions_between_shown_classes_apart():
+    prediction = np.ones(SHAPE, np.uint8)
+    reference = np.full(SHAPE, 2, np.uint8)
+    layers = layers_with(prediction, reference=reference)
+    both = render(
+        layers, "axial", 5, Style(window=(0.0, 1.0), opacity=1.0, visible=frozenset({1, 2}), overlay="errors")
+    )
+    only_one = render(
+        layers, "axial", 5, Style(window=(0.0, 1.0), opacity=1.0, visible=frozenset({2}), overlay="errors")
+    )
+    assert coloured(both, CONFUSED).mean() > 0.9
+    assert coloured(only_one, FALSE_NEGATIVE).mean() > 0.9
+
+
+def test_uncertainty_overlay_colours_only_uncertain_voxels():
+    entropy = np.zeros(SHAPE, np.float16)
+    entropy[:, 15:, :] = 1.0  # anterior half uncertain → top half of the axial view
+    style = Style(window=(0.0, 1.0), opacity=1.0, visible=frozenset({1}), overlay="uncertainty")
+    picture = render(layers_with(np.zeros(SHAPE, np.uint8), entropy=entropy), "axial", 5, style)
+    top, bottom = picture[: picture.shape[0] // 2 - 2], picture[picture.shape[0] // 2 + 2 :]
+    assert top.mean() > 100
+    assert bottom.mean() < 5  # nothing but the orientation letters
+
+
+def test_crosshair_marks_the_cursor_position():
+    mask = np.zeros(SHAPE, np.uint8)
+    plain = render(layers_with(mask), "axial", 5, SOLID)
+    crossed = render(layers_with(mask), "axial", 5, Style(window=(0.0, 1.0), cursor=(4, 7, 5)))
+    changed = np.argwhere(np.any(crossed != plain, axis=-1))
+    cols = np.unique(changed[:, 1])
+    width = crossed.shape[1]
+    expected_col = (SHAPE[0] - 1 - 4 + 0.5) * width / SHAPE[0]
+    assert any(abs(c - expected_col) <= 1 for c in cols)
+
+
+def test_slice_index_is_clamped_to_the_volume():
+    picture = render(layers_with(np.zeros(SHAPE, np.uint8)), "axial", 10_000, SOLID)
+    assert picture.ndim == 3
