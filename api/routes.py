@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from unet3d.io import stem_of
@@ -78,6 +79,12 @@ async def metrics(request: Request) -> Response:
     """Prometheus text exposition of the service's metrics."""
     payload = generate_latest(request.app.state.metrics.registry)
     return Response(payload, media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/", include_in_schema=False)
+async def root(request: Request) -> RedirectResponse:
+    """Visitors of the bare host (a Hugging Face Space opens at /) land on the review UI."""
+    return RedirectResponse(f"{request.scope.get('root_path', '')}/ui/", status_code=307)
 
 
 @router.get("/favicon.ico", include_in_schema=False)

@@ -32,6 +32,12 @@ def test_health_reports_the_loaded_model(tiny_server, tiny_model_dir):
     }
 
 
+def test_bare_host_redirects_to_the_review_ui(tiny_server):
+    answer = httpx.get(f"{tiny_server.url}/", follow_redirects=False)
+    assert answer.status_code == 307 and answer.headers["location"] == "/ui/"
+    assert httpx.get(f"{tiny_server.url}/", follow_redirects=True).status_code == 200
+
+
 def test_model_endpoint_returns_card_and_weights_identity(tiny_server):
     card = httpx.get(f"{tiny_server.url}/v1/model").json()
     assert card["name"] == "tiny-test"
