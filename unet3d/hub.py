@@ -192,9 +192,12 @@ def _pickle_message(name: str) -> str:
 
 
 def default_model() -> str:
-    """The shipped model directory: `models/unet3d-brain-tissue` in the source tree or the working directory."""
-    bundled = Path(__file__).resolve().parent.parent / "models" / "unet3d-brain-tissue"
-    return str(bundled) if bundled.exists() else "models/unet3d-brain-tissue"
+    """The shipped model directory: `models/unet3d-brain-tissue`, relative when run from the source tree's root."""
+    relative = Path("models") / "unet3d-brain-tissue"
+    bundled = Path(__file__).resolve().parent.parent / relative
+    if relative.exists() or not bundled.exists():
+        return str(relative)
+    return str(bundled)
 
 
 def check_model_dir(directory: str | Path) -> list[str]:

@@ -88,7 +88,9 @@ def stem_of(name: str) -> str:
 def check_suffix(name: str) -> None:
     """Raise `UnsupportedFormatError` unless `name` ends in .nii or .nii.gz."""
     if not name.lower().endswith(NIFTI_SUFFIXES):
-        raise UnsupportedFormatError(f"'{stem_of(name)}…' is not a NIfTI file: expected a .nii or .nii.gz file")
+        base = name.replace("\\", "/").rsplit("/", 1)[-1]
+        shown = base if len(base) <= 60 else f"{base[:57]}…"
+        raise UnsupportedFormatError(f"'{shown}' is not a NIfTI file: expected a .nii or .nii.gz file")
 
 
 def inspect_volume(
