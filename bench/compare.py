@@ -60,7 +60,7 @@ def monai(model: torch.nn.Module, path: Path, out: Path, clip: tuple[float, floa
 
 
 def _precision(segmenter: Segmenter) -> str:
-    from unet3d.inference import default_precision
+    from unet3d.device import default_precision
 
     return segmenter.precision if segmenter.precision != "auto" else default_precision(segmenter.device)
 

@@ -17,13 +17,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn import functional
 from tqdm import tqdm
 
 from unet3d import UNet3D
 from unet3d.card import card_from_dict
+from unet3d.device import resolve_device
 from unet3d.hub import ModelSource
-from unet3d.inference import default_precision, resolve_device
 from unet3d.io import Volume
 from unet3d.metrics import dice, iou
 from unet3d.segmenter import Segmenter
@@ -31,6 +30,8 @@ from unet3d.segmenter import Segmenter
 from .augment import PatchSampler
 from .config import TrainConfig
 from .data import cases, load_pair, load_subject
+from .distributed import Distributed
+from .optim import amp_dtype, dice_ce_loss, learning_rate_factor
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "last_checkpoint.pt"
@@ -45,67 +46,6 @@ class FitResult:
     stopped_early: bool
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
-
-
-class Distributed:
-    """Rank/world info from torchrun's environment; a single process when it is absent."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.active = self.world > 1
-        if self.active and not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def broadcast_flag(self, flag: bool, device: torch.device) -> bool:
-        if not self.active:
-            return flag
-        tensor = torch.tensor([int(flag)], device=device)
-        dist.broadcast(tensor, src=0)
-        return bool(tensor.item())
-
-    def close(self) -> None:
-        if self.active and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """Cross-entropy plus soft Dice over the foreground classes (batch Dice, as nnU-Net)."""
-    logits = logits.float()
-    ce = functional.cross_entropy(logits, target)
-    probs = torch.softmax(logits, dim=1)[:, 1:]
-    onehot = functional.one_hot(target, logits.shape[1]).permute(0, 4, 1, 2, 3)[:, 1:].float()
-    dims = (0, 2, 3, 4)
-    intersection = (probs * onehot).sum(dims)
-    soft_dice = (2 * intersection + 1e-5) / (probs.sum(dims) + onehot.sum(dims) + 1e-5)
-    return config.optim.ce_weight * ce + config.optim.dice_weight * (1 - soft_dice.mean())
-
-
-def learning_rate_factor(step: int, total: int, config: TrainConfig, elapsed_fraction: float = 0.0) -> float:
-    """Warm-up, then cosine/poly decay over the steps — or over the time limit, whichever runs out first."""
-    warmup = config.optim.warmup_steps
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, max((step - warmup) / max(1, total - warmup), elapsed_fraction))
-    if config.optim.schedule == "poly":
-        return (1 - progress) ** 0.9
-    return 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CPUs with native bf16 and on CUDA (no loss scaling needed); fp16 only on request."""
-    choice = config.optim.amp
-    if choice == "off":
-        return None
-    if choice == "fp16":
-        return torch.float16
-    if choice == "bf16" or device.type == "cuda":
-        return torch.bfloat16
-    return torch.bfloat16 if default_precision(device) == "bf16" else None
 
 
 def build_card(config: TrainConfig, metrics: dict[str, Any] | None = None) -> dict[str, Any]:

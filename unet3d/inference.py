@@ -1,8 +1,9 @@
 """Inference engine: one whole-volume pass when it fits the memory budget, else a Gaussian-blended sliding window.
 
-Both modes share one code path: a whole pass is a sliding window with a single window. Windows are
-visited row by row along the first axis, and each finished slab is reduced to labels at once, so
-memory stays near a few patch-sized buffers plus the uint8 output rather than a full probability map.
+A whole pass that needs no probabilities takes the argmax straight from the logits. Otherwise both modes share
+one path (a whole pass is a single window): windows are visited row by row along the first axis and each finished
+slab is reduced to labels at once (windows.py), so memory stays near a few patch-sized buffers plus the uint8
+output rather than a full probability map.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .device import ResolvedPrecision, default_precision, memory_format_for, move_network
 from .errors import InferenceError
-from .model import UNet3D, fuse_for_inference
 from .preprocessing import pad_to_multiple, unpad
+from .windows import SlabAggregator, window_grid
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ class InferencePlan:
     blending: Literal["gaussian", "constant"]
     batch_size: int
     device: torch.device
-    precision: Literal["fp32", "bf16", "fp16"]
+    precision: ResolvedPrecision
     pad_multiple: int = 16
     tta: bool = False
     threshold: float | None = None
@@ -66,65 +68,6 @@ class InferenceOutput:
     labels: np.ndarray
     probabilities: np.ndarray | None
     plan: InferencePlan
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """`"auto"` → the first CUDA device if there is one, else CPU; validates explicit choices."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InferenceError(f"device {device!r} was requested but no CUDA GPU is available: use 'cpu' or 'auto'")
-        parsed = torch.device(device)
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise InferenceError(f"device {device!r} does not exist: {torch.cuda.device_count()} GPU(s) visible")
-        return parsed
-    raise InferenceError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-
-
-def prepare_network(model: nn.Module, device: torch.device) -> nn.Module:
-    """An eval copy for inference: BatchNorm folded, on `device`, channels-last on CPU.
-
-    oneDNN runs the narrow full-resolution 3D convolutions about 1.9× faster in channels-last
-    (measured in bench/); on CUDA the default layout is faster (notes/perf-measured.md).
-    """
-    network = fuse_for_inference(model) if isinstance(model, UNet3D) else model.eval()
-    return _move(network, device)
-
-
-def _move(network: nn.Module, device: torch.device) -> nn.Module:
-    # Module.to(memory_format=...) is supported at run time but missing from torch's type stubs.
-    return network.to(device=device, memory_format=_memory_format(device))  # type: ignore[call-overload]
-
-
-def _memory_format(device: torch.device) -> torch.memory_format:
-    return torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format
-
-
-def default_precision(device: torch.device) -> Literal["fp32", "bf16", "fp16"]:
-    """bf16 on CPUs with native bf16 (measured faster, masks agree ≥ 99.5%; see bench/), fp16 on CUDA."""
-    if device.type == "cuda":
-        return "fp16"
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and _cpu_has_bf16():
-        return "bf16"
-    return "fp32"
-
-
-def _cpu_has_bf16() -> bool:
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(check() for check in checks if check is not None)
-
-
-def memory_budget_mb(device: torch.device, cpu_budget_mb: float) -> float:
-    """Activation memory a whole pass may use: the card's budget on CPU, 70% of free memory on a GPU."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return 0.7 * free / 2**20
-    return cpu_budget_mb
 
 
 def plan_inference(
@@ -152,7 +95,7 @@ def plan_inference(
         raise InferenceError(f"pad multiple must be a multiple of the network's {base}, got {multiple}")
     if any(p < multiple or p % multiple for p in patch_size):
         raise InferenceError(f"patch_size must be multiples of {multiple}, got {tuple(patch_size)}")
-    resolved: Literal["fp32", "bf16", "fp16"] = default_precision(device) if precision == "auto" else precision
+    resolved: ResolvedPrecision = default_precision(device) if precision == "auto" else precision
     if mode == "auto":
         fits = whole_pass_bytes(model, shape, resolved, multiple) <= memory_budget_mb * 2**20
         mode = "whole" if fits else "sliding"
@@ -200,7 +143,7 @@ def run_inference(
             if plan.device.type == "cuda":
                 torch.cuda.empty_cache()
             if lighter.device != plan.device:
-                _move(model, lighter.device)
+                move_network(model, lighter.device)
             plan = lighter
 
 
@@ -232,7 +175,7 @@ def _run(model: nn.Module, volume: np.ndarray, plan: InferencePlan, progress: Pr
     source = torch.from_numpy(np.ascontiguousarray(padded))
     for done, batch in enumerate(_batched(windows, plan.batch_size), start=1):
         tiles = torch.stack([source[_box(start, patch)] for start in batch]).unsqueeze(1)
-        tiles = tiles.to(plan.device, memory_format=_memory_format(plan.device), non_blocking=True)
+        tiles = tiles.to(plan.device, memory_format=memory_format_for(plan.device), non_blocking=True)
         scores = _forward(model, tiles, plan)
         for start, score in zip(batch, scores, strict=True):
             aggregator.add(start, score)
@@ -253,7 +196,7 @@ def _needs_probabilities(plan: InferencePlan) -> bool:
 def _whole_labels(model: nn.Module, padded: np.ndarray, plan: InferencePlan) -> np.ndarray:
     """Argmax straight from the logits of one pass: no softmax, no blending buffers."""
     x = torch.from_numpy(np.ascontiguousarray(padded))[None, None]
-    x = x.to(plan.device, memory_format=_memory_format(plan.device))
+    x = x.to(plan.device, memory_format=memory_format_for(plan.device))
     with _autocast(plan):
         logits = model(x)
     if logits.shape[1] == 1:
@@ -314,99 +257,3 @@ def _probabilities(logits: torch.Tensor) -> torch.Tensor:
     if logits.shape[1] == 1:
         return torch.sigmoid(logits)
     return torch.softmax(logits, dim=1)
-
-
-def labels_from_probabilities(probabilities: torch.Tensor, threshold: float | None) -> torch.Tensor:
-    """`(C, ...)` probabilities → uint8 labels: argmax, or foreground ≥ threshold for binary models."""
-    if probabilities.shape[0] == 1:
-        return (probabilities[0] >= (0.5 if threshold is None else threshold)).to(torch.uint8)
-    if probabilities.shape[0] == 2 and threshold is not None:
-        return (probabilities[1] >= threshold).to(torch.uint8)
-    return probabilities.argmax(dim=0).to(torch.uint8)
-
-
-def window_starts(size: int, patch: int, overlap: float) -> list[int]:
-    """Start offsets along one axis so that windows of `patch` cover `size` with at least `overlap`."""
-    if size <= patch:
-        return [0]
-    step = max(1, int(patch * (1.0 - overlap)))
-    starts = list(range(0, size - patch + 1, step))
-    if starts[-1] != size - patch:
-        starts.append(size - patch)
-    return starts
-
-
-def window_grid(
-    shape: tuple[int, int, int], patch: tuple[int, int, int], overlap: float
-) -> Iterator[tuple[int, int, int]]:
-    """Window starts in row order along the first axis (the order SlabAggregator relies on)."""
-    axes = [window_starts(s, p, overlap) for s, p in zip(shape, patch, strict=True)]
-    for i in axes[0]:
-        for j in axes[1]:
-            for k in axes[2]:
-                yield i, j, k
-
-
-def gaussian_weight(patch: tuple[int, ...], sigma_scale: float = 0.125) -> torch.Tensor:
-    """MONAI's importance map: a separable Gaussian with sigma = `sigma_scale`·patch, min clamped above 0."""
-    weight = torch.ones(())
-    for size in patch:
-        centre = (size - 1) / 2.0
-        sigma = max(size * sigma_scale, 1e-3)
-        axis = torch.exp(-0.5 * ((torch.arange(size, dtype=torch.float32) - centre) / sigma) ** 2)
-        weight = weight.unsqueeze(-1) * axis
-    weight = weight / weight.max()
-    return weight.clamp_min(max(float(weight[weight > 0].min()), 1e-3))
-
-
-class SlabAggregator:
-    """Blends window probabilities and turns each finished slab along axis 0 into labels.
-
-    Windows must arrive in `window_grid` order. The buffer spans one patch along axis 0, so memory is
-    `C × patch_i × J × K` floats however long the volume is.
-    """
-
-    def __init__(
-        self, shape: tuple[int, int, int], patch: tuple[int, int, int], num_classes: int, plan: InferencePlan
-    ) -> None:
-        self.shape, self.patch, self.plan = shape, patch, plan
-        depth = min(patch[0], shape[0])
-        self.acc = torch.zeros((num_classes, depth, shape[1], shape[2]))
-        self.weight_sum = torch.zeros((depth, shape[1], shape[2]))
-        self.weight = gaussian_weight(patch) if plan.blending == "gaussian" else torch.ones(patch)
-        self.base = 0
-        self.labels = np.zeros(shape, dtype=np.uint8)
-        self.probabilities = np.zeros((num_classes, *shape), dtype=np.float32) if plan.keep_probabilities else None
-
-    def add(self, start: tuple[int, int, int], probabilities: torch.Tensor) -> None:
-        if start[0] > self.base:
-            self._flush(start[0])
-        i = start[0] - self.base
-        box = (
-            slice(i, i + self.patch[0]),
-            slice(start[1], start[1] + self.patch[1]),
-            slice(start[2], start[2] + self.patch[2]),
-        )
-        self.acc[(slice(None), *box)] += probabilities * self.weight
-        self.weight_sum[box] += self.weight
-
-    def finish(self) -> tuple[np.ndarray, np.ndarray | None]:
-        self._flush(self.shape[0])
-        return self.labels, self.probabilities
-
-    def _flush(self, upto: int) -> None:
-        count = upto - self.base
-        if count <= 0:
-            return
-        blended = self.acc[:, :count] / self.weight_sum[:count].clamp_min(1e-8)
-        region = slice(self.base, upto)
-        self.labels[region] = labels_from_probabilities(blended, self.plan.threshold).numpy()
-        if self.probabilities is not None:
-            self.probabilities[:, region] = blended.numpy()
-        kept = self.acc.shape[1] - count
-        if kept > 0:
-            self.acc[:, :kept] = self.acc[:, count:].clone()
-            self.weight_sum[:kept] = self.weight_sum[count:].clone()
-        self.acc[:, max(kept, 0) :] = 0
-        self.weight_sum[max(kept, 0) :] = 0
-        self.base = upto

@@ -12,21 +12,10 @@ import numpy as np
 import torch
 
 from .card import ModelCard, load_card
+from .device import memory_budget_mb, prepare_network, resolve_device
 from .errors import ParameterError
 from .hub import CARD_NAME, ModelSource, load_unet, resolve_source
-from .inference import (
-    MODES,
-    InferencePlan,
-    Mode,
-    Precision,
-    Progress,
-    labels_from_probabilities,
-    memory_budget_mb,
-    plan_inference,
-    prepare_network,
-    resolve_device,
-    run_inference,
-)
+from .inference import MODES, InferencePlan, Mode, Precision, Progress, plan_inference, run_inference
 from .io import (
     Volume,
     canonical_orientation,
@@ -40,6 +29,7 @@ from .model import UNet3D
 from .postprocess import postprocess
 from .prediction import Prediction
 from .preprocessing import Crop, foreground_crop, needs_resampling, normalize_minmax, resampled_shape, resize, uncrop
+from .windows import labels_from_probabilities
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from train.__main__ import main
+from train.optim import learning_rate_factor
 from train.pipeline import fit_and_export
-from train.trainer import Trainer, learning_rate_factor
+from train.trainer import Trainer
 from unet3d import Segmenter, load_volume
 from unet3d.hub import check_model_dir
 from unet3d.metrics import dice

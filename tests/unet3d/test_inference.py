@@ -3,15 +3,10 @@ import pytest
 import torch
 from torch import nn
 
+from unet3d.device import resolve_device
 from unet3d.errors import InferenceError
-from unet3d.inference import (
-    InferencePlan,
-    gaussian_weight,
-    plan_inference,
-    resolve_device,
-    run_inference,
-    window_starts,
-)
+from unet3d.inference import InferencePlan, plan_inference, run_inference
+from unet3d.windows import gaussian_weight, window_starts
 
 
 class LogitIdentity(nn.Module):
