@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.nn import functional
 
@@ -103,7 +104,7 @@ class PatchSampler:
             centre = self.uniform(size=(3,)) * (shape - 1)
         angles = torch.deg2rad(self.uniform(-c.rotation_degrees, c.rotation_degrees, (3,)))
         scale = self.between(c.scale_range) * (1 + self.uniform(-c.anisotropic_scale, c.anisotropic_scale, (3,)))
-        matrix = _rotation(angles) @ torch.diag(scale)
+        matrix = torch.from_numpy(rotation_matrix(angles.tolist())).float() @ torch.diag(scale)
         for axis in c.flip_axes:
             if self.chance(c.flip_probability):
                 matrix[:, axis] = -matrix[:, axis]
@@ -143,12 +144,13 @@ def _subsample(volume: torch.Tensor, size: int = 1 << 20) -> torch.Tensor:
     return flat[:: max(1, flat.numel() // size)]
 
 
-def _rotation(angles: torch.Tensor) -> torch.Tensor:
-    cx, cy, cz = torch.cos(angles)
-    sx, sy, sz = torch.sin(angles)
-    rx = torch.tensor([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = torch.tensor([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = torch.tensor([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+def rotation_matrix(angles: Sequence[float] | np.ndarray) -> np.ndarray:
+    """3×3 rotation by `angles` (radians) about the first, second and third axis, applied in that order."""
+    cx, cy, cz = np.cos(angles)
+    sx, sy, sz = np.sin(angles)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
     return rz @ ry @ rx
 
 

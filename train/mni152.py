@@ -20,6 +20,8 @@ import numpy as np
 from nibabel.processing import resample_from_to
 from scipy import ndimage
 
+from .augment import rotation_matrix
+
 logger = logging.getLogger(__name__)
 
 FILES = {kind: f"mni_icbm152_{kind}_tal_nlin_sym_09a_converted.nii.gz" for kind in ("t1", "gm", "wm")}
@@ -109,22 +111,13 @@ def _target_grid(
         return tuple(int(n) for n in new_shape), new_affine
     if geometry == "oblique":
         angles = np.deg2rad(rng.uniform(-12, 12, size=3))
-        rotation = _rotation(angles)
+        rotation = rotation_matrix(angles)
         centre = affine @ np.append((shape - 1) / 2.0, 1.0)
         new_affine = affine.copy()
         new_affine[:3, :3] = rotation @ affine[:3, :3]
         new_affine[:3, 3] = centre[:3] - new_affine[:3, :3] @ ((shape - 1) / 2.0)
         return tuple(int(n) for n in shape), new_affine
     return tuple(int(n) for n in shape), affine
-
-
-def _rotation(angles: np.ndarray) -> np.ndarray:
-    cx, cy, cz = np.cos(angles)
-    sx, sy, sz = np.sin(angles)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def _reorient(image: nib.Nifti1Image, geometry: str) -> nib.Nifti1Image:
