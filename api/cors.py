@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from fastapi import FastAPI
+from gradio.route_utils import CustomCORSMiddleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .settings import get_settings
@@ -33,3 +36,25 @@ class SettingsCORSMiddleware:
                 else self.app
             )
         await self._cors(scope, receive, send)
+
+
+def defer_mounted_cors(app: FastAPI, path: str) -> None:
+    """Drop the CORS middleware of the Gradio app mounted at `path`, so that this app's policy covers it too.
+
+    Gradio 6.31's own CORS middleware answers any Origin with `Access-Control-Allow-Origin: <that origin>` and
+    `Access-Control-Allow-Credentials: true` whenever the Host is not localhost, i.e. on every deployment. It only
+    stands aside for a parent app that uses starlette's CORSMiddleware directly, which this lazily configured one
+    does not; the mounted app has not built its middleware stack yet, so the entry can still be removed.
+
+    Raises:
+        RuntimeError: nothing is mounted at `path`, or Gradio no longer adds that middleware (re-check the hole).
+    """
+    for route in app.routes:
+        if isinstance(route, Mount) and route.path == path:
+            mounted = route.app
+            kept = [m for m in mounted.user_middleware if m.cls is not CustomCORSMiddleware]  # type: ignore[attr-defined]
+            if len(kept) == len(mounted.user_middleware):  # type: ignore[attr-defined]
+                break
+            mounted.user_middleware = kept  # type: ignore[attr-defined]
+            return
+    raise RuntimeError(f"no Gradio CORS middleware found on the app mounted at {path}")

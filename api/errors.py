@@ -11,6 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from unet3d.errors import (
     InferenceError,
@@ -50,8 +51,12 @@ class MalformedUploadError(ServiceError):
     """The request body is not the multipart form the endpoint documents."""
 
 
+# nginx's "client closed request": nobody reads the answer, but logs and metrics must not count a 5xx.
+CLIENT_CLOSED_REQUEST = 499
+
 # Most specific first: the first isinstance match wins.
 STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
+    (ClientDisconnect, CLIENT_CLOSED_REQUEST),
     (ServiceBusyError, 503),
     (ModelNotLoadedError, 503),
     (AuthenticationError, 401),
@@ -65,6 +70,12 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (ModelLoadError, 503),
     (Unet3dError, 422),
 )
+
+
+_DETAILS = {
+    500: "internal error: the server logged the details",
+    CLIENT_CLOSED_REQUEST: "the client disconnected before the request was complete",
+}
 
 
 def status_for(error: Exception) -> int:
@@ -83,7 +94,7 @@ def error_response(error: Exception) -> JSONResponse:
         headers["Retry-After"] = str(error.retry_after_s)
     elif isinstance(error, AuthenticationError):
         headers["WWW-Authenticate"] = 'Bearer realm="unet3d"'
-    detail = str(error) if status != 500 else "internal error: the server logged the details"
+    detail = _DETAILS.get(status) or str(error)
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
@@ -98,6 +109,10 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(error)
         return JSONResponse({"detail": _describe_validation(error)}, status_code=422)
 
+    async def client_gone(request: Request, error: Exception) -> JSONResponse:
+        logger.info("client disconnected during %s %s", request.method, request.url.path)
+        return error_response(error)
+
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
         return error_response(error)
@@ -105,6 +120,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, known_error)
     app.add_exception_handler(Unet3dError, known_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, unexpected)
 
 

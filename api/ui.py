@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from . import panels
 from .callbacks import ReviewCallbacks, SegmentOptions, ViewInputs
+from .cors import defer_mounted_cors
 from .review import Review, agreement_table, iou_along_z
 from .service import SegmentationService
 
@@ -219,10 +220,12 @@ def _view_inputs(values: tuple[Any, ...]) -> ViewInputs:
 
 
 def mount_ui(app: FastAPI, blocks: gr.Blocks) -> None:
-    """Mount the UI at /ui with analytics and run history off, then close Gradio's mounted-app file hole.
+    """Mount the UI at /ui with analytics and run history off, then close two holes of mounted Gradio apps.
 
     Gradio 6.31 skips its "was this file uploaded?" check unless `has_launched` is set, which mount_gradio_app
     never does: without the flag a raw API call naming /etc/passwd reaches the handlers (notes/stack-verified.md).
+    And its CORS middleware allows every origin with credentials on any non-localhost host: it is removed, so
+    UNET3D_ALLOW_ORIGINS (closed by default) governs /ui as it governs the API.
     """
     blocks.queue(max_size=64, default_concurrency_limit=None)
     gr.mount_gradio_app(
@@ -238,3 +241,4 @@ def mount_ui(app: FastAPI, blocks: gr.Blocks) -> None:
         css=panels.CSS,
     )
     blocks.has_launched = True
+    defer_mounted_cors(app, UI_PATH)

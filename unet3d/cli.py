@@ -111,7 +111,7 @@ def _predict(args: argparse.Namespace) -> int:
                 )
         except Unet3dError as e:
             failures += 1
-            print(f"unet3d: error: {source}: {e}", file=sys.stderr)
+            tqdm.write(f"unet3d: error: {source}: {e}", file=sys.stderr)  # on its own line, bars redrawn below
             continue
         finally:
             bar.close()

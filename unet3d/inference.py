@@ -127,24 +127,34 @@ def run_inference(
 ) -> InferenceOutput:
     """Segment a normalised `(I, J, K)` float32 volume; on out-of-memory, retry with a lighter plan.
 
-    Falls back whole → sliding → batch 1 → CPU, logging each step.
+    Falls back whole → sliding → batch 1 → CPU, logging each step. A network moved to the CPU goes back to its
+    device afterwards: it is shared, and the next volume may well fit.
     """
-    while True:
-        try:
-            return _run(model, volume, plan, progress)
-        except torch.OutOfMemoryError as e:
-            lighter = _lighter_plan(plan)
-            if lighter is None:
-                raise InferenceError(
-                    "out of memory even with a sliding window on the CPU: use a smaller patch_size "
-                    "or a machine with more memory"
-                ) from e
-            logger.warning("out of memory in %s mode on %s; retrying with %s", plan.mode, plan.device, lighter)
-            if plan.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if lighter.device != plan.device:
-                move_network(model, lighter.device)
-            plan = lighter
+    device = plan.device
+    try:
+        while True:
+            try:
+                return _run(model, volume, plan, progress)
+            except torch.OutOfMemoryError as e:
+                plan = _after_out_of_memory(model, plan, e)
+    finally:
+        if plan.device != device:
+            move_network(model, device)
+
+
+def _after_out_of_memory(model: nn.Module, plan: InferencePlan, error: torch.OutOfMemoryError) -> InferencePlan:
+    lighter = _lighter_plan(plan)
+    if lighter is None:
+        raise InferenceError(
+            "out of memory even with a sliding window on the CPU: use a smaller patch_size "
+            "or a machine with more memory"
+        ) from error
+    logger.warning("out of memory in %s mode on %s; retrying with %s", plan.mode, plan.device, lighter)
+    if plan.device.type == "cuda":
+        torch.cuda.empty_cache()
+    if lighter.device != plan.device:
+        move_network(model, lighter.device)
+    return lighter
 
 
 def _lighter_plan(plan: InferencePlan) -> InferencePlan | None:

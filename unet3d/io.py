@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
-from nibabel.filebasedimages import ImageFileError
-from nibabel.spatialimages import HeaderDataError
 
 from .errors import InvalidVolumeError, UnreadableVolumeError, UnsupportedFormatError, VolumeTooLargeError
+from .validation import (
+    READ_ERRORS,
+    NiftiHeader,
+    check_file_size,
+    check_header,
+    reason_for,
+    sniff_header,
+)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-MIN_AXIS_VOXELS = 4
 _RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
-_READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError)
-
-NiftiHeader = nib.Nifti1Header | nib.Nifti2Header
 
 
 @dataclass
@@ -96,87 +96,31 @@ def check_suffix(name: str) -> None:
 def inspect_volume(
     path: str | Path, *, max_voxels: int | None = None, max_decompressed_bytes: int | None = None
 ) -> nib.Nifti1Image | nib.Nifti2Image:
-    """Open a NIfTI file lazily and validate its header; no voxel data is read.
+    """Open a NIfTI file lazily and validate its header; no voxel data is kept.
+
+    A .gz file is inflated once, in 1 MiB chunks, to check that it holds the data its header declares and that its
+    checksum is right; inflating stops as soon as `max_decompressed_bytes` is passed.
 
     Raises:
-        UnsupportedFormatError: the name or the content is not NIfTI-1/NIfTI-2.
-        UnreadableVolumeError: the header cannot be parsed (corrupt gzip, truncated file).
+        UnsupportedFormatError: the name or the content is not single-file NIfTI-1/NIfTI-2.
+        UnreadableVolumeError: the header cannot be parsed, or the file is truncated or corrupt.
         InvalidVolumeError: wrong dimensionality, empty axes or an unsupported data type.
         VolumeTooLargeError: more voxels or decompressed bytes than the caps allow.
     """
     path = Path(path)
     check_suffix(path.name)
-    _sniff_magic(path)
+    sniff_header(path)
     try:
         image = nib.load(path)
-    except _READ_ERRORS as e:
-        raise UnreadableVolumeError(f"cannot read the NIfTI header: {_short(e)}; is the file complete?") from e
+    except READ_ERRORS as e:
+        raise UnreadableVolumeError(f"cannot read the NIfTI header: {reason_for(e)}; is the file complete?") from e
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
         raise UnsupportedFormatError("not a single-file NIfTI image: convert it to .nii or .nii.gz")
-    _check_header(image.header, max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes)
-    _check_file_size(path, image.header)
+    # The data offset lives in the proxy: nibabel zeroes vox_offset in the image's copy of the header.
+    offset = int(image.dataobj.offset)  # type: ignore[attr-defined]
+    check_header(image.header, offset, max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes)
+    check_file_size(path, image.header, offset, max_decompressed_bytes)
     return image
-
-
-def _check_file_size(path: Path, header: NiftiHeader) -> None:
-    """An uncompressed file must hold the bytes its header declares (checked before allocating them)."""
-    if path.name.lower().endswith(".gz"):
-        return
-    shape = header.get_data_shape()
-    needed = int(header.get("vox_offset", 0)) + int(np.prod(shape, dtype=np.int64)) * header.get_data_dtype().itemsize
-    size = path.stat().st_size
-    if size < needed:
-        raise UnreadableVolumeError(f"the file is truncated: the header declares {needed} bytes, the file has {size}")
-
-
-def _sniff_magic(path: Path) -> None:
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(4)
-    except OSError as e:
-        raise UnreadableVolumeError(f"cannot open the file: {e.strerror}") from e
-    if not head:
-        raise UnreadableVolumeError("the file is empty: upload a .nii or .nii.gz volume")
-    is_gzip = head[:2] == b"\x1f\x8b"
-    if path.name.lower().endswith(".gz") and not is_gzip:
-        raise UnsupportedFormatError("the file is named .nii.gz but is not gzip-compressed: is it really NIfTI?")
-    if (
-        not is_gzip
-        and int.from_bytes(head, "little") not in (348, 540)
-        and int.from_bytes(head, "big")
-        not in (
-            348,
-            540,
-        )
-    ):
-        raise UnsupportedFormatError("the file does not start with a NIfTI header: expected a .nii or .nii.gz volume")
-
-
-def _check_header(header: NiftiHeader, *, max_voxels: int | None, max_decompressed_bytes: int | None) -> None:
-    shape = tuple(int(n) for n in header.get_data_shape())
-    if len(shape) < 3 or (len(shape) > 3 and any(n != 1 for n in shape[3:])):
-        raise InvalidVolumeError(
-            f"expected a 3D volume (or 4D with a single frame), got shape {shape}: "
-            "split 4D series into one file per frame"
-        )
-    if any(n < MIN_AXIS_VOXELS for n in shape[:3]):
-        raise InvalidVolumeError(
-            f"volume shape {shape[:3]} is too small: each axis needs at least {MIN_AXIS_VOXELS} voxels"
-        )
-    dtype = header.get_data_dtype()
-    if dtype.fields is not None or dtype.kind not in "iuf" or dtype == np.bool_:
-        raise InvalidVolumeError(f"unsupported voxel type {dtype}: expected integer or floating-point intensities")
-    voxels = int(np.prod(shape[:3], dtype=np.int64))
-    if max_voxels is not None and voxels > max_voxels:
-        raise VolumeTooLargeError(f"volume has {voxels} voxels, more than the limit of {max_voxels}")
-    decompressed = voxels * dtype.itemsize + int(header.get("vox_offset", 0))
-    if max_decompressed_bytes is not None and decompressed > max_decompressed_bytes:
-        raise VolumeTooLargeError(
-            f"volume data is {decompressed / 2**20:.1f} MiB uncompressed, "
-            f"more than the limit of {max_decompressed_bytes / 2**20:.1f} MiB"
-        )
-    if not np.isfinite(header.get_best_affine()).all() or abs(np.linalg.det(header.get_best_affine()[:3, :3])) < 1e-12:
-        raise InvalidVolumeError("the header's voxel-to-world matrix is degenerate: fix pixdim / qform / sform")
 
 
 def load_volume(
@@ -202,8 +146,8 @@ def load_volume(
     proxy: Any = image.dataobj  # nibabel's ArrayProxy (typed as ArrayLike)
     try:
         raw = np.asarray(proxy.get_unscaled())
-    except _READ_ERRORS as e:
-        raise UnreadableVolumeError(f"cannot read the voxel data: {_short(e)}; is the file truncated?") from e
+    except READ_ERRORS as e:
+        raise UnreadableVolumeError(f"cannot read the voxel data: {reason_for(e)}; is the file truncated?") from e
     except MemoryError as e:
         shape = header.get_data_shape()
         raise VolumeTooLargeError(f"not enough memory to read a volume of shape {tuple(shape)}") from e
@@ -239,7 +183,7 @@ def volume_from_array(data: np.ndarray, affine: np.ndarray | None = None, *, nam
     if array.ndim != 3:
         raise InvalidVolumeError(f"expected a 3D array (I, J, K), got shape {array.shape}")
     image = nib.Nifti1Image(array.astype(np.float32), np.eye(4) if affine is None else np.asarray(affine))
-    _check_header(image.header, max_voxels=None, max_decompressed_bytes=None)
+    check_header(image.header, max_voxels=None, max_decompressed_bytes=None)
     values = array.astype(np.float32)
     if not np.isfinite(values).all():
         raise InvalidVolumeError("the array holds NaN or infinite values: replace them and retry")
@@ -322,9 +266,3 @@ def canonical_spacing(volume: Volume, orientation: np.ndarray) -> tuple[float, f
     for source_axis, (target_axis, _) in enumerate(orientation):
         spacing[int(target_axis)] = volume.spacing_mm[source_axis]
     return float(spacing[0]), float(spacing[1]), float(spacing[2])
-
-
-def _short(error: BaseException) -> str:
-    text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    # nibabel messages sometimes quote the temp path; keep only the reason.
-    return text.replace('"/', "'/").split("'/")[0].strip().rstrip(":")[:160] or type(error).__name__

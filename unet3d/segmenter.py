@@ -149,9 +149,10 @@ class Segmenter:
             volume=vol,
             card=self.card,
             source=self.source,
-            device=str(plan.device),
-            mode=plan.mode,
-            network_shape=_network_shape(prepared.array.shape, plan),
+            # The plan that ran: an out-of-memory retry may have slid the window or moved to the CPU.
+            device=str(output.plan.device),
+            mode=output.plan.mode,
+            network_shape=_network_shape(prepared.array.shape, output.plan),
             threshold_used=threshold,
             probabilities=probs,
             timings_ms=report.timings(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -39,14 +40,34 @@ class Server:
     def client(self, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=120.0, **kwargs)  # type: ignore[arg-type]
 
+    def memory_kib(self, field: str = "VmRSS") -> int:
+        """A memory figure of the server process from /proc/<pid>/status ("VmRSS", "VmHWM"), in KiB."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+        raise RuntimeError(f"no {field} in /proc/{self.process.pid}/status")
+
+    def reset_peak_memory(self) -> None:
+        """Reset VmHWM to the current RSS (Linux >= 4.0), so that the next peak is the next request's."""
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+
+    def temp_files(self) -> list[Path]:
+        """Whatever the server left in its TMPDIR (every request's work folder must be gone)."""
+        return sorted((self.tmp / "tmp").rglob("*"))
+
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
+        """SIGTERM; after 3 s a SIGINT, which makes uvicorn stop waiting for open streams (a Gradio heartbeat)."""
+        for stop_signal, wait_s in ((signal.SIGTERM, 3), (signal.SIGINT, 15)):
+            if self.process.poll() is not None:
+                return
+            self.process.send_signal(stop_signal)
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=wait_s)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
+                continue
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=15)
 
 
 def free_port() -> int:
@@ -88,6 +109,20 @@ def start_server(tmp: Path, settings: dict[str, str], *, command: Sequence[str] 
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"server did not answer /health within {STARTUP_TIMEOUT_S} s:\n{server.logs()}")
+
+
+@pytest.fixture(scope="session")
+def launch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    """Start a server with the given settings (stopped at the end of the session, or earlier by its user)."""
+    servers: list[Server] = []
+
+    def launch(settings: dict[str, str], name: str = "server") -> Server:
+        servers.append(start_server(tmp_path_factory.mktemp(name), settings))
+        return servers[-1]
+
+    yield launch
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

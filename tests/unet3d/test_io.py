@@ -251,3 +251,45 @@ def test_save_mask_refuses_a_mask_of_another_shape(tmp_path):
 )
 def test_stem_uses_only_the_last_path_component(name, stem):
     assert stem_of(name) == stem
+
+
+def test_a_stream_inflating_past_the_cap_is_refused_in_constant_memory(tmp_path):
+    # 64 MiB of zeros after a valid 8 kB volume: ~64 kB on disk. nibabel alone would read the 8 kB and stop.
+    path = write_nifti(tmp_path / "bomb.nii", sphere_volume((16, 16, 8)))
+    bomb = tmp_path / "bomb.nii.gz"
+    bomb.write_bytes(gzip.compress(path.read_bytes() + bytes(64 * 2**20)))
+    tracemalloc.start()
+    with pytest.raises(VolumeTooLargeError, match=r"inflates to more than the limit of 16\.0 MiB"):
+        load_volume(bomb, max_decompressed_bytes=16 * 2**20)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 8 * 2**20  # a few 1 MiB chunks, not the 64 MiB it inflates to
+    assert load_volume(bomb).shape == (16, 16, 8)  # without a cap: the declared data, in constant memory too
+
+
+def test_a_corrupt_gzip_stream_is_refused_even_when_it_inflates_to_plausible_voxels(tmp_path):
+    data = np.random.default_rng(0).integers(0, 4000, (40, 40, 40)).astype(np.int16)
+    stream = bytearray(gzip.compress(nib.Nifti1Image(data, np.eye(4)).to_bytes()))
+    stream[len(stream) * 3 // 4 : len(stream) * 3 // 4 + 64] = bytes(64)
+    path = tmp_path / "corrupt.nii.gz"
+    path.write_bytes(bytes(stream))
+    with pytest.raises(UnreadableVolumeError, match="truncated or corrupt"):
+        load_volume(path)
+
+
+@pytest.mark.parametrize(
+    ("dims", "error", "message"),
+    [
+        ((3, 24, -5, 16), UnreadableVolumeError, "negative dimension"),
+        ((3, 2**40, 2**40, 2**40), VolumeTooLargeError, "more than the limit"),  # overflows int64 when multiplied
+    ],
+)
+def test_dimensions_are_checked_without_integer_overflow(tmp_path, dims, error, message):
+    header = nib.Nifti2Header()
+    header.set_data_shape((4, 4, 4))
+    raw = bytearray(header.binaryblock + bytes(4) + bytes(256))
+    raw[16 : 16 + 8 * len(dims)] = np.array(dims, dtype="<i8").tobytes()
+    path = tmp_path / "dims.nii"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(error, match=message):
+        load_volume(path, max_voxels=10**6)
