@@ -23,9 +23,7 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,6 +35,7 @@ from typing import Any
 import httpx
 import nibabel as nib
 import numpy as np
+from service import start_server  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "models" / "unet3d-brain-tissue"
@@ -65,34 +64,6 @@ def mask_digest(payload: bytes) -> str:
     """SHA-256 of the mask's voxels (the gzip bytes may legitimately differ)."""
     image = nib.Nifti1Image.from_bytes(gzip.decompress(payload))
     return hashlib.sha256(np.asanyarray(image.dataobj).tobytes()).hexdigest()
-
-
-def start_server(model: Path, workdir: Path, max_concurrency: int, queue_size: int) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    (workdir / "tmp").mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNET3D_")}
-    env.update(
-        UNET3D_MODEL=str(model), UNET3D_MAX_CONCURRENCY=str(max_concurrency), UNET3D_QUEUE_SIZE=str(queue_size),
-        HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", GRADIO_ANALYTICS_ENABLED="False",
-        GRADIO_TEMP_DIR=str(workdir / "gradio"), TMPDIR=str(workdir / "tmp"),
-    )  # fmt: skip
-    argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
-    with (workdir / "server.log").open("wb") as log:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError((workdir / "server.log").read_text())
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the server did not answer /health within 120 s")
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -195,7 +166,9 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="unet3d-load-"))
     payloads = crops(args.volume, args.size, args.inputs)
-    process, url = start_server(args.model, workdir, args.max_concurrency, args.queue_size)
+    process, url = start_server(
+        args.model, workdir, max_concurrency=args.max_concurrency, queue_size=args.queue_size, own_tmpdir=True
+    )
     try:
         with httpx.Client(base_url=url, timeout=600) as session:
             alone = [predict(session, payload, i) for i, payload in enumerate(payloads)]

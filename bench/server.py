@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from service import start_server  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from api.callbacks import ReviewCallbacks, ViewInputs  # noqa: E402
 from api.review import default_window, start_review  # noqa: E402
 from unet3d import Segmenter  # noqa: E402
@@ -48,31 +48,6 @@ def library_run(segmenter: Segmenter, volume: Path, out: Path) -> tuple[float, A
     prediction = segmenter.predict(volume)
     prediction.save(out)
     return time.perf_counter() - started, prediction
-
-
-def start_server(model: Path, queue_size: int, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNET3D_")}
-    env.update(
-        UNET3D_MODEL=str(model), UNET3D_MAX_CONCURRENCY="1", UNET3D_QUEUE_SIZE=str(queue_size), HF_HUB_OFFLINE="1",
-        HF_HUB_DISABLE_TELEMETRY="1", GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(workdir / "gradio"),
-    )  # fmt: skip
-    log = (workdir / "server.log").open("wb")
-    argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError((workdir / "server.log").read_text())
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise RuntimeError("server did not start")
 
 
 def post_volume(url: str, payload: bytes, name: str) -> tuple[float, httpx.Response]:
@@ -143,7 +118,7 @@ def main() -> None:
 
     segmenter = Segmenter.from_pretrained(args.model)
     library_mask = workdir / "library_mask.nii.gz"
-    process, url = start_server(args.model, args.clients, workdir)
+    process, url = start_server(args.model, workdir, queue_size=args.clients)
     try:
         # Warm-up both (first-call allocations, oneDNN kernel choice), then alternate: the machine is shared.
         library_run(segmenter, args.volume, library_mask)
