@@ -182,9 +182,9 @@ def volume_from_array(data: np.ndarray, affine: np.ndarray | None = None, *, nam
     array = np.asarray(data)
     if array.ndim != 3:
         raise InvalidVolumeError(f"expected a 3D array (I, J, K), got shape {array.shape}")
-    image = nib.Nifti1Image(array.astype(np.float32), np.eye(4) if affine is None else np.asarray(affine))
-    check_header(image.header, max_voxels=None, max_decompressed_bytes=None)
     values = array.astype(np.float32)
+    image = nib.Nifti1Image(values, np.eye(4) if affine is None else np.asarray(affine))
+    check_header(image.header, max_voxels=None, max_decompressed_bytes=None)
     if not np.isfinite(values).all():
         raise InvalidVolumeError("the array holds NaN or infinite values: replace them and retry")
     return Volume(values, image.affine.copy(), image.header.copy(), array.shape, name)

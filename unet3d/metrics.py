@@ -50,12 +50,6 @@ def hd95(pred: np.ndarray, target: np.ndarray, cls: int, spacing_mm: tuple[float
     return float(np.percentile(distances, 95))
 
 
-def class_volumes_ml(mask: np.ndarray, num_classes: int, voxel_volume_ml: float) -> list[float]:
-    """Volume (mL) of each class index 0..num_classes-1."""
-    counts = np.bincount(mask.reshape(-1), minlength=num_classes)[:num_classes]
-    return [float(c) * voxel_volume_ml for c in counts]
-
-
 def evaluate(
     pred: np.ndarray,
     target: np.ndarray,
