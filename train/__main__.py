@@ -14,6 +14,8 @@ from unet3d.hub import push_model
 
 from .config import ConfigError, load_config
 from .data import DatasetError
+from .report import ComparisonError
+from .trainer import CheckpointError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,6 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--limit", type=int, default=None, help="only the first N cases")
     ev.add_argument("--update-card", action="store_true", help="store the measured metrics in the model's model.yaml")
+    ev.add_argument(
+        "--compare",
+        metavar="MODEL_DIR",
+        help="compare per-class Dice with this model's card (e.g. models/unet3d-brain-tissue); exit 1 beyond tolerance",
+    )
+    ev.add_argument("--tolerance", type=float, default=0.01, help="largest Dice difference --compare accepts")
 
     search = sub.add_parser("search", help="Optuna hyper-parameter search")
     search.add_argument("--config", required=True, type=Path)
@@ -58,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)
-    except (ConfigError, DatasetError, Unet3dError, FileNotFoundError) as e:
+    except (ConfigError, DatasetError, CheckpointError, ComparisonError, Unet3dError, FileNotFoundError) as e:
         print(f"train: error: {e}", file=sys.stderr)
         return 1
 
@@ -91,8 +99,19 @@ def _run(args: argparse.Namespace) -> int:
             device=args.device,
             limit=args.limit,
             update_card=args.update_card,
+            compare=args.compare,
+            tolerance=args.tolerance,
         )
-        print(json.dumps({"mean": report["mean"], "mean_dice": report["mean_dice"]}))
+        summary = {"mean": report["mean"], "mean_dice": report["mean_dice"]}
+        comparison = report.get("comparison")
+        print(json.dumps(summary | ({"comparison": comparison} if comparison else {})))
+        if comparison and not comparison["within_tolerance"]:
+            print(
+                f"train: per-class Dice differs from {args.compare} by more than {args.tolerance}: "
+                + ", ".join(f"{name} {c['difference']:+.4f}" for name, c in comparison["classes"].items()),
+                file=sys.stderr,
+            )
+            return 1
     elif args.command == "search":
         from .search import search
 

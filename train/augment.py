@@ -53,6 +53,15 @@ class PatchSampler:
         self.device_generator = torch.Generator(device=device).manual_seed(seed + 1)
         self.offsets = _offset_grid(patch_size, device)
 
+    def get_state(self) -> torch.Tensor:
+        """Both generators' states as one uint8 tensor (checkpointed, so a resumed run draws what it would have)."""
+        return torch.cat([self.generator.get_state(), self.device_generator.get_state()])
+
+    def set_state(self, state: torch.Tensor) -> None:
+        size = self.generator.get_state().numel()
+        self.generator.set_state(state[:size].clone())
+        self.device_generator.set_state(state[size:].clone())
+
     def uniform(self, low: float = 0.0, high: float = 1.0, size: tuple[int, ...] = ()) -> torch.Tensor:
         return low + (high - low) * torch.rand(size, generator=self.generator)
 

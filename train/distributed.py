@@ -29,6 +29,15 @@ class Distributed:
         dist.broadcast(tensor, src=0)
         return bool(tensor.item())
 
+    def gather(self, tensor: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+        """Every rank's copy of a same-shaped tensor, in rank order (on the CPU)."""
+        if not self.active:
+            return [tensor.cpu()]
+        local = tensor.to(device)
+        gathered = [torch.empty_like(local) for _ in range(self.world)]
+        dist.all_gather(gathered, local)
+        return [t.cpu() for t in gathered]
+
     def close(self) -> None:
         if self.active and dist.is_initialized():
             dist.destroy_process_group()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import platform
 from pathlib import Path
@@ -13,7 +14,7 @@ import yaml
 
 from .config import TrainConfig
 from .export import export_model, write_card
-from .report import evaluate_model
+from .report import compare_with_reference, evaluate_model
 from .trainer import Trainer, build_card
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ def fit_and_export(
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
+        "steps_run": result.steps_run,
+        "time_limited": result.time_limited,
         "minutes": round(result.seconds / 60, 2),
         "device": str(trainer.device) + (f" ({torch.cuda.get_device_name()})" if trainer.device.type == "cuda" else ""),
         "torch": str(torch.__version__),
@@ -65,9 +68,15 @@ def evaluate_and_record(
     device: str = "auto",
     limit: int | None = None,
     update_card: bool = False,
+    compare: str | Path | None = None,
+    tolerance: float = 0.01,
 ) -> dict[str, Any]:
-    """Write the evaluation report; with `update_card`, store its means in the model's model.yaml."""
+    """Write the evaluation report; with `update_card`, store its means in the model's model.yaml; with
+    `compare`, add how far its per-class Dice lies from a reference model's card (report["comparison"])."""
     report = evaluate_model(model, data, out, split=split, device=device, limit=limit)
+    if compare is not None:
+        report["comparison"] = compare_with_reference(report, compare, tolerance=tolerance)
+        (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     if update_card:
         directory = Path(model)
         card = yaml.safe_load((directory / "model.yaml").read_text(encoding="utf-8"))

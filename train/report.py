@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from matplotlib.figure import Figure
 
 from unet3d import Segmenter
@@ -71,6 +72,50 @@ def evaluate_model(
     _plot_grid(views, card, out / "predictions.png", errors=False)
     _plot_grid(views, card, out / "error_overlays.png", errors=True)
     return report
+
+
+class ComparisonError(ValueError):
+    """`--compare` cannot line the two evaluations up (the message says what is missing)."""
+
+
+def compare_with_reference(report: dict[str, Any], reference: str | Path, *, tolerance: float) -> dict[str, Any]:
+    """Mean Dice per class against a reference model's card, over the cases both were measured on.
+
+    The reference is a model directory whose model.yaml holds `metrics.<split>.per_case_dice` (written by
+    `train evaluate --update-card`); `within_tolerance` is true when no class differs by more than `tolerance`.
+    """
+    path = Path(reference) / "model.yaml"
+    if not path.is_file():
+        raise ComparisonError(f"{path} not found: --compare takes a model directory with a model.yaml")
+    split = report["dataset"]["split"]
+    measured = (yaml.safe_load(path.read_text(encoding="utf-8")).get("metrics") or {}).get(split)
+    if not measured or "per_case_dice" not in measured:
+        raise ComparisonError(
+            f"{path} has no per-case Dice for the {split} split: measure it with "
+            f"`python -m train evaluate --model {reference} --data DIR --out DIR --split {split} --update-card`"
+        )
+    if measured["measured_on"]["name"] != report["dataset"]["name"]:
+        raise ComparisonError(
+            f"the reference was measured on {measured['measured_on']['name']!r}, this evaluation on "
+            f"{report['dataset']['name']!r}: compare on the same dataset"
+        )
+    ours = {row["case"]: {c["name"]: c["dice"] for c in row["classes"][1:]} for row in report["cases"]}
+    theirs = measured["per_case_dice"]
+    common = [case for case in ours if case in theirs]
+    if not common:
+        raise ComparisonError(f"no case of this evaluation appears in {path}'s per-case Dice")
+    classes = {}
+    for name in report["mean"]:
+        this = float(np.mean([ours[case][name] for case in common]))
+        that = float(np.mean([theirs[case][name] for case in common]))
+        classes[name] = {"reference": round(that, 4), "this": round(this, 4), "difference": round(this - that, 4)}
+    return {
+        "reference": str(reference),
+        "cases": common,
+        "tolerance": tolerance,
+        "classes": classes,
+        "within_tolerance": all(abs(c["difference"]) <= tolerance for c in classes.values()),
+    }
 
 
 def _summarise(

@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 CHECKPOINT = "last_checkpoint.pt"
 
 
+class CheckpointError(ValueError):
+    """`--resume` found a checkpoint it cannot continue from (the message says what to do)."""
+
+
 @dataclass
 class FitResult:
     model: UNet3D
@@ -44,6 +48,9 @@ class FitResult:
     best_epoch: int
     epochs_run: int
     stopped_early: bool
+    steps_run: int = 0
+    # True when the time limit shortened the learning-rate schedule: such a run depends on the hardware's speed.
+    time_limited: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -99,6 +106,7 @@ class Trainer:
         self.epoch = 0
         self.best: dict[str, Any] = {"score": -math.inf, "epoch": -1, "metrics": {}, "state": None}
         self.bad_epochs = 0
+        self.time_limited = False
         self.history: list[dict[str, float]] = []
         self.started = time.perf_counter()
 
@@ -107,9 +115,9 @@ class Trainer:
     ) -> FitResult:
         config = self.config
         started = self.started = time.perf_counter()
-        if resume:
-            self._load_checkpoint()
         sampler = self._sampler()
+        if resume:
+            self._load_checkpoint(sampler)
         validation = cases(config.data.root, "validation")
         if config.data.max_validation_cases:
             validation = validation[: config.data.max_validation_cases]
@@ -131,10 +139,12 @@ class Trainer:
             if config.loop.time_limit_min and time.perf_counter() - started > 60 * config.loop.time_limit_min:
                 logger.info("time limit reached after epoch %d", self.epoch)
                 stop = True
+                self.time_limited = self.time_limited or self.epoch < config.loop.epochs
+            sampler_states = self.dist.gather(sampler.get_state(), self.device)
             if self.dist.is_main:
                 self.history.append(metrics)
                 self._log(metrics)
-                self._save_checkpoint()
+                self._save_checkpoint(sampler_states)
             if self.dist.broadcast_flag(stop, self.device):
                 stopped_early = self.epoch < config.loop.epochs
                 break
@@ -149,6 +159,8 @@ class Trainer:
             best_epoch=int(self.best["epoch"]),
             epochs_run=self.epoch,
             stopped_early=stopped_early,
+            steps_run=self.step,
+            time_limited=self.time_limited,
             history=self.history,
             seconds=time.perf_counter() - started,
         )
@@ -163,7 +175,7 @@ class Trainer:
             self.config.augment,
             clip_percentiles=tuple(data.clip_percentiles),  # type: ignore[arg-type]
             foreground_fraction=data.foreground_fraction,
-            seed=self.config.loop.seed * 1000 + self.dist.rank + self.step,
+            seed=self.config.loop.seed * 1000 + self.dist.rank,
             device=self.device,
         )
 
@@ -178,8 +190,11 @@ class Trainer:
             disable=not (self.show_progress and self.dist.is_main),
         )
         for _ in bar:
+            factor = learning_rate_factor(self.step, total, config, self._elapsed_fraction())
+            if factor < learning_rate_factor(self.step, total, config):
+                self.time_limited = True
             for group in self.optimizer.param_groups:
-                group["lr"] = config.optim.lr * learning_rate_factor(self.step, total, config, self._elapsed_fraction())
+                group["lr"] = config.optim.lr * factor
             images, labels = sampler.sample(config.data.batch_size)
             with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
                 logits = self.wrapped(images)
@@ -249,10 +264,15 @@ class Trainer:
             writer.writerows(self.history)
         logger.info("epoch %d: %s", self.epoch, {k: round(v, 4) for k, v in metrics.items()})
 
-    def _save_checkpoint(self) -> None:
+    def _save_checkpoint(self, sampler_states: list[torch.Tensor]) -> None:
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else torch.empty(0),
+            "sampler_rng": sampler_states,
+            "time_limited": self.time_limited,
             "step": self.step,
             "epoch": self.epoch,
             "bad_epochs": self.bad_epochs,
@@ -266,14 +286,34 @@ class Trainer:
         torch.save(state, tmp)
         tmp.replace(self.out / CHECKPOINT)
 
-    def _load_checkpoint(self) -> None:
+    def _load_checkpoint(self, sampler: PatchSampler) -> None:
+        """Restore weights, optimizer, counters and random streams: the run goes on as if never interrupted."""
         path = self.out / CHECKPOINT
         if not path.exists():
             raise FileNotFoundError(f"no checkpoint to resume from at {path}")
         # Our own file, and still only tensors and plain containers: weights_only=True refuses anything else.
         state = torch.load(path, map_location=self.device, weights_only=True)
+        missing = {"scaler", "rng", "cuda_rng", "sampler_rng", "time_limited"} - state.keys()
+        if missing:
+            raise CheckpointError(
+                f"{path} was written by an older version of train/ (it lacks {', '.join(sorted(missing))}): "
+                "start the run afresh without --resume"
+            )
         self.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"].cpu())
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+        if len(state["sampler_rng"]) == self.dist.world:
+            sampler.set_state(state["sampler_rng"][self.dist.rank].cpu())
+        else:
+            logger.warning(
+                "checkpoint was written by %d processes, this run has %d: augmentation draws start afresh",
+                len(state["sampler_rng"]),
+                self.dist.world,
+            )
+        self.time_limited = state["time_limited"]
         self.step, self.epoch, self.bad_epochs = state["step"], state["epoch"], state["bad_epochs"]
         self.best = {
             "score": state["best_score"],

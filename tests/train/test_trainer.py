@@ -1,9 +1,11 @@
 import csv
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from train.__main__ import main
 from train.optim import learning_rate_factor
@@ -22,6 +24,7 @@ def test_fit_exports_a_model_directory_the_library_loads(tiny_config, spheres, t
     card = segmenter.info()
     assert card["classes"][2]["name"] == "core" and card["training"]["epochs_run"] == 2
     assert "python -m train fit" in card["training"]["command"]
+    assert card["training"]["steps_run"] == 6 and card["training"]["time_limited"] is False
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert {"train_loss", "lr", "dice_shell", "iou_core", "mIoU", "mDice"} <= set(rows[0])
@@ -44,6 +47,63 @@ def test_resume_continues_from_the_last_checkpoint(tiny_config, tmp_path):
     result = resumed.fit(resume=True)
     assert result.epochs_run == 3 and [h["epoch"] for h in result.history] == [1, 2, 3]
     assert resumed.step == 9
+
+
+def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_a_seed_fixes_the_run_bit_for_bit(tiny_config, tmp_path):
+    runs = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        trainer = Trainer(tiny_config(f"loop.seed={seed}"), tmp_path / name, progress=False)
+        result = trainer.fit()
+        runs.append((_weights(trainer), result.history))
+    _assert_same_weights(runs[0][0], runs[1][0])
+    assert runs[0][1] == [{**row} for row in runs[1][1]]
+    assert any(not torch.equal(runs[0][0][k], runs[2][0][k]) for k in runs[0][0])
+
+
+def test_an_interrupted_run_resumes_exactly_where_it_stopped(tiny_config, tmp_path):
+    config = tiny_config("loop.epochs=3", "augment.noise_probability=1.0", "augment.elastic_probability=0.5")
+    whole = Trainer(config, tmp_path / "whole", progress=False)
+    whole.fit()
+    # The first attempt dies after epoch 2 (the callback stands in for a kill between two checkpoints).
+    Trainer(config, tmp_path / "parts", progress=False).fit(epoch_callback=lambda epoch, _: epoch == 2)
+    resumed = Trainer(config, tmp_path / "parts", progress=False)
+    result = resumed.fit(resume=True)
+    assert result.epochs_run == 3 and resumed.step == whole.step
+    _assert_same_weights(_weights(whole), _weights(resumed))
+    assert [row["train_loss"] for row in result.history] == [row["train_loss"] for row in whole.history]
+
+
+def test_a_checkpoint_from_an_older_trainer_is_a_clear_error(tiny_config, spheres, tmp_path, capsys):
+    from helpers import TINY_CONFIG
+
+    trainer = Trainer(tiny_config(), tmp_path / "run", progress=False)
+    trainer.fit()
+    state = torch.load(tmp_path / "run" / "last_checkpoint.pt", weights_only=True)
+    for key in ("rng", "sampler_rng"):
+        del state[key]
+    torch.save(state, tmp_path / "run" / "last_checkpoint.pt")
+    assert main(["fit", "--config", str(TINY_CONFIG), "--out", str(tmp_path / "run"), "--set", f"data.root={spheres}",
+                 "--resume", "--no-progress"]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert "lacks rng, sampler_rng" in err and "start the run afresh without --resume" in err
+
+
+def test_a_time_limit_that_shortens_the_schedule_is_recorded(tiny_config, tmp_path):
+    unlimited = Trainer(tiny_config(), tmp_path / "a", progress=False).fit()
+    assert not unlimited.time_limited and unlimited.steps_run == 6
+    limited = Trainer(tiny_config("loop.epochs=5", "loop.time_limit_min=0.00001"), tmp_path / "b", progress=False)
+    result = limited.fit()
+    assert result.time_limited and result.stopped_early and result.epochs_run == 1
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tiny_config, tmp_path):
@@ -91,6 +151,34 @@ def test_cli_fit_evaluate_round_trip(spheres, tmp_path, capsys):
     mask = Segmenter.from_pretrained(out / "model", device="cpu").predict(image).mask
     reference = np.rint(load_volume(spheres / "labelsTs" / "sphere_test_00.nii.gz").data).astype(np.uint8)
     assert report["cases"][0]["classes"][1]["dice"] == pytest.approx(dice(mask, reference, 1))
+
+
+def test_cli_evaluate_compares_with_a_reference_card(spheres, tmp_path, capsys):
+    from helpers import TINY_CONFIG
+
+    def fit(name: str, *extra: str) -> Path:
+        out = tmp_path / name
+        assert main(["fit", "--config", str(TINY_CONFIG), "--out", str(out), "--set", f"data.root={spheres}",
+                     "--no-progress", *extra]) == 0  # fmt: skip
+        return out / "model"
+
+    def evaluate(model: Path, *extra: str) -> int:
+        return main(["evaluate", "--model", str(model), "--data", str(spheres), "--out", str(tmp_path / "report"),
+                     "--device", "cpu", *extra])  # fmt: skip
+
+    reference, other = fit("reference"), fit("other", "--set", "loop.seed=1")
+    assert evaluate(reference, "--compare", str(reference)) == 1
+    assert "has no per-case Dice for the test split" in capsys.readouterr().err
+    assert evaluate(reference, "--update-card") == 0
+    assert evaluate(reference, "--compare", str(reference), "--tolerance", "0") == 0
+    comparison = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["comparison"]
+    assert comparison["within_tolerance"] and comparison["cases"] == ["sphere_test_00", "sphere_test_01"]
+    assert {c["difference"] for c in comparison["classes"].values()} == {0.0}
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert saved["comparison"] == comparison
+    assert evaluate(other, "--compare", str(reference), "--tolerance", "0") == 1
+    assert f"differs from {reference} by more than 0.0: shell " in capsys.readouterr().err
+    assert evaluate(other, "--compare", str(reference), "--tolerance", "1") == 0
 
 
 def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
