@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Any
+
 from gradio.route_utils import CustomCORSMiddleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .settings import get_settings
@@ -38,8 +38,8 @@ class SettingsCORSMiddleware:
         await self._cors(scope, receive, send)
 
 
-def defer_mounted_cors(app: FastAPI, path: str) -> None:
-    """Drop the CORS middleware of the Gradio app mounted at `path`, so that this app's policy covers it too.
+def defer_mounted_cors(mounted: Any) -> None:
+    """Drop the CORS middleware of a mounted Gradio app, so that this app's policy covers it too.
 
     Gradio 6.31's own CORS middleware answers any Origin with `Access-Control-Allow-Origin: <that origin>` and
     `Access-Control-Allow-Credentials: true` whenever the Host is not localhost, i.e. on every deployment. It only
@@ -47,14 +47,9 @@ def defer_mounted_cors(app: FastAPI, path: str) -> None:
     does not; the mounted app has not built its middleware stack yet, so the entry can still be removed.
 
     Raises:
-        RuntimeError: nothing is mounted at `path`, or Gradio no longer adds that middleware (re-check the hole).
+        RuntimeError: Gradio no longer adds that middleware (re-check the hole).
     """
-    for route in app.routes:
-        if isinstance(route, Mount) and route.path == path:
-            mounted = route.app
-            kept = [m for m in mounted.user_middleware if m.cls is not CustomCORSMiddleware]  # type: ignore[attr-defined]
-            if len(kept) == len(mounted.user_middleware):  # type: ignore[attr-defined]
-                break
-            mounted.user_middleware = kept  # type: ignore[attr-defined]
-            return
-    raise RuntimeError(f"no Gradio CORS middleware found on the app mounted at {path}")
+    kept = [m for m in mounted.user_middleware if m.cls is not CustomCORSMiddleware]
+    if len(kept) == len(mounted.user_middleware):
+        raise RuntimeError("no Gradio CORS middleware found on the mounted UI app")
+    mounted.user_middleware = kept

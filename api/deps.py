@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the settings, the loaded service, and the optional API key check for /v1/*."""
+"""FastAPI dependencies: the settings, the loaded service, and the optional API key check (/v1/* and the UI)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from pydantic import SecretStr
 
 from .errors import AuthenticationError, ModelNotLoadedError
 from .service import SegmentationService
@@ -41,18 +42,24 @@ def presented_key(request: Request) -> str | None:
     return token.strip()
 
 
+def key_matches(given: str | None, key: SecretStr) -> bool:
+    """Whether `given` is the key, in constant time (digests first: compare_digest is constant-time only for equal
+    lengths). Shared by /v1/* (headers) and the UI's login form (password)."""
+    if given is None:
+        return False
+    expected = hashlib.sha256(key.get_secret_value().encode()).digest()
+    return hmac.compare_digest(hashlib.sha256(given.encode()).digest(), expected)
+
+
 def require_api_key(request: Request, settings: SettingsDep) -> None:
-    """When UNET3D_API_KEY is set, refuse requests that do not present it (constant-time comparison).
+    """When UNET3D_API_KEY is set, refuse requests that do not present it.
 
     Raises:
         AuthenticationError: the key is missing or wrong.
     """
     if settings.api_key is None:
         return
-    # Digests first: compare_digest is constant-time only for equal lengths.
-    expected = hashlib.sha256(settings.api_key.get_secret_value().encode()).digest()
-    given = presented_key(request)
-    if given is None or not hmac.compare_digest(hashlib.sha256(given.encode()).digest(), expected):
+    if not key_matches(presented_key(request), settings.api_key):
         raise AuthenticationError(
             "missing or wrong API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'"
         )

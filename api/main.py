@@ -23,7 +23,7 @@ from .metrics import MetricsMiddleware, ServiceMetrics
 from .routes import router, v1
 from .service import SegmentationService
 from .settings import get_settings
-from .ui import UI_PATH, build_ui, mount_ui
+from .ui import UI_PATH, build_ui, mount_ui, require_key_for_ui
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics.queue_depth.set_function(lambda: service.slots.waiting)
     metrics.in_progress.set_function(lambda: service.slots.running)
     _limit_ui_uploads(app.state.blocks, settings.max_upload_bytes)
+    require_key_for_ui(app, app.state.blocks, settings.api_key)
     logger.info("model %s@%s loaded on %s", source.id, source.revision, service.segmenter.device)
     try:
         yield

@@ -12,10 +12,13 @@ from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI
+from pydantic import SecretStr
+from starlette.routing import Mount
 
 from . import panels
 from .callbacks import ReviewCallbacks, SegmentOptions, ViewInputs
 from .cors import defer_mounted_cors
+from .deps import key_matches
 from .review import Review, agreement_table, iou_along_z
 from .service import SegmentationService
 
@@ -241,4 +244,28 @@ def mount_ui(app: FastAPI, blocks: gr.Blocks) -> None:
         css=panels.CSS,
     )
     blocks.has_launched = True
-    defer_mounted_cors(app, UI_PATH)
+    defer_mounted_cors(mounted_app(app))
+
+
+def mounted_app(app: FastAPI) -> Any:
+    """The Gradio app mounted at /ui (a gradio.routes.App).
+
+    Raises:
+        RuntimeError: nothing is mounted there.
+    """
+    for route in app.routes:
+        if isinstance(route, Mount) and route.path == UI_PATH:
+            return route.app
+    raise RuntimeError(f"no app is mounted at {UI_PATH}")
+
+
+def require_key_for_ui(app: FastAPI, blocks: gr.Blocks, api_key: SecretStr | None) -> None:
+    """With UNET3D_API_KEY set, the UI asks for it too, on Gradio's login page (any user name, the key as password).
+
+    Gradio checks its login cookie on every route that runs or reads something (upload, call, queue, file=,
+    config, info); gradio_client logs in with `Client(url, auth=(name, key))`. The key is only known once the
+    settings are read (at startup), after the UI was mounted, hence the late assignment to Gradio's app.
+    """
+    key = api_key
+    mounted_app(app).auth = None if key is None else lambda _username, password: key_matches(password, key)
+    blocks.auth_message = "This unet3d server is protected by its API key: any user name, the key as password."

@@ -12,6 +12,7 @@ from unet3d import UNet3D
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_MODEL = ROOT / "models" / "unet3d-brain-tissue"
 TINY_CONFIG = ROOT / "train" / "configs" / "tiny.yaml"
+STRICT_KEY = "s3cret-key"  # UNET3D_API_KEY of the strict test server (tests/api/conftest.py)
 TINY_CARD = {
     "name": "tiny-test",
     "version": "0.0.1",

@@ -17,9 +17,8 @@ import httpx
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import ROOT, STRICT_KEY
 
-ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_MODEL = ROOT / "models" / "unet3d-brain-tissue"
 EXAMPLE_VOLUME = ROOT / "api" / "examples" / "mni152_t1.nii.gz"
 STARTUP_TIMEOUT_S = 90.0
 QUIET_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -133,7 +132,6 @@ def tiny_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     server.stop()
 
 
-STRICT_KEY = "s3cret-key"
 STRICT_ORIGIN = "https://review.example.org"
 STRICT_SETTINGS = {
     "UNET3D_API_KEY": STRICT_KEY,

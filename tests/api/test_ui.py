@@ -11,6 +11,7 @@ import httpx
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import STRICT_KEY
 
 from api.main import create_app
 
@@ -19,8 +20,8 @@ CLIENT_SCRIPT = textwrap.dedent(
     """
     import json, sys
     from gradio_client import Client, handle_file
-    url, volume, downloads = sys.argv[1:4]
-    client = Client(url, verbose=False, download_files=downloads)
+    url, volume, downloads, *key = sys.argv[1:]
+    client = Client(url, verbose=False, download_files=downloads, auth=("reviewer", key[0]) if key else None)
     api = client.view_api(print_info=False, return_format="dict")
     mask, summary = client.predict(handle_file(volume), api_name="/segment")
     print(json.dumps({"mask": mask, "summary": summary, "endpoints": api["named_endpoints"]}))
@@ -83,12 +84,41 @@ def test_raw_api_call_with_an_uploaded_file_works(tiny_server, nifti):
     assert "scan_mask.nii.gz" in stream
 
 
-def test_gradio_uploads_obey_the_upload_cap(strict_server):
-    assert httpx.get(f"{strict_server.url}/ui/config").json()["max_file_size"] == 0.25 * 2**20
-    too_big = httpx.post(
-        f"{strict_server.url}/ui/gradio_api/upload", files={"files": ("big.nii.gz", b"\x1f\x8b" + b"\x00" * 400_000)}
-    )
-    assert too_big.status_code == 413
+def test_with_an_api_key_the_ui_asks_for_it_and_every_gradio_route_needs_the_login(strict_server, nifti):
+    url, volume = strict_server.url, nifti.encode(nifti.blob())
+    page = httpx.get(f"{url}/ui/").text
+    assert '"auth_required":true' in page and "any user name, the key as password" in page
+    refused = [
+        httpx.get(f"{url}/ui/config"),
+        httpx.get(f"{url}/ui/gradio_api/info"),
+        httpx.post(f"{url}/ui/gradio_api/upload", files={"files": ("t1.nii.gz", volume)}),
+        httpx.post(f"{url}/ui/gradio_api/call/segment", json={"data": [None]}),
+        httpx.get(f"{url}/ui/gradio_api/file=api/examples/mni152_t1.nii.gz"),
+    ]
+    assert [answer.status_code for answer in refused] == [401] * len(refused)
+    for wrong in ("s3cret-ke", "S3CRET-KEY", ""):
+        assert httpx.post(f"{url}/ui/login", data={"username": "reviewer", "password": wrong}).status_code in (400, 422)
+    with httpx.Client(base_url=url) as client:
+        login = client.post("/ui/login", data={"username": "reviewer", "password": STRICT_KEY})
+        assert login.json() == {"success": True}
+        assert client.get("/ui/config").json()["max_file_size"] == 0.25 * 2**20
+        uploaded = client.post("/ui/gradio_api/upload", files={"files": ("t1.nii.gz", volume)})
+        assert uploaded.status_code == 200, uploaded.text
+        too_big = client.post("/ui/gradio_api/upload", files={"files": ("big.nii.gz", b"\x1f\x8b" + b"\x00" * 400_000)})
+        assert too_big.status_code == 413
+
+
+def test_gradio_client_logs_in_with_the_api_key(strict_server, run_until_exit, nifti, tmp_path):
+    volume = tmp_path / "t1.nii.gz"
+    volume.write_bytes(nifti.encode(nifti.blob()))
+    argv = [sys.executable, "-c", CLIENT_SCRIPT, f"{strict_server.url}/ui/", str(volume), str(tmp_path / "dl")]
+    without = run_until_exit({}, argv)
+    assert without.returncode != 0 and "credentials were not provided" in without.stderr
+    finished = run_until_exit({}, [*argv, STRICT_KEY])
+    assert finished.returncode == 0, finished.stderr
+    answer = json.loads(finished.stdout.strip().splitlines()[-1])
+    assert answer["summary"]["filename"] == "t1.nii.gz"
+    assert nib.load(answer["mask"]).shape == nib.load(volume).shape
 
 
 def test_ui_page_is_served_with_analytics_and_run_history_off(tiny_server):

@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import STRICT_KEY
 from PIL import Image
 
 from api.views import CONFUSED, FALSE_NEGATIVE, FALSE_POSITIVE
@@ -152,3 +153,23 @@ def make_reference(page, tmp_path: Path) -> Path:
     reference = tmp_path / "reference.nii.gz"
     nib.save(nib.Nifti1Image(labels, image.affine, image.header), reference)
     return reference
+
+
+def test_a_server_with_an_api_key_opens_the_ui_after_a_login_with_it(strict_server):
+    expect = playwright.expect
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(f"{strict_server.url}/ui/", wait_until="load")
+        expect(page.get_by_text("any user name, the key as password")).to_be_visible(timeout=30_000)
+        expect(page.locator("#segment-btn")).to_have_count(0)
+        page.get_by_label("username").fill("reviewer")
+        page.get_by_label("password").fill("wrong-key")
+        page.get_by_role("button", name="Login").click()
+        expect(page.get_by_text("Incorrect Credentials", exact=False)).to_be_visible(timeout=10_000)
+        page.get_by_label("username").fill("reviewer")  # the form is cleared after a failed attempt
+        page.get_by_label("password").fill(STRICT_KEY)
+        page.get_by_role("button", name="Login").click()
+        expect(page.locator("#segment-btn")).to_be_visible(timeout=30_000)
+        expect(page.locator("#app-header")).to_contain_text("tiny")
+        browser.close()
