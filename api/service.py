@@ -86,9 +86,13 @@ class SegmentationService:
         return PredictOptions(tta=tta, mode=mode, threshold=chosen, probabilities=probabilities)
 
     def check(self, path: Path) -> None:
-        """Validate format, dimensionality, voxel count and decompressed size from the header alone."""
+        """Validate format, dimensionality, voxel count and decompressed size from the header alone (quick: the
+        data itself is verified when `predict` loads it)."""
         inspect_volume(
-            path, max_voxels=self.limits.max_voxels, max_decompressed_bytes=self.limits.max_decompressed_bytes
+            path,
+            max_voxels=self.limits.max_voxels,
+            max_decompressed_bytes=self.limits.max_decompressed_bytes,
+            verify_data=False,
         )
 
     def predict(

@@ -94,12 +94,17 @@ def check_suffix(name: str) -> None:
 
 
 def inspect_volume(
-    path: str | Path, *, max_voxels: int | None = None, max_decompressed_bytes: int | None = None
+    path: str | Path,
+    *,
+    max_voxels: int | None = None,
+    max_decompressed_bytes: int | None = None,
+    verify_data: bool = True,
 ) -> nib.Nifti1Image | nib.Nifti2Image:
-    """Open a NIfTI file lazily and validate its header; no voxel data is kept.
+    """Open a NIfTI file lazily and validate it; no voxel data is kept.
 
     A .gz file is inflated once, in 1 MiB chunks, to check that it holds the data its header declares and that its
-    checksum is right; inflating stops as soon as `max_decompressed_bytes` is passed.
+    checksum is right; inflating stops as soon as `max_decompressed_bytes` is passed. With `verify_data=False` only
+    the header is read (a quick early check: `load_volume` verifies the data when it reads it).
 
     Raises:
         UnsupportedFormatError: the name or the content is not single-file NIfTI-1/NIfTI-2.
@@ -107,7 +112,14 @@ def inspect_volume(
         InvalidVolumeError: wrong dimensionality, empty axes or an unsupported data type.
         VolumeTooLargeError: more voxels or decompressed bytes than the caps allow.
     """
-    path = Path(path)
+    image, _ = _open_checked(Path(path), max_voxels, max_decompressed_bytes, verify_data=verify_data, keep=False)
+    return image
+
+
+def _open_checked(
+    path: Path, max_voxels: int | None, max_decompressed_bytes: int | None, *, verify_data: bool, keep: bool
+) -> tuple[nib.Nifti1Image | nib.Nifti2Image, bytearray | None]:
+    """The lazily opened image and, with `keep`, a .gz file's inflated bytes (see `check_file_size`)."""
     check_suffix(path.name)
     sniff_header(path)
     try:
@@ -119,8 +131,8 @@ def inspect_volume(
     # The data offset lives in the proxy: nibabel zeroes vox_offset in the image's copy of the header.
     offset = int(image.dataobj.offset)  # type: ignore[attr-defined]
     check_header(image.header, offset, max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes)
-    check_file_size(path, image.header, offset, max_decompressed_bytes)
-    return image
+    inflated = check_file_size(path, image.header, offset, max_decompressed_bytes, keep=keep) if verify_data else None
+    return image, inflated
 
 
 def load_volume(
@@ -132,6 +144,8 @@ def load_volume(
 ) -> Volume:
     """Read a .nii/.nii.gz (NIfTI-1 or -2) as float32, validating the header before the data.
 
+    A .gz file is inflated exactly once: the pass that checks its size and checksum keeps the bytes it inflated.
+
     Args:
         path: the file to read.
         max_voxels: refuse volumes with more voxels than this.
@@ -141,11 +155,14 @@ def load_volume(
     Returns:
         The volume in its stored voxel order, never reoriented.
     """
-    image = inspect_volume(path, max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes)
+    image, inflated = _open_checked(Path(path), max_voxels, max_decompressed_bytes, verify_data=True, keep=True)
     header = image.header.copy()
     proxy: Any = image.dataobj  # nibabel's ArrayProxy (typed as ArrayLike)
     try:
-        raw = np.asarray(proxy.get_unscaled())
+        if inflated is None:
+            raw = np.asarray(proxy.get_unscaled())
+        else:  # what nibabel's proxy would read, without inflating the file again (NIfTI stores voxels Fortran-order)
+            raw = np.ndarray(proxy.shape, proxy.dtype, buffer=inflated, offset=int(proxy.offset), order="F")
     except READ_ERRORS as e:
         raise UnreadableVolumeError(f"cannot read the voxel data: {reason_for(e)}; is the file truncated?") from e
     except MemoryError as e:
@@ -153,6 +170,7 @@ def load_volume(
         raise VolumeTooLargeError(f"not enough memory to read a volume of shape {tuple(shape)}") from e
     # nibabel moves scl_slope/scl_inter from the header to the proxy (0 or NaN slope → 1, 0: unscaled).
     data = _to_float32(raw, float(proxy.slope), float(proxy.inter)).reshape(header.get_data_shape()[:3])
+    del raw, inflated  # the float32 copy is all that is kept
     bad = data.size - int(np.count_nonzero(np.isfinite(data)))
     if bad:
         raise InvalidVolumeError(

@@ -84,30 +84,39 @@ def _read_head(path: Path) -> bytes:
         raise UnreadableVolumeError(f"cannot read the NIfTI header: {reason_for(e)}; is the file complete?") from e
 
 
-def check_file_size(path: Path, header: NiftiHeader, offset: int, max_decompressed_bytes: int | None) -> None:
+def check_file_size(
+    path: Path, header: NiftiHeader, offset: int, max_decompressed_bytes: int | None, *, keep: bool = False
+) -> bytearray | None:
     """The file must hold the bytes its header declares; checked before any are allocated.
 
-    A .gz file is inflated once in 1 MiB chunks (constant memory) to measure it. That also verifies its
-    checksum, which nibabel never reaches (it stops after the declared bytes, so a corrupt stream would load
-    as garbage), and refuses a stream that inflates past the cap whatever its header declares.
+    A .gz file is inflated once in 1 MiB chunks to measure it. That also verifies its checksum, which nibabel
+    never reaches (it stops after the declared bytes, so a corrupt stream would load as garbage), and refuses a
+    stream that inflates past the cap whatever its header declares. With `keep`, the declared bytes (header and
+    voxels, not any trailing data) are returned, so the caller reads the voxels without inflating the file again;
+    they grow with the stream, never ahead of it. Returns None for .nii files and without `keep`.
     """
     shape, itemsize = header.get_data_shape(), header.get_data_dtype().itemsize
     needed = offset + math.prod(int(n) for n in shape) * itemsize
     is_gzip = path.name.lower().endswith(".gz")
-    size = _inflated_size(path, max_decompressed_bytes) if is_gzip else path.stat().st_size
+    kept = bytearray() if keep and is_gzip else None
+    size = _inflate(path, max_decompressed_bytes, kept, needed) if is_gzip else path.stat().st_size
     if size < needed:
         what = "inflates to" if is_gzip else "has"
         raise UnreadableVolumeError(
             f"the file is truncated: the header declares {needed} bytes, the file {what} {size}"
         )
+    return kept
 
 
-def _inflated_size(path: Path, limit: int | None) -> int:
-    """Bytes the gzip stream inflates to (checksum verified), refusing it once it passes `limit`."""
+def _inflate(path: Path, limit: int | None, kept: bytearray | None, needed: int) -> int:
+    """Bytes the gzip stream inflates to (checksum verified), refusing it once it passes `limit`; the first
+    `needed` of them are appended to `kept` when one is given."""
     size = 0
     try:
         with gzip.open(path, "rb") as stream:
             while chunk := stream.read(_CHUNK_BYTES):
+                if kept is not None and size < needed:
+                    kept += chunk[: needed - size]
                 size += len(chunk)
                 if limit is not None and size > limit:
                     raise VolumeTooLargeError(

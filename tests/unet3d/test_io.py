@@ -267,6 +267,43 @@ def test_a_stream_inflating_past_the_cap_is_refused_in_constant_memory(tmp_path)
     assert load_volume(bomb).shape == (16, 16, 8)  # without a cap: the declared data, in constant memory too
 
 
+@pytest.mark.parametrize("dtype", ["<u1", "<i2", ">i2", "<f4", ">f8", "<i4"])
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_voxels_read_as_nibabel_reads_them_for_every_byte_order_and_type(tmp_path, dtype, suffix):
+    data = np.random.default_rng(1).integers(0, 200, (9, 7, 5, 1)).astype(dtype)
+    image = nib.Nifti1Image(data, np.eye(4))
+    image.header.set_data_dtype(dtype)
+    image.header.set_slope_inter(0.5, -3.0)
+    path = tmp_path / f"v{suffix}"
+    nib.save(image, path)
+    # Trailing bytes after the image (allowed, ignored): the voxels come from the declared range only.
+    if suffix == ".nii.gz":
+        path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()) + b"trailing"))
+    volume = load_volume(path)
+    expected = nib.load(path).get_fdata()[..., 0]
+    assert volume.data.dtype == np.float32 and volume.stored_shape == (9, 7, 5, 1)
+    assert np.allclose(volume.data, expected, rtol=1e-6)
+
+
+def test_a_gzip_file_is_inflated_once_in_its_own_size_plus_the_float32_result(tmp_path, monkeypatch):
+    raw = np.random.default_rng(0).integers(0, 1000, (96, 96, 96), dtype=np.int16)
+    path = write_nifti(tmp_path / "big.nii.gz", raw)
+    inflated: list[int] = []
+    read = gzip._GzipReader.read  # every gzip read in the process (ours and nibabel's) goes through it
+    monkeypatch.setattr(
+        gzip._GzipReader, "read", lambda self, size=-1: inflated.append(len(out := read(self, size))) or out
+    )
+    tracemalloc.start()
+    volume = load_volume(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # The inflated int16 bytes (0.5×) + the float32 result (1×), as for an uncompressed file.
+    assert peak < 1.9 * volume.data.nbytes
+    # One pass checks size and checksum and keeps the bytes; only the header is read again (by nibabel).
+    assert sum(inflated) < raw.nbytes + 64 * 1024
+    assert np.array_equal(volume.data, raw.astype(np.float32))
+
+
 def test_a_corrupt_gzip_stream_is_refused_even_when_it_inflates_to_plausible_voxels(tmp_path):
     data = np.random.default_rng(0).integers(0, 4000, (40, 40, 40)).astype(np.int16)
     stream = bytearray(gzip.compress(nib.Nifti1Image(data, np.eye(4)).to_bytes()))
