@@ -92,6 +92,8 @@ class Trainer:
         if config.loop.num_threads:
             torch.set_num_threads(config.loop.num_threads)
         torch.manual_seed(config.loop.seed)
+        # Contiguous, also on the CPU: channels-last makes a bf16 step 1.45x faster here, but its bf16 backward
+        # (torch 2.13, oneDNN) trains far worse (tiny spheres: mDice 0.42 vs 0.90; equal in fp32).
         self.model = UNet3D(num_classes=len(config.card.classes), **vars(config.model)).to(self.device)
         self.wrapped: nn.Module = self.model
         if self.dist.active:

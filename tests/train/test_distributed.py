@@ -9,6 +9,8 @@ import torch
 from helpers import ROOT, TINY_CONFIG
 from safetensors.torch import load_file
 
+WORKER = str(Path(__file__).with_name("ddp_worker.py"))
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -24,13 +26,26 @@ def _torchrun(*arguments: str) -> subprocess.CompletedProcess:
 
 
 def test_two_cpu_processes_end_with_identical_weights(spheres, tmp_path):
-    result = _torchrun(str(Path(__file__).with_name("ddp_worker.py")), str(TINY_CONFIG), str(spheres), str(tmp_path))
+    result = _torchrun(WORKER, str(TINY_CONFIG), str(spheres), str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    rank0, rank1 = (load_file(tmp_path / f"whole-rank{rank}.safetensors") for rank in (0, 1))
     assert rank0.keys() == rank1.keys()
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
     assert any(float(v.float().abs().sum()) > 0 for k, v in rank0.items() if "running_mean" in k)
+
+
+@pytest.mark.slow
+def test_a_resumed_two_process_run_ends_with_the_uninterrupted_runs_weights(spheres, tmp_path):
+    for out, stage in ((tmp_path / "straight", "whole"), (tmp_path / "parts", "first-epoch"),
+                       (tmp_path / "parts", "resume")):  # fmt: skip
+        result = _torchrun(WORKER, str(TINY_CONFIG), str(spheres), str(out), stage)
+        assert result.returncode == 0, result.stderr[-3000:]
+    straight = load_file(tmp_path / "straight" / "whole-rank0.safetensors")
+    for rank in (0, 1):
+        resumed = load_file(tmp_path / "parts" / f"resume-rank{rank}.safetensors")
+        for key, value in straight.items():
+            assert torch.equal(value, resumed[key]), (rank, key)
 
 
 @pytest.mark.slow
