@@ -38,13 +38,20 @@ def hosts() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def page(brain_server, hosts):
+def browser():
+    """One headless Chromium for the module (Playwright's sync API allows one driver at a time)."""
     with playwright.sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
-        page.on("request", lambda request: hosts.add(urlparse(request.url).hostname or ""))
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, brain_server, hosts):
+    page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+    page.on("request", lambda request: hosts.add(urlparse(request.url).hostname or ""))
+    yield page
+    page.context.close()
 
 
 def picture(page, selector: str) -> np.ndarray:
@@ -155,21 +162,20 @@ def make_reference(page, tmp_path: Path) -> Path:
     return reference
 
 
-def test_a_server_with_an_api_key_opens_the_ui_after_a_login_with_it(strict_server):
+def test_a_server_with_an_api_key_opens_the_ui_after_a_login_with_it(browser, strict_server):
     expect = playwright.expect
-    with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.goto(f"{strict_server.url}/ui/", wait_until="load")
-        expect(page.get_by_text("any user name, the key as password")).to_be_visible(timeout=30_000)
-        expect(page.locator("#segment-btn")).to_have_count(0)
-        page.get_by_label("username").fill("reviewer")
-        page.get_by_label("password").fill("wrong-key")
-        page.get_by_role("button", name="Login").click()
-        expect(page.get_by_text("Incorrect Credentials", exact=False)).to_be_visible(timeout=10_000)
-        page.get_by_label("username").fill("reviewer")  # the form is cleared after a failed attempt
-        page.get_by_label("password").fill(STRICT_KEY)
-        page.get_by_role("button", name="Login").click()
-        expect(page.locator("#segment-btn")).to_be_visible(timeout=30_000)
-        expect(page.locator("#app-header")).to_contain_text("tiny")
-        browser.close()
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{strict_server.url}/ui/", wait_until="load")
+    expect(page.get_by_text("any user name, the key as password")).to_be_visible(timeout=30_000)
+    expect(page.locator("#segment-btn")).to_have_count(0)
+    page.get_by_label("username").fill("reviewer")
+    page.get_by_label("password").fill("wrong-key")
+    page.get_by_role("button", name="Login").click()
+    expect(page.get_by_text("Incorrect Credentials", exact=False)).to_be_visible(timeout=10_000)
+    page.get_by_label("username").fill("reviewer")  # the form is cleared after a failed attempt
+    page.get_by_label("password").fill(STRICT_KEY)
+    page.get_by_role("button", name="Login").click()
+    expect(page.locator("#segment-btn")).to_be_visible(timeout=30_000)
+    expect(page.locator("#app-header")).to_contain_text("tiny")
+    context.close()
