@@ -172,10 +172,17 @@ def test_header_caps_are_checked_before_any_data_is_read(tmp_path):
         load_volume(path, max_decompressed_bytes=10 * 2**20)
 
 
-@pytest.mark.parametrize("name", ["lie.nii", "lie.nii.gz"])
-def test_a_header_that_promises_missing_data_is_reported_as_truncated(tmp_path, name):
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [
+        ("lie.nii", (200, 200, 200)),
+        ("lie.nii.gz", (200, 200, 200)),
+        ("lie.nii.gz", (10_000, 10_000, 10_000)),  # 4 TB: more than can be reserved for the inflated bytes
+    ],
+)
+def test_a_header_that_promises_missing_data_is_reported_as_truncated(tmp_path, name, shape):
     header = nib.Nifti1Header()
-    header.set_data_shape((200, 200, 200))
+    header.set_data_shape(shape)
     header.set_data_dtype(np.float32)
     header["vox_offset"] = 352
     content = header.binaryblock + b"\0" * 4 + b"\0" * 1000
