@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import copy
+import itertools
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -39,6 +41,20 @@ def prepare_network(model: nn.Module, device: torch.device) -> nn.Module:
     """
     network = fuse_for_inference(model) if isinstance(model, UNet3D) else model.eval()
     return move_network(network, device)
+
+
+def cpu_copy(network: nn.Module) -> nn.Module:
+    """A copy of `network` on the CPU, for one request, leaving the (shared) original where it is.
+
+    The weights go straight to the CPU: a plain deepcopy would first duplicate them on the network's own device,
+    which is the device that has just run out of memory.
+    """
+    memo: dict[int, Any] = {}
+    with torch.inference_mode(False):
+        for tensor in itertools.chain(network.parameters(), network.buffers()):
+            moved = tensor.detach().to("cpu", copy=True)
+            memo[id(tensor)] = nn.Parameter(moved, requires_grad=False) if isinstance(tensor, nn.Parameter) else moved
+        return move_network(copy.deepcopy(network, memo), torch.device("cpu"))
 
 
 def move_network(network: nn.Module, device: torch.device) -> nn.Module:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .device import ResolvedPrecision, default_precision, memory_format_for, move_network
+from .device import ResolvedPrecision, cpu_copy, default_precision, memory_format_for
 from .errors import InferenceError
 from .preprocessing import pad_to_multiple, unpad
 from .windows import SlabAggregator, window_grid
@@ -127,22 +127,21 @@ def run_inference(
 ) -> InferenceOutput:
     """Segment a normalised `(I, J, K)` float32 volume; on out-of-memory, retry with a lighter plan.
 
-    Falls back whole → sliding → batch 1 → CPU, logging each step. A network moved to the CPU goes back to its
-    device afterwards: it is shared, and the next volume may well fit.
+    Falls back whole → sliding → batch 1 → CPU, logging each step. The CPU step runs a CPU copy of the network:
+    the network itself is shared with concurrent requests, which keep running on its device.
     """
-    device = plan.device
-    try:
-        while True:
-            try:
-                return _run(model, volume, plan, progress)
-            except torch.OutOfMemoryError as e:
-                plan = _after_out_of_memory(model, plan, e)
-    finally:
-        if plan.device != device:
-            move_network(model, device)
+    network = model
+    while True:
+        try:
+            return _run(network, volume, plan, progress)
+        except torch.OutOfMemoryError as e:
+            lighter = _after_out_of_memory(plan, e)
+            if lighter.device != plan.device:
+                network = cpu_copy(model)
+            plan = lighter
 
 
-def _after_out_of_memory(model: nn.Module, plan: InferencePlan, error: torch.OutOfMemoryError) -> InferencePlan:
+def _after_out_of_memory(plan: InferencePlan, error: torch.OutOfMemoryError) -> InferencePlan:
     lighter = _lighter_plan(plan)
     if lighter is None:
         raise InferenceError(
@@ -152,8 +151,6 @@ def _after_out_of_memory(model: nn.Module, plan: InferencePlan, error: torch.Out
     logger.warning("out of memory in %s mode on %s; retrying with %s", plan.mode, plan.device, lighter)
     if plan.device.type == "cuda":
         torch.cuda.empty_cache()
-    if lighter.device != plan.device:
-        move_network(model, lighter.device)
     return lighter
 
 

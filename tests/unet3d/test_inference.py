@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from unet3d.device import resolve_device
+from unet3d import UNet3D
+from unet3d.device import cpu_copy, prepare_network, resolve_device
 from unet3d.errors import InferenceError
 from unet3d.inference import InferencePlan, plan_inference, run_inference
 from unet3d.windows import gaussian_weight, window_starts
@@ -170,3 +171,18 @@ def test_unavailable_device_is_a_clear_error():
         resolve_device("cuda")
     with pytest.raises(InferenceError, match="device must be"):
         resolve_device("tpu")
+
+
+def test_the_cpu_fallback_copy_leaves_the_shared_network_untouched():
+    model = prepare_network(UNet3D(in_channels=1, num_classes=3, base_channels=4, depth=2), torch.device("cpu"))
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.inference_mode():  # where run_inference makes it
+        copied = cpu_copy(model)
+        assert torch.equal(copied(x), model(x))
+    shared = {t.untyped_storage().data_ptr() for t in model.state_dict().values()}
+    assert shared.isdisjoint(t.untyped_storage().data_ptr() for t in copied.state_dict().values())
+    for parameter in copied.parameters():
+        parameter.data.mul_(2)  # changing the copy...
+    for key, value in model.state_dict().items():  # ...leaves the original as it was
+        assert torch.equal(value, weights[key]), key

@@ -65,7 +65,7 @@ class OutOfMemoryOnCuda(UNet3D):
         return super().forward(x)
 
 
-def test_out_of_memory_on_every_gpu_plan_finishes_on_the_cpu_and_the_network_returns_to_the_gpu(
+def test_out_of_memory_on_every_gpu_plan_finishes_on_a_cpu_copy_and_the_network_stays_on_the_gpu(
     tiny_model_dir: Path, exact_cuda
 ) -> None:
     source = resolve_source(tiny_model_dir)
@@ -81,7 +81,7 @@ def test_out_of_memory_on_every_gpu_plan_finishes_on_the_cpu_and_the_network_ret
     fallen_back = on_gpu.predict(volume, mode="whole")
     assert (fallen_back.mode, fallen_back.device) == ("sliding", "cpu")
     assert np.array_equal(fallen_back.mask, on_cpu.predict(volume, mode="sliding").mask)
-    assert next(on_gpu.network.parameters()).is_cuda, "the shared network was left on the CPU"
+    assert next(on_gpu.network.parameters()).is_cuda, "the shared network was moved to the CPU"
 
     on_gpu.network.refuse = False  # memory is back: the next volume runs on the GPU again
     again = on_gpu.predict(volume, mode="whole")
