@@ -62,6 +62,11 @@ class InferencePlan:
     threshold: float | None = None
     keep_probabilities: bool = False
 
+    @property
+    def is_stitched(self) -> bool:
+        """Whether probabilities are blended in buffers (a whole pass with plain argmax needs none)."""
+        return self.mode == "sliding" or self.tta or self.keep_probabilities or self.threshold is not None
+
 
 @dataclass
 class InferenceOutput:
@@ -174,7 +179,7 @@ def _run(model: nn.Module, volume: np.ndarray, plan: InferencePlan, progress: Pr
         padded, pads = pad_to_multiple(_pad_to_at_least(volume, grown), multiple)
         pads = _combine_pads(volume.shape, grown, pads)
         patch = plan.patch_size
-    if plan.mode == "whole" and not _needs_probabilities(plan):
+    if not plan.is_stitched:
         return InferenceOutput(np.ascontiguousarray(unpad(_whole_labels(model, padded, plan), pads)), None, plan)
     num_classes = int(getattr(model, "num_classes", 0)) or _probe_classes(model, plan, multiple)
     aggregator = SlabAggregator(padded.shape, patch, num_classes, plan)  # type: ignore[arg-type]
@@ -194,10 +199,6 @@ def _run(model: nn.Module, volume: np.ndarray, plan: InferencePlan, progress: Pr
         probabilities=None if probabilities is None else np.ascontiguousarray(unpad(probabilities, pads)),
         plan=plan,
     )
-
-
-def _needs_probabilities(plan: InferencePlan) -> bool:
-    return plan.tta or plan.keep_probabilities or plan.threshold is not None
 
 
 def _whole_labels(model: nn.Module, padded: np.ndarray, plan: InferencePlan) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import nibabel as nib
 import numpy as np
 
 from .errors import InvalidVolumeError, UnreadableVolumeError, UnsupportedFormatError, VolumeTooLargeError
+from .memory import describe, load_bytes, require_memory
 from .validation import (
     READ_ERRORS,
     NiftiHeader,
@@ -131,8 +133,22 @@ def _open_checked(
     # The data offset lives in the proxy: nibabel zeroes vox_offset in the image's copy of the header.
     offset = int(image.dataobj.offset)  # type: ignore[attr-defined]
     check_header(image.header, offset, max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes)
+    if keep:  # the caller reads the voxels next: refuse now what could not fit, before the kernel kills the process
+        _require_memory_to_read(path, image.header, offset, max_decompressed_bytes)
     inflated = check_file_size(path, image.header, offset, max_decompressed_bytes, keep=keep) if verify_data else None
     return image, inflated
+
+
+def _require_memory_to_read(path: Path, header: NiftiHeader, offset: int, max_decompressed_bytes: int | None) -> None:
+    shape = tuple(int(n) for n in header.get_data_shape()[:3])
+    stored = header.get_data_dtype()
+    try:
+        require_memory(load_bytes(math.prod(shape), stored.itemsize), f"reading {describe(shape)} of {stored}")
+    except VolumeTooLargeError:
+        # A header alone can declare anything: a truncated or corrupt file says so rather than asking for memory.
+        # Streamed without keeping the bytes, so this costs time, not memory, and only on the way to a refusal.
+        check_file_size(path, header, offset, max_decompressed_bytes)
+        raise
 
 
 def load_volume(

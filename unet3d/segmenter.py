@@ -15,7 +15,7 @@ from .card import ModelCard, load_card
 from .device import memory_budget_mb, prepare_network, resolve_device
 from .errors import ParameterError
 from .hub import CARD_NAME, ModelSource, load_unet, resolve_source
-from .inference import MODES, InferencePlan, Mode, Precision, Progress, plan_inference, run_inference
+from .inference import MODES, InferencePlan, Mode, Precision, Progress, plan_inference, run_inference, whole_pass_bytes
 from .io import (
     Volume,
     canonical_orientation,
@@ -25,6 +25,7 @@ from .io import (
     to_canonical,
     volume_from_array,
 )
+from .memory import describe, predict_bytes, require_memory
 from .model import UNet3D
 from .postprocess import postprocess
 from .prediction import Prediction
@@ -138,6 +139,7 @@ class Segmenter:
             threshold=threshold,
             keep_probabilities=probabilities or prepared.resampled,
         )
+        self._require_memory(vol, prepared, plan, probabilities=probabilities)
         output = run_inference(self.network, prepared.array, plan, lambda f, _: report("infer", f))
         report("postprocess", 0.0)
         mask, probs = self._restore(output.labels, output.probabilities, prepared, threshold, keep=probabilities)
@@ -188,6 +190,23 @@ class Segmenter:
         if resampled and target is not None:
             array = resize(array, resampled_shape(cropped_shape, spacing, target))
         return _Prepared(np.ascontiguousarray(array), orientation, crop, cropped_shape, resampled)
+
+    def _require_memory(self, volume: Volume, prepared: _Prepared, plan: InferencePlan, *, probabilities: bool) -> None:
+        shape = prepared.array.shape
+        window = plan.patch_size if plan.mode == "sliding" else shape
+        on_host = plan.device.type == "cpu"  # on a GPU the activations live in its own memory
+        activations = whole_pass_bytes(self.network, window, plan.precision, plan.pad_multiple) if on_host else 0.0
+        needed = predict_bytes(
+            volume.data.size,
+            prepared.array.size,
+            self.model.num_classes,
+            activation_bytes=activations,
+            stitch_bytes=_stitch_bytes(shape, window, self.model.num_classes) if plan.is_stitched else 0,
+            resampled=prepared.resampled,
+            probabilities=probabilities,
+        )
+        held = volume.data.nbytes + prepared.array.nbytes
+        require_memory(needed - held, f"segmenting {describe(volume.data.shape)}")
 
     def _restore(
         self,
@@ -253,6 +272,11 @@ class _Reporter:
     def timings(self) -> dict[str, float]:
         self("done", 0.0)
         return {stage: self.elapsed.get(stage, 0.0) for stage in ("load", "preprocess", "infer", "postprocess")}
+
+
+def _stitch_bytes(shape: tuple[int, ...], window: tuple[int, ...], num_classes: int) -> int:
+    """The blending buffers: class sums and weights for one window's depth across the volume (see SlabAggregator)."""
+    return 4 * (num_classes + 1) * min(window[0], shape[0]) * shape[1] * shape[2]
 
 
 def _labels(probabilities: np.ndarray, threshold: float | None) -> np.ndarray:
