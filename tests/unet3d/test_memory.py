@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from helpers import sphere_volume, write_nifti
 
-from unet3d import Segmenter, VolumeTooLargeError, load_volume, memory
+from unet3d import Segmenter, UnreadableVolumeError, VolumeTooLargeError, load_volume, memory
 from unet3d.cli import main
 
 SIDE = 12_000  # 1.7 TB of uint8 voxels: no machine this runs on holds the 8.6 TB that reading it takes
@@ -96,6 +96,13 @@ def test_reading_a_volume_larger_than_memory_fails_before_any_voxel_is_read(huge
     with pytest.raises(VolumeTooLargeError, match=expected):
         load_volume(huge_nifti)
     assert time.perf_counter() - started < 5
+
+
+def test_a_truncated_file_declaring_a_huge_volume_is_called_truncated_not_too_large(huge_nifti):
+    with huge_nifti.open("r+b") as f:
+        f.truncate(352 + 1000)
+    with pytest.raises(UnreadableVolumeError, match="the file is truncated"):
+        load_volume(huge_nifti)
 
 
 def test_the_cli_says_the_volume_does_not_fit_and_exits_1(huge_nifti, tiny_model_dir, tmp_path, capsys):
