@@ -39,7 +39,10 @@ def sniff_header(path: Path) -> None:
     """Refuse what is not single-file NIfTI (text, PNG, DICOM, Analyze 7.5, NIfTI pairs) from its first bytes."""
     head = _read_head(path)
     if len(head) < 348:
-        raise UnreadableVolumeError(f"cannot read the NIfTI header: the file holds only {len(head)} bytes")
+        raise UnreadableVolumeError(
+            f"cannot read the NIfTI header: the file holds only {len(head)} bytes, less than a header: "
+            "is it a complete .nii or .nii.gz volume?"
+        )
     sizes = {int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big")} & {348, 540}
     if not sizes:
         raise UnsupportedFormatError("the file does not start with a NIfTI header: expected a .nii or .nii.gz volume")
@@ -70,7 +73,7 @@ def _read_head(path: Path) -> bytes:
         with handle:
             start = handle.read(2)
             if not start:
-                raise UnreadableVolumeError("the file is empty: upload a .nii or .nii.gz volume")
+                raise UnreadableVolumeError("the file is empty: expected a .nii or .nii.gz volume")
             is_gzip = start == b"\x1f\x8b"
             if path.name.lower().endswith(".gz") != is_gzip:
                 raise UnsupportedFormatError(
@@ -103,7 +106,8 @@ def check_file_size(
     if size < needed:
         what = "inflates to" if is_gzip else "has"
         raise UnreadableVolumeError(
-            f"the file is truncated: the header declares {needed} bytes, the file {what} {size}"
+            f"the file is truncated: the header declares {needed} bytes, the file {what} {size}: "
+            "the copy is incomplete, so copy or export it again"
         )
     return kept
 
@@ -135,7 +139,12 @@ def check_header(
 ) -> None:
     """Dimensionality, axis sizes, data type, the caps (voxels; bytes from `offset` on) and the affine."""
     shape = tuple(int(n) for n in header.get_data_shape())
-    if len(shape) < 3 or (len(shape) > 3 and any(n != 1 for n in shape[3:])):
+    if len(shape) < 3:
+        raise InvalidVolumeError(
+            f"expected a 3D volume, got a {len(shape)}D image of shape {shape}: "
+            "unet3d segments whole volumes, so export the full stack of slices as one 3D NIfTI"
+        )
+    if len(shape) > 3 and any(n != 1 for n in shape[3:]):
         raise InvalidVolumeError(
             f"expected a 3D volume (or 4D with a single frame), got shape {shape}: "
             "split 4D series into one file per frame"
@@ -151,12 +160,16 @@ def check_header(
         raise InvalidVolumeError(f"unsupported voxel type {dtype}: expected integer or floating-point intensities")
     voxels = math.prod(shape[:3])  # Python ints: NIfTI-2 dimensions can overflow int64
     if max_voxels is not None and voxels > max_voxels:
-        raise VolumeTooLargeError(f"volume has {voxels} voxels, more than the limit of {max_voxels}")
+        raise VolumeTooLargeError(
+            f"volume has {voxels} voxels ({'×'.join(map(str, shape[:3]))}), more than the limit of {max_voxels}: "
+            "crop it to the region of interest or downsample it, or raise the limit"
+        )
     decompressed = voxels * dtype.itemsize + offset
     if max_decompressed_bytes is not None and decompressed > max_decompressed_bytes:
         raise VolumeTooLargeError(
             f"volume data is {decompressed / 2**20:.1f} MiB uncompressed, "
-            f"more than the limit of {max_decompressed_bytes / 2**20:.1f} MiB"
+            f"more than the limit of {max_decompressed_bytes / 2**20:.1f} MiB: "
+            "crop it to the region of interest or downsample it, or raise the limit"
         )
     if not np.isfinite(header.get_best_affine()).all() or abs(np.linalg.det(header.get_best_affine()[:3, :3])) < 1e-12:
         raise InvalidVolumeError("the header's voxel-to-world matrix is degenerate: fix pixdim / qform / sform")

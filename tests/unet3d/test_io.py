@@ -166,7 +166,8 @@ def test_header_caps_are_checked_before_any_data_is_read(tmp_path):
     path = tmp_path / "liar.nii.gz"
     with gzip.open(path, "wb") as handle:
         handle.write(header.binaryblock + b"\0" * 4)  # header only: no voxel data at all
-    with pytest.raises(VolumeTooLargeError, match="8000000000 voxels, more than the limit of 1000000"):
+    expected = r"8000000000 voxels \(2000×2000×2000\), more than the limit of 1000000: crop it .* or raise the limit"
+    with pytest.raises(VolumeTooLargeError, match=expected):
         load_volume(path, max_voxels=1_000_000)
     with pytest.raises(VolumeTooLargeError, match="uncompressed"):
         load_volume(path, max_decompressed_bytes=10 * 2**20)
@@ -219,8 +220,8 @@ def test_wrong_suffix_is_refused_before_reading(tmp_path):
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (np.zeros((8, 8), np.float32), "expected a 3D volume"),
-        (np.zeros((8, 8, 8, 2), np.float32), "expected a 3D volume"),
+        (np.zeros((8, 8), np.float32), r"got a 2D image of shape \(8, 8\): .* as one 3D NIfTI"),
+        (np.zeros((8, 8, 8, 2), np.float32), "expected a 3D volume .* split 4D series into one file per frame"),
         (np.zeros((8, 8, 8, 1, 3), np.float32), "expected a 3D volume"),
         (np.zeros((8, 8, 1), np.float32), "too small"),
         (np.zeros((8, 8, 8), np.complex64), "unsupported voxel type complex64"),
