@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Set up .venv with everything the service needs (or, with --dev, what the tests need too). Idempotent.
+# Set up .venv with everything the service needs (with --train, also the training extras; with --dev, everything the
+# tests need too). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requirements=requirements.txt
-if [[ "${1:-}" == "--dev" ]]; then
+if [[ "${1:-}" == "--train" ]]; then
+  requirements=requirements-train.txt
+elif [[ "${1:-}" == "--dev" ]]; then
   requirements=requirements-dev.txt
   if ! command -v chromium >/dev/null 2>&1; then
     # The browser tests drive Debian's Chromium through playwright (never `playwright install`).

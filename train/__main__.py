@@ -12,6 +12,16 @@ from pathlib import Path
 from unet3d import Unet3dError
 from unet3d.hub import push_model
 
+try:  # the service's venv has none of these: say how to get them instead of a traceback
+    import matplotlib  # noqa: F401
+    import nilearn  # noqa: F401
+    import optuna  # noqa: F401
+except ModuleNotFoundError as e:
+    sys.exit(
+        f"python -m train: error: training needs its extras ({e.name} is missing): "
+        "run scripts/setup.sh --train (or pip install -r requirements-train.txt)"
+    )
+
 from .config import ConfigError, load_config
 from .data import DatasetError
 from .report import ComparisonError
