@@ -84,7 +84,10 @@ def resolve_source(source: str | Path, revision: str | None = None, *, token: st
         return _local_source(path, text)
     if text.endswith(".safetensors") or text.startswith((".", "/", "~")) or not _REPO_ID.match(text):
         raise ModelLoadError(f"model path '{text}' does not exist (and is not a Hub repo id like 'owner/name')")
-    return _hub_source(text, revision, token)
+    try:
+        return _hub_source(text, revision, token)
+    except ModelLoadError as e:  # a relative folder path looks like a repo id: say both readings failed
+        raise ModelLoadError(f"{e} (nor is there a folder '{text}' in {Path.cwd()})") from e
 
 
 def _local_source(path: Path, label: str) -> ModelSource:
@@ -118,8 +121,8 @@ def _hub_source(repo_id: str, revision: str | None, token: str | None) -> ModelS
             advice = (
                 f"pre-fetch it with `hf download {repo_id} --revision {revision}` while online"
                 if pinned
-                else "pin a commit sha in UNET3D_MODEL_REVISION and pre-fetch it with "
-                f"`hf download {repo_id} --revision <sha>` while online"
+                else "pin a commit sha in UNET3D_MODEL_REVISION (the CLI's --revision, the API's revision=) and "
+                f"pre-fetch it with `hf download {repo_id} --revision <sha>` while online"
             )
             raise ModelLoadError(
                 f"model '{repo_id}' (revision {revision or 'main'}) is not in the local cache and the Hub is "

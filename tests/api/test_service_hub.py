@@ -52,5 +52,5 @@ def test_service_with_an_uncached_model_offline_fails_to_start_with_the_pin_advi
     env = hub_env(hub.url, tmp_path / "hf-home", offline=True, UNET3D_MODEL="acme/tiny", UNET3D_DEVICE="cpu")
     with pytest.raises(RuntimeError) as failure, uvicorn_service(env, ROOT, timeout=60):
         pass
-    assert "pin a commit sha in UNET3D_MODEL_REVISION and pre-fetch it" in str(failure.value)
+    assert "pin a commit sha in UNET3D_MODEL_REVISION (the CLI's --revision" in str(failure.value)
     assert hub.log == []

@@ -177,10 +177,10 @@ def test_unknown_repo_revision_or_missing_file_give_clear_errors(
     assert f"revision '{'0' * 40}' does not exist in Hub repo 'acme/tiny'" in messages[2]
     assert "has no model.yaml: it is not a unet3d model" in messages[3]
     assert all(r["seconds"] < 5 for r in results), results  # errors, not retries
-
     cli = run(unet3d_command("info", "--model", "acme/missing"), hub_env(hub.url, hf_home), tmp_path)
     assert cli.returncode == 1
     assert cli.stderr.strip().splitlines()[-1].startswith("unet3d: error: Hub repo 'acme/missing' was not found")
+    assert cli.stderr.strip().endswith(f"(nor is there a folder 'acme/missing' in {tmp_path})")
 
 
 def test_hub_going_away_keeps_cached_loads_and_fails_fast_for_the_rest(
@@ -208,7 +208,8 @@ def test_hub_going_away_keeps_cached_loads_and_fails_fast_for_the_rest(
         assert failed["error"] == "ModelLoadError"
         assert "not in the local cache and the Hub is offline or unreachable" in failed["message"]
         assert failed["seconds"] < 2
-    assert "pin a commit sha in UNET3D_MODEL_REVISION and pre-fetch it" in uncached["message"]
+    assert "pin a commit sha in UNET3D_MODEL_REVISION (the CLI's --revision" in uncached["message"]
+    assert "and pre-fetch it with `hf download acme/other --revision <sha>`" in uncached["message"]
     assert f"pre-fetch it with `hf download acme/other --revision {other}` while online" in uncached_pinned["message"]
 
 
