@@ -68,6 +68,11 @@ class SegmentationService:
             precision=settings.precision,
         )
         _apply_card_overrides(segmenter, settings)
+        classes = segmenter.model.num_classes
+        if settings.default_threshold is not None and classes > 2:
+            raise ModelLoadError(
+                f"UNET3D_DEFAULT_THRESHOLD applies to binary models only; this model has {classes} classes: unset it"
+            )
         slots = InferenceSlots(settings.max_concurrency, settings.queue_size, observe_seconds=observe_seconds)
         limits = Limits(settings.max_voxels, settings.max_decompressed_bytes)
         return cls(segmenter, slots, limits, default_threshold=settings.default_threshold)

@@ -26,10 +26,13 @@ TINY_CARD = {
 }
 
 
-def write_tiny_model(directory: Path, *, seed: int = 0, card: dict | None = None, **arguments) -> Path:
-    """A random 3-class UNet3D (base 4, depth 2) with non-trivial BatchNorm statistics, saved as a model dir."""
+def write_tiny_model(
+    directory: Path, *, seed: int = 0, card: dict | None = None, num_classes: int = 3, **arguments
+) -> Path:
+    """A random UNet3D (base 4, depth 2; 3 classes, or 1 sigmoid output for a binary card) with non-trivial
+    BatchNorm statistics, saved as a model dir."""
     torch.manual_seed(seed)
-    model = UNet3D(num_classes=3, base_channels=4, depth=2, **arguments)
+    model = UNet3D(num_classes=num_classes, base_channels=4, depth=2, **arguments)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm3d):
             module.running_mean.uniform_(-0.2, 0.2)
@@ -37,6 +40,12 @@ def write_tiny_model(directory: Path, *, seed: int = 0, card: dict | None = None
     model.save_pretrained(directory)
     (directory / "model.yaml").write_text(yaml.safe_dump(card or TINY_CARD), encoding="utf-8")
     return directory
+
+
+BINARY_CARD = {
+    **TINY_CARD,
+    "classes": [{"name": "background", "color": "#000000"}, {"name": "blob", "color": "#ff0000"}],
+}
 
 
 def sphere_volume(shape=(24, 20, 16), seed: int = 0) -> np.ndarray:

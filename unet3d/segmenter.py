@@ -166,6 +166,11 @@ class Segmenter:
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise ParameterError(f"threshold must be in (0, 1), got {threshold}")
         if self.model.num_classes > 2:
+            if threshold is not None:
+                raise ParameterError(
+                    f"threshold applies to binary models only; this model has {self.model.num_classes} classes and "
+                    "labels each voxel with its most probable class: leave threshold out"
+                )
             return None
         return 0.5 if threshold is None else float(threshold)
 

@@ -166,7 +166,12 @@ def test_predict_returns_422_for_volumes_it_cannot_segment(tiny_server, nifti, d
 
 @pytest.mark.parametrize(
     ("params", "fragment"),
-    [({"mode": "fastest"}, "mode"), ({"threshold": "1.5"}, "threshold"), ({"tta": "maybe"}, "tta")],
+    [
+        ({"mode": "fastest"}, "mode"),
+        ({"threshold": "1.5"}, "threshold"),
+        ({"tta": "maybe"}, "tta"),
+        ({"threshold": "0.5"}, "threshold applies to binary models only; this model has 3 classes"),
+    ],
 )
 def test_predict_returns_422_with_a_string_detail_for_bad_parameters(tiny_server, nifti, params, fragment):
     response = httpx.post(f"{tiny_server.url}/v1/predict", params=params, files=upload(nifti.encode(nifti.blob())))

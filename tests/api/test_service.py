@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import BINARY_CARD, write_tiny_model
 
 from api.service import SegmentationService
 from api.settings import Settings
@@ -37,10 +38,16 @@ def test_pad_multiple_that_does_not_fit_the_network_fails_to_load(tiny_model_dir
         SegmentationService.from_settings(settings_for(tiny_model_dir, pad_multiple=6))
 
 
-def test_default_threshold_fills_in_only_when_the_request_has_none(tiny_model_dir):
-    service = SegmentationService.from_settings(settings_for(tiny_model_dir, default_threshold=0.3))
+def test_default_threshold_fills_in_only_when_the_request_has_none(tmp_path):
+    binary = write_tiny_model(tmp_path / "binary", card=BINARY_CARD, num_classes=1)
+    service = SegmentationService.from_settings(settings_for(binary, default_threshold=0.3))
     assert service.options().threshold == 0.3
     assert service.options(threshold=0.7).threshold == 0.7
+
+
+def test_a_default_threshold_for_a_multi_class_model_stops_the_start(tiny_model_dir):
+    with pytest.raises(ModelLoadError, match=r"UNET3D_DEFAULT_THRESHOLD applies to binary models only; .* 3 classes"):
+        SegmentationService.from_settings(settings_for(tiny_model_dir, default_threshold=0.3))
 
 
 def test_check_refuses_too_many_voxels_before_reading_data(tiny_model_dir, tmp_path, nifti):

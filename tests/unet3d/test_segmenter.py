@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from helpers import TINY_CARD, sphere_volume, write_nifti, write_tiny_model
+from helpers import BINARY_CARD, TINY_CARD, sphere_volume, write_nifti, write_tiny_model
 
 from unet3d import ModelLoadError, Segmenter, load_volume
 from unet3d.errors import CardError, InvalidVolumeError, ParameterError
@@ -94,11 +94,25 @@ def test_crop_to_foreground_keeps_background_outside_the_box(tmp_path):
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"mode": "fast"}, "mode must be one of"), ({"threshold": 2.0}, r"threshold must be in \(0, 1\), got 2.0")],
+    [
+        ({"mode": "fast"}, "mode must be one of"),
+        ({"threshold": 2.0}, r"threshold must be in \(0, 1\), got 2.0"),
+        ({"threshold": 0.5}, "threshold applies to binary models only; this model has 3 classes"),
+    ],
 )
 def test_bad_options_are_parameter_errors(segmenter, volume_path, options, message):
     with pytest.raises(ParameterError, match=message):
         segmenter.predict(volume_path, **options)
+
+
+def test_a_binary_model_thresholds_its_foreground_probability(tmp_path, volume_path):
+    model_dir = write_tiny_model(tmp_path / "binary", card=BINARY_CARD, num_classes=1)
+    segmenter = Segmenter.from_pretrained(model_dir, device="cpu")
+    default, low, high = (segmenter.predict(volume_path, threshold=t) for t in (None, 0.05, 0.95))
+    assert (default.threshold_used, low.threshold_used, high.threshold_used) == (0.5, 0.05, 0.95)
+    assert high.mask.sum() <= default.mask.sum() <= low.mask.sum()
+    assert low.mask.sum() > high.mask.sum()
+    assert set(np.unique(low.mask)) <= {0, 1}
 
 
 def test_constant_volume_is_refused(segmenter):
