@@ -106,17 +106,12 @@ def attach_reference(review: Review, path: Path, *, max_voxels: int | None = Non
     """Load a reference mask on the input's grid and compute per-class Dice/IoU (HD95 left out: it is slow).
 
     Raises:
-        InvalidVolumeError: the mask is on another grid, or holds labels the model does not have.
+        InvalidVolumeError: the mask is on another grid, holds non-integer values, or labels the model lacks.
     """
     reference = load_volume(path, max_voxels=max_voxels)
     _check_same_grid(reference, review)
-    labels = np.rint(reference.data)
-    if labels.min() < 0 or labels.max() >= len(review.classes):
-        raise InvalidVolumeError(
-            f"reference labels must be integers 0..{len(review.classes) - 1} (the model's classes), "
-            f"found {labels.min():g}..{labels.max():g}"
-        )
-    canonical = np.ascontiguousarray(to_canonical(labels.astype(np.uint8), review.orientation))
+    labels = _reference_labels(reference.data, len(review.classes))
+    canonical = np.ascontiguousarray(to_canonical(labels, review.orientation))
     metrics = evaluate(
         review.layers.mask,
         canonical,
@@ -126,6 +121,24 @@ def attach_reference(review: Review, path: Path, *, max_voxels: int | None = Non
         with_hd95=False,
     )
     return replace(review, layers=replace(review.layers, reference=canonical), metrics=metrics)
+
+
+def _reference_labels(data: np.ndarray, num_classes: int) -> np.ndarray:
+    """The reference's labels as uint8; refuses non-integer values (an image, probabilities) and unknown labels."""
+    rounded = np.rint(data)
+    off = data != rounded
+    if off.any():
+        example = float(data.flat[int(np.argmax(off))])
+        raise InvalidVolumeError(
+            f"reference mask holds non-integer values (e.g. {example:g}): upload an integer label mask "
+            f"with labels 0..{num_classes - 1} (the model's classes), such as the downloaded mask"
+        )
+    if rounded.min() < 0 or rounded.max() >= num_classes:
+        raise InvalidVolumeError(
+            f"reference labels must be integers 0..{num_classes - 1} (the model's classes), "
+            f"found {rounded.min():g}..{rounded.max():g}"
+        )
+    return rounded.astype(np.uint8)
 
 
 def _check_same_grid(reference: Volume, review: Review) -> None:
@@ -200,18 +213,28 @@ def intensity_histograms(review: Review, bins: int = HISTOGRAM_BINS) -> pd.DataF
 
 
 def agreement_table(review: Review) -> pd.DataFrame:
-    """Per-class Dice, IoU and volumes against the reference, plus the foreground mean (empty without a reference)."""
+    """Per-class Dice, IoU and volumes against the reference, plus the foreground mean (empty without a reference).
+
+    A class absent from both masks has no Dice or IoU: those cells hold None (shown empty), as does a mean with no
+    foreground class to average.
+    """
     columns = ["class", "Dice", "IoU", "predicted (mL)", "reference (mL)"]
     if review.metrics is None:
         return pd.DataFrame(columns=columns)
     metrics = review.metrics
     rows: list[list[Any]] = [
-        [pretty(c["name"]), round(c["dice"], 4), round(c["iou"], 4), round(c["volume_ml_pred"], 2),
+        [pretty(c["name"]), _rounded(c["dice"], 4), _rounded(c["iou"], 4), round(c["volume_ml_pred"], 2),
          round(c["volume_ml_ref"], 2)]
         for c in metrics["classes"]
     ]  # fmt: skip
-    rows.append(["mean (foreground)", round(metrics["mean_dice"], 4), round(metrics["mean_iou"], 4), None, None])
-    return pd.DataFrame(rows, columns=columns)
+    rows.append(["mean (foreground)", _rounded(metrics["mean_dice"], 4), _rounded(metrics["mean_iou"], 4), None, None])
+    # object columns keep None (no score) as None rather than NaN; Gradio sends null and shows an empty cell
+    return pd.DataFrame(rows, columns=columns, dtype=object)
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    """A score rounded for display; None stays None (a class absent from both masks has no score)."""
+    return None if value is None else round(value, digits)
 
 
 def iou_along_z(review: Review) -> pd.DataFrame | None:

@@ -83,9 +83,7 @@ def evaluate_and_record(
         card.setdefault("metrics", {})[split] = {
             "measured_on": report["dataset"],
             "per_class": report["mean"],
-            "per_case_dice": {
-                case["case"]: {c["name"]: round(c["dice"], 4) for c in case["classes"][1:]} for case in report["cases"]
-            },
+            "per_case_dice": {case["case"]: _dice_per_class(case) for case in report["cases"]},
             "mean_dice": report["mean_dice"],
             "mean_iou": report["mean_iou"],
             "date": dt.date.today().isoformat(),
@@ -93,3 +91,8 @@ def evaluate_and_record(
         }
         write_card(card, directory)
     return report
+
+
+def _dice_per_class(case: dict[str, Any]) -> dict[str, float | None]:
+    """Foreground Dice of one evaluated case, to 4 decimals; None for a class absent from both masks."""
+    return {c["name"]: None if c["dice"] is None else round(c["dice"], 4) for c in case["classes"][1:]}

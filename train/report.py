@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from unet3d import Segmenter
 from unet3d.io import canonical_orientation, canonical_spacing, to_canonical
-from unet3d.metrics import evaluate
+from unet3d.metrics import evaluate, mean_of
 
 from .data import Case, cases, load_pair, read_dataset
 
@@ -81,6 +81,9 @@ class ComparisonError(ValueError):
 def compare_with_reference(report: dict[str, Any], reference: str | Path, *, tolerance: float) -> dict[str, Any]:
     """Mean Dice per class against a reference model's card, over the cases both were measured on.
 
+    A case where a class has no Dice in either evaluation (absent from prediction and reference) is left out of
+    that class's means; a class with no such case left is left out of `classes`.
+
     The reference is a model directory whose model.yaml holds `metrics.<split>.per_case_dice` (written by
     `train evaluate --update-card`); `within_tolerance` is true when no class differs by more than `tolerance`.
     """
@@ -106,8 +109,11 @@ def compare_with_reference(report: dict[str, Any], reference: str | Path, *, tol
         raise ComparisonError(f"no case of this evaluation appears in {path}'s per-case Dice")
     classes = {}
     for name in report["mean"]:
-        this = float(np.mean([ours[case][name] for case in common]))
-        that = float(np.mean([theirs[case][name] for case in common]))
+        # A Dice of None: the class is absent from that case's prediction and reference; such cases say nothing.
+        pairs = [(ours[c][name], theirs[c][name]) for c in common if None not in (ours[c][name], theirs[c][name])]
+        if not pairs:
+            continue
+        this, that = (float(np.mean(values)) for values in zip(*pairs, strict=True))
         classes[name] = {"reference": round(that, 4), "this": round(this, 4), "difference": round(this - that, 4)}
     return {
         "reference": str(reference),
@@ -126,8 +132,7 @@ def _summarise(
         if index == 0:
             continue
         per_class[name] = {
-            metric: round(float(np.mean([r["classes"][index][metric] for r in rows])), 4)
-            for metric in ("dice", "iou", "hd95_mm")
+            metric: _rounded_mean([r["classes"][index][metric] for r in rows]) for metric in ("dice", "iou", "hd95_mm")
         }
     dataset = read_dataset(data)
     return {
@@ -139,19 +144,27 @@ def _summarise(
             "generator": dataset.get("generator"),
         },
         "mean": per_class,
-        "mean_dice": round(float(np.mean([r["mean_dice"] for r in rows])), 4),
-        "mean_iou": round(float(np.mean([r["mean_iou"] for r in rows])), 4),
+        "mean_dice": _rounded_mean([r["mean_dice"] for r in rows]),
+        "mean_iou": _rounded_mean([r["mean_iou"] for r in rows]),
         "seconds_per_case": round(float(np.mean([r["seconds"] for r in rows])), 3),
         "cases": [{k: v for k, v in r.items() if k != "iou_along_last_axis"} for r in rows],
         "iou_along_last_axis": {r["case"]: r["iou_along_last_axis"] for r in rows},
     }
 
 
+def _rounded_mean(values: list[float | None]) -> float | None:
+    """Mean over the cases where the value is defined (None: class absent from both masks), to 4 decimals."""
+    mean = mean_of(values)
+    return None if mean is None else round(mean, 4)
+
+
 def _plot_iou(rows: list[dict[str, Any]], names: list[str], path: Path) -> None:
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     for index, name in enumerate(names[1:], start=1):
-        values = [r["classes"][index]["iou"] for r in rows]
+        values = [iou for r in rows if (iou := r["classes"][index]["iou"]) is not None]
+        if not values:
+            continue
         ax.bar(index, np.mean(values), color=f"C{index}", alpha=0.7, label=name)
         ax.scatter([index] * len(values), values, color="k", s=10, zorder=3)
     ax.set_xticks(range(1, len(names)), names[1:])

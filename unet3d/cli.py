@@ -21,6 +21,7 @@ from .io import load_volume, stem_of
 from .metrics import evaluate
 
 logger = logging.getLogger("unet3d")
+IMAGE_MIN_VALUES, IMAGE_MAX_EQUAL_NEIGHBOURS = 64, 0.5  # `evaluate` calls such a file an image: `_looks_like_an_image`
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,13 +30,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if not args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
-        return int(args.handler(args))
+        code = int(args.handler(args))
+        sys.stdout.flush()  # a reader that went away (`| head`) shows up here, not at interpreter exit
+        return code
     except Unet3dError as e:
         print(f"unet3d: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("unet3d: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _stop_quietly_on_closed_pipe()
+
+
+def _stop_quietly_on_closed_pipe() -> int:
+    """Stdout's reader has gone (`unet3d evaluate a b | head -3`): end without a traceback, as `cat` does."""
+    # Python's recipe (https://docs.python.org/3/library/signal.html#note-on-sigpipe): point stdout at devnull so
+    # that the flush at interpreter exit does not raise a second BrokenPipeError.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + 13  # what the shell reports for a command ended by SIGPIPE (13), like `yes | head`
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -130,6 +144,24 @@ def _bar_updater(bar: Any) -> Callable[[float, str], None]:
 
 def _plan_outputs(inputs: Sequence[str], output: Path) -> list[tuple[Path, Path]]:
     """Pair each input file with its output path (see DESIGN.md: one file → that file, else DIR/<stem>_mask)."""
+    files = _input_files(inputs)
+    is_file_name = not output.is_dir() and output.name.lower().endswith((".nii", ".nii.gz"))
+    if is_file_name and len(files) == 1 and not Path(inputs[0]).is_dir():
+        return [(files[0], output)]
+    several = f"{len(files)} inputs need" if len(files) > 1 else "a folder input needs"
+    if is_file_name:
+        raise _usage(f"-o '{output}' is a file name, but {several} -o to be a folder: pass e.g. -o masks/")
+    if output.exists() and not output.is_dir():
+        raise _usage(f"output '{output}' is a file: several inputs need an output folder")
+    stems = [stem_of(f.name) for f in files]
+    duplicates = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicates:
+        raise _usage(f"several inputs share the name '{duplicates[0]}': their masks would overwrite each other")
+    output.mkdir(parents=True, exist_ok=True)
+    return [(f, output / f"{stem}_mask.nii.gz") for f, stem in zip(files, stems, strict=True)]
+
+
+def _input_files(inputs: Sequence[str]) -> list[Path]:
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
@@ -142,17 +174,7 @@ def _plan_outputs(inputs: Sequence[str], output: Path) -> list[tuple[Path, Path]
             files.append(path)
         else:
             raise _usage(f"input '{item}' does not exist")
-    single = len(files) == 1 and not Path(inputs[0]).is_dir()
-    if single and not output.is_dir() and output.name.lower().endswith((".nii", ".nii.gz")):
-        return [(files[0], output)]
-    if output.exists() and not output.is_dir():
-        raise _usage(f"output '{output}' is a file: several inputs need an output folder")
-    stems = [stem_of(f.name) for f in files]
-    duplicates = sorted({s for s in stems if stems.count(s) > 1})
-    if duplicates:
-        raise _usage(f"several inputs share the name '{duplicates[0]}': their masks would overwrite each other")
-    output.mkdir(parents=True, exist_ok=True)
-    return [(f, output / f"{stem}_mask.nii.gz") for f, stem in zip(files, stems, strict=True)]
+    return files
 
 
 def _usage(message: str) -> Unet3dError:
@@ -166,23 +188,98 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise _usage(
             f"prediction {pred.shape} and reference {ref.shape} are not on the same voxel grid (shape and affine)"
         )
-    p, r = np.rint(pred.data).astype(np.int64), np.rint(ref.data).astype(np.int64)
-    if p.min() < 0 or r.min() < 0:
-        raise _usage("masks must hold non-negative integer labels")
-    num_classes = args.num_classes or int(max(p.max(), r.max())) + 1
-    metrics = evaluate(p, r, num_classes=max(num_classes, 2), spacing_mm=ref.spacing_mm)
+    # An explicit --num-classes also vouches that the files are masks, whatever they look like
+    vouched = args.num_classes is not None
+    p, r = _labels(pred.data, args.prediction, vouched), _labels(ref.data, args.reference, vouched)
+    num_classes = _num_classes(args.num_classes, (p, args.prediction), (r, args.reference))
+    metrics = evaluate(p, r, num_classes=num_classes, spacing_mm=ref.spacing_mm)
     if args.json:
         print(json.dumps(metrics))
-        return 0
+    else:
+        _print_metrics(metrics)
+    return 0
+
+
+def _labels(data: np.ndarray, path: str, vouched: bool) -> np.ndarray:
+    """The labels of a mask that `load_volume` read as float32; refuses what is not a label mask."""
+    rounded = np.rint(data)
+    off = data != rounded
+    if off.any():
+        example = float(data.flat[int(np.argmax(off))])
+        raise _usage(
+            f"{path} holds non-integer values (e.g. {example:g}): expected an integer label mask "
+            "such as `unet3d predict` writes"
+        )
+    if rounded.min() < 0:
+        raise _usage(f"{path} holds negative values (e.g. {rounded.min():g}): labels are 0 (background), 1, 2, ...")
+    labels = rounded.astype(np.int64)
+    if not vouched and _looks_like_an_image(labels):
+        raise _usage(
+            f"{path} looks like an image, not a label mask: {np.unique(labels).size} distinct values and "
+            "neighbouring voxels mostly differ; expected an integer label mask such as `unet3d predict` writes "
+            "(if it is one, e.g. many small labelled objects, pass --num-classes)"
+        )
+    return labels
+
+
+def _looks_like_an_image(labels: np.ndarray) -> bool:
+    """Many distinct values, and most neighbouring voxels differ: intensities, not regions of a few labels."""
+    # A label mask is made of regions: next to a foreground voxel lies mostly the same label (0.89 for the
+    # MNI152 tissue mask along the first axis), while an integer image varies from voxel to voxel (0.09 for the
+    # uint8 MNI152 T1). Few distinct values pass whatever their layout, so that small synthetic masks do.
+    after, before = labels[1:], labels[:-1]
+    touching_foreground = (after != 0) | (before != 0)
+    if not touching_foreground.any():
+        return False
+    if float((after == before)[touching_foreground].mean()) >= IMAGE_MAX_EQUAL_NEIGHBOURS:
+        return False
+    return bool(np.unique(labels).size > IMAGE_MIN_VALUES)
+
+
+def _num_classes(requested: int | None, *masks: tuple[np.ndarray, str]) -> int:
+    """`--num-classes`, or the highest label + 1; at least 2 (background and one class)."""
+    highest, path = max((int(labels.max()), path) for labels, path in masks)
+    if requested is not None and requested <= highest:
+        raise _usage(
+            f"labels up to {highest} are present (in {path}), so --num-classes must be at least {highest + 1}, "
+            f"got {requested}"
+        )
+    return max(requested or highest + 1, 2)
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
     print(f"{'class':<16}{'dice':>8}{'iou':>8}{'hd95 mm':>10}{'pred mL':>10}{'ref mL':>10}")
     for c in metrics["classes"]:
-        hd = c.get("hd95_mm")
         print(
-            f"{c['name']:<16}{c['dice']:>8.4f}{c['iou']:>8.4f}{'' if hd is None else f'{hd:.2f}':>10}"
+            f"{c['name']:<16}{_cell(c['dice'], 8, 4)}{_cell(c['iou'], 8, 4)}{_cell(c.get('hd95_mm', ''), 10, 2)}"
             f"{c['volume_ml_pred']:>10.2f}{c['volume_ml_ref']:>10.2f}"
         )
-    print(f"mean (foreground): dice {metrics['mean_dice']:.4f}  iou {metrics['mean_iou']:.4f}")
-    return 0
+    if metrics["mean_dice"] is None:
+        print("mean (foreground): none, no foreground class is in either mask")
+    else:
+        print(f"mean (foreground): dice {metrics['mean_dice']:.4f}  iou {metrics['mean_iou']:.4f}")
+    absent = [c["name"] for c in metrics["classes"] if c["dice"] is None]
+    if absent:
+        print(f"absent from both masks (no dice, iou or hd95; left out of the means): {', '.join(absent)}")
+    _print_slice_iou(metrics["iou_along_last_axis"])
+
+
+def _print_slice_iou(curves: dict[str, list[float | None]]) -> None:
+    """Per class: in how many slices along the last axis it appears, its worst and median IoU there, and where."""
+    print("\nIoU along the last axis, over the slices where the class is in either mask")
+    print(f"{'class':<16}{'slices':>8}{'min':>8}{'median':>8}{'worst slice':>13}")
+    for name, curve in curves.items():
+        shown = [(v, k) for k, v in enumerate(curve) if v is not None]
+        worst = min(shown, default=(None, "-"))
+        median = float(np.median([v for v, _ in shown])) if shown else None
+        print(f"{name:<16}{f'{len(shown)}/{len(curve)}':>8}{_cell(worst[0], 8, 4)}{_cell(median, 8, 4)}{worst[1]:>13}")
+
+
+def _cell(value: float | str | None, width: int, digits: int) -> str:
+    """A right-aligned table cell: the number rounded, '-' for None (no score), a string as it is."""
+    if value is None:
+        return f"{'-':>{width}}"
+    return f"{value:>{width}}" if isinstance(value, str) else f"{value:>{width}.{digits}f}"
 
 
 def _info(args: argparse.Namespace) -> int:

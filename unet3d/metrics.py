@@ -9,14 +9,18 @@ from scipy import ndimage
 
 
 def dice(pred: np.ndarray, target: np.ndarray, cls: int) -> float:
-    """Dice of one class; 1.0 when the class is absent from both (nothing to get wrong)."""
+    """Dice of one class; 1.0 when the class is absent from both.
+
+    1.0 keeps a per-case average over classes finite (training validation). `evaluate` reports such a class as
+    None instead, and leaves it out of its means: there was nothing to segment, so there is no score.
+    """
     p, t = pred == cls, target == cls
     total = int(p.sum()) + int(t.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(p, t).sum()) / total
 
 
 def iou(pred: np.ndarray, target: np.ndarray, cls: int) -> float:
-    """Intersection over union of one class; 1.0 when absent from both."""
+    """Intersection over union of one class; 1.0 when absent from both (see `dice`)."""
     p, t = pred == cls, target == cls
     union = int(np.logical_or(p, t).sum())
     return 1.0 if union == 0 else int(np.logical_and(p, t).sum()) / union
@@ -35,7 +39,8 @@ def iou_along_axis(pred: np.ndarray, target: np.ndarray, cls: int, axis: int = -
 def hd95(pred: np.ndarray, target: np.ndarray, cls: int, spacing_mm: tuple[float, ...] = (1.0, 1.0, 1.0)) -> float:
     """95th percentile symmetric surface distance (mm) of one class.
 
-    Returns 0.0 when the class is absent from both, and inf when it is absent from exactly one.
+    Returns 0.0 when the class is absent from both (`evaluate` reports None), and inf when it is absent from
+    exactly one.
     """
     p, t = pred == cls, target == cls
     if not p.any() and not t.any():
@@ -61,6 +66,10 @@ def evaluate(
 ) -> dict[str, Any]:
     """Per-class Dice, IoU, HD95 and volumes, plus means over the foreground classes (background excluded).
 
+    A class absent from both masks has no Dice, IoU or HD95: they are None and the means leave it out. The means
+    are None when every foreground class is absent from both. HD95 is also None when only one mask holds the
+    class (its Dice is then 0).
+
     Args:
         pred, target: `(I, J, K)` integer label arrays on the same grid.
         num_classes: classes including background (index 0).
@@ -72,24 +81,38 @@ def evaluate(
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     per_class = []
     for cls in range(num_classes):
-        entry = {
-            "index": cls,
-            "name": names[cls],
-            "dice": dice(pred, target, cls),
-            "iou": iou(pred, target, cls),
-            "volume_ml_pred": float((pred == cls).sum()) * voxel_ml,
-            "volume_ml_ref": float((target == cls).sum()) * voxel_ml,
-        }
-        if with_hd95 and cls > 0:
-            entry["hd95_mm"] = hd95(pred, target, cls, spacing_mm)
-        per_class.append(entry)
+        scores = _class_scores(pred, target, cls, spacing_mm, voxel_ml, with_hd95=with_hd95 and cls > 0)
+        per_class.append({"index": cls, "name": names[cls], **scores})
     foreground = per_class[1:] or per_class
     return {
         "classes": per_class,
-        "mean_dice": float(np.mean([c["dice"] for c in foreground])),
-        "mean_iou": float(np.mean([c["iou"] for c in foreground])),
+        "mean_dice": mean_of([c["dice"] for c in foreground]),
+        "mean_iou": mean_of([c["iou"] for c in foreground]),
         "iou_along_last_axis": {
             names[c]: [None if np.isnan(v) else round(float(v), 6) for v in iou_along_axis(pred, target, c)]
             for c in range(1, num_classes)
         },
     }
+
+
+def _class_scores(
+    pred: np.ndarray, target: np.ndarray, cls: int, spacing_mm: tuple[float, ...], voxel_ml: float, *, with_hd95: bool
+) -> dict[str, Any]:
+    p, t = pred == cls, target == cls
+    is_present = bool(p.any() or t.any())
+    scores: dict[str, Any] = {
+        "dice": dice(pred, target, cls) if is_present else None,
+        "iou": iou(pred, target, cls) if is_present else None,
+        "volume_ml_pred": float(p.sum()) * voxel_ml,
+        "volume_ml_ref": float(t.sum()) * voxel_ml,
+    }
+    if with_hd95:  # undefined (None) unless both masks hold the class: `hd95`'s inf is not JSON
+        both = bool(p.any() and t.any())
+        scores["hd95_mm"] = hd95(pred, target, cls, spacing_mm) if both else None
+    return scores
+
+
+def mean_of(values: list[float | None]) -> float | None:
+    """Mean of the defined values (None = a class absent from both masks); None when none is defined."""
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
+import gradio as gr
 import nibabel as nib
 import numpy as np
 import pytest
@@ -20,7 +22,8 @@ from api.review import (
 )
 from unet3d import Segmenter
 from unet3d.errors import InvalidVolumeError
-from unet3d.io import load_volume
+from unet3d.io import load_volume, to_canonical
+from unet3d.metrics import evaluate
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +66,9 @@ def test_reference_equal_to_the_prediction_gives_perfect_agreement(segmenter, ob
     review = start_review(segmenter.predict(oblique_volume), tmp_path / "work")
     compared = attach_reference(review, review.files[0])
     table = agreement_table(compared)
-    assert list(table["Dice"]) == [1.0] * len(table)
+    # A class the random tiny model never predicts is absent from both masks: no Dice (None), not a perfect one.
+    present = [bool((compared.layers.mask == c.index).any()) for c in compared.classes]
+    assert list(table["Dice"]) == [1.0 if p else None for p in present] + [1.0]
     assert table["class"].iloc[-1] == "mean (foreground)"
     curve = iou_along_z(compared)
     assert curve is not None
@@ -123,3 +128,35 @@ def test_close_removes_the_session_folder(segmenter, oblique_volume, tmp_path):
     review = start_review(segmenter.predict(oblique_volume), tmp_path / "work")
     review.close()
     assert not (tmp_path / "work").exists()
+
+
+def test_class_absent_from_both_masks_has_empty_agreement_cells(segmenter, oblique_volume, tmp_path, nifti):
+    review = start_review(segmenter.predict(oblique_volume), tmp_path / "work")
+    without_core = np.asanyarray(nib.load(review.files[0]).dataobj).copy()
+    without_core[without_core == 2] = 1
+    reference = tmp_path / "reference.nii.gz"
+    reference.write_bytes(nifti.encode(without_core, nifti.oblique_affine()))
+    canonical = to_canonical(without_core, review.orientation)
+    review = replace(review, layers=replace(review.layers, mask=np.ascontiguousarray(canonical)))
+    table = agreement_table(attach_reference(review, reference))
+    core = table[table["class"] == "core"].iloc[0]
+    assert core["Dice"] is None and core["IoU"] is None
+    assert list(table["Dice"])[-1] == 1.0  # the mean covers shell alone
+    payload = gr.Dataframe(interactive=False).postprocess(table).model_dump_json()
+    assert "NaN" not in payload and "nan" not in payload.lower()
+
+
+def test_agreement_mean_is_empty_when_no_foreground_class_is_in_either_mask(segmenter, oblique_volume, tmp_path):
+    review = start_review(segmenter.predict(oblique_volume), tmp_path / "work")
+    empty = np.zeros(review.layers.shape, np.uint8)
+    metrics = evaluate(empty, empty, num_classes=3, class_names=review.class_names, with_hd95=False)
+    table = agreement_table(replace(review, metrics=metrics))
+    assert list(table["Dice"]) == [1.0, None, None, None]
+
+
+def test_reference_with_non_integer_values_is_refused(segmenter, oblique_volume, tmp_path, nifti):
+    review = start_review(segmenter.predict(oblique_volume), tmp_path / "work")
+    path = tmp_path / "probabilities.nii.gz"
+    path.write_bytes(nifti.encode(np.full((24, 20, 16), 0.25, np.float32), nifti.oblique_affine()))
+    with pytest.raises(InvalidVolumeError, match=r"non-integer values \(e\.g\. 0\.25\)"):
+        attach_reference(review, path)

@@ -93,3 +93,113 @@ def test_info_prints_card_and_resolved_source(tiny_model_dir, capsys):
     assert main(["info", "--model", str(tiny_model_dir)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["name"] == "tiny-test" and info["revision"] == "local" and len(info["sha256"]) == 64
+
+
+def _cube_masks(tmp_path):
+    """Reference: a 4³ cube of 1 and a 2³ cube of 2; prediction: the same shifted by one voxel along I."""
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[2:6, 2:6, 2:6] = 1
+    labels[6:8, 6:8, 6:8] = 2
+    gt = write_nifti(tmp_path / "gt.nii.gz", labels)
+    pred = write_nifti(tmp_path / "pred.nii.gz", np.roll(labels, 1, axis=0))
+    return pred, gt
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (np.full((8, 8, 8), 0.5, np.float32), "holds non-integer values (e.g. 0.5): expected an integer label mask"),
+        (np.random.default_rng(0).integers(0, 256, (16, 16, 16)).astype(np.uint8), "looks like an image"),
+        (np.full((8, 8, 8), -1, np.int16), "holds negative values (e.g. -1)"),
+    ],
+    ids=["float-values", "uint8-image", "negative-labels"],
+)
+def test_evaluate_refuses_a_file_that_is_not_a_label_mask_naming_it(tmp_path, data, fragment):
+    image = write_nifti(tmp_path / "t1.nii.gz", data)
+    mask = write_nifti(tmp_path / "mask.nii.gz", np.zeros(data.shape, np.uint8))
+    result = _run("evaluate", str(mask), str(image))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"unet3d: error: {image} ") and result.stderr.count("\n") == 1
+    assert fragment in result.stderr
+
+
+def test_evaluate_takes_an_explicit_num_classes_as_the_word_that_a_file_is_a_mask(tmp_path, capsys):
+    speckles = np.random.default_rng(0).integers(0, 100, (16, 16, 16)).astype(np.uint8)  # many tiny labelled objects
+    mask = write_nifti(tmp_path / "speckles.nii.gz", speckles)
+    assert main(["evaluate", str(mask), str(mask), "--num-classes", "100", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mean_dice"] == 1.0
+
+
+def test_evaluate_accepts_an_int16_mask_with_many_labels_above_255(tmp_path, capsys):
+    labels = np.zeros((30, 30, 4), np.int16)
+    for index, (i, j) in enumerate(np.ndindex(10, 10)):
+        labels[3 * i : 3 * i + 3, 3 * j : 3 * j + 3] = 3 * index  # 100 blocks, labels 0, 3, ..., 297
+    mask = write_nifti(tmp_path / "parcels.nii.gz", labels)
+    assert main(["evaluate", str(mask), str(mask), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert len(metrics["classes"]) == 298 and metrics["mean_dice"] == 1.0
+
+
+def test_evaluate_refuses_num_classes_below_the_highest_label(tmp_path):
+    pred, gt = _cube_masks(tmp_path)
+    result = _run("evaluate", str(pred), str(gt), "--num-classes", "2")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "labels up to 2 are present" in result.stderr and "--num-classes must be at least 3" in result.stderr
+
+
+def test_evaluate_reports_a_class_absent_from_both_masks_without_scores(tmp_path, capsys):
+    pred, gt = _cube_masks(tmp_path)
+    assert main(["evaluate", str(pred), str(gt), "--num-classes", "4", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    absent = metrics["classes"][3]
+    assert (absent["dice"], absent["iou"], absent["hd95_mm"]) == (None, None, None)
+    assert metrics["mean_dice"] == pytest.approx((0.75 + 0.5) / 2)
+    assert main(["evaluate", str(pred), str(gt), "--num-classes", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "nan" not in text.lower() and "None" not in text
+    row = next(line for line in text.splitlines() if line.startswith("class_3"))
+    assert row.split() == ["class_3", "-", "-", "-", "0.00", "0.00"]
+    assert "mean (foreground): dice 0.6250" in text
+    assert "absent from both masks (no dice, iou or hd95; left out of the means): class_3" in text
+
+
+def test_evaluate_text_summarises_iou_along_the_last_axis(tmp_path, capsys):
+    labels = np.zeros((10, 10, 6), np.uint8)
+    labels[2:6, 2:6, 1:5] = 1
+    prediction = labels.copy()
+    prediction[2:4, 2:6, 3] = 0  # slice 3 loses half of the class: IoU 0.5 there, 1.0 elsewhere
+    gt = write_nifti(tmp_path / "gt.nii.gz", labels)
+    pred = write_nifti(tmp_path / "pred.nii.gz", prediction)
+    assert main(["evaluate", str(pred), str(gt)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "IoU along the last axis" in "\n".join(lines)
+    row = next(line for line in lines if line.startswith("class_1") and "/" in line)
+    assert row.split() == ["class_1", "4/6", "0.5000", "1.0000", "3"]
+
+
+def test_evaluate_read_by_a_closed_pipe_exits_quietly(tmp_path):
+    pred, gt = _cube_masks(tmp_path)
+    # The reader is gone before the command writes (`unet3d evaluate ... | head -0`): its output hits a closed pipe.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "unet3d.cli", "evaluate", str(pred), str(gt)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 141
+    assert stderr == ""
+
+
+@pytest.mark.parametrize("several", ["files", "folder"])
+def test_predict_refuses_a_file_name_output_for_several_inputs_before_any_work(tmp_path, several):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    paths = [write_nifti(inputs / name, sphere_volume()) for name in ("a.nii.gz", "b.nii.gz")]
+    sources = [str(p) for p in paths] if several == "files" else [str(inputs)]
+    out = tmp_path / "one.nii.gz"
+    result = _run("predict", *sources, "-o", str(out), "--model", "/no/such/model")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert f"-o '{out}' is a file name, but " in result.stderr and "-o to be a folder" in result.stderr
+    assert not out.exists()

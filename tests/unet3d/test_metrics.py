@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -53,3 +54,29 @@ def test_iou_along_last_axis_is_nan_where_class_absent():
 def test_evaluate_refuses_masks_on_different_grids():
     with pytest.raises(ValueError, match="differs from reference shape"):
         evaluate(np.zeros((4, 4, 4)), np.zeros((4, 4, 5)), num_classes=2)
+
+
+def test_evaluate_gives_no_scores_to_a_class_absent_from_both_masks_and_leaves_it_out_of_the_means():
+    pred, ref = _masks()
+    result = evaluate(pred, ref, num_classes=4)
+    absent = result["classes"][3]
+    assert (absent["dice"], absent["iou"], absent["hd95_mm"]) == (None, None, None)
+    assert absent["volume_ml_pred"] == absent["volume_ml_ref"] == 0.0
+    assert result["mean_dice"] == pytest.approx(np.mean([2 * 48 / 128, 0.0]))
+    assert result["mean_iou"] == pytest.approx(np.mean([48 / 80, 0.0]))
+    assert json.loads(json.dumps(result))["classes"][3]["dice"] is None
+
+
+def test_evaluate_has_no_hd95_for_a_class_in_one_mask_only_so_its_json_is_strict():
+    pred, ref = _masks()
+    one_sided = evaluate(pred, ref, num_classes=3)["classes"][2]
+    assert one_sided["dice"] == 0.0 and one_sided["hd95_mm"] is None
+    json.dumps(evaluate(pred, ref, num_classes=4), allow_nan=False)
+
+
+def test_evaluate_means_are_none_when_no_foreground_class_is_in_either_mask():
+    empty = np.zeros((6, 6, 6), dtype=np.uint8)
+    result = evaluate(empty, empty, num_classes=3)
+    assert result["classes"][0]["dice"] == 1.0
+    assert [c["dice"] for c in result["classes"][1:]] == [None, None]
+    assert result["mean_dice"] is None and result["mean_iou"] is None
