@@ -18,7 +18,7 @@ import pandas as pd
 from unet3d import ClassInfo, Prediction
 from unet3d.errors import InvalidVolumeError
 from unet3d.io import Volume, canonical_orientation, canonical_spacing, load_volume, stem_of, to_canonical
-from unet3d.metrics import evaluate, iou_along_axis
+from unet3d.metrics import evaluate, iou_along_axis, mask_labels
 
 from .views import Layers
 
@@ -125,20 +125,13 @@ def attach_reference(review: Review, path: Path, *, max_voxels: int | None = Non
 
 def _reference_labels(data: np.ndarray, num_classes: int) -> np.ndarray:
     """The reference's labels as uint8; refuses non-integer values (an image, probabilities) and unknown labels."""
-    rounded = np.rint(data)
-    off = data != rounded
-    if off.any():
-        example = float(data.flat[int(np.argmax(off))])
-        raise InvalidVolumeError(
-            f"reference mask holds non-integer values (e.g. {example:g}): upload an integer label mask "
-            f"with labels 0..{num_classes - 1} (the model's classes), such as the downloaded mask"
-        )
-    if rounded.min() < 0 or rounded.max() >= num_classes:
+    labels = mask_labels(data, "the reference mask")
+    if labels.max() >= num_classes:
         raise InvalidVolumeError(
             f"reference labels must be integers 0..{num_classes - 1} (the model's classes), "
-            f"found {rounded.min():g}..{rounded.max():g}"
+            f"found {labels.min()}..{labels.max()}"
         )
-    return rounded.astype(np.uint8)
+    return labels.astype(np.uint8)
 
 
 def _check_same_grid(reference: Volume, review: Review) -> None:

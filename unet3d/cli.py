@@ -18,7 +18,7 @@ from .card import load_card
 from .errors import ParameterError, Unet3dError
 from .hub import default_model, push_model, resolve_source
 from .io import load_volume, stem_of
-from .metrics import evaluate
+from .metrics import evaluate, mask_labels
 
 logger = logging.getLogger("unet3d")
 IMAGE_MIN_VALUES, IMAGE_MAX_EQUAL_NEIGHBOURS = 64, 0.5  # `evaluate` calls such a file an image: `_looks_like_an_image`
@@ -202,17 +202,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _labels(data: np.ndarray, path: str, vouched: bool) -> np.ndarray:
     """The labels of a mask that `load_volume` read as float32; refuses what is not a label mask."""
-    rounded = np.rint(data)
-    off = data != rounded
-    if off.any():
-        example = float(data.flat[int(np.argmax(off))])
-        raise _usage(
-            f"{path} holds non-integer values (e.g. {example:g}): expected an integer label mask "
-            "such as `unet3d predict` writes"
-        )
-    if rounded.min() < 0:
-        raise _usage(f"{path} holds negative values (e.g. {rounded.min():g}): labels are 0 (background), 1, 2, ...")
-    labels = rounded.astype(np.int64)
+    labels = mask_labels(data, path)
     if not vouched and _looks_like_an_image(labels):
         raise _usage(
             f"{path} looks like an image, not a label mask: {np.unique(labels).size} distinct values and "

@@ -7,6 +7,29 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from .errors import InvalidVolumeError
+
+
+def mask_labels(data: np.ndarray, name: str) -> np.ndarray:
+    """The labels of a mask that `load_volume` read as float32, as int64.
+
+    Raises:
+        InvalidVolumeError: non-integer values (an image or probabilities, not a mask) or negative ones.
+    """
+    rounded = np.rint(data)
+    off = data != rounded
+    if off.any():
+        example = float(data.flat[int(np.argmax(off))])
+        raise InvalidVolumeError(
+            f"{name} holds non-integer values (e.g. {example:g}): expected an integer label mask "
+            "such as `unet3d predict` writes"
+        )
+    if rounded.min() < 0:
+        raise InvalidVolumeError(
+            f"{name} holds negative values (e.g. {rounded.min():g}): labels are 0 (background), 1, 2, ..."
+        )
+    return rounded.astype(np.int64)
+
 
 def dice(pred: np.ndarray, target: np.ndarray, cls: int) -> float:
     """Dice of one class; 1.0 when the class is absent from both.
