@@ -1,11 +1,14 @@
 """Gradio callbacks of the review UI: translate component values to `Review` / `views` calls and back.
 
-Only `Unet3dError` (and a full queue) become `gr.Error` messages; anything else is a bug, logged by Gradio.
+Errors a user can fix (a `Unet3dError`, a full queue, a missing input) become `gr.Error` messages through
+`user_error`, which Gradio logs without a traceback; anything else is a bug, logged by Gradio with its traceback.
 Per-user data travels in `gr.State`; the service is reached through a getter, never a module global.
+`ReviewBlocks` gives Gradio's own refusal of a file that was not uploaded the same kind of message.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import time
@@ -19,6 +22,9 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+from gradio.block_function import BlockFunction
+from gradio.exceptions import InvalidPathError
+from gradio.state_holder import SessionState
 from gradio.utils import get_upload_folder
 from PIL import Image
 
@@ -31,6 +37,8 @@ from .review import Review, attach_reference, default_cursor, most_uncertain, st
 from .service import SegmentationService
 from .uploads import display_name
 
+logger = logging.getLogger(__name__)
+
 STAGE_LABELS = {
     "load": "Loading the volume",
     "preprocess": "Preprocessing",
@@ -38,7 +46,7 @@ STAGE_LABELS = {
     "postprocess": "Post-processing",
 }
 NO_VOLUME = "Choose a volume first: upload a .nii or .nii.gz file, or click 'Try the MNI152 example'."
-NOT_UPLOADED = "Only files uploaded through this page can be segmented: upload the volume again."
+NOT_UPLOADED = "Only files uploaded through this page are accepted: upload the file again."
 # Rendered views older than this are deleted from the session folder (Gradio has copied them by then).
 VIEW_FILE_TTL_S = 60.0
 
@@ -65,6 +73,11 @@ class ViewInputs:
     crosshair: bool
 
 
+def user_error(message: str) -> gr.Error:
+    """An error the user can fix: shown in the UI, and no traceback in the server log (Gradio prints one otherwise)."""
+    return gr.Error(message, print_exception=False)
+
+
 def uploaded_path(value: Any) -> Path:
     """The path of a file a user uploaded through Gradio, refusing anything outside Gradio's upload folder.
 
@@ -72,12 +85,29 @@ def uploaded_path(value: Any) -> Path:
         gr.Error: nothing was chosen, or the path is not an upload (a raw API call naming a server file).
     """
     if not value:
-        raise gr.Error(NO_VOLUME)
+        raise user_error(NO_VOLUME)
     raw = value if isinstance(value, str) else getattr(value, "path", None) or ""
     path = Path(raw).resolve()
     if not path.is_relative_to(Path(get_upload_folder()).resolve()) or not path.is_file():
-        raise gr.Error(NOT_UPLOADED)
+        raise user_error(NOT_UPLOADED)
     return path
+
+
+class ReviewBlocks(gr.Blocks):
+    """gr.Blocks whose refusal of a file that was not uploaded tells the caller why.
+
+    Gradio refuses such a path (a raw API call naming /etc/passwd) while preprocessing, with an InvalidPathError that
+    `show_error=False` answers as `{"error": null}` and logs with a full traceback.
+    """
+
+    async def preprocess_data(
+        self, block_fn: BlockFunction, inputs: list[Any], state: SessionState | None, explicit_call: bool = False
+    ) -> Any:
+        try:
+            return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+        except InvalidPathError as e:
+            logger.warning("UI request refused: %s", e)
+            raise user_error(NOT_UPLOADED) from e
 
 
 @contextmanager
@@ -86,9 +116,10 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except Unet3dError as e:
-        raise gr.Error(str(e)) from e
+        logger.info("UI request refused: %s", e)
+        raise user_error(str(e)) from e
     except ServiceBusyError as e:
-        raise gr.Error(f"The server is busy with other segmentations: try again in about {e.retry_after_s} s.") from e
+        raise user_error(f"The server is busy with other segmentations: try again in about {e.retry_after_s} s.") from e
 
 
 class ReviewCallbacks:
@@ -100,7 +131,7 @@ class ReviewCallbacks:
     def service(self) -> SegmentationService:
         service = self._get_service()
         if service is None:
-            raise gr.Error("The model is still loading: try again in a few seconds.")
+            raise user_error("The model is still loading: try again in a few seconds.")
         return service
 
     def segment(
@@ -128,7 +159,7 @@ class ReviewCallbacks:
         """Attach (or, with no file, remove) the reference mask."""
         if review is None:
             if reference:
-                raise gr.Error("Segment a volume first, then upload its reference mask.")
+                raise user_error("Segment a volume first, then upload its reference mask.")
             return None
         if not reference:
             return replace(review, metrics=None, layers=replace(review.layers, reference=None))
@@ -153,10 +184,10 @@ class ReviewCallbacks:
     def jump_target(self, review: Review | None) -> tuple[int, int, int]:
         """Slice indices (axial, coronal, sagittal) of the most uncertain slices."""
         if review is None:
-            raise gr.Error("Segment a volume first.")
+            raise user_error("Segment a volume first.")
         target = most_uncertain(review.layers)
         if target is None:
-            raise gr.Error("No uncertainty map: tick 'Uncertainty map' and segment again.")
+            raise user_error("No uncertainty map: tick 'Uncertainty map' and segment again.")
         return _plane_indices(target)
 
 

@@ -1,7 +1,8 @@
 """The FastAPI application: `create_app()` wires routes, metrics, CORS and the UI; the lifespan loads the model.
 
 Run it with `uvicorn api.main:app` or `unet3d serve`. Importing this module reads no settings and loads no model;
-if the model cannot load at startup, the process logs why and exits non-zero.
+if the settings are invalid or the model cannot load at startup, the process logs why in one line (no traceback) and
+exits non-zero.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from unet3d import __version__
 from unet3d.errors import Unet3dError
@@ -27,11 +29,17 @@ from .ui import UI_PATH, build_ui, mount_ui, require_key_for_ui
 
 logger = logging.getLogger(__name__)
 
+MODEL_SETTINGS_HINT = "check UNET3D_MODEL, UNET3D_MODEL_REVISION and UNET3D_DEVICE, then restart"
+
 DESCRIPTION = (
     "3D segmentation of NIfTI volumes with UNet3D. `POST /v1/predict` returns a JSON summary or the mask "
     "(`return_binary=true`) on the input's exact voxel grid. The review UI lives at "
     f"[{UI_PATH}/]({UI_PATH}/). Research/demo use, not for clinical use."
 )
+
+
+class StartupError(RuntimeError):
+    """Startup cannot succeed for a reason the lifespan has already logged in one line."""
 
 
 @asynccontextmanager
@@ -40,14 +48,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         settings = get_settings()
     except ValidationError as e:
-        logger.critical("unet3d: invalid UNET3D_* settings: %s", e)
-        raise
+        logger.critical("unet3d: invalid UNET3D_* settings (fix them and restart): %s", _describe_settings_error(e))
+        raise StartupError("invalid settings") from e
     metrics: ServiceMetrics = app.state.metrics
     try:
         service = SegmentationService.from_settings(settings, observe_seconds=metrics.observe_inference)
     except Unet3dError as e:  # ModelLoadError, or CardError for an invalid model.yaml
-        logger.critical("unet3d: cannot load the model %r: %s", settings.model, e)
-        raise
+        logger.critical("unet3d: cannot load the model %r: %s; %s", settings.model, e, MODEL_SETTINGS_HINT)
+        raise StartupError("the model cannot load") from e
     app.state.service = service
     source = service.segmenter.source
     metrics.model.info(
@@ -65,6 +73,45 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.slots.shutdown()
 
 
+class OneLineStartupFailure:
+    """ASGI middleware: a `StartupError` fails startup with the lifespan's one logged line, not a traceback.
+
+    Starlette reports any lifespan failure with the formatted traceback as the `lifespan.startup.failed` message, and
+    uvicorn logs that message (starlette/routing.py `Router.lifespan`, uvicorn/lifespan/on.py `LifespanOn.send`).
+    The message is held until the exception says whether it is a `StartupError`; any other failure is a bug and
+    keeps its traceback.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        failure: list[Message] = []
+
+        async def hold_startup_failure(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                failure.append(message)
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, hold_startup_failure)
+        except StartupError:
+            failure[:] = [{"type": "lifespan.startup.failed", "message": ""}]  # the reason is logged already
+            raise
+        finally:
+            for message in failure:
+                await send(message)
+
+
+def _describe_settings_error(error: ValidationError) -> str:
+    # One line, and no input values: pydantic's own text spans lines and echoes every value, secrets included.
+    return "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors())
+
+
 def _limit_ui_uploads(blocks: Any, max_bytes: int) -> None:
     # Gradio reads the cap per upload from the Blocks, and the browser reads it from the config built at mount.
     blocks.max_file_size = max_bytes
@@ -77,6 +124,7 @@ def create_app() -> FastAPI:
     app.state.metrics = ServiceMetrics()
     app.state.service = None
     install_error_handlers(app)
+    app.add_middleware(OneLineStartupFailure)
     app.add_middleware(SettingsCORSMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(router)

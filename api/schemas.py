@@ -10,17 +10,19 @@ from pydantic import BaseModel, ConfigDict, Field
 class ModelRef(BaseModel):
     """Which weights answered."""
 
-    id: str = Field(description="Hub repo id or local path of the model")
+    id: str = Field(description='Hub repo id or local path of the model ("" while no model is loaded)')
     revision: str = Field(description='resolved commit sha for Hub models, "local" for local files')
 
 
 class Health(BaseModel):
     """Liveness and readiness in one answer."""
 
-    status: Literal["ok"] = "ok"
-    model_loaded: bool
-    device: str = Field(description='where inference runs, e.g. "cpu" or "cuda:0"')
-    model: ModelRef
+    status: Literal["ok"] = Field(default="ok", description='always "ok": the process answers (liveness)')
+    model_loaded: bool = Field(
+        description="true once the model is loaded and /v1/* can answer (readiness); false during startup or shutdown"
+    )
+    device: str = Field(description='where inference runs, e.g. "cpu" or "cuda:0"; "none" while no model is loaded')
+    model: ModelRef = Field(description="the loaded weights")
 
 
 class ClassEntry(BaseModel):
@@ -28,8 +30,8 @@ class ClassEntry(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    index: int
-    name: str
+    index: int = Field(description="the class's label value in the mask (0 = background)")
+    name: str = Field(description='class name from model.yaml, e.g. "white matter"')
     color: str = Field(description="display colour, #rrggbb")
 
 
@@ -38,32 +40,32 @@ class ModelInfo(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str
-    version: str
-    classes: list[ClassEntry]
-    id: str
-    revision: str
+    name: str = Field(description="model name from model.yaml")
+    version: str = Field(description="model version from model.yaml")
+    classes: list[ClassEntry] = Field(description="the output classes in label order, background included")
+    id: str = Field(description="Hub repo id or local path of the model")
+    revision: str = Field(description='resolved commit sha for Hub models, "local" for local files')
     sha256: str = Field(description="SHA-256 of model.safetensors")
-    device: str
+    device: str = Field(description='where inference runs, e.g. "cpu" or "cuda:0"')
 
 
 class ClassVolume(BaseModel):
     """Size of one class in the predicted mask."""
 
-    index: int
-    name: str
-    voxels: int
+    index: int = Field(description="the class's label value in the mask (0 = background)")
+    name: str = Field(description="class name from model.yaml")
+    voxels: int = Field(description="number of mask voxels with this label, on the input's voxel grid")
     volume_ml: float = Field(description="voxels × voxel volume, in millilitres")
 
 
 class Timings(BaseModel):
     """Milliseconds per stage; `encode` is 0 unless the mask was written (return_binary=true)."""
 
-    load: float
-    preprocess: float
-    infer: float
-    postprocess: float
-    encode: float
+    load: float = Field(description="reading and decoding the uploaded file, in ms")
+    preprocess: float = Field(description="reorientation, intensity clipping, foreground crop and resampling, in ms")
+    infer: float = Field(description="network passes (whole volume or sliding window, TTA flips) and labelling, in ms")
+    postprocess: float = Field(description="mapping the mask back to the input's voxel grid and cleaning it, in ms")
+    encode: float = Field(description="writing the mask as .nii.gz, in ms; 0 when only the JSON was asked for")
 
 
 class PredictionSummary(BaseModel):
@@ -71,22 +73,30 @@ class PredictionSummary(BaseModel):
 
     filename: str = Field(description="the uploaded file's name (display only)")
     input_shape: list[int] = Field(description="shape stored in the input file, e.g. [197, 233, 189]")
-    padded_shape: list[int] = Field(description="shape the network saw after cropping/resampling and padding")
+    padded_shape: list[int] = Field(
+        description="the grid the network ran on (canonical axis order): after the foreground crop, resampling to "
+        "the model's spacing and padding, e.g. [176, 208, 176] for a 197×233×189 input; the mask is on input_shape"
+    )
     spacing_mm: list[float] = Field(description="voxel size along I, J, K in mm")
     orientation: str = Field(description='axis codes of the voxel axes, e.g. "RAS"')
-    qform_code: int
-    sform_code: int
+    qform_code: int = Field(
+        description="NIfTI qform_code of the input (0 unknown, 1 scanner, 2 aligned, 3 Talairach, 4 MNI); the mask "
+        "keeps it"
+    )
+    sform_code: int = Field(description="NIfTI sform_code of the input (codes as for qform_code); the mask keeps it")
     runtime_ms: float = Field(description="sum of timings_ms")
-    device: str
+    device: str = Field(
+        description='where this prediction ran, e.g. "cpu" or "cuda:0" (after a CUDA out-of-memory fallback: "cpu")'
+    )
     mode: str = Field(description='inference mode that ran: "whole" or "sliding"')
     threshold_used: float | None = Field(description="binary threshold applied; null for multi-class models")
     class_histogram: dict[str, int] = Field(description="voxels per class, keyed by class index as a string")
     classes: list[ClassVolume] = Field(description="one entry per class, background included")
-    model: ModelRef
-    timings_ms: Timings
+    model: ModelRef = Field(description="the weights that made this prediction")
+    timings_ms: Timings = Field(description="time per stage, in ms")
 
 
 class ErrorDetail(BaseModel):
     """Every error answer: what is wrong and what to do."""
 
-    detail: str
+    detail: str = Field(description="what is wrong and what to do, in one sentence")

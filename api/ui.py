@@ -1,7 +1,8 @@
 """The Gradio Blocks review UI (layout and event wiring), mounted into the FastAPI app at /ui.
 
 Named endpoint for gradio_client: `/segment` (a NIfTI file in; the mask file and the summary JSON out).
-Every other event is private. Callbacks live in `api/callbacks.py`, presentation in `api/panels.py`.
+Every other event is private; a file path that was not uploaded through the page is refused with a message.
+Callbacks live in `api/callbacks.py`, presentation in `api/panels.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import SecretStr
 from starlette.routing import Mount
 
 from . import panels
-from .callbacks import ReviewCallbacks, SegmentOptions, ViewInputs
+from .callbacks import ReviewBlocks, ReviewCallbacks, SegmentOptions, ViewInputs
 from .cors import defer_mounted_cors
 from .deps import key_matches
 from .review import Review, agreement_table, iou_along_z
@@ -31,6 +32,12 @@ NIFTI_TYPES = [".nii", ".gz"]
 PLANE_NAMES = ("axial", "coronal", "sagittal")
 PRIVATE: dict[str, Any] = {"api_visibility": "private"}
 QUIET: dict[str, Any] = {**PRIVATE, "show_progress": "hidden", "trigger_mode": "always_last", "concurrency_limit": None}
+# Shown by gradio_client's view_api() and the page's "Use via API" (the callback's docstring also names the state).
+SEGMENT_API: dict[str, Any] = {
+    "api_name": "segment",
+    "api_description": "Segment a NIfTI volume (.nii / .nii.gz): returns the mask (.nii.gz, uint8, on the input's "
+    "voxel grid) and the summary JSON (the fields of POST /v1/predict).",
+}
 
 Parts = dict[str, Any]
 
@@ -38,7 +45,7 @@ Parts = dict[str, Any]
 def build_ui(get_service: Callable[[], SegmentationService | None]) -> gr.Blocks:
     """The review UI; `get_service` returns the loaded service (None until the lifespan has loaded it)."""
     cb = ReviewCallbacks(get_service)
-    with gr.Blocks(title="unet3d · segmentation review", analytics_enabled=False, delete_cache=(900, 3600)) as demo:
+    with ReviewBlocks(title="unet3d · segmentation review", analytics_enabled=False, delete_cache=(900, 3600)) as demo:
         parts: Parts = {
             "options": gr.State(SegmentOptions()),
             "review": gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=_close_review),
@@ -156,7 +163,7 @@ def _wire_segmentation(cb: ReviewCallbacks, p: Parts) -> None:
                    show_progress="minimal", **PRIVATE)  # fmt: skip
 
     options_in = _pick(p, ("uncertainty", "tta", "keep_probs"))
-    segment_after(p["run"].click(_store_options, options_in, p["options"], **PRIVATE), {"api_name": "segment"})
+    segment_after(p["run"].click(_store_options, options_in, p["options"], **PRIVATE), SEGMENT_API)
     loaded = p["example"].click(lambda: str(EXAMPLE_VOLUME), None, p["volume"], **PRIVATE)
     segment_after(loaded.then(_store_options, options_in, p["options"], **PRIVATE), PRIVATE)
 

@@ -99,8 +99,9 @@ def test_segment_turns_library_errors_into_messages(service, upload_folder):
     bogus = upload_folder / "x" / "notes.nii.gz"
     bogus.parent.mkdir()
     bogus.write_text("hello")
-    with pytest.raises(gr.Error, match="not gzip-compressed"):
+    with pytest.raises(gr.Error, match="not gzip-compressed") as refused:
         ReviewCallbacks(lambda: service).segment(str(bogus), SegmentOptions(), None, ProgressRecorder())
+    assert refused.value.print_exception is False  # a user's mistake: no traceback in the server log
 
 
 def test_segment_says_busy_when_the_queue_is_full(service, uploaded_volume):

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -416,6 +417,35 @@ def test_openapi_documents_the_contract(tiny_server):
     assert {"/health", "/v1/model", "/metrics"} <= set(schema["paths"])
     for page in ("/docs", "/redoc"):
         assert httpx.get(f"{tiny_server.url}{page}").status_code == 200
+
+
+def undocumented(node: Any, where: str = "#") -> list[str]:
+    """JSON pointers of the schema properties without a description, anywhere in an OpenAPI document."""
+    if isinstance(node, list):
+        return [found for i, item in enumerate(node) for found in undocumented(item, f"{where}/{i}")]
+    if not isinstance(node, dict):
+        return []
+    properties = node.get("properties")
+    found = [
+        f"{where}/properties/{name}"
+        for name, prop in (properties.items() if isinstance(properties, dict) else ())
+        if not prop.get("description")
+    ]
+    return found + [found for key, value in node.items() for found in undocumented(value, f"{where}/{key}")]
+
+
+def test_undocumented_finds_nested_and_referencing_properties():
+    document = {"a": [{"properties": {"ok": {"description": "x"}, "bare": {"$ref": "#/b"}}}]}
+    assert undocumented(document) == ["#/a/0/properties/bare"]
+
+
+def test_openapi_describes_every_property_and_parameter(tiny_server):
+    schema = httpx.get(f"{tiny_server.url}/openapi.json").json()
+    assert undocumented(schema) == []
+    parameters = [p for path in schema["paths"].values() for op in path.values() for p in op.get("parameters", [])]
+    assert parameters and [p["name"] for p in parameters if not p.get("description")] == []
+    padded = schema["components"]["schemas"]["PredictionSummary"]["properties"]["padded_shape"]["description"]
+    assert "foreground crop" in padded and "[176, 208, 176]" in padded
 
 
 def test_favicon_is_served(tiny_server):

@@ -1,8 +1,10 @@
-"""The Gradio UI over HTTP: gradio_client from another process, the named API, and the file-access hole closed."""
+"""The Gradio UI over HTTP: gradio_client from another process, the named API, the file-access hole closed, and
+what the server log says about errors (user errors: no traceback; bugs: a traceback)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -41,6 +43,13 @@ def file_data(path: str) -> dict:
     return {"path": path, "meta": {"_type": "gradio.FileData"}}
 
 
+def upload(url: str, name: str, content: bytes) -> str:
+    """Upload one file through Gradio's upload route; returns its server path for `file_data`."""
+    uploaded = httpx.post(f"{url}/ui/gradio_api/upload", files={"files": (name, content)})
+    assert uploaded.status_code == 200, uploaded.text
+    return uploaded.json()[0]
+
+
 def test_gradio_client_in_another_process_segments_through_the_segment_endpoint(
     tiny_server, run_until_exit, nifti, tmp_path
 ):
@@ -54,6 +63,7 @@ def test_gradio_client_in_another_process_segments_through_the_segment_endpoint(
     assert len(endpoint["parameters"]) == 1
     assert [r["component"] for r in endpoint["returns"]] == ["File", "Json"]
     assert list(answer["endpoints"]) == ["/segment"]
+    assert "the mask (.nii.gz" in endpoint["description"] and "state" not in endpoint["description"]
     assert answer["mask"].endswith("t1_mask.nii.gz")
     assert answer["summary"]["filename"] == "t1.nii.gz"
     mask, source = nib.load(answer["mask"]), nib.load(volume)
@@ -63,25 +73,55 @@ def test_gradio_client_in_another_process_segments_through_the_segment_endpoint(
 
 
 @pytest.mark.parametrize("server_path", ["/etc/passwd", "api/examples/mni152_t1.nii.gz"])
-def test_raw_api_call_naming_a_server_file_is_refused(tiny_server, server_path):
+def test_raw_api_call_naming_a_server_file_is_refused_with_a_message(tiny_server, server_path):
     # Regression: mounted Gradio 6.31 apps skip the "was it uploaded?" check unless has_launched is set.
+    logged_before = len(tiny_server.logs())
     stream = call_gradio_api(tiny_server.url, "segment", [file_data(server_path)])
     assert "event: error" in stream
     assert "event: complete" not in stream
     assert "root:" not in stream
-    # Refused by Gradio itself, before our handler's own check (which would say "uploaded through this page").
-    assert f"Cannot move {(ROOT / server_path).resolve()} to the gradio cache dir" in tiny_server.logs()
-    assert "uploaded through this page" not in stream
+    # Gradio's own check refuses it (api.callbacks.ReviewBlocks words the answer): one log line, no traceback.
+    assert '"error": "Only files uploaded through this page are accepted' in stream
+    log = tiny_server.logs()[logged_before:]
+    assert f"Cannot move {(ROOT / server_path).resolve()} to the gradio cache dir" in log
+    assert "Traceback" not in log
 
 
 def test_raw_api_call_with_an_uploaded_file_works(tiny_server, nifti):
-    uploaded = httpx.post(
-        f"{tiny_server.url}/ui/gradio_api/upload", files={"files": ("scan.nii.gz", nifti.encode(nifti.blob()))}
-    )
-    assert uploaded.status_code == 200, uploaded.text
-    stream = call_gradio_api(tiny_server.url, "segment", [file_data(uploaded.json()[0])])
+    path = upload(tiny_server.url, "scan.nii.gz", nifti.encode(nifti.blob()))
+    stream = call_gradio_api(tiny_server.url, "segment", [file_data(path)])
     assert "event: complete" in stream
     assert "scan_mask.nii.gz" in stream
+
+
+def test_a_bad_upload_gets_its_reason_and_leaves_no_traceback_in_the_log(tiny_server):
+    logged_before = len(tiny_server.logs())
+    path = upload(tiny_server.url, "notes.nii.gz", b"not a volume\n")
+    stream = call_gradio_api(tiny_server.url, "segment", [file_data(path)])
+    assert "event: error" in stream
+    assert "not gzip-compressed: is it really NIfTI?" in stream
+    assert "Traceback" not in tiny_server.logs()[logged_before:]
+
+
+def test_an_internal_error_in_the_ui_is_logged_with_its_traceback_and_not_shown(launch_server, tiny_model_dir, nifti):
+    server = launch_server({"UNET3D_MODEL": str(tiny_model_dir)}, name="broken-tmp-server")
+    try:
+        path = upload(server.url, "t1.nii.gz", nifti.encode(nifti.blob()))
+        # A first segmentation makes the server settle on its TMPDIR (Python's tempfile picks it once, lazily).
+        assert "event: complete" in call_gradio_api(server.url, "segment", [file_data(path)])
+        # Then that TMPDIR becomes a file: the review's work folder cannot be created. Not the user's doing: a bug or
+        # a broken host, which the log must explain and the answer must not.
+        workdir = server.tmp / "tmp"
+        shutil.rmtree(workdir)
+        workdir.write_text("")
+        stream = call_gradio_api(server.url, "segment", [file_data(path)])
+    finally:
+        server.stop()
+    assert "event: error" in stream
+    assert 'data: {"error": null}' in stream
+    log = server.logs()
+    assert "Traceback (most recent call last)" in log
+    assert "NotADirectoryError" in log
 
 
 def test_with_an_api_key_the_ui_asks_for_it_and_every_gradio_route_needs_the_login(strict_server, nifti):
