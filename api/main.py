@@ -20,6 +20,7 @@ from unet3d import __version__
 from unet3d.errors import Unet3dError
 
 from .cors import SettingsCORSMiddleware
+from .docs import install_docs
 from .errors import install_error_handlers
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .routes import router, v1
@@ -120,7 +121,9 @@ def _limit_ui_uploads(blocks: Any, max_bytes: int) -> None:
 
 def create_app() -> FastAPI:
     """Build the app: /health, /metrics, /v1/*, OpenAPI docs and the Gradio review UI at /ui."""
-    app = FastAPI(title="unet3d", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="unet3d", version=__version__, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.metrics = ServiceMetrics()
     app.state.service = None
     install_error_handlers(app)
@@ -129,6 +132,7 @@ def create_app() -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(router)
     app.include_router(v1)
+    install_docs(app)
     app.state.blocks = build_ui(lambda: getattr(app.state, "service", None))
     mount_ui(app, app.state.blocks)
     return app

@@ -419,6 +419,22 @@ def test_openapi_documents_the_contract(tiny_server):
         assert httpx.get(f"{tiny_server.url}{page}").status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("page", "assets"),
+    [("/docs", ["swagger-ui-bundle.js", "swagger-ui.css"]), ("/redoc", ["redoc.standalone.js"])],
+)
+def test_the_docs_pages_load_everything_from_this_server(tiny_server, page, assets):
+    answer = httpx.get(f"{tiny_server.url}{page}")
+    html = answer.text
+    assert "http://" not in html and "https://" not in html  # no CDN, no Google fonts
+    assert answer.headers["content-security-policy"].startswith("default-src 'self';")
+    for asset in assets:
+        assert f'"/docs-assets/{asset}"' in html
+        response = httpx.get(f"{tiny_server.url}/docs-assets/{asset}")
+        assert response.status_code == 200 and len(response.content) > 100_000
+    assert '"/openapi.json"' in html or "'/openapi.json'" in html
+
+
 def undocumented(node: Any, where: str = "#") -> list[str]:
     """JSON pointers of the schema properties without a description, anywhere in an OpenAPI document."""
     if isinstance(node, list):

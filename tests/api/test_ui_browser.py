@@ -179,3 +179,26 @@ def test_a_server_with_an_api_key_opens_the_ui_after_a_login_with_it(browser, st
     expect(page.locator("#segment-btn")).to_be_visible(timeout=30_000)
     expect(page.locator("#app-header")).to_contain_text("tiny")
     context.close()
+
+
+def test_the_api_docs_render_with_no_internet(browser, brain_server):
+    expect = playwright.expect
+    context = browser.new_context()
+    outside: list[str] = []
+
+    def only_this_server(route) -> None:
+        if urlparse(route.request.url).hostname in {"127.0.0.1", "localhost"}:
+            route.continue_()
+        else:  # as in an air-gapped deployment
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_this_server)
+    page = context.new_page()
+    page.goto(f"{brain_server.url}/docs", wait_until="load")
+    expect(page.locator(".opblock-summary-path", has_text="/v1/predict")).to_be_visible(timeout=30_000)
+    page.goto(f"{brain_server.url}/redoc", wait_until="load")
+    expect(page.get_by_text("/v1/predict").first).to_be_attached(timeout=30_000)
+    expect(page.locator("h1", has_text="unet3d")).to_be_visible(timeout=30_000)  # the spec rendered, not an error
+    context.close()
+    assert outside == []
