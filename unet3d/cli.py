@@ -73,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("prediction", metavar="PRED")
     ev.add_argument("reference", metavar="GT")
     ev.add_argument("--num-classes", type=int, default=None, help="default: highest label in either mask + 1")
+    ev.add_argument(
+        "--model", default=None, help="name the classes after this model's card (folder, .safetensors or Hub id)"
+    )
+    ev.add_argument("--revision", default=None, help="with a Hub --model: branch, tag or commit sha")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ev.set_defaults(handler=_evaluate)
 
@@ -191,8 +195,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     # An explicit --num-classes also vouches that the files are masks, whatever they look like
     vouched = args.num_classes is not None
     p, r = _labels(pred.data, args.prediction, vouched), _labels(ref.data, args.reference, vouched)
-    num_classes = _num_classes(args.num_classes, (p, args.prediction), (r, args.reference))
-    metrics = evaluate(p, r, num_classes=num_classes, spacing_mm=ref.spacing_mm)
+    names = _class_names(args.model, args.revision) if args.model else None
+    if names and args.num_classes not in (None, len(names)):
+        raise _usage(f"--num-classes {args.num_classes} contradicts the {len(names)} classes of model '{args.model}'")
+    requested = len(names) if names else args.num_classes
+    num_classes = _num_classes(requested, (p, args.prediction), (r, args.reference), model=args.model)
+    metrics = evaluate(p, r, num_classes=num_classes, spacing_mm=ref.spacing_mm, class_names=names)
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -226,14 +234,18 @@ def _looks_like_an_image(labels: np.ndarray) -> bool:
     return bool(np.unique(labels).size > IMAGE_MIN_VALUES)
 
 
-def _num_classes(requested: int | None, *masks: tuple[np.ndarray, str]) -> int:
-    """`--num-classes`, or the highest label + 1; at least 2 (background and one class)."""
+def _class_names(model: str, revision: str | None) -> list[str]:
+    return [c.name for c in load_card(resolve_source(model, revision).directory / "model.yaml").classes]
+
+
+def _num_classes(requested: int | None, *masks: tuple[np.ndarray, str], model: str | None = None) -> int:
+    """`--num-classes` (or the `model`'s class count), else the highest label + 1; at least 2."""
     highest, path = max((int(labels.max()), path) for labels, path in masks)
     if requested is not None and requested <= highest:
-        raise _usage(
-            f"labels up to {highest} are present (in {path}), so --num-classes must be at least {highest + 1}, "
-            f"got {requested}"
-        )
+        present = f"labels up to {highest} are present (in {path})"
+        if model:
+            raise _usage(f"{present}, but model '{model}' has {requested} classes: is it that model's mask?")
+        raise _usage(f"{present}, so --num-classes must be at least {highest + 1}, got {requested}")
     return max(requested or highest + 1, 2)
 
 

@@ -147,6 +147,27 @@ def test_evaluate_refuses_num_classes_below_the_highest_label(tmp_path):
     assert "labels up to 2 are present" in result.stderr and "--num-classes must be at least 3" in result.stderr
 
 
+def test_evaluate_names_the_classes_after_a_model_card(tmp_path, tiny_model_dir, capsys):
+    pred, gt = _cube_masks(tmp_path)
+    assert main(["evaluate", str(pred), str(gt), "--model", str(tiny_model_dir), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert [c["name"] for c in metrics["classes"]] == ["background", "shell", "core"]
+    assert list(metrics["iou_along_last_axis"]) == ["shell", "core"]
+    assert main(["evaluate", str(pred), str(gt), "--model", str(tiny_model_dir)]) == 0
+    assert "\nshell " in capsys.readouterr().out
+
+
+def test_evaluate_with_a_model_refuses_labels_it_does_not_have(tmp_path, tiny_model_dir, capsys):
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[2:6, 2:6, 2:6] = 5
+    mask = write_nifti(tmp_path / "other.nii.gz", labels)
+    assert main(["evaluate", str(mask), str(mask), "--model", str(tiny_model_dir)]) == 1
+    expected = f"labels up to 5 are present (in {mask}), but model '{tiny_model_dir}' has 3 classes"
+    assert expected in capsys.readouterr().err
+    assert main(["evaluate", str(mask), str(mask), "--model", str(tiny_model_dir), "--num-classes", "6"]) == 1
+    assert "--num-classes 6 contradicts the 3 classes of model" in capsys.readouterr().err
+
+
 def test_evaluate_reports_a_class_absent_from_both_masks_without_scores(tmp_path, capsys):
     pred, gt = _cube_masks(tmp_path)
     assert main(["evaluate", str(pred), str(gt), "--num-classes", "4", "--json"]) == 0
