@@ -17,6 +17,7 @@ from .validation import (
     NiftiHeader,
     check_file_size,
     check_header,
+    other_format,
     reason_for,
     sniff_header,
 )
@@ -92,7 +93,9 @@ def check_suffix(name: str) -> None:
     if not name.lower().endswith(NIFTI_SUFFIXES):
         base = name.replace("\\", "/").rsplit("/", 1)[-1]
         shown = base if len(base) <= 60 else f"{base[:57]}…"
-        raise UnsupportedFormatError(f"'{shown}' is not a NIfTI file: expected a .nii or .nii.gz file")
+        known = other_format(name=base)
+        advice = f"; it looks like {known}" if known else ""
+        raise UnsupportedFormatError(f"'{shown}' is not a NIfTI file: expected a .nii or .nii.gz file{advice}")
 
 
 def inspect_volume(

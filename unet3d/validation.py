@@ -35,6 +35,30 @@ _UNSUPPORTED_TYPES = {
 }
 
 
+# What gets mistaken for NIfTI, by its first bytes (offset, magic) and by its name, with the way to convert it.
+_DICOM = "a DICOM file: convert the series to one NIfTI volume first, e.g. `dcm2niix -z y <series folder>`"
+_NRRD = "an NRRD file: convert it to NIfTI first, e.g. with 3D Slicer or SimpleITK"
+_META = "a MetaImage file: convert it to NIfTI first, e.g. with 3D Slicer or SimpleITK"
+_PICTURE = "a 2D picture: unet3d segments 3D volumes, so export the scan itself as NIfTI"
+_MAGIC = ((128, b"DICM", _DICOM), (0, b"NRRD", _NRRD), (0, b"ObjectType", _META), (0, b"\x89PNG", _PICTURE),
+          (0, b"\xff\xd8\xff", _PICTURE))  # fmt: skip
+_SUFFIXES = {
+    ".dcm": _DICOM, ".ima": _DICOM, ".nrrd": _NRRD, ".nhdr": _NRRD, ".mha": _META, ".mhd": _META,
+    ".mgz": "a FreeSurfer volume: convert it first with `mri_convert scan.mgz scan.nii.gz`",
+    ".mgh": "a FreeSurfer volume: convert it first with `mri_convert scan.mgh scan.nii.gz`",
+    ".png": _PICTURE, ".jpg": _PICTURE, ".jpeg": _PICTURE, ".tif": _PICTURE, ".tiff": _PICTURE,
+}  # fmt: skip
+
+
+def other_format(head: bytes = b"", name: str = "") -> str | None:
+    """What a non-NIfTI file looks like from its first bytes or, failing that, its name, and how to convert it."""
+    for offset, magic, description in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return description
+    suffix = name.lower().rsplit(".", 1)[-1] if "." in name else ""
+    return _SUFFIXES.get(f".{suffix}")
+
+
 def sniff_header(path: Path) -> None:
     """Refuse what is not single-file NIfTI (text, PNG, DICOM, Analyze 7.5, NIfTI pairs) from its first bytes."""
     head = _read_head(path)
@@ -45,7 +69,12 @@ def sniff_header(path: Path) -> None:
         )
     sizes = {int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big")} & {348, 540}
     if not sizes:
-        raise UnsupportedFormatError("the file does not start with a NIfTI header: expected a .nii or .nii.gz volume")
+        known = other_format(head)
+        raise UnsupportedFormatError(
+            f"the file does not start with a NIfTI header: it is {known}"
+            if known
+            else "the file does not start with a NIfTI header: expected a .nii or .nii.gz volume"
+        )
     is_nifti1 = 348 in sizes
     magic = head[344:347] if is_nifti1 else head[4:7]
     if magic in (b"ni1", b"ni2"):
@@ -75,12 +104,15 @@ def _read_head(path: Path) -> bytes:
             if not start:
                 raise UnreadableVolumeError("the file is empty: expected a .nii or .nii.gz volume")
             is_gzip = start == b"\x1f\x8b"
-            if path.name.lower().endswith(".gz") != is_gzip:
+            if path.name.lower().endswith(".gz") and not is_gzip:
+                known = other_format(start + handle.read(_HEAD_BYTES))
                 raise UnsupportedFormatError(
-                    "the file is named .nii.gz but is not gzip-compressed: is it really NIfTI?"
-                    if not is_gzip
-                    else "the file is gzip-compressed but named .nii: name it .nii.gz"
+                    f"the file is named .nii.gz but is not gzip-compressed: it is {known}"
+                    if known
+                    else "the file is named .nii.gz but is not gzip-compressed: is it really NIfTI?"
                 )
+            if is_gzip and not path.name.lower().endswith(".gz"):
+                raise UnsupportedFormatError("the file is gzip-compressed but named .nii: name it .nii.gz")
             handle.seek(0)
             return gzip.GzipFile(fileobj=handle).read(_HEAD_BYTES) if is_gzip else handle.read(_HEAD_BYTES)
     except (OSError, EOFError, zlib.error) as e:

@@ -213,8 +213,26 @@ def test_unreadable_files_raise_a_clear_error(tmp_path, content, name, error, me
 def test_wrong_suffix_is_refused_before_reading(tmp_path):
     path = write_nifti(tmp_path / "x.nii.gz", sphere_volume())
     renamed = path.rename(tmp_path / "x.png")
-    with pytest.raises(UnsupportedFormatError, match=r"expected a \.nii or \.nii\.gz file"):
+    with pytest.raises(UnsupportedFormatError, match=r"expected a \.nii or \.nii\.gz file; it looks like a 2D picture"):
         load_volume(renamed)
+
+
+@pytest.mark.parametrize(
+    ("name", "advice"),
+    [
+        ("IM0001.dcm", "a DICOM file: convert the series to one NIfTI volume first, e.g. `dcm2niix -z y"),
+        ("brain.mgz", "a FreeSurfer volume: convert it first with `mri_convert scan.mgz scan.nii.gz`"),
+        ("ct.nrrd", "an NRRD file: convert it to NIfTI first"),
+        ("ct.MHA", "a MetaImage file"),
+    ],
+)
+def test_a_known_other_format_is_named_with_how_to_convert_it(tmp_path, name, advice):
+    path = tmp_path / name
+    path.write_bytes(b"\0" * 600)
+    expected = f"'{name}' is not a NIfTI file: expected a .nii or .nii.gz file; it looks like {advice}"
+    with pytest.raises(UnsupportedFormatError) as refused:
+        load_volume(path)
+    assert str(refused.value).startswith(expected)
 
 
 @pytest.mark.parametrize(
