@@ -273,6 +273,8 @@ def _print_slice_iou(curves: dict[str, list[float | None]]) -> None:
     for name, curve in curves.items():
         shown = [(v, k) for k, v in enumerate(curve) if v is not None]
         worst = min(shown, default=(None, "-"))
+        if worst[0] == 1.0:  # every slice agrees exactly: no slice is worst
+            worst = (1.0, "-")
         median = float(np.median([v for v, _ in shown])) if shown else None
         print(f"{name:<16}{f'{len(shown)}/{len(curve)}':>8}{_cell(worst[0], 8, 4)}{_cell(median, 8, 4)}{worst[1]:>13}")
 

@@ -196,6 +196,9 @@ def test_evaluate_text_summarises_iou_along_the_last_axis(tmp_path, capsys):
     assert "IoU along the last axis" in "\n".join(lines)
     row = next(line for line in lines if line.startswith("class_1") and "/" in line)
     assert row.split() == ["class_1", "4/6", "0.5000", "1.0000", "3"]
+    assert main(["evaluate", str(gt), str(gt)]) == 0
+    same = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("class_1") and "/" in line)
+    assert same.split() == ["class_1", "4/6", "1.0000", "1.0000", "-"]  # no slice is worst when all agree
 
 
 def test_evaluate_read_by_a_closed_pipe_exits_quietly(tmp_path):
