@@ -272,11 +272,11 @@ def _print_slice_iou(curves: dict[str, list[float | None]]) -> None:
     print(f"{'class':<16}{'slices':>8}{'min':>8}{'median':>8}{'worst slice':>13}")
     for name, curve in curves.items():
         shown = [(v, k) for k, v in enumerate(curve) if v is not None]
-        worst = min(shown, default=(None, "-"))
-        if worst[0] == 1.0:  # every slice agrees exactly: no slice is worst
-            worst = (1.0, "-")
+        lowest, where = min(shown, default=(None, "-"))
+        if lowest == 1.0:  # every slice agrees exactly: no slice is worst
+            where = "-"
         median = float(np.median([v for v, _ in shown])) if shown else None
-        print(f"{name:<16}{f'{len(shown)}/{len(curve)}':>8}{_cell(worst[0], 8, 4)}{_cell(median, 8, 4)}{worst[1]:>13}")
+        print(f"{name:<16}{f'{len(shown)}/{len(curve)}':>8}{_cell(lowest, 8, 4)}{_cell(median, 8, 4)}{where:>13}")
 
 
 def _cell(value: float | str | None, width: int, digits: int) -> str:
