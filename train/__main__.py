@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from unet3d import Unet3dError
 from unet3d.hub import push_model
@@ -23,35 +24,53 @@ except ModuleNotFoundError as e:
     )
 
 from .config import ConfigError, load_config
-from .data import DatasetError
+from .data import DatasetError, cases
 from .report import ComparisonError
+from .search import SPACE
 from .trainer import CheckpointError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train", description="Train, evaluate and publish unet3d models.")
+    parser = argparse.ArgumentParser(
+        prog="python -m train",
+        description="Train, evaluate and publish unet3d models. A dataset is an MSD / nnU-Net folder: imagesTr/, "
+        'labelsTr/ and a dataset.json listing {"image", "label"} pairs under "training", "validation" and "test".',
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    prepare = sub.add_parser("prepare-mni152", help="build the MNI152 brain-tissue dataset + held-out perturbed copies")
-    prepare.add_argument("--out", required=True, type=Path)
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=_DefaultsShown)
+
+    prepare = command("prepare-mni152", "build the MNI152 brain-tissue dataset + held-out perturbed copies")
+    prepare.add_argument("--out", required=True, type=Path, help="dataset folder to write")
     prepare.add_argument(
         "--source", type=Path, default=None, help="folder with the template files (default: nilearn's)"
     )
+    spheres = command("prepare-spheres", "build a tiny synthetic dataset (24³ spheres in shells) for smoke runs")
+    spheres.add_argument("--out", required=True, type=Path, help="dataset folder to write (tiny.yaml reads data/tiny)")
 
-    fit = sub.add_parser("fit", help="train a model from a YAML config")
-    fit.add_argument("--config", required=True, type=Path)
-    fit.add_argument("--out", type=Path, default=Path("runs/latest"))
-    fit.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
-    fit.add_argument("--resume", action="store_true", help="continue from OUT/last_checkpoint.pt")
-    fit.add_argument("--no-progress", action="store_true")
+    fit = command("fit", "train a model from a YAML config and export its best weights to OUT/model")
+    fit.add_argument("--config", required=True, type=Path, help="YAML config, e.g. train/configs/brain-tissue.yaml")
+    fit.add_argument("--out", type=Path, default=Path("runs/latest"), help="run folder (metrics.csv, model/)")
+    fit.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, parsed as YAML (repeatable; e.g. loop.epochs=10, card.inference.overlap=0.5)",
+    )
+    fit.add_argument(
+        "--resume", action="store_true", help="continue OUT's run from OUT/last_checkpoint.pt (same config)"
+    )
+    fit.add_argument("--no-progress", action="store_true", help="no progress bars (logs and metrics.csv only)")
 
-    ev = sub.add_parser("evaluate", help="write a JSON + PNG evaluation report")
-    ev.add_argument("--model", required=True)
-    ev.add_argument("--data", required=True, type=Path)
-    ev.add_argument("--out", required=True, type=Path)
-    ev.add_argument("--split", default="test")
-    ev.add_argument("--device", default="auto")
-    ev.add_argument("--limit", type=int, default=None, help="only the first N cases")
+    ev = command("evaluate", "write a JSON + PNG evaluation report of a model on a dataset split")
+    ev.add_argument("--model", required=True, help="model directory or Hub repo id")
+    ev.add_argument("--data", required=True, type=Path, help="dataset folder (dataset.json)")
+    ev.add_argument("--out", required=True, type=Path, help="report folder: report.json and the PNG figures")
+    ev.add_argument("--split", default="test", help="dataset.json split with image/label pairs, e.g. validation")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    ev.add_argument("--limit", type=_positive, default=None, help="only the first N cases")
     ev.add_argument("--update-card", action="store_true", help="store the measured metrics in the model's model.yaml")
     ev.add_argument(
         "--compare",
@@ -60,17 +79,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ev.add_argument("--tolerance", type=float, default=0.01, help="largest Dice difference --compare accepts")
 
-    search = sub.add_parser("search", help="Optuna hyper-parameter search")
-    search.add_argument("--config", required=True, type=Path)
-    search.add_argument("--trials", type=int, default=10)
-    search.add_argument("--out", type=Path, default=Path("runs/search"))
-    search.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    search = command(
+        "search",
+        "Optuna search (TPE, median pruning on loop.monitor) over "
+        + ", ".join(f"{key} {_span(kind, *args)}" for key, (kind, *args) in SPACE.items())
+        + "; writes OUT/results.csv and OUT/best.yaml",
+    )
+    search.add_argument("--config", required=True, type=Path, help="YAML config every trial starts from")
+    search.add_argument("--trials", type=_positive, default=10, help="number of trials (each a full fit)")
+    search.add_argument("--out", type=Path, default=Path("runs/search"), help="folder for the trials and results")
+    search.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="as for fit")
 
-    push = sub.add_parser("push", help="upload a model directory to the Hugging Face Hub")
-    push.add_argument("--model", required=True, type=Path)
-    push.add_argument("--repo-id", required=True)
-    push.add_argument("--revision", default=None)
-    push.add_argument("--private", action="store_true")
+    push = command("push", "upload a model directory to the Hugging Face Hub (needs HF_TOKEN or `hf auth login`)")
+    push.add_argument("--model", required=True, type=Path, help="model directory (checked before anything is sent)")
+    push.add_argument("--repo-id", required=True, help="owner/name; created if missing")
+    push.add_argument("--revision", default=None, help="branch to commit to (created if missing; default: main)")
+    push.add_argument("--private", action="store_true", help="create the repo as private")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -87,6 +111,11 @@ def _run(args: argparse.Namespace) -> int:
 
         dataset = prepare(args.out, source=args.source)
         print(json.dumps({k: len(dataset[k]) for k in ("training", "validation", "test")}))
+    elif args.command == "prepare-spheres":
+        from .synthetic import make_spheres_dataset
+
+        make_spheres_dataset(args.out)
+        print(json.dumps({k: len(cases(args.out, k)) for k in ("training", "validation", "test")}))
     elif args.command == "fit":
         from .pipeline import fit_and_export
 
@@ -130,6 +159,30 @@ def _run(args: argparse.Namespace) -> int:
         sha = push_model(args.model, args.repo_id, revision=args.revision, private=args.private)
         print(json.dumps({"repo_id": args.repo_id, "commit": sha}))
     return 0
+
+
+class _DefaultsShown(argparse.HelpFormatter):
+    """Help that names an option's default where it has one (not for flags and required options)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _span(kind: str, *args: Any) -> str:
+    """One search dimension for the help: [low, high] or {choice, ...}."""
+    if kind == "choice":
+        return "{" + ", ".join(map(str, args[0])) + "}"
+    return f"[{args[0]:g}, {args[1]:g}]"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 if __name__ == "__main__":

@@ -116,18 +116,36 @@ class TrainConfig:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Parse a YAML config and apply `section.key=value` overrides (values parsed as YAML)."""
+    """Parse a YAML config, apply `section.key=value` overrides (values parsed as YAML; `card.inference.overlap=0.5`
+    reaches into a mapping) and check every value's range."""
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except FileNotFoundError as e:
         raise ConfigError(f"config file not found: {path}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (model, data, augment, optim, loop, card)")
     for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or "." not in key:
-            raise ConfigError(f"override must look like section.key=value, got {item!r}")
-        section, name = key.split(".", 1)
-        raw.setdefault(section, {})[name] = yaml.safe_load(value)
-    return from_dict(TrainConfig, raw, "config")
+        _apply_override(raw, item)
+    return checked(from_dict(TrainConfig, raw, "config"))
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or "." not in key:
+        raise ConfigError(f"override must look like section.key=value, got {item!r}")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"the value of override {item!r} is not valid YAML: {' '.join(str(e).split())}") from e
+    *parents, name = key.split(".")
+    target = raw
+    for depth, part in enumerate(parents):
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"override {item!r}: {'.'.join(parents[: depth + 1])} is not a mapping")
+    target[name] = value
 
 
 def from_dict(cls: type, raw: Any, where: str) -> Any:
@@ -170,3 +188,106 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if hint in (int, str, bool) and type(value) is hint:
         return value
     raise ConfigError(f"{where} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def checked(config: TrainConfig) -> TrainConfig:
+    """Check value ranges the types cannot express, so a bad value stops the run before it starts, not in its
+    first step (or after its last). Class names given as plain strings become `{name: ...}` mappings.
+
+    Raises:
+        ConfigError: the first value out of range, named by its key.
+    """
+    model, data, augment, optim, loop = config.model, config.data, config.augment, config.optim, config.loop
+    _require(model.base_channels >= 1, "model.base_channels", model.base_channels, "must be at least 1")
+    _require(model.depth >= 1, "model.depth", model.depth, "must be at least 1")
+    _require(0.0 <= model.dropout < 1.0, "model.dropout", model.dropout, "must be in [0, 1)")
+    multiple = 2**model.depth
+    _require(
+        len(data.patch_size) == 3 and all(p >= multiple and p % multiple == 0 for p in data.patch_size),
+        "data.patch_size",
+        data.patch_size,
+        f"must be three sizes, each a multiple of 2**model.depth = {multiple}",
+    )
+    _require(data.batch_size >= 1, "data.batch_size", data.batch_size, "must be at least 1")
+    _fraction("data.foreground_fraction", data.foreground_fraction)
+    low_high = len(data.clip_percentiles) == 2 and 0 <= data.clip_percentiles[0] < data.clip_percentiles[1] <= 100
+    _require(low_high, "data.clip_percentiles", data.clip_percentiles, "must be [low, high], 0 <= low < high <= 100")
+    spacing = data.spacing_mm
+    _require(
+        spacing is None or (len(spacing) == 3 and min(spacing) > 0),
+        "data.spacing_mm",
+        spacing,
+        "must be three positive millimetre sizes, or null (no resampling)",
+    )
+    _require(data.max_validation_cases >= 0, "data.max_validation_cases", data.max_validation_cases, "must be >= 0")
+    _require(
+        set(augment.flip_axes) <= {0, 1, 2}, "augment.flip_axes", augment.flip_axes, "must list axes among 0, 1, 2"
+    )
+    for name, value in vars(augment).items():
+        if name.endswith("_probability"):
+            _fraction(f"augment.{name}", value)
+        elif isinstance(value, float):
+            _require(value >= 0, f"augment.{name}", value, "must be >= 0")
+    for name, floor in _RANGES.items():
+        value = getattr(augment, name)
+        _require(
+            len(value) == 2 and floor <= value[0] <= value[1],
+            f"augment.{name}",
+            value,
+            f"must be [low, high] with {floor} <= low <= high",
+        )
+    for name in ("lr", "weight_decay", "dice_weight", "ce_weight"):
+        _require(getattr(optim, name) >= 0, f"optim.{name}", getattr(optim, name), "must be >= 0")
+    if optim.dice_weight + optim.ce_weight == 0:
+        raise ConfigError("config.optim.dice_weight and config.optim.ce_weight are both 0: the loss would be zero")
+    _require(optim.warmup_steps >= 0, "optim.warmup_steps", optim.warmup_steps, "must be >= 0")
+    _require(optim.grad_clip > 0, "optim.grad_clip", optim.grad_clip, "must be > 0")
+    for name in ("epochs", "steps_per_epoch", "validate_every", "patience", "log_every"):
+        _require(getattr(loop, name) >= 1, f"loop.{name}", getattr(loop, name), "must be at least 1")
+    _require(loop.min_delta >= 0, "loop.min_delta", loop.min_delta, "must be >= 0")
+    _require(
+        loop.monitor == "loss" or loop.validate_every <= loop.epochs,
+        "loop.validate_every",
+        loop.validate_every,
+        f"exceeds loop.epochs ({loop.epochs}): no validation would measure loop.monitor={loop.monitor}",
+    )
+    limit = loop.time_limit_min
+    _require(limit is None or limit > 0, "loop.time_limit_min", limit, "must be > 0, or null (no limit)")
+    _require(loop.num_threads is None or loop.num_threads >= 1, "loop.num_threads", loop.num_threads, "must be >= 1")
+    if loop.target is not None:
+        _require(loop.monitor != "loss", "loop.target", loop.target, "applies to monitor mIoU or mDice, not loss")
+        _fraction("loop.target", loop.target)
+    config.card.classes = [_class_entry(i, c) for i, c in enumerate(config.card.classes)]
+    _require(len(config.card.classes) >= 2, "card.classes", config.card.classes, "must list background + classes")
+    return config
+
+
+# Augmentation ranges [low, high] and the smallest value each may take.
+_RANGES = {
+    "scale_range": 0.01,
+    "gamma_range": 0.01,
+    "contrast_range": 0.0,
+    "noise_std": 0.0,
+    "blur_sigma": 0.0,
+    "lowres_factor": 1.0,
+}
+
+
+def _class_entry(position: int, entry: Any) -> dict[str, Any]:
+    if isinstance(entry, str):
+        return {"name": entry}
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise ConfigError(
+            f"config.card.classes[{position}] must be a name or a mapping like "
+            f'{{name: grey_matter, color: "#e69f00"}}, got {entry!r}'
+        )
+    return entry
+
+
+def _fraction(key: str, value: float) -> None:
+    _require(0.0 <= value <= 1.0, key, value, "must be in [0, 1]")
+
+
+def _require(condition: bool, key: str, value: Any, rule: str) -> None:
+    if not condition:
+        raise ConfigError(f"config.{key} {rule}, got {value!r}")

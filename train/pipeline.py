@@ -51,11 +51,14 @@ def fit_and_export(
         "device": str(trainer.device) + (f" ({torch.cuda.get_device_name()})" if trainer.device.type == "cuda" else ""),
         "torch": str(torch.__version__),
         "python": platform.python_version(),
-        "validation": {k: round(v, 4) for k, v in result.best_metrics.items()},
+        # None when the best epoch was chosen by training loss without a validation run in that epoch.
+        "validation": {k: round(v, 4) for k, v in result.best_metrics.items()}
+        if "mIoU" in result.best_metrics
+        else None,
     }
     model_dir = export_model(result.model, card, out / "model")
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-    logger.info("exported %s (best epoch %d: %s)", model_dir, result.best_epoch, card["training"]["validation"])
+    logger.info("exported %s (best epoch %d: %s)", model_dir, result.best_epoch, result.best_metrics)
     return model_dir
 
 

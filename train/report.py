@@ -15,7 +15,7 @@ from unet3d import Segmenter
 from unet3d.io import canonical_orientation, canonical_spacing, to_canonical
 from unet3d.metrics import evaluate, mean_of
 
-from .data import Case, cases, load_pair, read_dataset
+from .data import Case, DatasetError, cases, labelled_splits, load_pair, read_dataset
 
 View = tuple[Case, tuple[float, float, float], np.ndarray, np.ndarray, np.ndarray]
 
@@ -32,14 +32,20 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Segment every case of `split`, write report.json and PNG figures to `out`; returns the report."""
     out = Path(out)
+    selected = cases(data, split)[:limit] if limit else cases(data, split)
+    if not selected:
+        available = ", ".join(f"{name} ({count})" for name, count in labelled_splits(data).items()) or "none"
+        raise DatasetError(
+            f"{Path(data) / 'dataset.json'} has no labelled cases in split {split!r} (labelled splits: {available}): "
+            "choose one with --split"
+        )
     out.mkdir(parents=True, exist_ok=True)
     segmenter = Segmenter.from_pretrained(model, device=device)
     card = segmenter.card
-    selected = cases(data, split)[:limit] if limit else cases(data, split)
     rows: list[dict[str, Any]] = []
     views: list[View] = []
     for case in selected:
-        image, label = load_pair(case)
+        image, label = load_pair(case, card.num_classes)
         started = time.perf_counter()
         prediction = segmenter.predict(image, mode=mode)  # type: ignore[arg-type]
         seconds = time.perf_counter() - started

@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 import yaml
 
-from .config import TrainConfig
-from .trainer import Trainer
+from .config import ConfigError, TrainConfig
+from .trainer import Trainer, monitored
 
 # Each entry: dotted config key → (kind, low, high or choices). Kept small: the loop is the expensive part.
 SPACE: dict[str, tuple[Any, ...]] = {
@@ -26,6 +26,10 @@ def search(config: TrainConfig, out: Path, trials: int, *, seed: int = 0) -> dic
     """Run `trials` trials, each a full `Trainer.fit` with pruning per epoch; write results.csv and best.yaml."""
     import optuna
 
+    if trials < 1:
+        raise ConfigError(f"--trials must be at least 1, got {trials}")
+    if (out / "results.csv").exists() or any(out.glob("trial_*")):
+        raise ConfigError(f"{out} already holds a search: choose another --out (or delete it)")
     out.mkdir(parents=True, exist_ok=True)
     monitor = config.loop.monitor
     direction: Literal["minimize", "maximize"] = "minimize" if monitor == "loss" else "maximize"
@@ -39,13 +43,13 @@ def search(config: TrainConfig, out: Path, trials: int, *, seed: int = 0) -> dic
         trial_config = _suggest(config, trial)
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
-            trial.report(metrics[monitor], epoch)
+            trial.report(monitored(metrics, monitor), epoch)
             return trial.should_prune()
 
         result = Trainer(trial_config, out / f"trial_{trial.number:03d}", progress=False).fit(epoch_callback=report)
         if trial.should_prune():
             raise optuna.TrialPruned()
-        return float(result.best_metrics.get(monitor, float("nan")))
+        return monitored(result.best_metrics, monitor)
 
     study.optimize(objective, n_trials=trials)
     _write_results(study, out / "results.csv")

@@ -20,21 +20,24 @@ from torch import nn
 from tqdm import tqdm
 
 from unet3d import UNet3D
-from unet3d.card import card_from_dict
+from unet3d.card import DEFAULT_COLORS, card_from_dict
 from unet3d.device import resolve_device
+from unet3d.errors import CardError
 from unet3d.hub import ModelSource
 from unet3d.io import Volume
 from unet3d.metrics import dice, iou
 from unet3d.segmenter import Segmenter
 
 from .augment import PatchSampler
-from .config import TrainConfig
-from .data import cases, load_pair, load_subject
+from .config import ConfigError, TrainConfig, checked
+from .data import DatasetError, cases, check_dataset, load_pair, load_subject
 from .distributed import Distributed
 from .optim import amp_dtype, dice_ce_loss, learning_rate_factor
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "last_checkpoint.pt"
+# Config keys a resumed run may change: where and how fast it runs, and where the data lies; never what it computes.
+RESUMABLE_CHANGES = {"data.root", "loop.device", "loop.num_threads", "loop.log_every"}
 
 
 class CheckpointError(ValueError):
@@ -64,7 +67,10 @@ def build_card(config: TrainConfig, metrics: dict[str, Any] | None = None) -> di
         "version": card.version,
         "task": "3D semantic segmentation",
         "description": card.description,
-        "classes": [{"index": i, **c} for i, c in enumerate(card.classes)],
+        "classes": [
+            {"index": i, "name": c["name"], "color": c.get("color", DEFAULT_COLORS[i % len(DEFAULT_COLORS)]), **c}
+            for i, c in enumerate(card.classes)
+        ],
         "input": {
             "channels": 1,
             "normalization": "minmax",
@@ -84,7 +90,18 @@ class Trainer:
     """Runs `fit` for one config; rank 0 validates, checkpoints and logs."""
 
     def __init__(self, config: TrainConfig, out: str | Path, *, progress: bool = True) -> None:
-        self.config, self.out, self.show_progress = config, Path(out), progress
+        self.config, self.out, self.show_progress = checked(config), Path(out), progress
+        try:
+            card_from_dict(build_card(config))
+        except CardError as e:
+            raise ConfigError(f"config.card does not make a valid model card: {e}") from e
+        total = config.loop.epochs * config.loop.steps_per_epoch
+        if config.optim.warmup_steps >= total:
+            logger.warning(
+                "optim.warmup_steps (%d) >= the run's %d steps: the learning rate never reaches optim.lr",
+                config.optim.warmup_steps,
+                total,
+            )
         self.device = resolve_device(config.loop.device)
         if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:
             self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -117,13 +134,25 @@ class Trainer:
     ) -> FitResult:
         config = self.config
         started = self.started = time.perf_counter()
+        if not resume and (self.out / CHECKPOINT).exists():
+            raise CheckpointError(
+                f"{self.out} already holds a run ({CHECKPOINT}): continue it with --resume, or train into another --out"
+            )
+        num_classes = len(config.card.classes)
+        check_dataset(config.data.root, [c["name"] for c in config.card.classes])
+        validation = cases(config.data.root, "validation")
+        if not validation and config.loop.monitor != "loss":
+            raise DatasetError(
+                f"{config.data.root}/dataset.json lists no 'validation' cases, so loop.monitor={config.loop.monitor} "
+                "cannot be measured: move a few cases from 'training' to a 'validation' list, or set "
+                "loop.monitor=loss (the best epoch is then the one with the lowest training loss)"
+            )
+        if config.data.max_validation_cases:
+            validation = validation[: config.data.max_validation_cases]
         sampler = self._sampler()
         if resume:
             self._load_checkpoint(sampler)
-        validation = cases(config.data.root, "validation")
-        if config.data.max_validation_cases:
-            validation = validation[: config.data.max_validation_cases]
-        pairs = [load_pair(case) for case in validation] if self.dist.is_main else []
+        pairs = [load_pair(case, num_classes) for case in validation] if self.dist.is_main else []
         total = config.loop.epochs * config.loop.steps_per_epoch
         stopped_early = False
         while self.epoch < config.loop.epochs:
@@ -131,13 +160,13 @@ class Trainer:
             self.epoch += 1
             metrics: dict[str, float] = {"epoch": self.epoch, "train_loss": train_loss, "lr": self._lr()}
             stop = False
-            if self.dist.is_main and validation and self.epoch % config.loop.validate_every == 0:
+            validated = self.dist.is_main and bool(validation) and self.epoch % config.loop.validate_every == 0
+            if validated:
                 metrics.update(self.validate(pairs))
+            if self.dist.is_main and (validated or config.loop.monitor == "loss"):
                 stop = self._track(metrics)
                 if epoch_callback is not None and epoch_callback(self.epoch, metrics):
                     stop = True
-            elif self.dist.is_main and not validation:
-                stop = self._track({**metrics, "loss": train_loss})
             if config.loop.time_limit_min and time.perf_counter() - started > 60 * config.loop.time_limit_min:
                 logger.info("time limit reached after epoch %d", self.epoch)
                 stop = True
@@ -170,7 +199,11 @@ class Trainer:
     def _sampler(self) -> PatchSampler:
         data = self.config.data
         spacing = tuple(data.spacing_mm) if data.spacing_mm else None
-        subjects = [load_subject(c, spacing, self.device) for c in cases(data.root, "training")]  # type: ignore[arg-type]
+        training = cases(data.root, "training")
+        if not training:
+            raise DatasetError(f"{data.root}/dataset.json lists no 'training' cases")
+        num_classes = len(self.config.card.classes)
+        subjects = [load_subject(c, spacing, self.device, num_classes) for c in training]  # type: ignore[arg-type]
         return PatchSampler(
             subjects,
             tuple(data.patch_size),  # type: ignore[arg-type]
@@ -233,7 +266,8 @@ class Trainer:
     def _track(self, metrics: dict[str, float]) -> bool:
         """Update the best model and the patience counter; True when training should stop."""
         loop = self.config.loop
-        score = -metrics["loss"] if loop.monitor == "loss" else metrics[loop.monitor]
+        score = monitored(metrics, loop.monitor)
+        score = -score if loop.monitor == "loss" else score
         if score > self.best["score"] + loop.min_delta:
             self.best = {
                 "score": score,
@@ -264,7 +298,8 @@ class Trainer:
             writer = csv.DictWriter(handle, fieldnames=keys)
             writer.writeheader()
             writer.writerows(self.history)
-        logger.info("epoch %d: %s", self.epoch, {k: round(v, 4) for k, v in metrics.items()})
+        shown = {k: v if isinstance(v, int) else float(f"{v:.4g}") for k, v in metrics.items()}  # lr 1e-05, not 0.0
+        logger.info("epoch %d: %s", self.epoch, shown)
 
     def _save_checkpoint(self, sampler_states: list[torch.Tensor]) -> None:
         state = {
@@ -283,6 +318,7 @@ class Trainer:
             "best_metrics": self.best["metrics"],
             "best_state": self.best["state"],
             "history": self.history,
+            "config": self.config.to_dict(),
         }
         tmp = self.out / f"{CHECKPOINT}.tmp"
         torch.save(state, tmp)
@@ -301,7 +337,20 @@ class Trainer:
                 f"{path} was written by an older version of train/ (it lacks {', '.join(sorted(missing))}): "
                 "start the run afresh without --resume"
             )
-        self.model.load_state_dict(state["model"], strict=True)
+        changed = _changed_keys(state.get("config"), self.config.to_dict()) - RESUMABLE_CHANGES
+        if changed:
+            raise CheckpointError(
+                f"{path} was written with a different config ({', '.join(sorted(changed))}): --resume continues the "
+                "same run, so give it the config the run started with; to train longer or differently, start a "
+                "new run in another --out (the learning-rate schedule depends on loop.epochs)"
+            )
+        try:
+            self.model.load_state_dict(state["model"], strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"{path} holds weights of another network shape ({str(e).splitlines()[-1].strip()}): resume with "
+                "the config the run started with"
+            ) from e
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"].cpu())
@@ -331,3 +380,22 @@ class Trainer:
         if self.dist.active:
             for buffer in self.model.buffers():
                 dist.broadcast(buffer.data, src=0)
+
+
+def monitored(metrics: dict[str, float], monitor: str) -> float:
+    """The value `loop.monitor` names: a validation mean (mIoU, mDice) or, for `loss`, the epoch's training loss."""
+    return metrics["train_loss"] if monitor == "loss" else metrics[monitor]
+
+
+def _changed_keys(saved: dict[str, Any] | None, current: dict[str, Any], prefix: str = "") -> set[str]:
+    """Dotted keys whose values differ between two config dicts (none when the checkpoint predates configs)."""
+    if saved is None:
+        return set()
+    changed = set()
+    for key in saved.keys() | current.keys():
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict) and prefix == "":
+            changed |= _changed_keys(old, new, f"{key}.")
+        elif old != new:
+            changed.add(prefix + key)
+    return changed

@@ -42,8 +42,9 @@ def test_training_learns_the_spheres(tiny_config, spheres, tmp_path):
 
 
 def test_resume_continues_from_the_last_checkpoint(tiny_config, tmp_path):
-    Trainer(tiny_config("loop.epochs=2"), tmp_path / "run", progress=False).fit()
-    resumed = Trainer(tiny_config("loop.epochs=3"), tmp_path / "run", progress=False)
+    config = tiny_config("loop.epochs=3")
+    Trainer(config, tmp_path / "run", progress=False).fit(epoch_callback=lambda epoch, _: epoch == 2)
+    resumed = Trainer(config, tmp_path / "run", progress=False)
     result = resumed.fit(resume=True)
     assert result.epochs_run == 3 and [h["epoch"] for h in result.history] == [1, 2, 3]
     assert resumed.step == 9
