@@ -62,8 +62,10 @@ def cases(root: str | Path, split: str) -> list[Case]:
     root = Path(root)
     dataset = read_dataset(root)
     entries = dataset.get(split)
+    named_by = "dataset.json lists it"
     if entries is None and split == "training" and "file_ending" in dataset:
         entries = _nnunet_training_entries(root, str(dataset["file_ending"]))
+        named_by = "nnU-Net naming: labelsTr/<case><file_ending> goes with imagesTr/<case>_0000<file_ending>"
     if entries is None:
         return []
     where = f"{root / 'dataset.json'}: '{split}'"
@@ -84,7 +86,7 @@ def cases(root: str | Path, split: str) -> list[Case]:
         image, label = root / entry["image"], root / entry["label"]
         for file in (image, label):
             if not file.is_file():
-                raise DatasetError(f"{file} is listed in dataset.json but missing")
+                raise DatasetError(f"{file} is missing ({named_by})")
         name = _case_name(label)
         if name in found:
             raise DatasetError(f"{where}: two cases are named {name!r} ({found[name].label.name}, {label.name})")

@@ -68,6 +68,11 @@ def test_an_nnunet_v2_dataset_is_found_from_its_file_ending(dataset, tiny_config
     edit(lambda d: d.update(channel_names={"0": "T1"}, labels={"background": 0, "shell": 1, "core": 2}))
     edit(lambda d: d.update(file_ending=".nii.gz", numTraining=3))
     assert [case.name for case in cases(root, "training")] == [f"sphere_training_0{i}" for i in range(3)]
+    image = root / "imagesTr" / "sphere_training_02_0000.nii.gz"
+    image.rename(image.with_name("moved.nii.gz"))
+    with pytest.raises(DatasetError, match=r"sphere_training_02_0000.nii.gz is missing \(nnU-Net naming: labelsTr/"):
+        cases(root, "training")
+    image.with_name("moved.nii.gz").rename(image)
     assert _fit(tiny_config(f"data.root={root}", *QUICK, "loop.monitor=loss"), tmp_path / "run").is_dir()
 
 
