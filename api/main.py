@@ -24,7 +24,7 @@ from .docs import install_docs
 from .errors import install_error_handlers
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .routes import router, v1
-from .service import SegmentationService
+from .service import SegmentationService, SettingsConflictError
 from .settings import get_settings
 from .ui import UI_PATH, build_ui, mount_ui, require_key_for_ui
 
@@ -46,6 +46,7 @@ class StartupError(RuntimeError):
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Read the settings and load the model once; refuse to start (non-zero exit) if either fails."""
+    _show_logs()
     try:
         settings = get_settings()
     except ValidationError as e:
@@ -54,6 +55,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics: ServiceMetrics = app.state.metrics
     try:
         service = SegmentationService.from_settings(settings, observe_seconds=metrics.observe_inference)
+    except SettingsConflictError as e:
+        logger.critical("unet3d: a setting does not fit the model %r: %s; then restart", settings.model, e)
+        raise StartupError("a setting does not fit the model") from e
     except Unet3dError as e:  # ModelLoadError, or CardError for an invalid model.yaml
         logger.critical("unet3d: cannot load the model %r: %s; %s", settings.model, e, MODEL_SETTINGS_HINT)
         raise StartupError("the model cannot load") from e
@@ -106,6 +110,23 @@ class OneLineStartupFailure:
         finally:
             for message in failure:
                 await send(message)
+
+
+def _show_logs() -> None:
+    """Log our INFO lines (which model loaded, refused UI requests) beside uvicorn's, in its format.
+
+    uvicorn configures its own loggers only, so without a handler Python prints just warnings and worse, bare. Where
+    the host application has configured logging (a root handler), it decides instead.
+    """
+    if logging.getLogger().handlers:
+        return
+    for name in ("api", "unet3d"):
+        package = logging.getLogger(name)
+        if not package.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+            package.addHandler(handler)
+            package.setLevel(logging.INFO)
 
 
 def _describe_settings_error(error: ValidationError) -> str:

@@ -7,6 +7,7 @@ import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -122,9 +123,17 @@ async def predict(
             summary = await service.slots.run_async(partial(_summarise, service, upload, options))
             return PredictionSummary.model_validate(summary)
         mask = await service.slots.run_async(partial(_encode, service, upload, options))
-    stem = _UNSAFE_HEADER_CHARS.sub("_", stem_of(upload.filename))
-    disposition = f'attachment; filename="{stem}_mask.nii.gz"'
-    return Response(mask, media_type="application/gzip", headers={"Content-Disposition": disposition})
+    return Response(mask, media_type="application/gzip", headers={"Content-Disposition": _attachment(upload.filename)})
+
+
+def _attachment(filename: str) -> str:
+    """`attachment` named `<stem>_mask.nii.gz`: an ASCII name for every client, and the exact (UTF-8) name as
+    RFC 6266's `filename*` where they differ (browsers prefer it; curl -OJ takes the ASCII one)."""
+    name = f"{stem_of(filename)}_mask.nii.gz"
+    ascii_name = _UNSAFE_HEADER_CHARS.sub("_", name)
+    if ascii_name == name:
+        return f'attachment; filename="{name}"'
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def _summarise(service: SegmentationService, upload: Upload, options: PredictOptions) -> dict[str, Any]:

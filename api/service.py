@@ -22,6 +22,10 @@ Mode = Literal["auto", "whole", "sliding"]
 Progress = Callable[[float, str], None]
 
 
+class SettingsConflictError(ModelLoadError):
+    """The model loads, but a UNET3D_* setting contradicts it (the message names the setting and the fix)."""
+
+
 @dataclass(frozen=True)
 class PredictOptions:
     """Per-request options (see `Segmenter.predict`)."""
@@ -70,7 +74,7 @@ class SegmentationService:
         _apply_card_overrides(segmenter, settings)
         classes = segmenter.model.num_classes
         if settings.default_threshold is not None and classes > 2:
-            raise ModelLoadError(
+            raise SettingsConflictError(
                 f"UNET3D_DEFAULT_THRESHOLD applies to binary models only; this model has {classes} classes: unset it"
             )
         slots = InferenceSlots(settings.max_concurrency, settings.queue_size, observe_seconds=observe_seconds)
@@ -143,7 +147,7 @@ def _apply_card_overrides(segmenter: Segmenter, settings: Settings) -> None:
     try:
         card.check_network(model.num_classes, model.in_channels, model.pad_multiple)
     except CardError as e:
-        raise ModelLoadError(f"UNET3D_PAD_MULTIPLE does not fit the model: {e}") from e
+        raise SettingsConflictError(f"UNET3D_PAD_MULTIPLE does not fit the model: {e}") from e
     segmenter.card = card
     logger.info(
         "card overrides applied: clip_percentiles=%s pad_to_multiple=%s",

@@ -30,6 +30,7 @@ FIELD_NAME = "file"
 ENVELOPE_BYTES = 64 * 1024
 _FLUSH_BYTES = 1 << 20
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ async def receive_upload(request: Request, directory: Path, *, max_bytes: int) -
 
     Raises:
         VolumeTooLargeError: the declared or received size passes `max_bytes` (reading stops there).
-        UnsupportedFormatError: the file name does not end in .nii or .nii.gz.
+        UnsupportedFormatError: the file name has a suffix other than .nii or .nii.gz (a name without one is
+            taken as .nii.gz or .nii by the file's first bytes; the volume checks that follow judge the rest).
         MalformedUploadError: the body is not multipart or has no (or several) `file` parts.
     """
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
@@ -155,8 +157,11 @@ class _FileSink:
                 "the 'file' field must be a file upload with a name (curl: -F 'file=@t1.nii.gz')"
             )
         self.filename = display_name(options[b"filename"].decode("utf-8", "replace"))
-        check_suffix(self.filename)
-        suffix = ".nii.gz" if self.filename.lower().endswith(".gz") else ".nii"
+        if "." in self.filename:
+            check_suffix(self.filename)
+            suffix = ".nii.gz" if self.filename.lower().endswith(".gz") else ".nii"
+        else:  # no suffix at all (`requests` names a bytes upload after its field): the content decides, in result()
+            suffix = ""
         self.path = self.directory / f"upload{suffix}"
         self._handle = self.path.open("wb")
         self._in_file = True
@@ -188,4 +193,8 @@ class _FileSink:
             raise UnreadableVolumeError("the upload ended in the middle of the file: resend it")
         if self.path is None:
             raise MalformedUploadError("the form has no 'file' field: send the volume as -F 'file=@t1.nii.gz'")
+        if not self.path.suffix:
+            with self.path.open("rb") as handle:
+                gzipped = handle.read(2) == _GZIP_MAGIC
+            self.path = self.path.rename(self.path.with_suffix(".nii.gz" if gzipped else ".nii"))
         return Upload(self.path, self.filename, self.file_bytes)

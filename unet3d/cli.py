@@ -28,7 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if not args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if args.command != "serve":  # the server logs like uvicorn, at INFO (api.main), whichever way it is started
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         code = int(args.handler(args))
         sys.stdout.flush()  # a reader that went away (`| head`) shows up here, not at interpreter exit
@@ -84,9 +85,23 @@ def _parser() -> argparse.ArgumentParser:
     _model_arguments(info)
     info.set_defaults(handler=_info)
 
-    serve = sub.add_parser("serve", help="run the HTTP API and the review UI (needs the 'serve' extra)")
-    serve.add_argument("--host", default="0.0.0.0")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP API and the review UI (needs the 'serve' extra)",
+        description="Run the HTTP API and the review UI (/ui/). Every other setting is a UNET3D_* environment "
+        "variable (see the README's HTTP API section).",
+    )
+    serve.add_argument(
+        "--host", default="0.0.0.0", help="interface to listen on (default: all; 127.0.0.1 for this machine only)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=int(os.environ.get("PORT", "8000")), help="default: $PORT, else 8000"
+    )
+    serve.add_argument(
+        "--model", default=None, help="model directory, .safetensors file or Hub repo id (sets UNET3D_MODEL)"
+    )
+    serve.add_argument("--revision", default=None, help="with a Hub --model: branch, tag or commit sha")
+    serve.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (sets UNET3D_DEVICE)")
     serve.set_defaults(handler=_serve)
 
     push = sub.add_parser("push", help="upload a model directory to the Hugging Face Hub")
@@ -299,6 +314,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError:
         print("unet3d: error: serving needs the 'serve' extra: pip install 'unet3d[serve]'", file=sys.stderr)
         return 1
+    # The app reads its settings from the environment when it starts, in this process.
+    options = {"UNET3D_MODEL": args.model, "UNET3D_MODEL_REVISION": args.revision, "UNET3D_DEVICE": args.device}
+    os.environ.update({name: value for name, value in options.items() if value is not None})
     uvicorn.run("api.main:app", host=args.host, port=args.port)
     return 0
 

@@ -28,7 +28,10 @@ from hostile_corpus import (
     nifti,
 )
 
-SAFE_DISPOSITION = re.compile(r'attachment; filename="[A-Za-z0-9_-][A-Za-z0-9._-]*_mask\.nii\.gz"')
+SAFE_DISPOSITION = re.compile(
+    r'attachment; filename="[A-Za-z0-9_-][A-Za-z0-9._-]*_mask\.nii\.gz"'
+    r"(; filename\*=UTF-8''[A-Za-z0-9%._~-]+_mask\.nii\.gz)?"
+)
 # Room for allocator noise, lazily built caches and Gradio's queue bookkeeping after ~150 requests.
 RSS_MARGIN_MIB = 48
 # The trailing-data bomb inflates to 512 MiB; refusing it while streaming keeps the peak near one chunk.

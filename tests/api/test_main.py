@@ -37,6 +37,21 @@ def test_server_exits_non_zero_with_the_reason_when_the_model_cannot_load(comman
     assert "Traceback" not in finished.stderr
 
 
+def test_serve_takes_the_model_from_the_command_line(run_until_exit, tiny_model_dir, tmp_path):
+    finished = run_until_exit({"UNET3D_MODEL": str(tiny_model_dir)}, [*SERVE, "--model", str(tmp_path / "cli-model")])
+    assert finished.returncode != 0
+    (line,) = reason_lines(finished.stderr, "cannot load the model")
+    assert line.startswith("CRITICAL:") and "cli-model' does not exist" in line
+
+
+def test_a_setting_that_contradicts_the_model_is_named_without_blaming_the_model(run_until_exit, tiny_model_dir):
+    finished = run_until_exit({"UNET3D_MODEL": str(tiny_model_dir), "UNET3D_DEFAULT_THRESHOLD": "0.5"})
+    assert finished.returncode != 0
+    (line,) = reason_lines(finished.stderr, "does not fit the model")
+    assert "UNET3D_DEFAULT_THRESHOLD applies to binary models only" in line and "unset it; then restart" in line
+    assert "check UNET3D_MODEL" not in finished.stderr and "Traceback" not in finished.stderr
+
+
 def test_server_exits_non_zero_on_an_invalid_setting(run_until_exit, tiny_model_dir):
     finished = run_until_exit({"UNET3D_MODEL": str(tiny_model_dir), "UNET3D_MAX_CONCURRENCY": "zero"})
     assert finished.returncode != 0

@@ -31,6 +31,8 @@ def test_health_reports_the_loaded_model(tiny_server, tiny_model_dir):
         "device": "cpu",
         "model": {"id": str(tiny_model_dir), "revision": "local"},
     }
+    # ... and so does the server's log, beside uvicorn's own lines
+    assert f"INFO:     model {tiny_model_dir}@local loaded on cpu" in tiny_server.logs()
 
 
 def test_bare_host_redirects_to_the_review_ui(tiny_server):
@@ -74,7 +76,9 @@ def test_predict_binary_returns_mask_with_the_input_geometry(tiny_server, nifti,
         )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/gzip"
-    assert response.headers["content-disposition"] == 'attachment; filename="my_scan__1__mask.nii.gz"'
+    assert response.headers["content-disposition"] == (
+        "attachment; filename=\"my_scan__1__mask.nii.gz\"; filename*=UTF-8''my%20scan%20%281%29_mask.nii.gz"
+    )
     assert response.content[:2] == b"\x1f\x8b"
     source = nifti.decode(payload, tmp_path, "source.nii.gz")
     mask = nifti.decode(response.content, tmp_path, "mask.nii.gz")
@@ -94,6 +98,23 @@ def test_predict_accepts_uncompressed_nii_and_returns_gzip(tiny_server, nifti):
         )
     assert response.status_code == 200
     assert response.headers["content-disposition"] == 'attachment; filename="a_mask.nii.gz"'
+
+
+def test_a_unicode_name_comes_back_exactly_and_a_name_without_suffix_is_judged_by_content(tiny_server, nifti):
+    with tiny_server.client() as client:
+        named = client.post(
+            "/v1/predict", params={"return_binary": True}, files=upload(nifti.encode(nifti.blob()), "脑 é.nii.gz")
+        )
+        # a bytes upload gets a name without suffix: "upload" from httpx, "file" (the field) from requests
+        gzipped = client.post("/v1/predict", files={"file": nifti.encode(nifti.blob())})
+        plain = client.post("/v1/predict", files={"file": nifti.encode(nifti.blob(), gz=False)})
+        text = client.post("/v1/predict", files={"file": b"not a volume at all" * 40})
+    assert named.headers["content-disposition"] == (
+        "attachment; filename=\"____mask.nii.gz\"; filename*=UTF-8''%E8%84%91%20%C3%A9_mask.nii.gz"
+    )
+    assert gzipped.status_code == plain.status_code == 200, (gzipped.text, plain.text)
+    assert gzipped.json()["filename"] == "upload" and gzipped.json()["input_shape"] == plain.json()["input_shape"]
+    assert text.status_code == 415 and "does not start with a NIfTI header" in text.json()["detail"]
 
 
 def test_predict_honours_mode_and_tta(tiny_server, nifti):
@@ -374,7 +395,9 @@ def test_client_filename_is_never_used_as_a_path(tiny_server, nifti):
         headers={"content-type": "multipart/form-data; boundary=b"},
     )
     assert response.status_code == 200, response.text
-    assert response.headers["content-disposition"] == 'attachment; filename="evil__x___mask.nii.gz"'
+    assert response.headers["content-disposition"] == (  # the exact name only percent-encoded, never raw
+        "attachment; filename=\"evil__x___mask.nii.gz\"; filename*=UTF-8''evil%20%E2%80%9Cx%E2%80%9D%3B_mask.nii.gz"
+    )
     assert not Path("/tmp/evil \u201cx\u201d;.nii.gz").exists()
 
 
