@@ -27,6 +27,7 @@ from gradio.exceptions import InvalidPathError
 from gradio.state_holder import SessionState
 from gradio.utils import get_upload_folder
 from PIL import Image
+from pydantic import ValidationError
 
 from unet3d import Prediction
 from unet3d.errors import Unet3dError
@@ -47,6 +48,10 @@ STAGE_LABELS = {
 }
 NO_VOLUME = "Choose a volume first: upload a .nii or .nii.gz file, or click 'Try the MNI152 example'."
 NOT_UPLOADED = "Only files uploaded through this page are accepted: upload the file again."
+NOT_A_FILE = (
+    "An input is not in the form this page sends: with gradio_client, send the file with gradio_client's "
+    "handle_file(path), e.g. client.predict(handle_file('t1.nii.gz'), api_name='/segment')."
+)
 # Rendered views older than this are deleted from the session folder (Gradio has copied them by then).
 VIEW_FILE_TTL_S = 60.0
 
@@ -94,10 +99,12 @@ def uploaded_path(value: Any) -> Path:
 
 
 class ReviewBlocks(gr.Blocks):
-    """gr.Blocks whose refusal of a file that was not uploaded tells the caller why.
+    """gr.Blocks whose refusals of malformed inputs tell the caller why, without a traceback in the log.
 
-    Gradio refuses such a path (a raw API call naming /etc/passwd) while preprocessing, with an InvalidPathError that
-    `show_error=False` answers as `{"error": null}` and logs with a full traceback.
+    Gradio refuses them while preprocessing: a path that was not uploaded (a raw API call naming /etc/passwd) with an
+    InvalidPathError, a plain string where a file belongs (gradio_client without handle_file) with pydantic's
+    ValidationError — both answered as `{"error": null}` under `show_error=False` — and a file of another type with a
+    gr.Error; all three are logged with a full traceback.
     """
 
     async def preprocess_data(
@@ -108,6 +115,14 @@ class ReviewBlocks(gr.Blocks):
         except InvalidPathError as e:
             logger.warning("UI request refused: %s", e)
             raise user_error(NOT_UPLOADED) from e
+        except ValidationError as e:
+            logger.info("UI request refused: %s", " ".join(str(e).split())[:300])
+            raise user_error(NOT_A_FILE) from e
+        except gr.Error as e:
+            if not e.print_exception:
+                raise
+            logger.info("UI request refused: %s", e.message)
+            raise user_error(e.message) from e
 
 
 @contextmanager

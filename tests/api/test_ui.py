@@ -173,3 +173,19 @@ def test_ui_page_is_served_with_analytics_and_run_history_off(tiny_server):
 
 def test_mounted_ui_is_marked_launched_so_gradio_checks_uploads():
     assert create_app().state.blocks.has_launched is True
+
+
+def test_a_plain_path_instead_of_handle_file_says_how_to_send_the_file(tiny_server):
+    logged_before = len(tiny_server.logs())
+    stream = call_gradio_api(tiny_server.url, "segment", ["/home/me/t1.nii.gz"])  # gradio_client without handle_file
+    assert "event: error" in stream
+    assert "send the file with gradio_client's handle_file(path)" in stream
+    assert "Traceback" not in tiny_server.logs()[logged_before:]
+
+
+def test_a_file_of_another_type_is_refused_without_a_traceback(tiny_server):
+    logged_before = len(tiny_server.logs())
+    path = upload(tiny_server.url, "notes.txt", b"some notes\n")
+    stream = call_gradio_api(tiny_server.url, "segment", [file_data(path)])
+    assert "event: error" in stream and "Invalid file type" in stream
+    assert "Traceback" not in tiny_server.logs()[logged_before:]
