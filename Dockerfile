@@ -11,6 +11,7 @@
 #                          `docker run --gpus all -e UNET3D_DEVICE=cuda ...` (the CUDA runtime comes with the wheels).
 #   UNET3D_MODEL           a Hub repo id to bake in instead of the shipped model; downloaded and verified at build
 #   UNET3D_MODEL_REVISION  time (pin a commit sha), then served from the image's cache with HF_HUB_OFFLINE=1.
+#                          Or a model folder under models/ (models/my-model): .dockerignore lets in no other folder.
 #                          Private repo: docker build --secret id=HF_TOKEN,env=HF_TOKEN ... (never a build-arg).
 #   HF_ENDPOINT            the Hub (or a mirror) UNET3D_MODEL is downloaded from at build time.
 #   PORT                   the port uvicorn listens on (also settable at run time with -e PORT=...).

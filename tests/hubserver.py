@@ -7,7 +7,8 @@ stack-verified.md §4 and huggingface_hub's `file_download.py`, `_snapshot_downl
 
 Read side: `GET|HEAD /{repo}/resolve/{rev}/{path}` (`X-Repo-Commit`, `ETag`: git sha1, or sha256 for LFS files),
 `GET /api/{type}s/{repo}[/revision/{rev}]`, `GET /api/{type}s/{repo}/tree/{rev}[/{path}]`, `GET .../refs`.
-Write side: `POST /api/repos/create`, `POST .../branch/{name}`, `POST /api/validate-yaml`,
+Write side: `POST /api/repos/create`, `POST .../branch/{name}`, `POST /api/validate-yaml`, a Space's
+`GET/POST/DELETE /api/spaces/{repo}/variables`,
 `POST .../preupload/{rev}`, `POST .../commit/{rev}` (NDJSON). The preupload answer asks for every file as a
 "regular" upload, so its bytes arrive base64-encoded inside the commit: the real Hub would route `*.safetensors`
 through LFS/Xet storage, a separate protocol this fake does not speak. Files are still *stored* as LFS
@@ -71,6 +72,7 @@ class Repo:
     commits: dict[str, Commit] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    variables: dict[str, str] = field(default_factory=dict)  # a Space's variables (its build arguments)
 
     def resolve(self, revision: str) -> str | None:
         """Branch, tag, full commit sha or a unique sha prefix (≥ 7 hex) → commit sha."""
@@ -329,7 +331,19 @@ class FakeHub:
             return self._api_preupload(self._writable_repo(repo_type, repo_id, user), "/".join(rest[1:]), body)
         if method == "POST" and rest[:1] == ["commit"] and len(rest) >= 2:
             return self._api_commit(self._writable_repo(repo_type, repo_id, user), "/".join(rest[1:]), body)
+        if repo_type == "space" and rest == ["variables"]:
+            return self._api_variables(self._writable_repo(repo_type, repo_id, user), method, body)
         return Response(404, {"error": "not found"})
+
+    @staticmethod
+    def _api_variables(repo: Repo, method: str, body: bytes) -> Response:
+        """GET lists, POST {key, value} sets, DELETE {key} removes; each answers with all variables."""
+        payload = json.loads(body or b"{}")
+        if method == "POST":
+            repo.variables[payload["key"]] = payload["value"]
+        elif method == "DELETE":
+            repo.variables.pop(payload["key"], None)
+        return Response(200, {key: {"value": value} for key, value in repo.variables.items()})
 
     def _api_info(self, repo: Repo, revision: str) -> Response:
         commit = self._commit_of(repo, revision)
@@ -529,6 +543,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._serve("POST")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
 
 
 # ---------------------------------------------------------------------- pointing a client process at a FakeHub

@@ -9,10 +9,19 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, TINY_CARD, write_tiny_model
 from hubserver import FakeHub, get_json, hub_env, run, uvicorn_service
 
-from space.publish import FILES, FOLDERS, PublishError, assemble, check_card, dockerfile_port, read_card
+from space.publish import (
+    FILES,
+    FOLDERS,
+    SHIPPED_MODEL,
+    PublishError,
+    assemble,
+    check_card,
+    dockerfile_port,
+    read_card,
+)
 
 TOKEN = "hf_acme_write"
 
@@ -20,7 +29,7 @@ TOKEN = "hf_acme_write"
 def source_files() -> set[str]:
     """What the Space must hold, listed from the source tree independently of space.publish."""
     expected = {*FILES, "README.md"}
-    for folder in FOLDERS:
+    for folder in (*FOLDERS, SHIPPED_MODEL):
         for path in (ROOT / folder).rglob("*"):
             relative = path.relative_to(ROOT)
             if path.is_file() and "__pycache__" not in relative.parts and path.suffix != ".pyc":
@@ -61,7 +70,7 @@ def test_every_path_the_dockerfile_copies_is_in_the_space() -> None:
             sources = [word for word in line.split()[1:-1] if not word.startswith("--")]
             copied.update(sources)
     assert copied
-    assert copied <= {*FILES, *(folder.split("/")[0] for folder in FOLDERS)}
+    assert copied <= {*FILES, *FOLDERS, "models"}
 
 
 def test_space_card_front_matter_parses_and_app_port_matches_the_dockerfile(space_dir: Path) -> None:
@@ -94,6 +103,7 @@ def test_a_card_that_disagrees_with_the_dockerfile_is_refused(tmp_path: Path) ->
 def test_publish_creates_a_docker_space_and_mirrors_the_folder(tmp_path: Path) -> None:
     with FakeHub(tokens={TOKEN: "acme"}) as hub:
         hub.add_commit("acme/unet3d", {"stale.py": b"old"}, repo_type="space")
+        hub.repos[("space", "acme/unet3d")].variables["UNET3D_MODEL"] = "acme/older-model"  # from an earlier publish
         env = hub_env(hub.url, tmp_path / "hf-home", token=TOKEN)
         command = [sys.executable, "-m", "space.publish", "--repo-id", "acme/unet3d", "--private"]
         result = run(command, env, ROOT, timeout=300)
@@ -103,6 +113,78 @@ def test_publish_creates_a_docker_space_and_mirrors_the_folder(tmp_path: Path) -
     assert set(files) == {".gitattributes", *source_files()}  # stale.py deleted
     assert files["Dockerfile"] == (ROOT / "Dockerfile").read_bytes()
     assert files["README.md"] == (ROOT / "space" / "README.md").read_bytes()
+    assert hub.repos[("space", "acme/unet3d")].variables == {}  # the shipped model needs no variable
+
+
+def publish(*arguments: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "space.publish", *arguments]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def own_model_space(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A dry-run Space for a model of one's own (a trained model directory, here a tiny one)."""
+    folder = tmp_path_factory.mktemp("own")
+    model = write_tiny_model(folder / "run" / "model", card={**TINY_CARD, "description": "Shells. And cores."})
+    (model / "README.md").write_text("# tiny\n")
+    result = publish("--repo-id", "acme/tiny-seg", "--model", str(model), "--dry-run", str(folder / "space"))
+    assert result.returncode == 0, result.stderr
+    return folder / "space", json.loads(result.stdout)
+
+
+def test_a_space_for_ones_own_model_holds_that_model_and_names_it(own_model_space) -> None:
+    space, answer = own_model_space
+    assert answer["variables"] == {"UNET3D_MODEL": "models/tiny-test"}
+    assert "models/tiny-test/model.safetensors" in answer["files"]
+    assert not [f for f in answer["files"] if f.startswith(SHIPPED_MODEL)]
+    card = read_card(space / "README.md")
+    check_card({**card, "models": ["-"]}, 8000)  # a Docker Space card on the image's port
+    assert card["title"] == "tiny-test" and card["short_description"] == "Shells" and "models" not in card
+    body = (space / "README.md").read_text()
+    assert "0 background, 1 shell, 2 core" in body and "Not for clinical use" in body and "brain" not in body.lower()
+
+
+def test_a_space_for_a_hub_model_pins_it_with_variables(tmp_path: Path) -> None:
+    result = publish("--repo-id", "acme/seg", "--model", "acme/seg-model", "--revision", "a" * 40,
+                     "--dry-run", str(tmp_path / "space"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["variables"] == {"UNET3D_MODEL": "acme/seg-model", "UNET3D_MODEL_REVISION": "a" * 40}
+    assert [f for f in answer["files"] if f.startswith("models/")] == ["models/README.md"]
+    assert read_card(tmp_path / "space" / "README.md")["models"] == ["acme/seg-model"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--repo-id", "acme/my--seg"], "--repo-id 'acme/my--seg' is not a valid Hub repo id"),
+        (["--repo-id", "acme/.."], "--repo-id 'acme/..' is not a valid Hub repo id"),
+        (["--repo-id", "unet3d"], "--repo-id must look like OWNER/NAME, got 'unet3d'"),
+        (["--repo-id", "acme/x", "--dry-run", "README.md"], "'README.md' is a file, not a folder"),
+        (["--repo-id", "acme/x", "--revision", "main", "--dry-run", "{new}"], "--revision goes with a Hub --model"),
+        (["--repo-id", "acme/x", "--model", "tests", "--dry-run", "{new}"], "--model: model directory 'tests' lacks"),
+    ],
+)
+def test_mistakes_end_in_one_line_before_anything_is_written(arguments, message, tmp_path: Path) -> None:
+    result = publish(*(argument.format(new=tmp_path / "space") for argument in arguments))
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("space.publish: error: ") and message in line
+    assert not (tmp_path / "space").exists()
+
+
+def test_publishing_ones_own_model_sets_the_space_variable_first(own_model_space, tmp_path: Path) -> None:
+    model = own_model_space[0].parent / "run" / "model"
+    with FakeHub(tokens={TOKEN: "acme"}) as hub:
+        env = hub_env(hub.url, tmp_path / "hf-home", token=TOKEN)
+        result = run([sys.executable, "-m", "space.publish", "--repo-id", "acme/tiny-seg", "--model", str(model)],
+                     env, ROOT, timeout=300)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        repo = hub.repos[("space", "acme/tiny-seg")]
+        writes = [r.path for r in hub.requests("POST") if "/variables" in r.path or "/commit/" in r.path]
+    assert repo.variables == {"UNET3D_MODEL": "models/tiny-test"}
+    assert writes[0].endswith("/variables") and writes[-1].endswith("/commit/main")
+    assert "models/tiny-test/model.safetensors" in hub.files("acme/tiny-seg", repo_type="space")
 
 
 def test_publish_without_a_token_fails_with_one_line(tmp_path: Path) -> None:
@@ -111,6 +193,14 @@ def test_publish_without_a_token_fails_with_one_line(tmp_path: Path) -> None:
         result = run([sys.executable, "-m", "space.publish", "--repo-id", "acme/unet3d"], env, ROOT)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("space.publish: error: upload to 'acme/unet3d' failed:")
+
+
+def test_the_app_in_a_space_for_ones_own_model_serves_that_model(own_model_space, tmp_path: Path) -> None:
+    space, answer = own_model_space
+    env = hub_env("http://127.0.0.1:9", tmp_path / "hf-home", offline=True, GRADIO_TEMP_DIR=str(tmp_path / "gradio"))
+    with uvicorn_service({**env, **answer["variables"]}, space) as url:  # what the Space's variables do
+        health = get_json(f"{url}/health")
+    assert health["model"] == {"id": "models/tiny-test", "revision": "local"}
 
 
 def test_the_app_started_from_the_space_folder_serves_health_and_ui(space_dir: Path, tmp_path: Path) -> None:
