@@ -62,6 +62,13 @@ class InferencePlan:
     threshold: float | None = None
     keep_probabilities: bool = False
 
+    def window(self, padded: tuple[int, ...]) -> tuple[int, ...]:
+        """The window of a pass over a volume padded to `padded`: all of it, or patches that never extend past it
+        (along an axis shorter than the patch, one window spans the axis: no more zeros than a whole pass sees)."""
+        if self.mode == "whole":
+            return tuple(padded)
+        return tuple(min(p, s) for p, s in zip(self.patch_size, padded, strict=True))
+
     @property
     def is_stitched(self) -> bool:
         """Whether probabilities are blended in buffers (a whole pass with plain argmax needs none)."""
@@ -118,7 +125,7 @@ def plan_inference(
     )
 
 
-def whole_pass_bytes(model: nn.Module, shape: tuple[int, int, int], precision: str, multiple: int = 16) -> float:
+def whole_pass_bytes(model: nn.Module, shape: tuple[int, ...], precision: str, multiple: int = 16) -> float:
     """Estimated peak activation bytes of one pass over the padded volume."""
     voxels = math.prod(-(-s // multiple) * multiple for s in shape)
     per_voxel = getattr(model, "activation_bytes_per_voxel", None)
@@ -171,14 +178,8 @@ def _lighter_plan(plan: InferencePlan) -> InferencePlan | None:
 
 def _run(model: nn.Module, volume: np.ndarray, plan: InferencePlan, progress: Progress | None) -> InferenceOutput:
     multiple = plan.pad_multiple
-    if plan.mode == "whole":
-        padded, pads = pad_to_multiple(volume, multiple)
-        patch: tuple[int, ...] = padded.shape
-    else:
-        grown = tuple(max(s, p) for s, p in zip(volume.shape, plan.patch_size, strict=True))
-        padded, pads = pad_to_multiple(_pad_to_at_least(volume, grown), multiple)
-        pads = _combine_pads(volume.shape, grown, pads)
-        patch = plan.patch_size
+    padded, pads = pad_to_multiple(volume, multiple)
+    patch = plan.window(padded.shape)  # padding out to the full patch would change the labels near the edges
     if not plan.is_stitched:
         return InferenceOutput(np.ascontiguousarray(unpad(_whole_labels(model, padded, plan), pads)), None, plan)
     num_classes = int(getattr(model, "num_classes", 0)) or _probe_classes(model, plan, multiple)
@@ -210,23 +211,6 @@ def _whole_labels(model: nn.Module, padded: np.ndarray, plan: InferencePlan) -> 
     if logits.shape[1] == 1:
         return (logits[0, 0] >= 0).to(torch.uint8).cpu().numpy()
     return logits[0].argmax(dim=0).to(torch.uint8).cpu().numpy()
-
-
-def _pad_to_at_least(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    if tuple(volume.shape) == tuple(shape):
-        return volume
-    pads = [((t - s) // 2, t - s - (t - s) // 2) for s, t in zip(volume.shape, shape, strict=True)]
-    return np.pad(volume, pads)
-
-
-def _combine_pads(
-    original: tuple[int, ...], grown: tuple[int, ...], pads: tuple[tuple[int, int], ...]
-) -> tuple[tuple[int, int], ...]:
-    combined = []
-    for s, g, (before, after) in zip(original, grown, pads, strict=True):
-        first = (g - s) // 2
-        combined.append((before + first, after + (g - s - first)))
-    return tuple(combined)
 
 
 def _probe_classes(model: nn.Module, plan: InferencePlan, multiple: int) -> int:

@@ -198,7 +198,7 @@ class Segmenter:
 
     def _require_memory(self, volume: Volume, prepared: _Prepared, plan: InferencePlan, *, probabilities: bool) -> None:
         shape = prepared.array.shape
-        window = plan.patch_size if plan.mode == "sliding" else shape
+        window = plan.window(_network_shape(shape, plan))
         on_host = plan.device.type == "cpu"  # on a GPU the activations live in its own memory
         activations = whole_pass_bytes(self.network, window, plan.precision, plan.pad_multiple) if on_host else 0.0
         needed = predict_bytes(
@@ -298,5 +298,4 @@ def _uncrop_probabilities(probabilities: np.ndarray, crop: Crop) -> np.ndarray:
 
 
 def _network_shape(shape: tuple[int, ...], plan: InferencePlan) -> tuple[int, int, int]:
-    grown = shape if plan.mode == "whole" else tuple(max(s, p) for s, p in zip(shape, plan.patch_size, strict=True))
-    return tuple(-(-s // plan.pad_multiple) * plan.pad_multiple for s in grown)  # type: ignore[return-value]
+    return tuple(-(-s // plan.pad_multiple) * plan.pad_multiple for s in shape)  # type: ignore[return-value]

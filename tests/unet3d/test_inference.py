@@ -64,6 +64,22 @@ def test_whole_and_sliding_agree_for_a_position_independent_network(batch_size):
     assert np.array_equal(whole, (volume > 0.5).astype(np.uint8))
 
 
+def test_a_volume_smaller_than_the_patch_gets_the_whole_pass_labels_from_the_sliding_window():
+    # A real UNet (zero padding in every convolution, BatchNorm shifts) sees the border differently when the volume
+    # is padded out to the patch: a window never extends past the padded volume, so one window equals a whole pass.
+    torch.manual_seed(0)
+    model = UNet3D(num_classes=3, base_channels=4, depth=2).eval()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm3d):
+            module.running_mean.uniform_(-0.5, 0.5)
+    volume = np.random.default_rng(4).random((12, 9, 14)).astype(np.float32)
+    whole = run_inference(model, volume, _plan("whole", keep_probabilities=True))
+    sliding = run_inference(model, volume, _plan("sliding", patch=(32, 32, 32), keep_probabilities=True))
+    assert sliding.probabilities is not None and whole.probabilities is not None
+    np.testing.assert_allclose(sliding.probabilities, whole.probabilities, atol=1e-5)
+    assert np.array_equal(sliding.labels, whole.labels)
+
+
 def test_tta_and_probabilities_sum_to_one():
     volume = np.random.default_rng(3).random((12, 12, 12)).astype(np.float32)
     out = run_inference(Threshold(), volume, _plan("sliding", tta=True, keep_probabilities=True))
