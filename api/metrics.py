@@ -82,12 +82,18 @@ class MetricsMiddleware:
 
 
 def route_label(scope: Scope, top_app: Any, top_root: str) -> str:
-    """The matched route template, the mount path ("/ui") for a mounted sub-app, or "unmatched".
+    """The matched route template, the mount path ("/ui", "/docs-assets") of a mount, or "unmatched".
 
-    Read after routing: the router records the matched route in the scope, and a mounted sub-app replaces
-    `scope["app"]` and extends `root_path`. Raw paths are never labels (unbounded cardinality).
+    Read after routing: FastAPI records the matched route in the scope; a plain Starlette route (FastAPI's own
+    /openapi.json) records only its endpoint; a mount extends `root_path` (and a mounted app replaces
+    `scope["app"]`). Raw paths are never labels (unbounded cardinality).
     """
-    if scope.get("app") is not top_app:
-        return scope.get("root_path", "")[len(top_root) :] or "/"
-    path = getattr(scope.get("route"), "path", None)
+    mount = scope.get("root_path", "")[len(top_root) :]
+    if scope.get("app") is not top_app or mount:
+        return mount or "/"
+    route = scope.get("route")
+    if route is None and "endpoint" in scope:
+        routes = getattr(top_app, "routes", [])
+        route = next((r for r in routes if getattr(r, "endpoint", None) is scope["endpoint"]), None)
+    path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"

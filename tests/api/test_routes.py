@@ -358,7 +358,10 @@ def test_metrics_count_requests_by_route_and_status(tiny_server, nifti):
     httpx.post(f"{tiny_server.url}/v1/predict", files=upload(nifti.encode(nifti.blob())))
     httpx.post(f"{tiny_server.url}/v1/predict", files=upload(b"text", "x.txt"))
     httpx.get(f"{tiny_server.url}/no/such/route")
+    for path in ("/openapi.json", "/docs-assets/swagger-ui.css"):  # a plain Starlette route, a static mount
+        assert httpx.get(f"{tiny_server.url}{path}").status_code == 200
     text = httpx.get(f"{tiny_server.url}/metrics").text
+    assert 'route="/openapi.json",status="200"' in text and 'route="/docs-assets",status="200"' in text
     assert 'unet3d_http_requests_total{method="POST",route="/v1/predict",status="200"}' in text
     assert 'unet3d_http_requests_total{method="POST",route="/v1/predict",status="415"}' in text
     assert 'route="unmatched",status="404"' in text
