@@ -234,14 +234,49 @@ def save_mask(mask: np.ndarray, reference: Volume, path: str | Path) -> Path:
     NIfTI version are copied from the reference header; only the data type, scaling and intent change.
 
     Args:
-        mask: `(I, J, K)` class indices, the reference's shape.
+        mask: `(I, J, K)` class indices 0-255 (whole numbers, any numeric type), the reference's shape.
         reference: the volume the mask was computed from.
-        path: output .nii or .nii.gz path.
+        path: output .nii or .nii.gz path, or an existing folder (then `<folder>/<stem>_mask.nii.gz`); missing
+            parent folders are created.
+
+    Returns:
+        The path written.
+
+    Raises:
+        InvalidVolumeError: the shape differs, or a value is not a whole number in 0-255 (uint8 stores no other).
+        UnsupportedFormatError: the path names another format.
     """
     if mask.shape != reference.shape:
         raise InvalidVolumeError(f"mask shape {mask.shape} differs from the input shape {reference.shape}")
-    image = mask_image(mask, reference)
-    path = Path(path)
+    if mask.dtype != np.uint8:
+        _check_labels(mask)
+    return _write(mask_image(mask, reference), output_path(path, reference, "_mask"))
+
+
+def output_path(path: str | Path, reference: Volume, label: str) -> Path:
+    """Where to write a result: `path` itself if it names a .nii/.nii.gz file, `<folder>/<stem><label>.nii.gz` for
+    an existing folder (or a path written with a trailing slash)."""
+    if Path(path).is_dir() or str(path).endswith(("/", "\\")):
+        return Path(path) / f"{reference.stem}{label}.nii.gz"
+    if not str(path).lower().endswith(NIFTI_SUFFIXES):
+        raise UnsupportedFormatError(
+            f"cannot save to '{Path(path).name}': give a .nii.gz (or .nii) file name, or a folder"
+        )
+    return Path(path)
+
+
+def _check_labels(mask: np.ndarray) -> None:
+    if not (np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating) or mask.dtype == bool):
+        raise InvalidVolumeError(f"a mask holds class indices; got an array of {mask.dtype}")
+    low, high = (float(mask.min(initial=0)), float(mask.max(initial=0)))
+    if low < 0 or high > 255 or (np.issubdtype(mask.dtype, np.floating) and not np.array_equal(mask, np.rint(mask))):
+        raise InvalidVolumeError(
+            f"a mask is saved as uint8 class indices (whole numbers 0-255); this one holds values from {low:g} to "
+            f"{high:g}{' with fractions' if np.issubdtype(mask.dtype, np.floating) else ''}: round or relabel it"
+        )
+
+
+def _write(image: nib.Nifti1Image | nib.Nifti2Image, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     image.to_filename(path)
     return path
@@ -263,7 +298,8 @@ def mask_image(mask: np.ndarray, reference: Volume) -> nib.Nifti1Image | nib.Nif
 
 
 def save_probabilities(probabilities: np.ndarray, reference: Volume, path: str | Path) -> Path:
-    """Write class probabilities `(C, I, J, K)` as a float32 4D NIfTI `(I, J, K, C)` on the input grid."""
+    """Write class probabilities `(C, I, J, K)` as a float32 4D NIfTI `(I, J, K, C)` on the input grid; `path` as
+    for `save_mask` (a folder gets `<stem>_probabilities.nii.gz`)."""
     header = reference.header.copy()
     header.set_data_dtype(np.float32)
     header.set_data_shape((*reference.shape, probabilities.shape[0]))
@@ -271,9 +307,7 @@ def save_probabilities(probabilities: np.ndarray, reference: Volume, path: str |
     header["descrip"] = b"unet3d class probabilities"
     image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
     image = image_class(np.moveaxis(probabilities.astype(np.float32), 0, -1), None, header=header)
-    path = Path(path)
-    image.to_filename(path)
-    return path
+    return _write(image, output_path(path, reference, "_probabilities"))
 
 
 def canonical_orientation(volume: Volume) -> np.ndarray:

@@ -31,28 +31,39 @@ def mask_labels(data: np.ndarray, name: str) -> np.ndarray:
     return rounded.astype(np.int64)
 
 
+def _class_masks(pred: np.ndarray, target: np.ndarray, cls: int) -> tuple[np.ndarray, np.ndarray]:
+    """The voxels of class `cls` in each mask; the masks must share a shape (else a score would be meaningless)."""
+    if np.shape(pred) != np.shape(target):
+        raise ValueError(f"prediction shape {np.shape(pred)} differs from reference shape {np.shape(target)}")
+    return np.asarray(pred) == cls, np.asarray(target) == cls
+
+
 def dice(pred: np.ndarray, target: np.ndarray, cls: int) -> float:
     """Dice of one class; 1.0 when the class is absent from both.
 
     1.0 keeps a per-case average over classes finite (training validation). `evaluate` reports such a class as
     None instead, and leaves it out of its means: there was nothing to segment, so there is no score.
+
+    Raises:
+        ValueError: the masks differ in shape.
     """
-    p, t = pred == cls, target == cls
+    p, t = _class_masks(pred, target, cls)
     total = int(p.sum()) + int(t.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(p, t).sum()) / total
 
 
 def iou(pred: np.ndarray, target: np.ndarray, cls: int) -> float:
     """Intersection over union of one class; 1.0 when absent from both (see `dice`)."""
-    p, t = pred == cls, target == cls
+    p, t = _class_masks(pred, target, cls)
     union = int(np.logical_or(p, t).sum())
     return 1.0 if union == 0 else int(np.logical_and(p, t).sum()) / union
 
 
 def iou_along_axis(pred: np.ndarray, target: np.ndarray, cls: int, axis: int = -1) -> np.ndarray:
     """IoU of one class in every slice along `axis`; NaN where the class is absent from both."""
-    p, t = pred == cls, target == cls
-    others = tuple(a for a in range(pred.ndim) if a != axis % pred.ndim)
+    p, t = _class_masks(pred, target, cls)
+    axis = _axis(axis, p.ndim)
+    others = tuple(a for a in range(p.ndim) if a != axis)
     inter = np.logical_and(p, t).sum(axis=others).astype(np.float64)
     union = np.logical_or(p, t).sum(axis=others).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -64,8 +75,12 @@ def hd95(pred: np.ndarray, target: np.ndarray, cls: int, spacing_mm: tuple[float
 
     Returns 0.0 when the class is absent from both (`evaluate` reports None), and inf when it is absent from
     exactly one.
+
+    Raises:
+        ValueError: the masks differ in shape, or `spacing_mm` does not give one size per mask axis.
     """
-    p, t = pred == cls, target == cls
+    p, t = _class_masks(pred, target, cls)
+    _check_spacing(spacing_mm, p.ndim)
     if not p.any() and not t.any():
         return 0.0
     if not p.any() or not t.any():
@@ -94,19 +109,30 @@ def evaluate(
     class (its Dice is then 0).
 
     Args:
-        pred, target: `(I, J, K)` integer label arrays on the same grid.
-        num_classes: classes including background (index 0).
-        spacing_mm: voxel size, for HD95 and volumes.
+        pred, target: `(I, J, K)` integer label arrays on the same grid, labels 0 .. num_classes - 1.
+        num_classes: classes including background (index 0); at least 2.
+        spacing_mm: voxel size, for HD95 and volumes (one size per axis).
+        class_names: one name per class.
+
+    Raises:
+        ValueError: shapes differ, labels are not whole numbers below `num_classes`, or an argument is out of range.
     """
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from reference shape {target.shape}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes counts background too: at least 2, got {num_classes}")
+    _check_spacing(spacing_mm, pred.ndim)
+    for mask, which in ((pred, "prediction"), (target, "reference")):
+        _check_labels(np.asarray(mask), which, num_classes)
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"class_names names {len(class_names)} classes, num_classes is {num_classes}")
     names = class_names or [f"class_{c}" for c in range(num_classes)]
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     per_class = []
     for cls in range(num_classes):
         scores = _class_scores(pred, target, cls, spacing_mm, voxel_ml, with_hd95=with_hd95 and cls > 0)
         per_class.append({"index": cls, "name": names[cls], **scores})
-    foreground = per_class[1:] or per_class
+    foreground = per_class[1:]
     return {
         "classes": per_class,
         "mean_dice": mean_of([c["dice"] for c in foreground]),
@@ -139,3 +165,26 @@ def mean_of(values: list[float | None]) -> float | None:
     """Mean of the defined values (None = a class absent from both masks); None when none is defined."""
     defined = [v for v in values if v is not None]
     return float(np.mean(defined)) if defined else None
+
+
+def _axis(axis: int, ndim: int) -> int:
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} does not exist in a {ndim}D mask")
+    return axis % ndim
+
+
+def _check_spacing(spacing_mm: tuple[float, ...], ndim: int) -> None:
+    if len(spacing_mm) != ndim:
+        raise ValueError(f"spacing_mm gives {len(spacing_mm)} sizes for a {ndim}D mask: give one per axis")
+
+
+def _check_labels(mask: np.ndarray, which: str, num_classes: int) -> None:
+    """Labels must be whole numbers 0 .. num_classes - 1 (any numeric type; checked without an int64 copy)."""
+    if mask.dtype.kind not in "biuf":
+        raise ValueError(f"the {which} is an array of {mask.dtype}: expected integer labels")
+    if mask.dtype.kind == "f" and not np.array_equal(mask, np.rint(mask)):
+        raise ValueError(f"the {which} holds non-integer values: expected integer labels, not an image")
+    low, high = float(mask.min(initial=0)), float(mask.max(initial=0))
+    if low < 0 or high >= num_classes:
+        allowed = f"num_classes {num_classes} allows 0 .. {num_classes - 1}"
+        raise ValueError(f"the {which} holds labels from {low:g} to {high:g}; {allowed}")

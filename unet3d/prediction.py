@@ -79,7 +79,8 @@ class Prediction:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write the mask (uint8, the input's exact geometry) to a .nii/.nii.gz path."""
+        """Write the mask (uint8, the input's exact geometry) to a .nii/.nii.gz path or into a folder (as
+        `<stem>_mask.nii.gz`); returns the path written."""
         started = time.perf_counter()
         written = save_mask(self.mask, self.volume, path)
         self.timings_ms["encode"] = (time.perf_counter() - started) * 1000.0

@@ -272,6 +272,29 @@ def test_save_mask_refuses_a_mask_of_another_shape(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("mask", "message"),
+    [(300, "values from 0 to 300: round or relabel"), (-1, "values from -1 to 0"), (0.7, "0 to 0.7 with fractions")],
+)
+def test_save_mask_refuses_values_uint8_cannot_hold_instead_of_wrapping_them(tmp_path, mask, message):
+    volume = load_volume(write_nifti(tmp_path / "v.nii.gz", sphere_volume()))
+    with pytest.raises(InvalidVolumeError, match=message):
+        save_mask(np.full(volume.shape, mask), volume, tmp_path / "m.nii.gz")
+    assert not (tmp_path / "m.nii.gz").exists()
+
+
+def test_save_mask_writes_into_a_folder_and_refuses_other_formats(tmp_path):
+    volume = load_volume(write_nifti(tmp_path / "scan.nii.gz", sphere_volume()))
+    mask = (volume.data > 0.5).astype(np.int64)
+    (tmp_path / "masks").mkdir()
+    assert save_mask(mask, volume, tmp_path / "masks") == tmp_path / "masks" / "scan_mask.nii.gz"
+    assert save_mask(mask, volume, f"{tmp_path}/new/") == tmp_path / "new" / "scan_mask.nii.gz"
+    assert np.array_equal(load_volume(tmp_path / "new" / "scan_mask.nii.gz").data, mask)
+    for name in ("m.mgz", "m", "m.gz"):
+        with pytest.raises(UnsupportedFormatError, match=f"cannot save to '{name}': give a .nii.gz"):
+            save_mask(mask, volume, tmp_path / name)
+
+
+@pytest.mark.parametrize(
     ("name", "stem"),
     [("t1.nii.gz", "t1"), ("a/b/../c.nii", "c"), ("C:\\x\\scan.NII.GZ", "scan"), (".nii.gz", "volume")],
 )

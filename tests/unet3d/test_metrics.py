@@ -80,3 +80,39 @@ def test_evaluate_means_are_none_when_no_foreground_class_is_in_either_mask():
     assert result["classes"][0]["dice"] == 1.0
     assert [c["dice"] for c in result["classes"][1:]] == [None, None]
     assert result["mean_dice"] is None and result["mean_iou"] is None
+
+
+def test_every_score_refuses_masks_of_different_shapes():
+    cube = np.zeros((8, 8, 8), np.uint8)
+    cube[2:6, 2:6, 2:6] = 1
+    for score in (dice, iou, hd95, iou_along_axis):
+        with pytest.raises(ValueError, match=r"prediction shape \(8, 8, 8\) differs from reference shape \(8, 8, 1\)"):
+            score(cube, cube[:, :, 3:4], 1)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"num_classes": 2, "pred": 2}, "the prediction holds labels from 0 to 2; num_classes 2 allows 0 .. 1"),
+        ({"num_classes": 2, "pred": 0.4}, "the prediction holds non-integer values"),
+        ({"num_classes": 1}, "num_classes counts background too: at least 2, got 1"),
+        ({"num_classes": 3, "class_names": ["bg", "fg"]}, "class_names names 2 classes, num_classes is 3"),
+        ({"num_classes": 2, "spacing_mm": (1.0, 1.0)}, "spacing_mm gives 2 sizes for a 3D mask: give one per axis"),
+    ],
+)
+def test_evaluate_refuses_arguments_that_would_give_wrong_scores(change, message):
+    cube = np.zeros((8, 8, 8), np.float32)
+    cube[2:6, 2:6, 2:6] = 1
+    pred = cube * change.pop("pred", 1)
+    with pytest.raises(ValueError, match=message):
+        evaluate(pred, cube, **change)
+
+
+def test_hd95_and_iou_along_axis_check_spacing_and_axis():
+    cube = np.zeros((8, 8, 8), np.uint8)
+    cube[2:6, 2:6, 2:6] = 1
+    with pytest.raises(ValueError, match="spacing_mm gives 2 sizes for a 3D mask"):
+        hd95(cube, cube, 1, spacing_mm=(1.0, 1.0))
+    with pytest.raises(ValueError, match="axis 5 does not exist in a 3D mask"):
+        iou_along_axis(cube, cube, 1, axis=5)
+    assert iou_along_axis(cube, cube, 1, axis=-3).shape == (8,)
