@@ -13,7 +13,7 @@ from .errors import (
     VolumeTooLargeError,
 )
 from .hub import ModelSource, push_model, resolve_source
-from .io import Volume, inspect_volume, load_volume, save_mask
+from .io import Volume, inspect_volume, load_volume, save_mask, volume_from_array
 from .model import UNet3D
 from .prediction import Prediction
 from .segmenter import Segmenter
@@ -44,4 +44,5 @@ __all__ = [
     "push_model",
     "resolve_source",
     "save_mask",
+    "volume_from_array",
 ]

@@ -69,9 +69,11 @@ class ModelCard:
 
     @property
     def num_classes(self) -> int:
+        """Output classes, background (index 0) included."""
         return len(self.classes)
 
     def class_names(self) -> list[str]:
+        """Class names in index order."""
         return [c.name for c in self.classes]
 
     def check_network(self, num_classes: int, in_channels: int, pad_multiple: int) -> None:

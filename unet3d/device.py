@@ -15,10 +15,14 @@ from .model import UNet3D, fuse_for_inference
 ResolvedPrecision = Literal["fp32", "bf16", "fp16"]
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """`"auto"` → the first CUDA device if there is one, else CPU; validates explicit choices."""
+def resolve_device(device: str | int | torch.device) -> torch.device:
+    """`"auto"` → the first CUDA device if there is one, else CPU; validates explicit choices (an int N is cuda:N)."""
     if isinstance(device, torch.device):
         return device
+    if isinstance(device, int) and not isinstance(device, bool):
+        return resolve_device(f"cuda:{device}")
+    if not isinstance(device, str):
+        raise InferenceError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu":

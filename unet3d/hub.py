@@ -59,6 +59,7 @@ class ModelSource:
     sha256: str
 
     def as_dict(self) -> dict[str, str]:
+        """`{"id", "revision", "sha256"}`: what /health, /v1/model and `unet3d info` report."""
         return {"id": self.id, "revision": self.revision, "sha256": self.sha256}
 
 
@@ -87,7 +88,18 @@ def resolve_source(source: str | Path, revision: str | None = None, *, token: st
     try:
         return _hub_source(text, revision, token)
     except ModelLoadError as e:  # a relative folder path looks like a repo id: say both readings failed
-        raise ModelLoadError(f"{e} (nor is there a folder '{text}' in {Path.cwd()})") from e
+        raise ModelLoadError(_both_readings_failed(path, e)) from e
+
+
+def _both_readings_failed(path: Path, hub_error: ModelLoadError) -> str:
+    """A source that is neither a local folder nor a Hub repo: the likelier reading first (a path whose parent
+    folder exists here, like models/typo, was meant as a folder)."""
+    where = f"there is no model folder '{path}' in {Path.cwd()}"
+    if not path.parent.is_dir():
+        return f"{hub_error} (nor is there a folder '{path}' in {Path.cwd()})"
+    folders = sorted(p.name for p in path.parent.iterdir() if p.is_dir() and not p.name.startswith("."))
+    shown = ", ".join(folders[:6]) + (", ..." if len(folders) > 6 else "")
+    return f"{where} ('{path.parent}' holds: {shown or 'no folders'}); as a Hub repo id: {hub_error}"
 
 
 def _local_source(path: Path, label: str) -> ModelSource:

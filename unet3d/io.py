@@ -44,8 +44,13 @@ class Volume:
     stored_shape: tuple[int, ...]
     name: str = "volume.nii.gz"
 
+    def __repr__(self) -> str:  # the dataclass default would print every voxel and the whole header
+        spacing = "×".join(f"{s:g}" for s in self.spacing_mm)
+        return f"Volume({self.name!r}, shape={self.shape}, spacing_mm={spacing}, orientation={self.orientation})"
+
     @property
     def shape(self) -> tuple[int, int, int]:
+        """The voxel grid `(I, J, K)` (a stored 4th axis of one frame dropped)."""
         i, j, k = self.data.shape
         return int(i), int(j), int(k)
 
@@ -57,6 +62,7 @@ class Volume:
 
     @property
     def voxel_volume_ml(self) -> float:
+        """The volume of one voxel in millilitres (from the affine's determinant)."""
         return float(abs(np.linalg.det(self.affine[:3, :3])) / 1000.0)
 
     @property
@@ -66,6 +72,7 @@ class Volume:
 
     @property
     def stem(self) -> str:
+        """The name without .nii/.nii.gz: `t1.nii.gz` → `t1` (output names are `<stem>_mask.nii.gz`)."""
         return stem_of(self.name)
 
     def geometry(self) -> dict[str, Any]:
@@ -214,14 +221,32 @@ def _to_float32(raw: np.ndarray, slope: float, inter: float) -> np.ndarray:
     return data
 
 
-def volume_from_array(data: np.ndarray, affine: np.ndarray | None = None, *, name: str = "array.nii.gz") -> Volume:
-    """Wrap an in-memory `(I, J, K)` array as a Volume (identity affine unless given)."""
+def volume_from_array(
+    data: np.ndarray,
+    affine: np.ndarray | None = None,
+    *,
+    name: str = "array.nii.gz",
+    max_voxels: int | None = None,
+) -> Volume:
+    """Wrap an in-memory `(I, J, K)` array as a Volume.
+
+    Args:
+        data: real numbers (integers or floats) in voxel order.
+        affine: the 4×4 voxel-to-world (RAS+ mm) matrix, e.g. a nibabel image's `.affine`; default identity
+            (1 mm voxels, RAS), which is wrong for any other geometry: spacing sets the resampling and the mL.
+        name: display name (summaries, output file names).
+        max_voxels: refuse arrays with more voxels than this.
+    """
     array = np.asarray(data)
     if array.ndim != 3:
         raise InvalidVolumeError(f"expected a 3D array (I, J, K), got shape {array.shape}")
+    if array.dtype.kind not in "iuf":
+        raise InvalidVolumeError(f"expected an array of real numbers (integers or floats), got {array.dtype}")
+    if affine is not None and np.shape(affine) != (4, 4):
+        raise InvalidVolumeError(f"affine must be a 4×4 matrix, got shape {np.shape(affine)}")
     values = array.astype(np.float32)
     image = nib.Nifti1Image(values, np.eye(4) if affine is None else np.asarray(affine))
-    check_header(image.header, max_voxels=None, max_decompressed_bytes=None)
+    check_header(image.header, max_voxels=max_voxels, max_decompressed_bytes=None)
     if not np.isfinite(values).all():
         raise InvalidVolumeError("the array holds NaN or infinite values: replace them and retry")
     return Volume(values, image.affine.copy(), image.header.copy(), array.shape, name)

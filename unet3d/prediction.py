@@ -23,6 +23,9 @@ class Prediction:
     Attributes:
         mask: `(I, J, K)` uint8 class indices on the input's voxel grid.
         volume: the input volume (geometry reference for saving).
+        card: the model card (class names and colours).
+        source: the model that ran (id, revision, weights sha256).
+        device: the device it ran on (an out-of-memory retry may have moved it to the CPU).
         probabilities: `(C, I, J, K)` float32, only when requested.
         mode: the inference mode that ran ("whole" or "sliding").
         network_shape: the padded shape the network saw (after cropping/resampling).
@@ -41,7 +44,15 @@ class Prediction:
     probabilities: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
+    def __repr__(self) -> str:  # the dataclass default would print the mask and the whole input volume
+        classes = ", ".join(f"{c.name}: {n}" for c, n in zip(self.card.classes, self.class_voxels(), strict=True))
+        return (
+            f"Prediction({self.volume.name!r}, mask {self.volume.shape} uint8 ({classes} voxels), mode={self.mode}, "
+            f"device={self.device}, model={self.source.id}@{self.source.revision})"
+        )
+
     def class_voxels(self) -> list[int]:
+        """Voxels per class, background first, in class index order."""
         # One comparison per class: np.bincount would first convert the whole uint8 mask to int64.
         counts = [int(np.count_nonzero(self.mask == c)) for c in range(1, self.card.num_classes)]
         return [self.mask.size - sum(counts), *counts]

@@ -13,7 +13,7 @@ import torch
 
 from .card import ModelCard, load_card
 from .device import memory_budget_mb, prepare_network, resolve_device
-from .errors import ParameterError
+from .errors import ParameterError, UnreadableVolumeError
 from .hub import CARD_NAME, ModelSource, load_unet, resolve_source
 from .inference import MODES, InferencePlan, Mode, Precision, Progress, plan_inference, run_inference, whole_pass_bytes
 from .io import (
@@ -35,6 +35,7 @@ from .windows import labels_from_probabilities
 logger = logging.getLogger(__name__)
 
 VolumeInput = str | Path | Volume | np.ndarray
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class Segmenter:
@@ -57,6 +58,8 @@ class Segmenter:
         max_voxels: int | None = None,
     ) -> None:
         card.check_network(model.num_classes, model.in_channels, model.pad_multiple)
+        if precision not in PRECISIONS:
+            raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = resolve_device(device)
         self.model = model.eval()
         self.network = prepare_network(model, self.device)
@@ -102,22 +105,30 @@ class Segmenter:
         progress: Progress | None = None,
         probabilities: bool = False,
         threshold: float | None = None,
-        patch_size: tuple[int, int, int] | None = None,
+        patch_size: int | tuple[int, int, int] | None = None,
         overlap: float | None = None,
     ) -> Prediction:
         """Segment one volume; the mask is on the input's voxel grid, whatever its orientation.
 
         Args:
-            volume: a .nii/.nii.gz path, a loaded `Volume`, or an `(I, J, K)` array.
+            volume: a .nii/.nii.gz path, a loaded `Volume`, or an `(I, J, K)` array. An array has no geometry: it
+                is taken as 1 mm voxels in RAS order; wrap it with `volume_from_array(array, affine)` to give its
+                own (spacing matters: the model resamples to its card's spacing, and volumes are reported in mL).
             tta: average over flips along each axis (4× the time).
             mode: "auto" (whole pass if it fits the memory budget), "whole" or "sliding".
             progress: called with (fraction in [0, 1], stage name).
             probabilities: also return `(C, I, J, K)` class probabilities.
             threshold: foreground probability cut-off, binary models only, in (0, 1).
-            patch_size, overlap: sliding-window overrides of the card's defaults.
+            patch_size: sliding-window size, one int (a cube) or three, multiples of the card's pad_to_multiple.
+            overlap: sliding-window overlap in [0, 1).
+
+        Raises:
+            ParameterError: an option is out of range or of the wrong type.
+            Unet3dError: the volume cannot be segmented (unreadable, invalid, too large); the message says why.
         """
         report = _Reporter(progress)
         threshold = self._check_options(mode, threshold)
+        patch_size, overlap = self._check_window(patch_size, overlap)
         report("load", 0.0)
         vol = self._load(volume)
         report("preprocess", 0.0)
@@ -163,6 +174,8 @@ class Segmenter:
     def _check_options(self, mode: str, threshold: float | None) -> float | None:
         if mode not in MODES:
             raise ParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if threshold is not None and not _is_number(threshold):
+            raise ParameterError(f"threshold must be a number in (0, 1), got {threshold!r}")
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise ParameterError(f"threshold must be in (0, 1), got {threshold}")
         if self.model.num_classes > 2:
@@ -174,11 +187,39 @@ class Segmenter:
             return None
         return 0.5 if threshold is None else float(threshold)
 
+    def _check_window(
+        self, patch_size: int | tuple[int, int, int] | None, overlap: float | None
+    ) -> tuple[tuple[int, int, int] | None, float | None]:
+        if overlap is not None and (not _is_number(overlap) or not 0.0 <= overlap < 1.0):
+            raise ParameterError(f"overlap must be a number in [0, 1), got {overlap!r}")
+        if patch_size is None:
+            return None, overlap
+        sizes: Any = (patch_size,) * 3 if isinstance(patch_size, int) else patch_size
+        multiple = self.card.input.pad_to_multiple
+        if not (
+            isinstance(sizes, tuple | list)
+            and len(sizes) == 3
+            and all(_is_number(n) and int(n) == n and n >= multiple and n % multiple == 0 for n in sizes)
+        ):
+            raise ParameterError(
+                f"patch_size must be one size or three, each a multiple of {multiple}, got {patch_size!r}"
+            )
+        return (int(sizes[0]), int(sizes[1]), int(sizes[2])), overlap
+
     def _load(self, volume: VolumeInput) -> Volume:
         if isinstance(volume, Volume):
             return volume
         if isinstance(volume, np.ndarray):
-            return volume_from_array(volume)
+            if volume.ndim == 4 and volume.shape[3] == 1:  # one frame, as a 4D file with one volume is read
+                volume = volume[..., 0]
+            return volume_from_array(volume, max_voxels=self.max_voxels)
+        if not isinstance(volume, str | Path):
+            raise ParameterError(
+                f"predict takes a .nii/.nii.gz path, a Volume or a numpy array, got {type(volume).__name__}: "
+                "for a nibabel image pass its file name, or volume_from_array(image.get_fdata(), image.affine)"
+            )
+        if not Path(volume).exists():
+            raise UnreadableVolumeError(f"no such file: '{volume}'")
         return load_volume(volume, max_voxels=self.max_voxels)
 
     def _preprocess(self, volume: Volume) -> _Prepared:
@@ -299,3 +340,7 @@ def _uncrop_probabilities(probabilities: np.ndarray, crop: Crop) -> np.ndarray:
 
 def _network_shape(shape: tuple[int, ...], plan: InferencePlan) -> tuple[int, int, int]:
     return tuple(-(-s // plan.pad_multiple) * plan.pad_multiple for s in shape)  # type: ignore[return-value]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool)

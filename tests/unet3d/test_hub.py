@@ -181,6 +181,15 @@ def test_unknown_repo_revision_or_missing_file_give_clear_errors(
     assert cli.returncode == 1
     assert cli.stderr.strip().splitlines()[-1].startswith("unet3d: error: Hub repo 'acme/missing' was not found")
     assert cli.stderr.strip().endswith(f"(nor is there a folder 'acme/missing' in {tmp_path})")
+    (tmp_path / "models" / "brain").mkdir(parents=True)  # a typo in a local path: the local reading comes first
+    typo = run(unet3d_command("info", "--model", "models/brian"), hub_env(hub.url, hf_home), tmp_path)
+    assert (
+        typo.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"unet3d: error: there is no model folder 'models/brian' in {tmp_path} ('models' holds: brain); as a Hub"
+        )
+    )
 
 
 def test_hub_going_away_keeps_cached_loads_and_fails_fast_for_the_rest(

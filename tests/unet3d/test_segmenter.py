@@ -6,8 +6,8 @@ import pytest
 import yaml
 from helpers import BINARY_CARD, TINY_CARD, sphere_volume, write_nifti, write_tiny_model
 
-from unet3d import ModelLoadError, Segmenter, load_volume
-from unet3d.errors import CardError, InvalidVolumeError, ParameterError
+from unet3d import ModelLoadError, Segmenter, load_volume, volume_from_array
+from unet3d.errors import CardError, InvalidVolumeError, ParameterError, UnreadableVolumeError
 
 SUMMARY_FIELDS = {
     "filename",
@@ -98,11 +98,43 @@ def test_crop_to_foreground_keeps_background_outside_the_box(tmp_path):
         ({"mode": "fast"}, "mode must be one of"),
         ({"threshold": 2.0}, r"threshold must be in \(0, 1\), got 2.0"),
         ({"threshold": 0.5}, "threshold applies to binary models only; this model has 3 classes"),
+        ({"threshold": "0.5"}, r"threshold must be a number in \(0, 1\), got '0.5'"),
+        ({"overlap": 1.0}, r"overlap must be a number in \[0, 1\), got 1.0"),
+        ({"patch_size": (8, 8)}, r"patch_size must be one size or three, each a multiple of 4, got \(8, 8\)"),
+        ({"patch_size": (6, 8, 8)}, r"each a multiple of 4, got \(6, 8, 8\)"),
     ],
 )
 def test_bad_options_are_parameter_errors(segmenter, volume_path, options, message):
     with pytest.raises(ParameterError, match=message):
         segmenter.predict(volume_path, **options)
+
+
+def test_one_patch_size_means_a_cube_and_arrays_take_a_geometry(segmenter, volume_path):
+    cube = segmenter.predict(volume_path, mode="sliding", patch_size=8)
+    assert np.array_equal(cube.mask, segmenter.predict(volume_path, mode="sliding", patch_size=(8, 8, 8)).mask)
+    source = load_volume(volume_path)
+    placed = segmenter.predict(volume_from_array(source.data, source.affine * np.diag([2, 2, 2, 1])))
+    assert placed.summary()["spacing_mm"] == [2.0, 2.0, 2.0]
+    assert placed.volume.voxel_volume_ml == pytest.approx(8 * source.voxel_volume_ml)
+    assert "mask (24, 20, 16) uint8 (background: " in repr(placed) and len(repr(placed)) < 300
+
+
+@pytest.mark.parametrize(
+    ("given", "error", "message"),
+    [
+        (np.zeros((8, 8, 8), np.complex64), InvalidVolumeError, "expected an array of real numbers .* complex64"),
+        ([[[1.0]]], ParameterError, "predict takes a .nii/.nii.gz path, a Volume or a numpy array, got list"),
+        ("no/such/scan.nii.gz", UnreadableVolumeError, "no such file: 'no/such/scan.nii.gz'"),
+    ],
+)
+def test_inputs_that_are_not_volumes_are_named(segmenter, given, error, message):
+    with pytest.raises(error, match=message):
+        segmenter.predict(given)
+
+
+def test_bad_construction_options_are_refused(tiny_model_dir):
+    with pytest.raises(ParameterError, match="precision must be one of auto, fp32, bf16, fp16, got 'int8'"):
+        Segmenter.from_pretrained(tiny_model_dir, precision="int8")
 
 
 def test_a_binary_model_thresholds_its_foreground_probability(tmp_path, volume_path):
