@@ -1,6 +1,7 @@
 """Library vs MONAI's sliding window on the same weights and the same 1 mm brain (nilearn's MNI152 T1).
 
-Usage: python bench/compare.py [--model DIR] [--repeats 3] [--skip-ct]
+Usage: python bench/compare.py [--model DIR] [--repeats 3] [--skip-ct] [--json bench/results/compare-cpu.json]
+Needs the dev extras (MONAI, nilearn for the template): scripts/setup.sh --dev.
 
 Times are measured in this process, alternating the two pipelines (the machine is shared and noisy,
 so the ratio is the figure to trust); peak RSS is measured in a fresh child process per pipeline.
@@ -36,7 +37,7 @@ from unet3d.io import save_mask  # noqa: E402
 from unet3d.metrics import dice  # noqa: E402
 from unet3d.preprocessing import normalize_minmax, pad_to_multiple  # noqa: E402
 
-T1 = template_dir() / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+T1_NAME = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 DEFAULT_MODEL = ROOT / "models" / "unet3d-brain-tissue"
 REFERENCE_BF16_GFLOPS = 873.0
 
@@ -105,11 +106,12 @@ def child(kind: str, model_dir: str, out: Path) -> dict[str, Any]:
     if kind == "ct":
         return child_ct(model_dir, out)
     segmenter = Segmenter.from_pretrained(model_dir, device="cpu")
+    t1 = template_dir() / T1_NAME
     started = time.perf_counter()
     if kind == "ours":
-        ours(segmenter, T1, out / "ours.nii.gz")
+        ours(segmenter, t1, out / "ours.nii.gz")
     else:
-        monai(segmenter.model, T1, out / "monai.nii.gz", segmenter.card.input.clip_percentiles or (0, 100))
+        monai(segmenter.model, t1, out / "monai.nii.gz", segmenter.card.input.clip_percentiles or (0, 100))
     return {"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -143,14 +145,16 @@ def run_child(kind: str, model_dir: str, out: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default=str(DEFAULT_MODEL))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip-ct", action="store_true")
-    parser.add_argument("--child", choices=["ours", "monai", "ct"])
-    parser.add_argument("--out", default="/tmp/unet3d-bench")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="model directory (default: the shipped model)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each pipeline (default: 3)")
+    parser.add_argument("--skip-ct", action="store_true", help="skip the synthetic 512×512×400 CT (about a minute)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result to this file")
+    parser.add_argument("--child", choices=["ours", "monai", "ct"], help=argparse.SUPPRESS)  # peak-RSS subprocesses
+    parser.add_argument("--out", default="/tmp/unet3d-bench", help="scratch folder for the masks")
     args = parser.parse_args()
     out = Path(args.out)
+    t1 = template_dir() / T1_NAME
     out.mkdir(parents=True, exist_ok=True)
     if args.child:
         print(json.dumps(child(args.child, args.model, out)))
@@ -164,12 +168,12 @@ def main() -> None:
     for _ in range(args.repeats):
         for name in ("ours", "monai"):
             started = time.perf_counter()
-            mask = ours(segmenter, T1, out / "o.nii.gz") if name == "ours" else monai(plain, T1, out / "m.nii.gz", clip)
+            mask = ours(segmenter, t1, out / "o.nii.gz") if name == "ours" else monai(plain, t1, out / "m.nii.gz", clip)
             times[name].append(time.perf_counter() - started)
             masks[name] = mask
     fp32 = Segmenter.from_pretrained(args.model, device="cpu", precision="fp32")
     started = time.perf_counter()
-    fp32_mask = ours(fp32, T1, out / "f.nii.gz")
+    fp32_mask = ours(fp32, t1, out / "f.nii.gz")
     fp32_seconds = time.perf_counter() - started
     reference = reference_labels()
     floor = flop_floor(plain, reference.shape)
@@ -199,6 +203,8 @@ def main() -> None:
     if not args.skip_ct:
         result["ct_512x512x400"] = run_child("ct", args.model, out)
     print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

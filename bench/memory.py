@@ -77,8 +77,13 @@ def measure(path: Path, model: Path, probabilities: bool) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "memory-cpu.json")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model directory (default: shipped)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench" / "results" / "memory-cpu.json",
+        help="where the result goes (default: the committed bench/results/memory-cpu.json, replaced)",
+    )
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

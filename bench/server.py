@@ -106,12 +106,12 @@ def render_times(prediction: Any, workdir: Path, moves: int = 30) -> dict[str, f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--volume", type=Path, default=DEFAULT_VOLUME)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--json", type=Path, default=None)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model directory (default: shipped)")
+    parser.add_argument("--volume", type=Path, default=DEFAULT_VOLUME, help="volume to send (default: MNI152 T1)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of library and HTTP each (default: 3)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients in the load step (default: 8)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result to this file")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="unet3d-bench-"))
     payload = args.volume.read_bytes()
