@@ -160,7 +160,8 @@ class ReviewCallbacks:
         with user_errors():
             service.check(path)
             progress(0.0, desc="Waiting for a free inference slot")
-            predict_options = service.options(tta=options.tta, probabilities=options.uncertainty)
+            wanted = options.uncertainty or options.save_probabilities  # both are made from the probabilities
+            predict_options = service.options(tta=options.tta, probabilities=wanted)
             job = partial(service.predict, path, name=display_name(path.name), options=predict_options, progress=report)
             with service.slots.admit():
                 prediction = service.slots.run(job)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -135,10 +136,10 @@ def startup(service: SegmentationService | None) -> list[Any]:
 
 def present(review: Review, cb: ReviewCallbacks, opacity: float, shown: list[str], crosshair: bool) -> list[Any]:
     """Everything shown after a segmentation, rendered from the new review (values in `PRESENT_KEYS` order)."""
-    low, high = default_window(review.layers.image)
+    window, level = auto_window(review)
     span = max(float(review.layers.image.max() - review.layers.image.min()), 1e-3)
     indices = initial_indices(review)
-    inputs = ViewInputs(indices, high - low, (low + high) / 2, opacity, tuple(shown or ()), "classes", crosshair)
+    inputs = ViewInputs(indices, window, level, opacity, tuple(shown or ()), "classes", crosshair)
     axial, coronal, sagittal = cb.render(review, inputs)
     x, y, z = review.layers.shape
     volumes = [c["volume_ml"] for c in review.summary["classes"]]
@@ -148,9 +149,9 @@ def present(review: Review, cb: ReviewCallbacks, opacity: float, shown: list[str
         "axial_slider": gr.Slider(minimum=0, maximum=z - 1, value=indices[0]),
         "coronal_slider": gr.Slider(minimum=0, maximum=y - 1, value=indices[1]),
         "sagittal_slider": gr.Slider(minimum=0, maximum=x - 1, value=indices[2]),
-        "window": gr.Slider(minimum=span / 500, maximum=span, value=high - low, step=span / 500),
+        "window": gr.Slider(minimum=span / 500, maximum=span, value=window, step=span / 500),
         "level": gr.Slider(minimum=float(review.layers.image.min()), maximum=float(review.layers.image.max()),
-                           value=(low + high) / 2, step=span / 500),
+                           value=level, step=span / 500),
         "overlay": "classes",
         "axial": axial,
         "coronal": coronal,
@@ -164,6 +165,34 @@ def present(review: Review, cb: ReviewCallbacks, opacity: float, shown: list[str
         "reference": None,
     }  # fmt: skip
     return [values[key] for key in PRESENT_KEYS]
+
+
+def missing_overlay_data(review: Review | None, overlay: str) -> str | None:
+    """Why `overlay` cannot be shown for this review (None when it can)."""
+    if review is None or overlay == "classes":
+        return None
+    if overlay == "errors" and review.layers.reference is None:
+        return "Errors need a reference mask: upload one in the Agreement tab. Showing the classes."
+    if overlay == "uncertainty" and review.layers.entropy is None:
+        return "No uncertainty map: tick 'Uncertainty map' and segment again. Showing the classes."
+    return None
+
+
+def result_files(which: str) -> Callable[[Review | None], Any]:
+    """The files a review offers in the `which` box ("downloads": all of them, "mask_file": the mask)."""
+
+    def files(review: Review | None) -> Any:
+        if review is None:
+            return None
+        return [str(p) for p in review.files] if which == "downloads" else str(review.files[0])
+
+    return files
+
+
+def auto_window(review: Review) -> tuple[float, float]:
+    """(width, level) of the default grey window for this volume (percentiles of the image)."""
+    low, high = default_window(review.layers.image)
+    return float(high - low), float(low + high) / 2
 
 
 def class_volumes(review: Review) -> pd.DataFrame:

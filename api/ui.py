@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from starlette.routing import Mount
 
 from . import panels
-from .callbacks import ReviewBlocks, ReviewCallbacks, SegmentOptions, ViewInputs
+from .callbacks import ReviewBlocks, ReviewCallbacks, SegmentOptions, ViewInputs, user_error
 from .cors import defer_mounted_cors
 from .deps import key_matches
 from .review import Review, agreement_table, iou_along_z
@@ -111,12 +111,15 @@ def _slices() -> Parts:
             )
             parts["shown"] = gr.CheckboxGroup([], label="Show classes", elem_id="class-toggle")
         with gr.Column(scale=1, min_width=200):
-            parts["opacity"] = gr.Slider(0, 1, value=0.4, step=0.05, label="Opacity", elem_id="opacity")
+            # No ↺ buttons on these sliders: Gradio's resets to the construction value, not to this volume's, and
+            # fires no event that redraws the views ("Auto window" below does both).
+            parts["opacity"] = gr.Slider(0, 1, value=0.4, step=0.05, label="Opacity", buttons=[], elem_id="opacity")
             parts["crosshair"] = gr.Checkbox(True, label="Crosshair", elem_id="crosshair")
             parts["jump"] = gr.Button("Jump to the most uncertain slices", size="sm", elem_id="jump-btn")
         with gr.Column(scale=1, min_width=200):
-            parts["window"] = gr.Slider(1, 100, value=100, label="Window width", elem_id="window")
-            parts["level"] = gr.Slider(0, 100, value=50, label="Window level", elem_id="level")
+            parts["window"] = gr.Slider(1, 100, value=100, label="Window width", buttons=[], elem_id="window")
+            parts["level"] = gr.Slider(0, 100, value=50, label="Window level", buttons=[], elem_id="level")
+            parts["auto_window"] = gr.Button("Auto window", size="sm", elem_id="auto-window")
     return parts
 
 
@@ -180,11 +183,23 @@ def _wire_views(cb: ReviewCallbacks, p: Parts) -> None:
         return [*cb.render(state, _view_inputs(values)), state]
 
     def compare(state: Review | None, reference: Any, *values: Any) -> list[Any]:
-        updated = cb.attach(state, reference)
+        try:
+            updated = cb.attach(state, reference)
+        except gr.Error as refused:  # say why, and take the refused file out of the box (it was not used)
+            gr.Warning(refused.message)
+            return [state, gr.skip(), gr.skip(), gr.skip(), *[gr.skip()] * 3, None]
         overlay = "errors" if reference else "classes"
         rendered = cb.render(updated, _view_inputs((*values[:-1], overlay, values[-1])))
         tables = [agreement_table(updated), iou_along_z(updated)] if updated else [gr.skip(), gr.skip()]
-        return [updated, *tables, overlay, *rendered]
+        return [updated, *tables, overlay, *rendered, gr.skip()]
+
+    def check_overlay(state: Review | None, overlay: str) -> str:
+        """An overlay whose data is missing falls back to the classes, and the user is told why."""
+        missing = panels.missing_overlay_data(state, overlay)
+        if missing:
+            gr.Warning(missing)
+            return "classes"
+        return overlay
 
     def jump(state: Review | None, *values: Any) -> list[Any]:
         target = cb.jump_target(state)
@@ -194,11 +209,26 @@ def _wire_views(cb: ReviewCallbacks, p: Parts) -> None:
     triggers = [p[name].input for name in (*sliders, *controls)]
     gr.on(triggers, render, view_in, [*images, p["review"]], **QUIET)
     compare_in = _pick(p, ("review", "reference", *sliders, "window", "level", "opacity", "shown", "crosshair"))
-    compare_out = _pick(p, ("review", "agreement", "iou_plot", "overlay", *PLANE_NAMES))
+    compare_out = _pick(p, ("review", "agreement", "iou_plot", "overlay", *PLANE_NAMES, "reference"))
     for event in (p["reference"].upload, p["reference"].clear):
         event(compare, compare_in, compare_out, **PRIVATE)
     jump_in = _pick(p, ("review", "window", "level", "opacity", "shown", "crosshair"))
     p["jump"].click(jump, jump_in, [*_pick(p, sliders), p["overlay"], *images], **PRIVATE)
+
+    def auto_window(state: Review | None, *values: Any) -> list[Any]:
+        if state is None:
+            raise user_error("Segment a volume first.")
+        window, level = panels.auto_window(state)
+        axial, coronal, sagittal, opacity, shown, overlay, crosshair = values
+        inputs = (axial, coronal, sagittal, window, level, opacity, shown, overlay, crosshair)
+        return [window, level, *cb.render(state, _view_inputs(inputs))]
+
+    auto_in = _pick(p, ("review", *sliders, "opacity", "shown", "overlay", "crosshair"))
+    p["auto_window"].click(auto_window, auto_in, [p["window"], p["level"], *images], **PRIVATE)
+    p["overlay"].input(check_overlay, _pick(p, ("review", "overlay")), p["overlay"], **QUIET)
+    for files in ("downloads", "mask_file"):  # results are read-only: a removed file comes straight back
+        for event in (p[files].clear, p[files].delete):
+            event(panels.result_files(files), p["review"], p[files], **QUIET)
     for event in (p["surface_tab"].select, p["surface_classes"].input):
         event(panels.surface_file, _pick(p, ("review", "surface_classes")), p["surface"], **PRIVATE)
 

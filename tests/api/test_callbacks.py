@@ -130,3 +130,26 @@ def test_jump_needs_an_uncertainty_map(service, uploaded_volume):
     with pytest.raises(gr.Error, match="Uncertainty map"):
         callbacks.jump_target(review)
     review.close()
+
+
+def test_saving_probabilities_does_not_need_the_uncertainty_map(service, uploaded_volume):
+    callbacks = ReviewCallbacks(lambda: service)
+    options = SegmentOptions(uncertainty=False, save_probabilities=True)
+    _, _, review = callbacks.segment(str(uploaded_volume), options, None, ProgressRecorder())
+    assert [p.name.split("_")[-1] for p in review.files] == ["mask.nii.gz", "summary.json", "probabilities.nii.gz"]
+    review.close()
+
+
+def test_an_overlay_without_its_data_is_named_and_the_files_come_back(service, uploaded_volume):
+    from api import panels
+
+    callbacks = ReviewCallbacks(lambda: service)
+    _, _, review = callbacks.segment(str(uploaded_volume), SegmentOptions(uncertainty=False), None, ProgressRecorder())
+    assert "Errors need a reference mask" in panels.missing_overlay_data(review, "errors")
+    assert "No uncertainty map" in panels.missing_overlay_data(review, "uncertainty")
+    assert panels.missing_overlay_data(review, "classes") is None
+    assert panels.result_files("downloads")(review) == [str(p) for p in review.files]
+    assert panels.result_files("mask_file")(review) == str(review.files[0])
+    width, level = panels.auto_window(review)
+    assert width > 0 and review.layers.image.min() <= level <= review.layers.image.max()
+    review.close()

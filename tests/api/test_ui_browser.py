@@ -106,6 +106,21 @@ def test_review_flow_in_a_real_browser(page, hosts, brain_server, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
 
+    # Window: a narrow one redraws the views, "Auto window" brings this volume's back (and redraws them again).
+    auto_width = page.locator("#window input[type=number]").input_value()
+    before = page.locator("#axial-view img").get_attribute("src")
+    click_slider(page, "#window", 0.05)
+    wait_for_new_image(page, "axial", before)
+    before = page.locator("#axial-view img").get_attribute("src")
+    page.locator("#auto-window").click()
+    wait_for_new_image(page, "axial", before)
+    expect(page.locator("#window input[type=number]")).to_have_value(auto_width)
+
+    # An overlay whose data is missing says so and falls back to the classes.
+    page.locator("#overlay label", has_text="Errors vs reference").click()
+    expect(page.get_by_text("Errors need a reference mask")).to_be_visible(timeout=10_000)
+    expect(page.locator("#overlay input[value='classes']")).to_be_checked()
+
     with_grey = orange(picture(page, "#axial-view"))
     before = page.locator("#axial-view img").get_attribute("src")
     page.locator("#class-toggle label", has_text="grey matter").click()
