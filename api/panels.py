@@ -126,7 +126,8 @@ def startup(service: SegmentationService | None) -> list[Any]:
     return [
         header_html(service.info()),
         legend_html(card.classes),
-        gr.CheckboxGroup(choices=choices, value=foreground),
+        # Foreground classes only: background is what the overlay leaves uncovered.
+        gr.CheckboxGroup(choices=[c for c in choices if c[1] in foreground], value=foreground),
         gr.CheckboxGroup(choices=[c for c in choices if c[1] in foreground], value=foreground),
         gr.BarPlot(color_map=colors, sort=[pretty(name) for name in foreground]),
         gr.LinePlot(color_map=colors),

@@ -175,15 +175,15 @@ def most_uncertain(layers: Layers) -> tuple[int, int, int] | None:
 
 
 def class_table(review: Review) -> pd.DataFrame:
-    """Voxels, mL and share of the volume per class."""
+    """Voxels, mL and share of the whole scan per class (counts with thousands separators, for reading)."""
     rows = review.summary["classes"]
     total = sum(r["voxels"] for r in rows) or 1
     return pd.DataFrame(
         {
             "class": [pretty(r["name"]) for r in rows],
-            "voxels": [r["voxels"] for r in rows],
+            "voxels": [f"{r['voxels']:,}" for r in rows],
             "volume (mL)": [round(r["volume_ml"], 2) for r in rows],
-            "share (%)": [round(100 * r["voxels"] / total, 2) for r in rows],
+            "share of scan (%)": [round(100 * r["voxels"] / total, 2) for r in rows],
         }
     )
 

@@ -121,7 +121,8 @@ def _overlay(layers: Layers, axis: int, index: int, style: Style) -> np.ndarray:
     if style.overlay == "uncertainty" and layers.entropy is not None:
         entropy = _screen(_cut(layers.entropy, axis, index)).astype(np.float32)
         rgba[..., :3] = _inferno_lut()[np.clip(entropy * 255, 0, 255).astype(np.uint8)]
-        rgba[..., 3] = np.clip(entropy / 0.6, 0.0, 1.0) * alpha
+        # Twice the opacity: uncertainty is sparse (thin bands along boundaries) and vanishes at the class overlay's.
+        rgba[..., 3] = np.clip(entropy / 0.6, 0.0, 1.0) * min(2 * alpha, 255)
         return rgba
     lut = _class_lut(layers.colors)
     if style.overlay == "errors" and layers.reference is not None:

@@ -117,7 +117,8 @@ def test_statistics_tables_cover_every_class(segmenter, oblique_volume, tmp_path
     review = start_review(segmenter.predict(oblique_volume), tmp_path / "work")
     table = class_table(review)
     assert list(table["class"]) == ["background", "shell", "core"]
-    assert table["voxels"].sum() == oblique_volume.data.size
+    assert sum(int(v.replace(",", "")) for v in table["voxels"]) == oblique_volume.data.size
+    assert table["share of scan (%)"].sum() == pytest.approx(100, abs=0.05)
     histograms = intensity_histograms(review)
     assert set(histograms["class"]) == {"background", "shell", "core"}
     assert histograms.groupby("class")["voxels (%)"].sum().max() <= 100.0 + 1e-6
