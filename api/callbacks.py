@@ -46,7 +46,7 @@ STAGE_LABELS = {
     "infer": "Running the network",
     "postprocess": "Post-processing",
 }
-NO_VOLUME = "Choose a volume first: upload a .nii or .nii.gz file, or click 'Try the MNI152 example'."
+NO_VOLUME = "Choose a volume first: upload a .nii or .nii.gz file, or click 'Try the MNI152 T1 example'."
 NOT_UPLOADED = "Only files uploaded through this page are accepted: upload the file again."
 NOT_A_FILE = (
     "An input is not in the form this page sends: with gradio_client, send the file with gradio_client's "
@@ -79,8 +79,9 @@ class ViewInputs:
 
 
 def user_error(message: str) -> gr.Error:
-    """An error the user can fix: shown in the UI, and no traceback in the server log (Gradio prints one otherwise)."""
-    return gr.Error(message, print_exception=False)
+    """An error the user can fix: shown in the UI until closed (capitalised, as a sentence), and no traceback in the
+    server log (Gradio prints one otherwise)."""
+    return gr.Error(message[:1].upper() + message[1:], duration=None, print_exception=False)
 
 
 def uploaded_path(value: Any) -> Path:
