@@ -104,7 +104,7 @@ def legend_html(classes: tuple[ClassInfo, ...] | None, volumes_ml: list[float] |
         + _legend_row(FALSE_NEGATIVE, "false negative (missed)", "")
         + _legend_row(CONFUSED, "wrong class (both shown)", "")
         + '<div class="legend-title">Uncertainty (entropy)</div><div class="ramp"></div>'
-        + '<div class="ramp-labels"><span>certain</span><span>uniform</span></div></div>'
+        + '<div class="ramp-labels"><span>certain (no tint)</span><span>most uncertain</span></div></div>'
     )  # fmt: skip
 
 
@@ -147,12 +147,12 @@ def present(review: Review, cb: ReviewCallbacks, opacity: float, shown: list[str
     values = {
         "status": status_markdown(review),
         "legend": legend_html(review.classes, volumes),
-        "axial_slider": gr.Slider(minimum=0, maximum=z - 1, value=indices[0]),
-        "coronal_slider": gr.Slider(minimum=0, maximum=y - 1, value=indices[1]),
-        "sagittal_slider": gr.Slider(minimum=0, maximum=x - 1, value=indices[2]),
-        "window": gr.Slider(minimum=span / 500, maximum=span, value=window, step=span / 500),
+        "axial_slider": gr.Slider(minimum=0, maximum=z - 1, value=indices[0], interactive=True),
+        "coronal_slider": gr.Slider(minimum=0, maximum=y - 1, value=indices[1], interactive=True),
+        "sagittal_slider": gr.Slider(minimum=0, maximum=x - 1, value=indices[2], interactive=True),
+        "window": gr.Slider(minimum=span / 500, maximum=span, value=window, step=span / 500, interactive=True),
         "level": gr.Slider(minimum=float(review.layers.image.min()), maximum=float(review.layers.image.max()),
-                           value=level, step=span / 500),
+                           value=level, step=span / 500, interactive=True),
         "overlay": "classes",
         "axial": axial,
         "coronal": coronal,

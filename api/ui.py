@@ -99,7 +99,8 @@ def _slices() -> Parts:
                                         buttons=["fullscreen", "download"], elem_id=f"{plane}-view",
                                         placeholder=f"The {plane} view appears after segmentation")  # fmt: skip
                 parts[f"{plane}_slider"] = gr.Slider(0, 1, value=0, step=1, label=f"{plane.capitalize()} slice",
-                                                     buttons=[], elem_id=f"{plane}-slider")  # fmt: skip
+                                                     buttons=[], interactive=False,
+                                                     elem_id=f"{plane}-slider")  # fmt: skip
     with gr.Row(elem_id="display-controls"):
         with gr.Column(scale=2, min_width=260):
             parts["overlay"] = gr.Radio(
@@ -117,8 +118,11 @@ def _slices() -> Parts:
             parts["crosshair"] = gr.Checkbox(True, label="Crosshair", elem_id="crosshair")
             parts["jump"] = gr.Button("Jump to the most uncertain slices", size="sm", elem_id="jump-btn")
         with gr.Column(scale=1, min_width=200):
-            parts["window"] = gr.Slider(1, 100, value=100, label="Window width", buttons=[], elem_id="window")
-            parts["level"] = gr.Slider(0, 100, value=50, label="Window level", buttons=[], elem_id="level")
+            # Disabled until a volume is segmented: their ranges come from its intensities (panels.present).
+            parts["window"] = gr.Slider(1, 100, value=100, label="Window width", buttons=[], interactive=False,
+                                        elem_id="window")  # fmt: skip
+            parts["level"] = gr.Slider(0, 100, value=50, label="Window level", buttons=[], interactive=False,
+                                       elem_id="level")  # fmt: skip
             parts["auto_window"] = gr.Button("Auto window", size="sm", elem_id="auto-window")
     return parts
 
