@@ -8,9 +8,40 @@ from typing import Any
 import yaml
 
 from unet3d import UNet3D
+from unet3d.card import DEFAULT_COLORS
 from unet3d.hub import check_model_dir
 
+from .config import TrainConfig
+
 CARD_HEADER = "# unet3d model card: classes, input contract, inference defaults and measured metrics.\n"
+
+
+def build_card(config: TrainConfig, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """model.yaml contents for these settings (metrics are filled in by `train evaluate`)."""
+    card = config.card
+    data = config.data
+    return {
+        "name": card.name,
+        "version": card.version,
+        "task": "3D semantic segmentation",
+        "description": card.description,
+        "classes": [
+            {"index": i, "name": c["name"], "color": c.get("color", DEFAULT_COLORS[i % len(DEFAULT_COLORS)]), **c}
+            for i, c in enumerate(card.classes)
+        ],
+        "input": {
+            "channels": 1,
+            "normalization": "minmax",
+            "clip_percentiles": data.clip_percentiles,
+            "pad_to_multiple": 2**config.model.depth,
+            "spacing_mm": data.spacing_mm,
+        },
+        "inference": {"patch_size": data.patch_size, "overlap": 0.25, "blending": "gaussian", **card.inference},
+        "postprocess": card.postprocess,
+        "license": card.license,
+        "intended_use": card.intended_use,
+        "metrics": metrics or {},
+    }
 
 
 def export_model(model: UNet3D, card: dict[str, Any], out: str | Path) -> Path:

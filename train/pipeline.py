@@ -13,9 +13,9 @@ import torch
 import yaml
 
 from .config import TrainConfig
-from .export import export_model, write_card
+from .export import build_card, export_model, write_card
 from .report import compare_with_reference, evaluate_model
-from .trainer import Trainer, build_card
+from .trainer import Trainer
 
 logger = logging.getLogger(__name__)
 

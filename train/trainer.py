@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from unet3d import UNet3D
-from unet3d.card import DEFAULT_COLORS, card_from_dict
+from unet3d.card import card_from_dict
 from unet3d.device import resolve_device
 from unet3d.errors import CardError
 from unet3d.hub import ModelSource
@@ -32,6 +32,7 @@ from .augment import PatchSampler
 from .config import ConfigError, TrainConfig, checked
 from .data import DatasetError, cases, check_dataset, load_pair, load_subject
 from .distributed import Distributed
+from .export import build_card
 from .optim import amp_dtype, dice_ce_loss, learning_rate_factor
 
 logger = logging.getLogger(__name__)
@@ -56,34 +57,6 @@ class FitResult:
     time_limited: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def build_card(config: TrainConfig, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-    """model.yaml contents for these settings (metrics are filled in by `train evaluate`)."""
-    card = config.card
-    data = config.data
-    return {
-        "name": card.name,
-        "version": card.version,
-        "task": "3D semantic segmentation",
-        "description": card.description,
-        "classes": [
-            {"index": i, "name": c["name"], "color": c.get("color", DEFAULT_COLORS[i % len(DEFAULT_COLORS)]), **c}
-            for i, c in enumerate(card.classes)
-        ],
-        "input": {
-            "channels": 1,
-            "normalization": "minmax",
-            "clip_percentiles": data.clip_percentiles,
-            "pad_to_multiple": 2**config.model.depth,
-            "spacing_mm": data.spacing_mm,
-        },
-        "inference": {"patch_size": data.patch_size, "overlap": 0.25, "blending": "gaussian", **card.inference},
-        "postprocess": card.postprocess,
-        "license": card.license,
-        "intended_use": card.intended_use,
-        "metrics": metrics or {},
-    }
 
 
 class Trainer:
