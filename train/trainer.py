@@ -156,6 +156,9 @@ class Trainer:
         best_model = copy.deepcopy(self.model).cpu()
         if self.best["state"] is not None:
             best_model.load_state_dict(self.best["state"])
+        # DDP's reducer holds gloo work objects: release it while the interpreter is whole, then the process group
+        # (freed only at interpreter exit, gloo's threads can abort the process: pytorch/pytorch#179291).
+        self.wrapped = self.model
         self.dist.close()
         return FitResult(
             model=best_model.eval(),
