@@ -160,7 +160,7 @@ def present(review: Review, cb: ReviewCallbacks, opacity: float, shown: list[str
         "class_plot": class_volumes(review),
         "class_table": class_table(review),
         "intensity_plot": intensity_histograms(review),
-        "downloads": [str(p) for p in review.files],
+        "downloads": result_files("downloads")(review),
         "agreement": agreement_table(review),
         "iou_plot": iou_along_z(review),
         "reference": None,

@@ -19,6 +19,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from unet3d.errors import UnreadableVolumeError, VolumeTooLargeError
 from unet3d.io import check_suffix
+from unet3d.validation import GZIP_MAGIC
 
 from .errors import MalformedUploadError
 
@@ -30,7 +31,6 @@ FIELD_NAME = "file"
 ENVELOPE_BYTES = 64 * 1024
 _FLUSH_BYTES = 1 << 20
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -195,6 +195,6 @@ class _FileSink:
             raise MalformedUploadError("the form has no 'file' field: send the volume as -F 'file=@t1.nii.gz'")
         if not self.path.suffix:
             with self.path.open("rb") as handle:
-                gzipped = handle.read(2) == _GZIP_MAGIC
+                gzipped = handle.read(2) == GZIP_MAGIC
             self.path = self.path.rename(self.path.with_suffix(".nii.gz" if gzipped else ".nii"))
         return Upload(self.path, self.filename, self.file_bytes)

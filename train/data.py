@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from unet3d import Unet3dError
-from unet3d.io import Volume, canonical_orientation, canonical_spacing, load_volume, to_canonical
+from unet3d.io import Volume, canonical_orientation, canonical_spacing, load_volume, stem_of, to_canonical
 from unet3d.preprocessing import needs_resampling, resampled_shape, resize
 
 from .augment import Subject
@@ -87,7 +87,7 @@ def cases(root: str | Path, split: str) -> list[Case]:
         for file in (image, label):
             if not file.is_file():
                 raise DatasetError(f"{file} is missing ({named_by})")
-        name = _case_name(label)
+        name = stem_of(label.name)  # `sub.1.nii.gz` → `sub.1`: a case keeps its dots
         if name in found:
             raise DatasetError(f"{where}: two cases are named {name!r} ({found[name].label.name}, {label.name})")
         found[name] = Case(image, label, name)
@@ -207,12 +207,3 @@ def _nnunet_training_entries(root: Path, ending: str) -> list[dict[str, str]]:
         case = label.name[: -len(ending)]
         entries.append({"image": f"imagesTr/{case}_0000{ending}", "label": f"labelsTr/{label.name}"})
     return entries
-
-
-def _case_name(label: Path) -> str:
-    """The label's file name without .nii.gz / .nii (a case called `sub.1` keeps its dot)."""
-    name = label.name
-    for suffix in (".nii.gz", ".nii", ".gz"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name

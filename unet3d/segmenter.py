@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from .windows import labels_from_probabilities
 logger = logging.getLogger(__name__)
 
 VolumeInput = str | Path | Volume | np.ndarray
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 class Segmenter:

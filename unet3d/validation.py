@@ -22,6 +22,7 @@ from .errors import InvalidVolumeError, UnreadableVolumeError, UnsupportedFormat
 MIN_AXIS_VOXELS = 4
 NiftiHeader = nib.Nifti1Header | nib.Nifti2Header
 READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, ValueError, OverflowError)
+GZIP_MAGIC = b"\x1f\x8b"  # the first two bytes of every gzip stream
 _HEAD_BYTES = 552  # a NIfTI-2 header (540 bytes) plus the extension flag
 _CHUNK_BYTES = 1 << 20
 # NIfTI datatype codes that are not one real-valued intensity per voxel.
@@ -103,7 +104,7 @@ def _read_head(path: Path) -> bytes:
             start = handle.read(2)
             if not start:
                 raise UnreadableVolumeError("the file is empty: expected a .nii or .nii.gz volume")
-            is_gzip = start == b"\x1f\x8b"
+            is_gzip = start == GZIP_MAGIC
             if path.name.lower().endswith(".gz") and not is_gzip:
                 known = other_format(start + handle.read(_HEAD_BYTES))
                 raise UnsupportedFormatError(
