@@ -198,6 +198,19 @@ class ReviewCallbacks:
             for plane, index in zip(views.PLANES, _plane_indices(inputs.indices), strict=True)
         ]
 
+    def navigate(
+        self, review: Review | None, plane: views.Plane, pixel: Any, indices: tuple[int, int, int]
+    ) -> tuple[int, int, int]:
+        """Slice indices (axial, coronal, sagittal) through the voxel under `pixel` ([column, row] of the picture
+        of `plane` drawn at `indices`): a click on one view moves the other two there."""
+        if review is None:
+            raise user_error("Segment a volume first.")
+        if not isinstance(pixel, list | tuple) or len(pixel) != 2:
+            return indices  # not a point on the picture (Gradio sends [column, row] for an image)
+        cursor = _cursor_from_indices(indices)
+        voxel = views.voxel_at(review.layers, plane, cursor[views.PLANE_AXIS[plane]], (pixel[0], pixel[1]))
+        return _plane_indices(voxel)
+
     def jump_target(self, review: Review | None) -> tuple[int, int, int]:
         """Slice indices (axial, coronal, sagittal) of the most uncertain slices."""
         if review is None:

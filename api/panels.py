@@ -57,6 +57,10 @@ CSS = """
 #legend .ramp-labels { display: flex; justify-content: space-between; font-size: 0.75rem;
   color: var(--body-text-color-subdued); }
 #status { min-height: 2.2em; }
+.view-panel img { cursor: crosshair; }
+/* Keyboard users see where they are: Gradio 6.31 draws no focus ring on sliders, radios and checkboxes. */
+input[type="range"]:focus-visible, input[type="radio"]:focus-visible, input[type="checkbox"]:focus-visible,
+button:focus-visible, [role="tab"]:focus-visible { outline: 2px solid #0d9488 !important; outline-offset: 2px; }
 """
 _LOGO = (
     '<svg width="40" height="40" viewBox="0 0 64 64" aria-hidden="true"><rect width="64" height="64" rx="14" '

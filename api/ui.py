@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from starlette.routing import Mount
 
-from . import panels
+from . import panels, views
 from .callbacks import ReviewBlocks, ReviewCallbacks, SegmentOptions, ViewInputs, user_error
 from .cors import defer_mounted_cors
 from .deps import key_matches
@@ -29,7 +29,7 @@ EXAMPLE_VOLUME = EXAMPLES / "mni152_t1.nii.gz"
 # A review (~100 MB for a 1 mm brain) is dropped after an hour without interaction, or when its tab closes.
 SESSION_TTL_S = 3600
 NIFTI_TYPES = [".nii", ".gz"]
-PLANE_NAMES = ("axial", "coronal", "sagittal")
+PLANE_NAMES = views.PLANES
 PRIVATE: dict[str, Any] = {"api_visibility": "private"}
 QUIET: dict[str, Any] = {**PRIVATE, "show_progress": "hidden", "trigger_mode": "always_last", "concurrency_limit": None}
 # Shown by gradio_client's view_api() and the page's "Use via API" (the callback's docstring also names the state).
@@ -115,7 +115,8 @@ def _slices() -> Parts:
             # No ↺ buttons on these sliders: Gradio's resets to the construction value, not to this volume's, and
             # fires no event that redraws the views ("Auto window" below does both).
             parts["opacity"] = gr.Slider(0, 1, value=0.4, step=0.05, label="Opacity", buttons=[], elem_id="opacity")
-            parts["crosshair"] = gr.Checkbox(True, label="Crosshair", elem_id="crosshair")
+            parts["crosshair"] = gr.Checkbox(True, label="Crosshair", elem_id="crosshair",
+                                             info="Click a view to move the other two to that point.")  # fmt: skip
             parts["jump"] = gr.Button("Jump to the most uncertain slices", size="sm", elem_id="jump-btn")
         with gr.Column(scale=1, min_width=200):
             # Disabled until a volume is segmented: their ranges come from its intensities (panels.present).
@@ -130,9 +131,10 @@ def _slices() -> Parts:
 def _statistics() -> Parts:
     with gr.Row():
         # No `height` on plots with a colour legend: Gradio 6.31 clips the legend below a fixed-height chart.
+        # min_width: on a narrow window the table goes below the plot instead of both being cut.
         class_plot = gr.BarPlot(x="class", y="volume (mL)", color="class", label="Volume per class", y_lim=[0, None],
-                                x_title=" ", elem_id="class-histogram")  # fmt: skip
-        class_table = gr.Dataframe(label="Classes", interactive=False, elem_id="class-table")
+                                x_title=" ", min_width=360, elem_id="class-histogram")  # fmt: skip
+        class_table = gr.Dataframe(label="Classes", interactive=False, min_width=360, elem_id="class-table")
     intensity_plot = gr.LinePlot(x="intensity", y="voxels (%)", color="class", label="Intensity histogram per class",
                                  elem_id="intensity-histogram")  # fmt: skip
     return {"class_plot": class_plot, "class_table": class_table, "intensity_plot": intensity_plot}
@@ -210,6 +212,20 @@ def _wire_views(cb: ReviewCallbacks, p: Parts) -> None:
         rendered = cb.render(state, _view_inputs((*target, *values[:-1], "uncertainty", values[-1])))
         return [*target, "uncertainty", *rendered]
 
+    def navigate_from(plane: views.Plane) -> Callable[..., list[Any]]:
+        # Gradio passes the click only to a parameter it can place by position (no *args before it).
+        def navigate(
+            state: Review | None, axial: int, coronal: int, sagittal: int, window: float, level: float,
+            opacity: float, shown: list[str], overlay: str, crosshair: bool, click: gr.SelectData,
+        ) -> list[Any]:  # fmt: skip
+            target = cb.navigate(state, plane, click.index, (axial, coronal, sagittal))
+            rendered = cb.render(state, _view_inputs((*target, window, level, opacity, shown, overlay, crosshair)))
+            return [*target, *rendered, state]
+
+        return navigate
+
+    for plane in PLANE_NAMES:  # a click on a view centres the other two on that point
+        p[plane].select(navigate_from(plane), view_in, [*_pick(p, sliders), *images, p["review"]], **QUIET)
     triggers = [p[name].input for name in (*sliders, *controls)]
     gr.on(triggers, render, view_in, [*images, p["review"]], **QUIET)
     compare_in = _pick(p, ("review", "reference", *sliders, "window", "level", "opacity", "shown", "crosshair"))

@@ -28,6 +28,7 @@ FALSE_POSITIVE = "#ff3b30"
 FALSE_NEGATIVE = "#2f80ff"
 CONFUSED = "#e040fb"
 DISPLAY_PX = 512
+CURSOR_GAP_PX = 6
 # Inferno, sampled at 9 stops: perceptually ordered and readable on a grey image.
 _INFERNO = ["#000004", "#1b0c41", "#4a0c6b", "#781c6d", "#a52c60", "#cf4446", "#ed6925", "#fb9b06", "#fcffa4"]
 
@@ -93,8 +94,32 @@ def display_size(layers: Layers, plane: Plane) -> tuple[int, int]:
     """(width, height) in pixels; one scale (pixels per mm) shared by the three planes."""
     extent_mm = [n * s for n, s in zip(layers.shape, layers.spacing_mm, strict=True)]
     scale = DISPLAY_PX / max(extent_mm)
-    cols, rows = [a for a in range(3) if a != PLANE_AXIS[plane]]
+    cols, rows = _screen_axes(plane)
     return max(round(extent_mm[cols] * scale), 1), max(round(extent_mm[rows] * scale), 1)
+
+
+def voxel_at(layers: Layers, plane: Plane, index: int, pixel: tuple[float, float]) -> tuple[int, int, int]:
+    """The `(x, y, z)` voxel drawn at `pixel` (column, row of the picture `render` made of slice `index`).
+
+    The inverse of `render`'s screen mapping, so that a click on a view can move the other two views there;
+    a pixel outside the picture is clamped to its edge.
+    """
+    axis = PLANE_AXIS[plane]
+    col_axis, row_axis = _screen_axes(plane)
+    width, height = display_size(layers, plane)
+    n_cols, n_rows = layers.shape[col_axis], layers.shape[row_axis]
+    column = int(np.clip((float(pixel[0]) + 0.5) * n_cols / width, 0, n_cols - 1))
+    row = int(np.clip((float(pixel[1]) + 0.5) * n_rows / height, 0, n_rows - 1))
+    voxel = [0, 0, 0]
+    voxel[axis] = int(np.clip(index, 0, layers.shape[axis] - 1))
+    voxel[col_axis], voxel[row_axis] = n_cols - 1 - column, n_rows - 1 - row  # `_screen` flips both
+    return voxel[0], voxel[1], voxel[2]
+
+
+def _screen_axes(plane: Plane) -> tuple[int, int]:
+    """The array axes along the picture's columns and rows."""
+    col_axis, row_axis = [a for a in range(3) if a != PLANE_AXIS[plane]]
+    return col_axis, row_axis
 
 
 def _cut(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
@@ -155,24 +180,26 @@ def _decorate(picture: Image.Image, layers: Layers, plane: Plane, cursor: tuple[
     draw = ImageDraw.Draw(picture, "RGBA")
     width, height = picture.size
     if cursor is not None:
-        col_axis, row_axis = [a for a in range(3) if a != PLANE_AXIS[plane]]
+        col_axis, row_axis = _screen_axes(plane)
         n_cols, n_rows = layers.shape[col_axis], layers.shape[row_axis]
         x = (n_cols - 1 - cursor[col_axis] + 0.5) * width / n_cols
         y = (n_rows - 1 - cursor[row_axis] + 0.5) * height / n_rows
-        draw.line([(x, 0), (x, height)], fill=(255, 214, 10, 110), width=1)
-        draw.line([(0, y), (width, y)], fill=(255, 214, 10, 110), width=1)
-    font = _font()
+        # A gap around the cursor leaves the voxel under it visible.
+        for start, end in (((x, 0), (x, y - CURSOR_GAP_PX)), ((x, y + CURSOR_GAP_PX), (x, height)),
+                           ((0, y), (x - CURSOR_GAP_PX, y)), ((x + CURSOR_GAP_PX, y), (width, y))):  # fmt: skip
+            draw.line([start, end], fill=(255, 214, 10, 130), width=1)
+    # Orientation letters on a dark outline, drawn last: readable on white matter and over the crosshair.
     left, right, top, bottom = PLANE_LETTERS[plane]
-    shade = (226, 232, 240, 200)
-    draw.text((6, height / 2), left, fill=shade, font=font, anchor="lm")
-    draw.text((width - 6, height / 2), right, fill=shade, font=font, anchor="rm")
-    draw.text((width / 2, 5), top, fill=shade, font=font, anchor="mt")
-    draw.text((width / 2, height - 5), bottom, fill=shade, font=font, anchor="mb")
+    placed = (((7, height / 2), left, "lm"), ((width - 7, height / 2), right, "rm"),
+              ((width / 2, 6), top, "mt"), ((width / 2, height - 6), bottom, "mb"))  # fmt: skip
+    for position, text, anchor in placed:
+        draw.text(position, text, fill=(241, 245, 249, 235), font=_font(), anchor=anchor, stroke_width=2,
+                  stroke_fill=(2, 6, 23, 220))  # fmt: skip
 
 
 @lru_cache(maxsize=1)
 def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=15)
+    return ImageFont.load_default(size=20)
 
 
 @lru_cache(maxsize=32)

@@ -153,3 +153,18 @@ def test_an_overlay_without_its_data_is_named_and_the_files_come_back(service, u
     width, level = panels.auto_window(review)
     assert width > 0 and review.layers.image.min() <= level <= review.layers.image.max()
     review.close()
+
+
+def test_a_click_on_one_view_moves_the_other_two_there(service, uploaded_volume):
+    callbacks = ReviewCallbacks(lambda: service)
+    _, _, review = callbacks.segment(str(uploaded_volume), SegmentOptions(), None, ProgressRecorder())
+    width, height = display_size(review.layers, "axial")
+    axial, coronal, sagittal = callbacks.navigate(review, "axial", [0, height - 1], (8, 10, 12))
+    x, y, _ = review.layers.shape
+    # Bottom-left of an axial view is the patient's right and back; top-right is left and front.
+    assert (axial, coronal, sagittal) == (8, 0, x - 1)
+    assert callbacks.navigate(review, "axial", [width - 1, 0], (8, 10, 12)) == (8, y - 1, 0)
+    assert callbacks.navigate(review, "axial", None, (8, 10, 12)) == (8, 10, 12)
+    review.close()
+    with pytest.raises(gr.Error, match="Segment a volume first"):
+        callbacks.navigate(None, "axial", [1, 1], (0, 0, 0))

@@ -24,6 +24,7 @@ CHROMIUM_ARGS = [
     "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage",
 ]  # fmt: skip
 SEGMENT_TIMEOUT_MS = 180_000
+PLANES = ("axial", "coronal", "sagittal")
 
 pytestmark = [
     pytest.mark.browser,
@@ -47,11 +48,25 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def page(browser, brain_server, hosts):
+def page_errors() -> list[str]:
+    """Uncaught exceptions in the page's JavaScript."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def page(browser, brain_server, hosts, page_errors):
     page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
-    page.on("request", lambda request: hosts.add(urlparse(request.url).hostname or ""))
+    page.on("request", lambda request: record_host(hosts, request.url))
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
     yield page
     page.context.close()
+
+
+def record_host(hosts: set[str], url: str) -> None:
+    """Note the host of a request that goes over the network (data: and blob: URLs stay in the page)."""
+    parsed = urlparse(url)
+    if parsed.scheme not in {"data", "blob"}:
+        hosts.add(parsed.hostname or url)
 
 
 def picture(page, selector: str) -> np.ndarray:
@@ -84,7 +99,11 @@ def wait_for_new_image(page, plane: str, before: str | None) -> None:
     playwright.expect(page.locator(f"#{plane}-view img")).not_to_have_attribute("src", before or "", timeout=20_000)
 
 
-def test_review_flow_in_a_real_browser(page, hosts, brain_server, tmp_path):
+def slice_indices(page) -> list[str]:
+    return [page.locator(f"#{plane}-slider input[type=number]").input_value() for plane in PLANES]
+
+
+def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, tmp_path):
     expect = playwright.expect
     page.goto(f"{brain_server.url}/ui/", wait_until="load")
     expect(page.locator("#segment-btn")).to_be_visible(timeout=30_000)
@@ -94,7 +113,7 @@ def test_review_flow_in_a_real_browser(page, hosts, brain_server, tmp_path):
     expect(page.locator("#mask-output")).to_contain_text("Running the network", timeout=60_000)  # stage progress
     expect(page.locator("#mask-output a[href*='mni152_t1_mask.nii.gz']")).to_be_visible(timeout=SEGMENT_TIMEOUT_MS)
     expect(page.locator("#status")).to_contain_text("197 × 233 × 189 voxels")
-    for plane in ("axial", "coronal", "sagittal"):
+    for plane in PLANES:
         expect(page.locator(f"#{plane}-view img")).to_be_visible(timeout=20_000)
     assert orange(picture(page, "#axial-view")) > 2000, "no grey-matter overlay in the axial view"
     expect(page.locator("#legend")).to_contain_text("mL")
@@ -105,6 +124,16 @@ def test_review_flow_in_a_real_browser(page, hosts, brain_server, tmp_path):
         wait_for_new_image(page, plane, before)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
+
+    # A click on the axial view moves the coronal and sagittal views to that point; the axial slice stays.
+    before_indices, before = slice_indices(page), page.locator("#coronal-view img").get_attribute("src")
+    view = page.locator("#axial-view img")
+    box = view.bounding_box()
+    view.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.3})
+    wait_for_new_image(page, "coronal", before)
+    after_indices = slice_indices(page)
+    assert after_indices[0] == before_indices[0]
+    assert after_indices[1] != before_indices[1] and after_indices[2] != before_indices[2]
 
     # Window: a narrow one redraws the views, "Auto window" brings this volume's back (and redraws them again).
     auto_width = page.locator("#window input[type=number]").input_value()
@@ -160,6 +189,16 @@ def test_review_flow_in_a_real_browser(page, hosts, brain_server, tmp_path):
 
     page.get_by_role("tab", name="3D surface").click()
     expect(page.locator("#surface canvas")).to_be_visible(timeout=60_000)
+
+    # Taking the reference away empties the agreement views, and nothing breaks in the page afterwards.
+    page.get_by_role("tab", name="Agreement").click()
+    page.locator("#reference-input button[aria-label='Clear']").first.click()
+    expect(page.locator("#agreement")).not_to_contain_text("mean (foreground)", timeout=20_000)
+    for tab in ("Slices", "Statistics", "Agreement"):
+        page.get_by_role("tab", name=tab).click()
+        page.wait_for_timeout(500)
+    expect(page.locator("#overlay input[value='classes']")).to_be_checked()
+    assert page_errors == [], f"uncaught errors in the page: {page_errors}"
     assert hosts <= {"127.0.0.1"}, f"the page reached out to {hosts - {'127.0.0.1'}}"
 
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from api.views import CONFUSED, FALSE_NEGATIVE, FALSE_POSITIVE, Layers, Style, display_size, hex_to_rgb, render
+from api.views import (
+    CONFUSED,
+    FALSE_NEGATIVE,
+    FALSE_POSITIVE,
+    PLANE_AXIS,
+    Layers,
+    Style,
+    display_size,
+    hex_to_rgb,
+    render,
+    voxel_at,
+)
 
 RED, GREEN = "#ff0000", "#00ff00"
 SHAPE = (20, 30, 40)  # x (→ right), y (→ anterior), z (→ superior)
@@ -136,3 +147,23 @@ def test_crosshair_marks_the_cursor_position():
 def test_slice_index_is_clamped_to_the_volume():
     picture = render(layers_with(np.zeros(SHAPE, np.uint8)), "axial", 10_000, SOLID)
     assert picture.ndim == 3
+
+
+@pytest.mark.parametrize("plane", ["axial", "coronal", "sagittal"])
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.8, 1.2, 3.0)])
+def test_a_click_on_a_drawn_voxel_finds_that_voxel(plane, spacing):
+    voxel = (3, 22, 31)  # off-centre on every axis, so a flip or a swapped axis lands elsewhere
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[voxel] = 1
+    layers = Layers(np.zeros(SHAPE, np.float32), mask, spacing, ("#000000", RED, GREEN))
+    index = voxel[PLANE_AXIS[plane]]
+    rows, cols = np.nonzero(coloured(render(layers, plane, index, SOLID), RED))
+    for row, col in ((rows.min(), cols.min()), (rows.max(), cols.max()), (rows.mean(), cols.mean())):
+        assert voxel_at(layers, plane, index, (col, row)) == voxel
+
+
+def test_a_click_past_the_edge_is_clamped_to_the_volume():
+    layers = layers_with(np.zeros(SHAPE, np.uint8))
+    width, height = display_size(layers, "axial")
+    assert voxel_at(layers, "axial", 99, (-5, -5)) == (SHAPE[0] - 1, SHAPE[1] - 1, SHAPE[2] - 1)
+    assert voxel_at(layers, "axial", -3, (width + 5, height + 5)) == (0, 0, 0)
