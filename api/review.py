@@ -18,7 +18,7 @@ import pandas as pd
 from unet3d import ClassInfo, Prediction
 from unet3d.errors import InvalidVolumeError
 from unet3d.io import Volume, canonical_orientation, canonical_spacing, load_volume, stem_of, to_canonical
-from unet3d.metrics import evaluate, iou_along_axis, mask_labels
+from unet3d.metrics import evaluate, iou_along_axis, label_problem
 
 from .views import Layers
 
@@ -125,13 +125,12 @@ def attach_reference(review: Review, path: Path, *, max_voxels: int | None = Non
 
 def _reference_labels(data: np.ndarray, num_classes: int) -> np.ndarray:
     """The reference's labels as uint8; refuses non-integer values (an image, probabilities) and unknown labels."""
-    labels = mask_labels(data, "the reference mask")
-    if labels.max() >= num_classes:
+    problem = label_problem(data, num_classes)
+    if problem is not None:
         raise InvalidVolumeError(
-            f"reference labels must be integers 0..{num_classes - 1} (the model's classes), "
-            f"found {labels.min()}..{labels.max()}"
+            f"the reference mask {problem}: expected the model's classes as whole numbers 0 .. {num_classes - 1}"
         )
-    return labels.astype(np.uint8)
+    return np.rint(data).astype(np.uint8)
 
 
 def _check_same_grid(reference: Volume, review: Review) -> None:

@@ -18,6 +18,7 @@ import torch
 
 from unet3d import Unet3dError
 from unet3d.io import Volume, canonical_orientation, canonical_spacing, load_volume, stem_of, to_canonical
+from unet3d.metrics import label_problem
 from unet3d.preprocessing import needs_resampling, resampled_shape, resize
 
 from .augment import Subject
@@ -177,16 +178,12 @@ def _load(path: Path) -> Volume:
 
 
 def _check_labels(path: Path, data: np.ndarray, num_classes: int) -> None:
-    low, high = float(data.min()), float(data.max())
-    if not np.array_equal(data, np.rint(data)):
+    problem = label_problem(data, num_classes)
+    if problem is not None:
         raise DatasetError(
-            f"{path}: a label mask holds whole numbers, this one has fractions (e.g. "
-            f"{float(data[data != np.rint(data)].flat[0]):g}): resample labels with nearest neighbour, not linearly"
-        )
-    if low < 0 or high >= num_classes:
-        raise DatasetError(
-            f"{path}: label values run from {low:g} to {high:g}, but the model has {num_classes} classes "
-            f"(0 .. {num_classes - 1}, its card.classes): name one class per label value, or fix the label"
+            f"{path}: the label mask {problem}; the model has {num_classes} classes (its card.classes, 0 .. "
+            f"{num_classes - 1}): name one class per label value, and resample labels with nearest neighbour, "
+            "never linearly"
         )
 
 

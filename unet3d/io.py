@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import InvalidVolumeError, UnreadableVolumeError, UnsupportedFormatError, VolumeTooLargeError
 from .memory import describe, load_bytes, require_memory
+from .metrics import label_problem
 from .validation import (
     READ_ERRORS,
     NiftiHeader,
@@ -291,13 +292,10 @@ def output_path(path: str | Path, reference: Volume, label: str) -> Path:
 
 
 def _check_labels(mask: np.ndarray) -> None:
-    if not (np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating) or mask.dtype == bool):
-        raise InvalidVolumeError(f"a mask holds class indices; got an array of {mask.dtype}")
-    low, high = (float(mask.min(initial=0)), float(mask.max(initial=0)))
-    if low < 0 or high > 255 or (np.issubdtype(mask.dtype, np.floating) and not np.array_equal(mask, np.rint(mask))):
+    problem = label_problem(mask, num_classes=256)
+    if problem is not None:
         raise InvalidVolumeError(
-            f"a mask is saved as uint8 class indices (whole numbers 0-255); this one holds values from {low:g} to "
-            f"{high:g}{' with fractions' if np.issubdtype(mask.dtype, np.floating) else ''}: round or relabel it"
+            f"a mask is saved as uint8 class indices (whole numbers 0-255); this one {problem}: round or relabel it"
         )
 
 

@@ -10,25 +10,40 @@ from scipy import ndimage
 from .errors import InvalidVolumeError
 
 
+def label_problem(data: np.ndarray, num_classes: int | None = None) -> str | None:
+    """What keeps `data` from being a label mask of classes 0 .. num_classes - 1 (0, 1, 2, ... when None).
+
+    The one label rule behind every mask check (evaluate, save, reference masks, training labels): whole numbers, none
+    negative, none past the last class. Returns None for a valid mask, else the rest of a sentence whose subject names
+    the mask ("holds non-integer values (e.g. 0.5)"), to which each caller adds its advice. Checked without a copy
+    of integer masks.
+    """
+    if data.dtype.kind not in "biuf":
+        return f"is an array of {data.dtype}, not integer labels"
+    if data.dtype.kind == "f":
+        off = data != np.rint(data)
+        if off.any():
+            return f"holds non-integer values (e.g. {float(data.flat[int(np.argmax(off))]):g})"
+    if data.size == 0:
+        return None
+    low, high = float(data.min()), float(data.max())
+    if num_classes is None:
+        return f"holds negative values (e.g. {low:g}): labels are 0 (background), 1, 2, ..." if low < 0 else None
+    if low < 0 or high >= num_classes:
+        return f"holds labels from {low:g} to {high:g}, outside 0 .. {num_classes - 1}"
+    return None
+
+
 def mask_labels(data: np.ndarray, name: str) -> np.ndarray:
     """The labels of a mask that `load_volume` read as float32, as int64.
 
     Raises:
         InvalidVolumeError: non-integer values (an image or probabilities, not a mask) or negative ones.
     """
-    rounded = np.rint(data)
-    off = data != rounded
-    if off.any():
-        example = float(data.flat[int(np.argmax(off))])
-        raise InvalidVolumeError(
-            f"{name} holds non-integer values (e.g. {example:g}): expected an integer label mask "
-            "such as `unet3d predict` writes"
-        )
-    if rounded.min() < 0:
-        raise InvalidVolumeError(
-            f"{name} holds negative values (e.g. {rounded.min():g}): labels are 0 (background), 1, 2, ..."
-        )
-    return rounded.astype(np.int64)
+    problem = label_problem(data)
+    if problem is not None:
+        raise InvalidVolumeError(f"{name} {problem}: expected an integer label mask such as `unet3d predict` writes")
+    return np.rint(data).astype(np.int64)
 
 
 def _class_masks(pred: np.ndarray, target: np.ndarray, cls: int) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +138,9 @@ def evaluate(
         raise ValueError(f"num_classes counts background too: at least 2, got {num_classes}")
     _check_spacing(spacing_mm, pred.ndim)
     for mask, which in ((pred, "prediction"), (target, "reference")):
-        _check_labels(np.asarray(mask), which, num_classes)
+        problem = label_problem(np.asarray(mask), num_classes)
+        if problem is not None:
+            raise ValueError(f"the {which} {problem} (num_classes {num_classes}): expected integer class indices")
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"class_names names {len(class_names)} classes, num_classes is {num_classes}")
     names = class_names or [f"class_{c}" for c in range(num_classes)]
@@ -176,15 +193,3 @@ def _axis(axis: int, ndim: int) -> int:
 def _check_spacing(spacing_mm: tuple[float, ...], ndim: int) -> None:
     if len(spacing_mm) != ndim:
         raise ValueError(f"spacing_mm gives {len(spacing_mm)} sizes for a {ndim}D mask: give one per axis")
-
-
-def _check_labels(mask: np.ndarray, which: str, num_classes: int) -> None:
-    """Labels must be whole numbers 0 .. num_classes - 1 (any numeric type; checked without an int64 copy)."""
-    if mask.dtype.kind not in "biuf":
-        raise ValueError(f"the {which} is an array of {mask.dtype}: expected integer labels")
-    if mask.dtype.kind == "f" and not np.array_equal(mask, np.rint(mask)):
-        raise ValueError(f"the {which} holds non-integer values: expected integer labels, not an image")
-    low, high = float(mask.min(initial=0)), float(mask.max(initial=0))
-    if low < 0 or high >= num_classes:
-        allowed = f"num_classes {num_classes} allows 0 .. {num_classes - 1}"
-        raise ValueError(f"the {which} holds labels from {low:g} to {high:g}; {allowed}")

@@ -114,8 +114,11 @@ def _rewrite_label(root, name, transform):
 @pytest.mark.parametrize(
     ("transform", "message"),
     [
-        (lambda a, m: (a.astype(np.float32) * 0.5, m), "has fractions \\(e.g. 0.5\\): resample labels with nearest"),
-        (lambda a, m: (a * 2, m), "label values run from 0 to 4, but the model has 3 classes \\(0 .. 2"),
+        (
+            lambda a, m: (a.astype(np.float32) * 0.5, m),
+            "non-integer values \\(e.g. 0.5\\); the model .* resample labels with nearest",
+        ),
+        (lambda a, m: (a * 2, m), "labels from 0 to 4, outside 0 .. 2; the model has 3 classes"),
         (lambda a, m: (a[:-2], m), "label shape \\(22, 24, 24\\) differs from image shape \\(24, 24, 24\\)"),
         (lambda a, m: (a, m + np.diag([0, 0, 0.5, 0])), "affine differs from .* \\(by up to 0.5\\): resample the"),
         (lambda a, m: (np.stack([a, a], -1), m), "expected a 3D volume"),

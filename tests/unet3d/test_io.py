@@ -273,7 +273,11 @@ def test_save_mask_refuses_a_mask_of_another_shape(tmp_path):
 
 @pytest.mark.parametrize(
     ("mask", "message"),
-    [(300, "values from 0 to 300: round or relabel"), (-1, "values from -1 to 0"), (0.7, "0 to 0.7 with fractions")],
+    [
+        (300, "labels from 300 to 300, outside 0 .. 255: round or relabel"),
+        (-1, "labels from -1 to -1, outside"),
+        (0.7, "non-integer values \\(e.g. 0.7\\)"),
+    ],
 )
 def test_save_mask_refuses_values_uint8_cannot_hold_instead_of_wrapping_them(tmp_path, mask, message):
     volume = load_volume(write_nifti(tmp_path / "v.nii.gz", sphere_volume()))

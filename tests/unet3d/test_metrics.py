@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from unet3d.metrics import dice, evaluate, hd95, iou, iou_along_axis
+from unet3d.metrics import dice, evaluate, hd95, iou, iou_along_axis, label_problem
 
 
 def _masks():
@@ -93,7 +93,7 @@ def test_every_score_refuses_masks_of_different_shapes():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"num_classes": 2, "pred": 2}, "the prediction holds labels from 0 to 2; num_classes 2 allows 0 .. 1"),
+        ({"num_classes": 2, "pred": 2}, "the prediction holds labels from 0 to 2, outside 0 .. 1 \\(num_classes 2\\)"),
         ({"num_classes": 2, "pred": 0.4}, "the prediction holds non-integer values"),
         ({"num_classes": 1}, "num_classes counts background too: at least 2, got 1"),
         ({"num_classes": 3, "class_names": ["bg", "fg"]}, "class_names names 2 classes, num_classes is 3"),
@@ -116,3 +116,20 @@ def test_hd95_and_iou_along_axis_check_spacing_and_axis():
     with pytest.raises(ValueError, match="axis 5 does not exist in a 3D mask"):
         iou_along_axis(cube, cube, 1, axis=5)
     assert iou_along_axis(cube, cube, 1, axis=-3).shape == (8,)
+
+
+@pytest.mark.parametrize(
+    ("data", "num_classes", "problem"),
+    [
+        (np.array([0, 1, 2], np.uint8), 3, None),
+        (np.array([True, False]), 2, None),
+        (np.array([0.0, 1.0, 2.0], np.float32), None, None),
+        (np.array([0, 1, 3], np.int16), 3, "holds labels from 0 to 3, outside 0 .. 2"),
+        (np.array([-1, 0], np.int8), 3, "holds labels from -1 to 0, outside 0 .. 2"),
+        (np.array([-1, 0], np.int8), None, "holds negative values (e.g. -1): labels are 0 (background), 1, 2, ..."),
+        (np.array([0.0, 0.25], np.float32), 3, "holds non-integer values (e.g. 0.25)"),
+        (np.array([1j]), 3, "is an array of complex128, not integer labels"),
+    ],
+)
+def test_one_label_rule_names_what_is_wrong(data, num_classes, problem):
+    assert label_problem(data, num_classes) == problem
