@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from .device import ResolvedPrecision, cpu_copy, default_precision, memory_format_for
-from .errors import InferenceError
+from .errors import InferenceError, ParameterError
 from .preprocessing import pad_to_multiple, unpad
 from .windows import SlabAggregator, window_grid
 
@@ -82,6 +82,38 @@ class InferenceOutput:
     plan: InferencePlan
 
 
+def check_window(
+    mode: str, patch_size: int | Sequence[int] | None, overlap: float | None, multiple: int
+) -> tuple[tuple[int, int, int] | None, float | None]:
+    """The call's window options, validated: `(patch_size as three ints, overlap)`; None stays None (the default).
+
+    mode is one of MODES, overlap a number in [0, 1), patch_size one size or three, each a multiple of `multiple`
+    (the padding multiple). Checked before a volume is loaded, and again by `plan_inference` for direct callers.
+
+    Raises:
+        ParameterError: an option is out of range, with what is allowed.
+    """
+    if mode not in MODES:
+        raise ParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if overlap is not None and (not is_number(overlap) or not 0.0 <= overlap < 1.0):
+        raise ParameterError(f"overlap must be a number in [0, 1), got {overlap!r}")
+    if patch_size is None:
+        return None, None if overlap is None else float(overlap)
+    sizes: Any = (patch_size,) * 3 if is_number(patch_size) else patch_size
+    if not (
+        isinstance(sizes, tuple | list)
+        and len(sizes) == 3
+        and all(is_number(n) and int(n) == n and n >= multiple and n % multiple == 0 for n in sizes)
+    ):
+        raise ParameterError(f"patch_size must be one size or three, each a multiple of {multiple}, got {patch_size!r}")
+    return (int(sizes[0]), int(sizes[1]), int(sizes[2])), None if overlap is None else float(overlap)
+
+
+def is_number(value: object) -> bool:
+    """A real number (int, float or a numpy scalar), not a bool."""
+    return isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool)
+
+
 def plan_inference(
     model: nn.Module,
     shape: tuple[int, int, int],
@@ -97,16 +129,11 @@ def plan_inference(
     **options: object,
 ) -> InferencePlan:
     """Choose whole vs sliding for a volume of `shape` and validate the window settings."""
-    if mode not in MODES:
-        raise InferenceError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if not 0.0 <= overlap < 1.0:
-        raise InferenceError(f"overlap must be in [0, 1), got {overlap}")
     base = int(getattr(model, "pad_multiple", 16))
     multiple = pad_multiple or base
     if multiple % base:
         raise InferenceError(f"pad multiple must be a multiple of the network's {base}, got {multiple}")
-    if any(p < multiple or p % multiple for p in patch_size):
-        raise InferenceError(f"patch_size must be multiples of {multiple}, got {tuple(patch_size)}")
+    check_window(mode, patch_size, overlap, multiple)
     resolved: ResolvedPrecision = default_precision(device) if precision == "auto" else precision
     if mode == "auto":
         fits = whole_pass_bytes(model, shape, resolved, multiple) <= memory_budget_mb * 2**20

@@ -15,7 +15,17 @@ from .card import ModelCard, load_card
 from .device import memory_budget_mb, prepare_network, resolve_device
 from .errors import ParameterError, UnreadableVolumeError
 from .hub import CARD_NAME, ModelSource, load_unet, resolve_source
-from .inference import MODES, InferencePlan, Mode, Precision, Progress, plan_inference, run_inference, whole_pass_bytes
+from .inference import (
+    InferencePlan,
+    Mode,
+    Precision,
+    Progress,
+    check_window,
+    is_number,
+    plan_inference,
+    run_inference,
+    whole_pass_bytes,
+)
 from .io import (
     Volume,
     canonical_orientation,
@@ -128,7 +138,7 @@ class Segmenter:
         """
         report = _Reporter(progress)
         threshold = self._check_options(mode, threshold)
-        patch_size, overlap = self._check_window(patch_size, overlap)
+        patch_size, overlap = check_window(mode, patch_size, overlap, self.card.input.pad_to_multiple)
         report("load", 0.0)
         vol = self._load(volume)
         report("preprocess", 0.0)
@@ -172,9 +182,7 @@ class Segmenter:
         )
 
     def _check_options(self, mode: str, threshold: float | None) -> float | None:
-        if mode not in MODES:
-            raise ParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if threshold is not None and not _is_number(threshold):
+        if threshold is not None and not is_number(threshold):
             raise ParameterError(f"threshold must be a number in (0, 1), got {threshold!r}")
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise ParameterError(f"threshold must be in (0, 1), got {threshold}")
@@ -186,25 +194,6 @@ class Segmenter:
                 )
             return None
         return 0.5 if threshold is None else float(threshold)
-
-    def _check_window(
-        self, patch_size: int | tuple[int, int, int] | None, overlap: float | None
-    ) -> tuple[tuple[int, int, int] | None, float | None]:
-        if overlap is not None and (not _is_number(overlap) or not 0.0 <= overlap < 1.0):
-            raise ParameterError(f"overlap must be a number in [0, 1), got {overlap!r}")
-        if patch_size is None:
-            return None, overlap
-        sizes: Any = (patch_size,) * 3 if isinstance(patch_size, int) else patch_size
-        multiple = self.card.input.pad_to_multiple
-        if not (
-            isinstance(sizes, tuple | list)
-            and len(sizes) == 3
-            and all(_is_number(n) and int(n) == n and n >= multiple and n % multiple == 0 for n in sizes)
-        ):
-            raise ParameterError(
-                f"patch_size must be one size or three, each a multiple of {multiple}, got {patch_size!r}"
-            )
-        return (int(sizes[0]), int(sizes[1]), int(sizes[2])), overlap
 
     def _load(self, volume: VolumeInput) -> Volume:
         if isinstance(volume, Volume):
@@ -340,7 +329,3 @@ def _uncrop_probabilities(probabilities: np.ndarray, crop: Crop) -> np.ndarray:
 
 def _network_shape(shape: tuple[int, ...], plan: InferencePlan) -> tuple[int, int, int]:
     return tuple(-(-s // plan.pad_multiple) * plan.pad_multiple for s in shape)  # type: ignore[return-value]
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool)

@@ -5,7 +5,7 @@ from torch import nn
 
 from unet3d import UNet3D
 from unet3d.device import cpu_copy, prepare_network, resolve_device
-from unet3d.errors import InferenceError
+from unet3d.errors import InferenceError, ParameterError
 from unet3d.inference import InferencePlan, plan_inference, run_inference
 from unet3d.windows import gaussian_weight, window_starts
 
@@ -144,8 +144,8 @@ def test_auto_mode_picks_whole_within_the_memory_budget_and_sliding_beyond():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"overlap": 1.0}, r"overlap must be in \[0, 1\), got 1.0"),
-        ({"patch_size": (8, 8, 6)}, "patch_size must be multiples of 4"),
+        ({"overlap": 1.0}, r"overlap must be a number in \[0, 1\), got 1.0"),
+        ({"patch_size": (8, 8, 6)}, "patch_size must be one size or three, each a multiple of 4"),
         ({"mode": "fast"}, "mode must be one of auto, whole, sliding, got 'fast'"),
     ],
 )
@@ -159,7 +159,7 @@ def test_invalid_window_settings_are_refused(options, message):
         "memory_budget_mb": 10,
         **options,
     }
-    with pytest.raises(InferenceError, match=message):
+    with pytest.raises(ParameterError, match=message):
         plan_inference(Threshold(), (16, 16, 16), **arguments)
 
 
