@@ -58,6 +58,12 @@ CSS = """
   color: var(--body-text-color-subdued); }
 #status { min-height: 2.2em; }
 .view-panel img { cursor: crosshair; }
+/* Whole file names: Gradio cuts them to "mni152… .gz" in the narrow sidebar. There the size goes below the name,
+   and a name longer than the line wraps instead of losing its middle. */
+#sidebar .file-preview tr.file { display: flex; flex-direction: column; align-items: flex-start; gap: 2px; }
+#sidebar .file-preview td.filename { width: 100%; }
+.file-preview .filename .stem { white-space: normal !important; overflow: visible !important;
+  text-overflow: clip !important; overflow-wrap: anywhere; }
 /* Keyboard users see where they are: Gradio 6.31 draws no focus ring on sliders, radios and checkboxes. */
 input[type="range"]:focus-visible, input[type="radio"]:focus-visible, input[type="checkbox"]:focus-visible,
 button:focus-visible, [role="tab"]:focus-visible { outline: 2px solid #0d9488 !important; outline-offset: 2px; }
