@@ -39,7 +39,26 @@ SEGMENT_API: dict[str, Any] = {
     "voxel grid) and the summary JSON (the fields of POST /v1/predict).",
 }
 
+VOLUME_API_HELP = (
+    "A NIfTI volume (.nii or .nii.gz, 3D, or 4D with one frame). Send a local file with gradio_client's "
+    "handle_file('t1.nii.gz'); the mask comes back on this volume's voxel grid."
+)
+
 Parts = dict[str, Any]
+
+
+class VolumeFile(gr.File):
+    """gr.File that tells API users what `/segment` takes: Gradio's own description is FileData's docstring and its
+    example a PDF on GitHub (what the "Use via API" page offers to copy)."""
+
+    is_template = True  # drawn by the frontend's File component
+
+    def api_info_as_input(self) -> dict[str, Any]:
+        return {**super().api_info_as_input(), "additional_description": VOLUME_API_HELP}
+
+    def example_payload(self) -> Any:
+        # With a url, the page writes the example as handle_file('t1.nii.gz'), the call a user should copy.
+        return {"path": "t1.nii.gz", "url": "t1.nii.gz", "meta": {"_type": "gradio.FileData"}}
 
 
 def build_ui(get_service: Callable[[], SegmentationService | None]) -> gr.Blocks:
@@ -77,7 +96,7 @@ def build_ui(get_service: Callable[[], SegmentationService | None]) -> gr.Blocks
 
 def _sidebar() -> Parts:
     with gr.Group():
-        volume = gr.File(label="Volume (.nii / .nii.gz)", file_types=NIFTI_TYPES, elem_id="volume-input")
+        volume = VolumeFile(label="Volume (.nii / .nii.gz)", file_types=NIFTI_TYPES, elem_id="volume-input")
         example = gr.Button("Try the MNI152 T1 example", size="sm", elem_id="example-btn")
     with gr.Accordion("Options", open=False, elem_id="options"):
         uncertainty = gr.Checkbox(True, label="Uncertainty map (voxel entropy)")

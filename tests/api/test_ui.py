@@ -61,6 +61,11 @@ def test_gradio_client_in_another_process_segments_through_the_segment_endpoint(
     answer = json.loads(finished.stdout.strip().splitlines()[-1])
     endpoint = answer["endpoints"]["/segment"]
     assert len(endpoint["parameters"]) == 1
+    # What view_api and the "Use via API" page tell a caller: a NIfTI file through handle_file (not Gradio's
+    # FileData docstring and a PDF example).
+    volume_parameter = endpoint["parameters"][0]
+    assert "A NIfTI volume" in volume_parameter["python_type"]["description"]
+    assert volume_parameter["example_input"]["url"] == "t1.nii.gz"
     assert [r["component"] for r in endpoint["returns"]] == ["File", "Json"]
     assert list(answer["endpoints"]) == ["/segment"]
     assert "the mask (.nii.gz" in endpoint["description"] and "state" not in endpoint["description"]
