@@ -47,18 +47,19 @@ VOLUME_API_HELP = (
 Parts = dict[str, Any]
 
 
-class VolumeFile(gr.File):
-    """gr.File that tells API users what `/segment` takes: Gradio's own description is FileData's docstring and its
-    example a PDF on GitHub (what the "Use via API" page offers to copy)."""
+def _described_for_api(volume: gr.File) -> gr.File:
+    """`volume`, telling API users what `/segment` takes: Gradio's own description is FileData's docstring and its
+    example a PDF on GitHub (what the "Use via API" page offers to copy).
 
-    is_template = True  # drawn by the frontend's File component
-
-    def api_info_as_input(self) -> dict[str, Any]:
-        return {**super().api_info_as_input(), "additional_description": VOLUME_API_HELP}
-
-    def example_payload(self) -> Any:
-        # With a url, the page writes the example as handle_file('t1.nii.gz'), the call a user should copy.
-        return {"path": "t1.nii.gz", "url": "t1.nii.gz", "meta": {"_type": "gradio.FileData"}}
+    Set on the instance: a gr.File subclass would make Gradio's component metaclass write a `.pyi` stub beside
+    this module at import.
+    """
+    as_input = volume.api_info_as_input
+    volume.api_info_as_input = lambda: {**as_input(), "additional_description": VOLUME_API_HELP}  # type: ignore[method-assign]
+    # With a url, the page writes the example as handle_file('t1.nii.gz'), the call a user should copy.
+    example = {"path": "t1.nii.gz", "url": "t1.nii.gz", "meta": {"_type": "gradio.FileData"}}
+    volume.example_payload = lambda: example  # type: ignore[method-assign]
+    return volume
 
 
 def build_ui(get_service: Callable[[], SegmentationService | None]) -> gr.Blocks:
@@ -96,7 +97,9 @@ def build_ui(get_service: Callable[[], SegmentationService | None]) -> gr.Blocks
 
 def _sidebar() -> Parts:
     with gr.Group():
-        volume = VolumeFile(label="Volume (.nii / .nii.gz)", file_types=NIFTI_TYPES, elem_id="volume-input")
+        volume = _described_for_api(
+            gr.File(label="Volume (.nii / .nii.gz)", file_types=NIFTI_TYPES, elem_id="volume-input")
+        )
         example = gr.Button("Try the MNI152 T1 example", size="sm", elem_id="example-btn")
     with gr.Accordion("Options", open=False, elem_id="options"):
         uncertainty = gr.Checkbox(True, label="Uncertainty map (voxel entropy)")

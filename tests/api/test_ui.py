@@ -194,3 +194,12 @@ def test_a_file_of_another_type_is_refused_without_a_traceback(tiny_server):
     stream = call_gradio_api(tiny_server.url, "segment", [file_data(path)])
     assert "event: error" in stream and "Invalid file type" in stream
     assert "Traceback" not in tiny_server.logs()[logged_before:]
+
+
+def test_building_the_ui_writes_nothing_into_the_source_tree():
+    # Gradio's component metaclass writes a .pyi stub beside any module that subclasses a component.
+    from api.ui import build_ui
+
+    build_ui(lambda: None)
+    packages = ("api", "unet3d", "train", "space", "bench")
+    assert [stub for package in packages for stub in (ROOT / package).glob("**/*.pyi")] == []
