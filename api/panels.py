@@ -46,6 +46,11 @@ CSS = """
 .view-panel input[type="number"], .view-panel .tab-like-container { background: #0f172a !important;
   color: #e2e8f0 !important; border-color: #334155 !important; }
 .view-panel .empty { color: #475569; }
+/* Progress over the views: dark like them, not a white box in each panel. */
+.view-panel [data-testid="status-tracker"] { background: #05070d !important; }
+.view-panel [data-testid="status-tracker"] * { color: #cbd5e1 !important; }
+.view-panel [data-testid="status-tracker"] .progress-bar-wrap { background: #1e293b !important;
+  border-color: #334155 !important; }
 #legend .legend { display: grid; gap: 6px; font-size: 0.88rem; padding: 4px 2px; }
 #legend .legend-title { font-weight: 600; margin-top: 4px; color: var(--body-text-color-subdued);
   text-transform: uppercase; font-size: 0.72rem; letter-spacing: 0.06em; }
