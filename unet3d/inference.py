@@ -12,6 +12,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -20,6 +21,7 @@ from torch import nn
 
 from .device import ResolvedPrecision, cpu_copy, default_precision, memory_format_for
 from .errors import InferenceError, ParameterError
+from .model import UNet3D
 from .preprocessing import pad_to_multiple, unpad
 from .windows import SlabAggregator, window_grid
 
@@ -207,8 +209,10 @@ def _run(model: nn.Module, volume: np.ndarray, plan: InferencePlan, progress: Pr
     multiple = plan.pad_multiple
     padded, pads = pad_to_multiple(volume, multiple)
     patch = plan.window(padded.shape)  # padding out to the full patch would change the labels near the edges
+    within = None if progress is None else partial(_infer_progress, progress)
     if not plan.is_stitched:
-        return InferenceOutput(np.ascontiguousarray(unpad(_whole_labels(model, padded, plan), pads)), None, plan)
+        labels = _whole_labels(model, padded, plan, within)
+        return InferenceOutput(np.ascontiguousarray(unpad(labels, pads)), None, plan)
     num_classes = int(getattr(model, "num_classes", 0)) or _probe_classes(model, plan, multiple)
     aggregator = SlabAggregator(padded.shape, patch, num_classes, plan)  # type: ignore[arg-type]
     windows = list(window_grid(padded.shape, patch, plan.overlap))  # type: ignore[arg-type]
@@ -216,7 +220,8 @@ def _run(model: nn.Module, volume: np.ndarray, plan: InferencePlan, progress: Pr
     for done, batch in enumerate(_batched(windows, plan.batch_size), start=1):
         tiles = torch.stack([source[_box(start, patch)] for start in batch]).unsqueeze(1)
         tiles = tiles.to(plan.device, memory_format=memory_format_for(plan.device), non_blocking=True)
-        scores = _forward(model, tiles, plan)
+        # Progress within the pass only where one batch is the whole run: many windows report as they finish.
+        scores = _forward(model, tiles, plan, within if len(windows) <= plan.batch_size else None)
         for start, score in zip(batch, scores, strict=True):
             aggregator.add(start, score)
         if progress is not None:
@@ -229,12 +234,13 @@ def _run(model: nn.Module, volume: np.ndarray, plan: InferencePlan, progress: Pr
     )
 
 
-def _whole_labels(model: nn.Module, padded: np.ndarray, plan: InferencePlan) -> np.ndarray:
+def _whole_labels(
+    model: nn.Module, padded: np.ndarray, plan: InferencePlan, within: Callable[[float], None] | None
+) -> np.ndarray:
     """Argmax straight from the logits of one pass: no softmax, no blending buffers."""
     x = torch.from_numpy(np.ascontiguousarray(padded))[None, None]
     x = x.to(plan.device, memory_format=memory_format_for(plan.device))
-    with _autocast(plan):
-        logits = model(x)
+    logits = _logits(model, x, plan, within)
     if logits.shape[1] == 1:
         return (logits[0, 0] >= 0).to(torch.uint8).cpu().numpy()
     return logits[0].argmax(dim=0).to(torch.uint8).cpu().numpy()
@@ -254,17 +260,40 @@ def _batched(items: list[tuple[int, int, int]], size: int) -> Iterator[list[tupl
         yield items[index : index + size]
 
 
-def _forward(model: nn.Module, tiles: torch.Tensor, plan: InferencePlan) -> torch.Tensor:
-    """Class probabilities `(B, C, ...)` in float32, averaged over flips when TTA is on."""
+def _forward(
+    model: nn.Module, tiles: torch.Tensor, plan: InferencePlan, within: Callable[[float], None] | None = None
+) -> torch.Tensor:
+    """Class probabilities `(B, C, ...)` in float32, averaged over flips when TTA is on.
+
+    `within`, if given, hears the share of this call's work done (each flip an equal part).
+    """
     flips = _TTA_FLIPS if plan.tta else ((),)
     total = torch.zeros(())
-    for dims in flips:
+    for index, dims in enumerate(flips):
         x = torch.flip(tiles, dims) if dims else tiles
-        with _autocast(plan):
-            logits = model(x)
+        step = None if within is None else partial(_share, within, index, len(flips))
+        logits = _logits(model, x, plan, step)
         probs = _probabilities(logits.float()).cpu()
         total = total + (torch.flip(probs, dims) if dims else probs)
     return total / len(flips)
+
+
+def _logits(
+    model: nn.Module, x: torch.Tensor, plan: InferencePlan, within: Callable[[float], None] | None
+) -> torch.Tensor:
+    """One forward pass; a UNet3D reports its progress through it to `within`."""
+    with _autocast(plan):
+        if within is not None and isinstance(model, UNet3D):
+            return model(x, progress=within)
+        return model(x)
+
+
+def _infer_progress(progress: Progress, fraction: float) -> None:
+    progress(fraction, "infer")
+
+
+def _share(within: Callable[[float], None], index: int, count: int, fraction: float) -> None:
+    within((index + fraction) / count)
 
 
 def _autocast(plan: InferencePlan) -> torch.autocast:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Literal, cast
 
 import torch
@@ -97,17 +98,46 @@ class UNet3D(
         """Every spatial input size must be a multiple of this."""
         return int(2**self.depth)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, progress: Callable[[float], None] | None = None) -> torch.Tensor:
+        """Logits for `x`; `progress`, if given, is called with the share of the pass's compute done after each
+        block (a whole-volume pass is one call, so this is what moves a progress bar during it)."""
+        shares = iter(self.block_shares()) if progress is not None else None
+        done = 0.0
+
+        def block_done() -> None:
+            nonlocal done
+            if progress is not None and shares is not None:
+                done += next(shares)
+                progress(min(done, 1.0))
+
         skips = []
         for encoder in self.encoders:
             x = encoder(x)
+            block_done()
             skips.append(x)
             x = self.pool(x)
         x = self.bottleneck(x)
+        block_done()
         for upsample, decoder in zip(self.upsamplers, self.decoders, strict=True):
             # pop: each skip is freed as soon as it is concatenated (the full-resolution one is large).
             x = decoder(torch.cat([upsample(x), skips.pop()], dim=1))
+            block_done()
         return self.head(x)
+
+    def block_shares(self) -> list[float]:
+        """Each block's share of a forward pass's convolution work, in the order `forward` runs them (sum 1).
+
+        A 3³ convolution costs in·out channels per output voxel; each level has 1/8 of the voxels of the one above.
+        """
+        widths = [self.base_channels * 2**level for level in range(self.depth + 1)]
+        inputs = [self.in_channels, *widths[:-2]]
+        encoders = [
+            (c_in * w + w * w) / 8**level for level, (c_in, w) in enumerate(zip(inputs, widths[:-1], strict=True))
+        ]
+        bottleneck = (widths[-2] * widths[-1] + widths[-1] ** 2) / 8**self.depth
+        decoders = [(2 * w * w + w * w) / 8**level for level, w in reversed(list(enumerate(widths[:-1])))]
+        costs = [*encoders, bottleneck, *decoders]
+        return [cost / sum(costs) for cost in costs]
 
     def _init_weights(self) -> None:
         for module in self.modules():

@@ -103,6 +103,17 @@ def test_progress_reports_increasing_fractions_up_to_one():
     assert {stage for _, stage in seen} == {"infer"}
 
 
+@pytest.mark.parametrize("tta", [False, True])
+def test_a_whole_pass_reports_progress_while_the_network_runs(tta):
+    seen = []
+    model = UNet3D(num_classes=3, base_channels=4, depth=2).eval()
+    volume = np.random.default_rng(5).random((16, 16, 16)).astype(np.float32)
+    run_inference(model, volume, _plan("whole", tta=tta), progress=lambda f, stage: seen.append(f))
+    # One pass (four with TTA), yet the fraction moves block by block instead of jumping from 0 to 1.
+    assert len(seen) == (2 * model.depth + 1) * (4 if tta else 1) + (1 if tta else 0)
+    assert seen == sorted(seen) and 0 < seen[0] < 0.5 and seen[-1] == pytest.approx(1.0)
+
+
 class RunsOutOfMemoryOnLargeInputs(Threshold):
     calls: list[tuple[int, ...]]
 

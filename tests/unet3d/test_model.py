@@ -64,3 +64,18 @@ def test_folding_batchnorm_keeps_the_function():
     x = torch.rand(1, 1, 12, 12, 12)
     with torch.inference_mode():
         torch.testing.assert_close(fused(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_a_forward_pass_reports_its_progress_block_by_block():
+    model = UNet3D(num_classes=3, base_channels=4, depth=2).eval()
+    x = torch.rand(1, 1, 16, 16, 8)
+    seen: list[float] = []
+    with torch.inference_mode():
+        reported = model(x, progress=seen.append)
+        plain = model(x)
+    assert torch.equal(reported, plain)
+    assert len(seen) == 2 * model.depth + 1  # encoders, bottleneck, decoders
+    assert seen == sorted(seen) and seen[0] > 0 and seen[-1] == pytest.approx(1.0)
+    shares = model.block_shares()
+    # The full-resolution decoder does the most work: 2w·w + w·w channel products on every voxel.
+    assert max(shares) == shares[-1] and sum(shares) == pytest.approx(1.0)
