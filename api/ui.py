@@ -246,7 +246,7 @@ def _wire_views(cb: ReviewCallbacks, p: Parts) -> None:
 
         return navigate
 
-    for plane in PLANE_NAMES:  # a click on a view centres the other two on that point
+    for plane in PLANE_NAMES:  # a click on a view moves the other two to that point
         p[plane].select(navigate_from(plane), view_in, [*_pick(p, sliders), *images, p["review"]], **QUIET)
     triggers = [p[name].input for name in (*sliders, *controls)]
     gr.on(triggers, render, view_in, [*images, p["review"]], **QUIET)
