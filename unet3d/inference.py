@@ -8,6 +8,7 @@ output rather than a full probability map.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +22,6 @@ from torch import nn
 
 from .device import ResolvedPrecision, cpu_copy, default_precision, memory_format_for
 from .errors import InferenceError, ParameterError
-from .model import UNet3D
 from .preprocessing import pad_to_multiple, unpad
 from .windows import SlabAggregator, window_grid
 
@@ -281,11 +281,16 @@ def _forward(
 def _logits(
     model: nn.Module, x: torch.Tensor, plan: InferencePlan, within: Callable[[float], None] | None
 ) -> torch.Tensor:
-    """One forward pass; a UNet3D reports its progress through it to `within`."""
+    """One forward pass; a network whose forward takes `progress` (UNet3D's does) reports through it to `within`."""
     with _autocast(plan):
-        if within is not None and isinstance(model, UNet3D):
+        if within is not None and _reports_progress(model):
             return model(x, progress=within)
         return model(x)
+
+
+def _reports_progress(model: nn.Module) -> bool:
+    # Asked of the forward itself: a subclass of UNet3D may override forward(x) without the parameter.
+    return "progress" in inspect.signature(model.forward).parameters
 
 
 def _infer_progress(progress: Progress, fraction: float) -> None:
