@@ -34,7 +34,7 @@ from unet3d.errors import Unet3dError
 
 from . import views
 from .errors import ServiceBusyError
-from .review import Review, attach_reference, default_cursor, most_uncertain, start_review
+from .review import PROBABILITIES_SUFFIX, Review, attach_reference, default_cursor, most_uncertain, start_review
 from .service import SegmentationService
 from .uploads import display_name
 
@@ -171,6 +171,17 @@ class ReviewCallbacks:
         if previous is not None:
             previous.close()
         return str(review.files[0]), review.summary, review
+
+    def segment_with_options(
+        self, volume: Any, tta: bool, probabilities: bool, previous: Review | None, progress: Any = gr.Progress()
+    ) -> tuple[str, dict[str, Any], str | None, Review]:
+        """Segment with test-time augmentation (tta: flips, about 4× slower) and/or the class probabilities
+        (probabilities: a float32 (I, J, K, C) .nii.gz on the input's grid). Returns the mask file, the summary JSON,
+        the probabilities file (None unless asked for) and the new review state."""
+        options = SegmentOptions(uncertainty=False, tta=bool(tta), save_probabilities=bool(probabilities))
+        mask, summary, review = self.segment(volume, options, previous, progress)
+        saved = [str(f) for f in review.files if f.name.endswith(PROBABILITIES_SUFFIX)]
+        return mask, summary, saved[0] if saved else None, review
 
     def attach(self, review: Review | None, reference: Any) -> Review | None:
         """Attach (or, with no file, remove) the reference mask."""

@@ -23,6 +23,7 @@ from unet3d.metrics import evaluate, iou_along_axis, label_problem
 from .views import Layers
 
 HISTOGRAM_BINS = 64
+PROBABILITIES_SUFFIX = "_probabilities.nii.gz"
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def start_review(prediction: Prediction, workdir: Path, *, save_probabilities: b
     mask_path = prediction.save(workdir / f"{stem}_mask.nii.gz")
     files = [mask_path]
     if save_probabilities and prediction.probabilities is not None:
-        files.append(prediction.save_probabilities(workdir / f"{stem}_probabilities.nii.gz"))
+        files.append(prediction.save_probabilities(workdir / f"{stem}{PROBABILITIES_SUFFIX}"))
     summary = prediction.summary()
     summary_path = workdir / f"{stem}_summary.json"
     summary_path.write_text(json.dumps(summary, indent=2), encoding="utf-8")

@@ -1,6 +1,7 @@
 """The Gradio Blocks review UI (layout and event wiring), mounted into the FastAPI app at /ui.
 
-Named endpoint for gradio_client: `/segment` (a NIfTI file in; the mask file and the summary JSON out).
+Named endpoints for gradio_client: `/segment` (a NIfTI file in; the mask file and the summary JSON out) and
+`/segment_with_options` (also tta and probabilities; the probabilities file as a third output).
 Every other event is private; a file path that was not uploaded through the page is refused with a message.
 Callbacks live in `api/callbacks.py`, presentation in `api/panels.py`.
 """
@@ -39,6 +40,12 @@ SEGMENT_API: dict[str, Any] = {
     "voxel grid) and the summary JSON (the fields of POST /v1/predict).",
 }
 
+SEGMENT_WITH_OPTIONS_API: dict[str, Any] = {
+    "api_name": "segment_with_options",
+    "api_description": "Segment a NIfTI volume with options: tta (test-time augmentation over flips, about 4× "
+    "slower) and probabilities (also return the class probabilities, float32 (I, J, K, C) .nii.gz on the input's "
+    "grid). Returns the mask, the summary JSON and the probabilities file (None unless asked for).",
+}
 VOLUME_API_HELP = (
     "A NIfTI volume (.nii or .nii.gz, 3D, or 4D with one frame). Send a local file with gradio_client's "
     "handle_file('t1.nii.gz'); the mask comes back on this volume's voxel grid."
@@ -108,8 +115,12 @@ def _sidebar() -> Parts:
     run = gr.Button("Segment", variant="primary", elem_id="segment-btn")
     mask_file = gr.File(label="Mask", interactive=False, elem_id="mask-output")
     legend = gr.HTML(panels.legend_html(None), elem_id="legend")
+    # The trigger and output of /segment_with_options, an endpoint for gradio_client only.
+    api_only = gr.Button(visible=False)
+    probabilities_file = gr.File(label="Probabilities", visible=False, interactive=False)
     return {"volume": volume, "example": example, "uncertainty": uncertainty, "tta": tta, "keep_probs": keep_probs,
-            "run": run, "mask_file": mask_file, "legend": legend}  # fmt: skip
+            "run": run, "mask_file": mask_file, "legend": legend, "api_only": api_only,
+            "probabilities_file": probabilities_file}  # fmt: skip
 
 
 def _slices() -> Parts:
@@ -197,6 +208,10 @@ def _wire_segmentation(cb: ReviewCallbacks, p: Parts) -> None:
     segment_after(p["run"].click(_store_options, options_in, p["options"], **PRIVATE), SEGMENT_API)
     loaded = p["example"].click(lambda: str(EXAMPLE_VOLUME), None, p["volume"], **PRIVATE)
     segment_after(loaded.then(_store_options, options_in, p["options"], **PRIVATE), PRIVATE)
+    # /segment_with_options: the sidebar's TTA and probabilities boxes as its optional parameters (default off).
+    p["api_only"].click(cb.segment_with_options, _pick(p, ("volume", "tta", "keep_probs", "review")),
+                        _pick(p, ("mask_file", "summary", "probabilities_file", "review")), concurrency_limit=None,
+                        **SEGMENT_WITH_OPTIONS_API)  # fmt: skip
 
 
 def _wire_views(cb: ReviewCallbacks, p: Parts) -> None:

@@ -67,7 +67,7 @@ def test_gradio_client_in_another_process_segments_through_the_segment_endpoint(
     assert "A NIfTI volume" in volume_parameter["python_type"]["description"]
     assert volume_parameter["example_input"]["url"] == "t1.nii.gz"
     assert [r["component"] for r in endpoint["returns"]] == ["File", "Json"]
-    assert list(answer["endpoints"]) == ["/segment"]
+    assert list(answer["endpoints"]) == ["/segment", "/segment_with_options"]
     assert "the mask (.nii.gz" in endpoint["description"] and "state" not in endpoint["description"]
     assert answer["mask"].endswith("t1_mask.nii.gz")
     assert answer["summary"]["filename"] == "t1.nii.gz"
@@ -75,6 +75,41 @@ def test_gradio_client_in_another_process_segments_through_the_segment_endpoint(
     assert mask.shape == source.shape
     assert np.allclose(mask.affine, source.affine)
     assert mask.get_data_dtype() == np.uint8
+
+
+OPTIONS_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from gradio_client import Client, handle_file
+    url, volume, downloads = sys.argv[1:]
+    client = Client(url, verbose=False, download_files=downloads)
+    parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/segment_with_options"]
+    plain = client.predict(handle_file(volume), api_name="/segment_with_options")
+    full = client.predict(handle_file(volume), tta=True, probabilities=True, api_name="/segment_with_options")
+    print(json.dumps({"parameters": parameters["parameters"], "plain": plain, "full": full}))
+    """
+)
+
+
+def test_segment_with_options_adds_tta_and_the_probabilities_file(tiny_server, run_until_exit, nifti, tmp_path):
+    volume = tmp_path / "t1.nii.gz"
+    volume.write_bytes(nifti.encode(nifti.blob(), nifti.oblique_affine()))
+    argv = [sys.executable, "-c", OPTIONS_SCRIPT, f"{tiny_server.url}/ui/", str(volume), str(tmp_path / "downloads")]
+    finished = run_until_exit({}, argv)
+    assert finished.returncode == 0, finished.stderr
+    answer = json.loads(finished.stdout.strip().splitlines()[-1])
+    parameters = {p["parameter_name"]: p for p in answer["parameters"]}
+    assert list(parameters) == ["volume", "tta", "probabilities"]
+    assert parameters["tta"]["parameter_default"] is False and parameters["probabilities"]["parameter_default"] is False
+    plain_mask, plain_summary, no_probabilities = answer["plain"]
+    assert no_probabilities is None and plain_summary["filename"] == "t1.nii.gz"
+    mask, summary, probabilities = answer["full"]
+    source = nib.load(volume)
+    assert nib.load(mask).shape == source.shape and nib.load(plain_mask).shape == source.shape
+    probability_map = nib.load(probabilities)
+    assert probability_map.shape == (*source.shape, 3) and np.allclose(probability_map.affine, source.affine)
+    assert np.allclose(np.asarray(probability_map.dataobj).sum(axis=-1), 1.0, atol=1e-3)
+    assert summary["timings_ms"]["infer"] > 0
 
 
 @pytest.mark.parametrize("server_path", ["/etc/passwd", "api/examples/mni152_t1.nii.gz"])
