@@ -50,15 +50,21 @@ def upload(url: str, name: str, content: bytes) -> str:
     return uploaded.json()[0]
 
 
+def run_client(script: str, url: str, run_until_exit, nifti, tmp_path: Path) -> tuple[Path, dict]:
+    """Run a gradio_client script in another process on an oblique volume; returns the volume and its JSON answer."""
+    volume = tmp_path / "t1.nii.gz"
+    volume.write_bytes(nifti.encode(nifti.blob(), nifti.oblique_affine()))
+    finished = run_until_exit(
+        {}, [sys.executable, "-c", script, f"{url}/ui/", str(volume), str(tmp_path / "downloads")]
+    )
+    assert finished.returncode == 0, finished.stderr
+    return volume, json.loads(finished.stdout.strip().splitlines()[-1])
+
+
 def test_gradio_client_in_another_process_segments_through_the_segment_endpoint(
     tiny_server, run_until_exit, nifti, tmp_path
 ):
-    volume = tmp_path / "t1.nii.gz"
-    volume.write_bytes(nifti.encode(nifti.blob(), nifti.oblique_affine()))
-    argv = [sys.executable, "-c", CLIENT_SCRIPT, f"{tiny_server.url}/ui/", str(volume), str(tmp_path / "downloads")]
-    finished = run_until_exit({}, argv)
-    assert finished.returncode == 0, finished.stderr
-    answer = json.loads(finished.stdout.strip().splitlines()[-1])
+    volume, answer = run_client(CLIENT_SCRIPT, tiny_server.url, run_until_exit, nifti, tmp_path)
     endpoint = answer["endpoints"]["/segment"]
     assert len(endpoint["parameters"]) == 1
     # What view_api and the "Use via API" page tell a caller: a NIfTI file through handle_file (not Gradio's
@@ -92,12 +98,7 @@ OPTIONS_SCRIPT = textwrap.dedent(
 
 
 def test_segment_with_options_adds_tta_and_the_probabilities_file(tiny_server, run_until_exit, nifti, tmp_path):
-    volume = tmp_path / "t1.nii.gz"
-    volume.write_bytes(nifti.encode(nifti.blob(), nifti.oblique_affine()))
-    argv = [sys.executable, "-c", OPTIONS_SCRIPT, f"{tiny_server.url}/ui/", str(volume), str(tmp_path / "downloads")]
-    finished = run_until_exit({}, argv)
-    assert finished.returncode == 0, finished.stderr
-    answer = json.loads(finished.stdout.strip().splitlines()[-1])
+    volume, answer = run_client(OPTIONS_SCRIPT, tiny_server.url, run_until_exit, nifti, tmp_path)
     parameters = {p["parameter_name"]: p for p in answer["parameters"]}
     assert list(parameters) == ["volume", "tta", "probabilities"]
     assert parameters["tta"]["parameter_default"] is False and parameters["probabilities"]["parameter_default"] is False
