@@ -206,7 +206,7 @@ class ReviewCallbacks:
         _prune(folder)
         return [
             _write_png(views.render(review.layers, plane, index, style), folder / f"{plane}-{uuid.uuid4().hex[:8]}.png")
-            for plane, index in zip(views.PLANES, _plane_indices(inputs.indices), strict=True)
+            for plane, index in zip(views.PLANES, inputs.indices, strict=True)
         ]
 
     def navigate(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -168,3 +169,18 @@ def test_a_click_on_one_view_moves_the_other_two_there(service, uploaded_volume)
     review.close()
     with pytest.raises(gr.Error, match="Segment a volume first"):
         callbacks.navigate(None, "axial", [1, 1], (0, 0, 0))
+
+
+def test_each_view_shows_the_slice_its_own_slider_names(service, uploaded_volume):
+    from api.callbacks import style_for
+    from api.views import render
+
+    callbacks = ReviewCallbacks(lambda: service)
+    _, _, review = callbacks.segment(str(uploaded_volume), SegmentOptions(), None, ProgressRecorder())
+    inputs = view_inputs(indices=(3, 9, 14), crosshair=False)  # axial (z), coronal (y), sagittal (x): all different
+    style = style_for(review, inputs)
+    planes = ("axial", "coronal", "sagittal")
+    for path, plane, index in zip(callbacks.render(review, inputs), planes, (3, 9, 14), strict=True):
+        with Image.open(path) as picture:
+            assert np.array_equal(np.asarray(picture), render(review.layers, plane, index, style)), plane
+    review.close()

@@ -127,6 +127,21 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
 
+    # Each slider moves its own view: without the crosshair, the other two pictures stay exactly as they were.
+    before = page.locator("#axial-view img").get_attribute("src")
+    page.locator("#crosshair label").click()
+    wait_for_new_image(page, "axial", before)
+    still = {plane: picture(page, f"#{plane}-view") for plane in PLANES}
+    before = page.locator("#axial-view img").get_attribute("src")
+    click_slider(page, "#axial-slider", 0.7)
+    wait_for_new_image(page, "axial", before)
+    assert not np.array_equal(picture(page, "#axial-view"), still["axial"]), "the axial slider left its view as it was"
+    for plane in ("coronal", "sagittal"):
+        assert np.array_equal(picture(page, f"#{plane}-view"), still[plane]), f"the axial slider moved the {plane} view"
+    before = page.locator("#axial-view img").get_attribute("src")
+    page.locator("#crosshair label").click()
+    wait_for_new_image(page, "axial", before)
+
     # A click on the axial view moves the coronal and sagittal views to that point; the axial slice stays.
     before_indices, before = slice_indices(page), page.locator("#coronal-view img").get_attribute("src")
     view = page.locator("#axial-view img")
