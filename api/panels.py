@@ -177,10 +177,29 @@ def present(review: Review, cb: ReviewCallbacks, opacity: float, shown: list[str
         "intensity_plot": intensity_histograms(review),
         "downloads": result_files("downloads")(review),
         "agreement": agreement_table(review),
-        "iou_plot": iou_along_z(review),
+        "iou_plot": iou_plot(review),
         "reference": None,
     }  # fmt: skip
     return [values[key] for key in PRESENT_KEYS]
+
+
+def iou_plot(review: Review) -> pd.DataFrame:
+    """The IoU-along-z curves; without a reference, a frame that draws nothing but the axes and the class legend.
+
+    Not None: Gradio 6.31's plot throws in the page ("reading 'offsetWidth'") once a shown chart is set to None.
+    Not an empty frame either: the chart keeps the colour scale of the data it was first drawn from, so curves added
+    to a chart first drawn empty have no colour. Each foreground class gets two undrawn points (IoU missing) at the
+    first and the last axial slice.
+    """
+    curves = iou_along_z(review)
+    if curves is not None:
+        return curves
+    names = [pretty(c.name) for c in review.classes if c.index != 0]
+    last = review.layers.shape[2] - 1
+    return pd.DataFrame(
+        {"axial slice": [0, last] * len(names), "IoU": [float("nan")] * 2 * len(names),
+         "class": [name for name in names for _ in range(2)]}
+    )  # fmt: skip
 
 
 def missing_overlay_data(review: Review | None, overlay: str) -> str | None:

@@ -230,16 +230,14 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def iou_along_z(review: Review) -> pd.DataFrame:
+def iou_along_z(review: Review) -> pd.DataFrame | None:
     """IoU of each foreground class in every axial slice (z = the superior axis) where the class is present.
 
-    Empty before a reference mask is attached, with the columns' types kept (numeric axes, not categorical). Not
-    None: Gradio 6.31's plot throws in the browser ("reading 'offsetWidth'") when a shown chart is set to None.
+    None before a reference mask is attached.
     """
     reference = review.layers.reference
     if reference is None:
-        return pd.DataFrame({"axial slice": pd.Series(dtype="int64"), "IoU": pd.Series(dtype="float64"),
-                             "class": pd.Series(dtype="object")})  # fmt: skip
+        return None
     frames = []
     for cls in review.classes[1:]:
         values = iou_along_axis(review.layers.mask, reference, cls.index, axis=2)

@@ -21,7 +21,7 @@ from . import panels, views
 from .callbacks import ReviewBlocks, ReviewCallbacks, SegmentOptions, ViewInputs, user_error
 from .cors import defer_mounted_cors
 from .deps import key_matches
-from .review import Review, agreement_table, iou_along_z
+from .review import Review, agreement_table
 from .service import SegmentationService
 
 UI_PATH = "/ui"
@@ -233,7 +233,7 @@ def _wire_views(cb: ReviewCallbacks, p: Parts) -> None:
             return [state, gr.skip(), gr.skip(), gr.skip(), *[gr.skip()] * 3, None]
         overlay = "errors" if reference else "classes"
         rendered = cb.render(updated, _view_inputs((*values[:-1], overlay, values[-1])))
-        tables = [agreement_table(updated), iou_along_z(updated)] if updated else [gr.skip(), gr.skip()]
+        tables = [agreement_table(updated), panels.iou_plot(updated)] if updated else [gr.skip(), gr.skip()]
         return [updated, *tables, overlay, *rendered, gr.skip()]
 
     def check_overlay(state: Review | None, overlay: str) -> str:

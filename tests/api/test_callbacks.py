@@ -151,6 +151,9 @@ def test_an_overlay_without_its_data_is_named_and_the_files_come_back(service, u
     assert panels.missing_overlay_data(review, "classes") is None
     assert panels.result_files("downloads")(review) == [str(p) for p in review.files]
     assert panels.result_files("mask_file")(review) == str(review.files[0])
+    placeholder = panels.iou_plot(review)  # the axes and the class legend, no curve
+    assert placeholder["IoU"].isna().all() and list(placeholder["class"].unique()) == ["shell", "core"]
+    assert placeholder["axial slice"].max() == review.layers.shape[2] - 1
     width, level = panels.auto_window(review)
     assert width > 0 and review.layers.image.min() <= level <= review.layers.image.max()
     review.close()

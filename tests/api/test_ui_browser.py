@@ -187,6 +187,9 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     expect(page.locator("#agreement")).to_contain_text("mean (foreground)", timeout=60_000)
     expect(page.locator("#overlay input[value='errors']")).to_be_checked()
     expect(page.locator("#iou-along-z canvas, #iou-along-z svg").first).to_be_visible()
+    curves = page.locator("#iou-along-z g.mark-line path")
+    expect(curves).to_have_count(2)  # grey and white matter, each in its class colour
+    assert sorted(curves.evaluate_all("paths => paths.map(p => p.getAttribute('stroke'))")) == ["#56b4e9", "#e69f00"]
     page.screenshot(path=str(ARTIFACTS / "ui-agreement.png"), full_page=True)
 
     page.get_by_role("tab", name="Slices").click()
@@ -211,6 +214,8 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     page.get_by_role("tab", name="Agreement").click()
     page.locator("#reference-input button[aria-label='Clear']").first.click()
     expect(page.locator("#agreement")).not_to_contain_text("mean (foreground)", timeout=20_000)
+    drawn = page.locator("#iou-along-z g.mark-line path").evaluate_all("paths => paths.map(p => p.getAttribute('d'))")
+    assert not any(drawn), f"IoU curves are still drawn without a reference: {drawn}"
     for tab in ("Slices", "Statistics", "Agreement"):
         page.get_by_role("tab", name=tab).click()
         page.wait_for_timeout(500)
