@@ -246,7 +246,7 @@ def status_markdown(review: Review) -> str:
     seconds = s["runtime_ms"] / 1000
     return (
         f"**{html.escape(s['filename'])}** · {shape} voxels · {spacing} mm · {s['orientation']} · "
-        f"segmented in {seconds:.1f} s on {s['device']} ({s['mode']} pass)"
+        f"segmented in {seconds:.1f} s on {s['device']} ({s['mode']} pass{', TTA' if s.get('tta') else ''})"
     )
 
 

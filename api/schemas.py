@@ -89,6 +89,7 @@ class PredictionSummary(BaseModel):
         description='where this prediction ran, e.g. "cpu" or "cuda:0" (after a CUDA out-of-memory fallback: "cpu")'
     )
     mode: str = Field(description='inference mode that ran: "whole" or "sliding"')
+    tta: bool = Field(description="whether test-time augmentation (flips along each axis, averaged) ran")
     threshold_used: float | None = Field(description="binary threshold applied; null for multi-class models")
     class_histogram: dict[str, int] = Field(description="voxels per class, keyed by class index as a string")
     classes: list[ClassVolume] = Field(description="one entry per class, background included")

@@ -28,6 +28,7 @@ class Prediction:
         device: the device it ran on (an out-of-memory retry may have moved it to the CPU).
         probabilities: `(C, I, J, K)` float32, only when requested.
         mode: the inference mode that ran ("whole" or "sliding").
+        tta: whether test-time augmentation (flips, averaged) ran.
         network_shape: the padded shape the network saw (after cropping/resampling).
         threshold_used: the binary threshold applied, None for argmax models.
         timings_ms: milliseconds per stage (load, preprocess, infer, postprocess, encode).
@@ -42,6 +43,7 @@ class Prediction:
     network_shape: tuple[int, int, int]
     threshold_used: float | None = None
     probabilities: np.ndarray | None = None
+    tta: bool = False
     timings_ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
     def __repr__(self) -> str:  # the dataclass default would print the mask and the whole input volume
@@ -74,6 +76,7 @@ class Prediction:
             "runtime_ms": round(sum(timings.values()), 3),
             "device": self.device,
             "mode": self.mode,
+            "tta": self.tta,
             "threshold_used": self.threshold_used,
             "class_histogram": {str(i): n for i, n in enumerate(voxels)},
             "classes": [

@@ -178,6 +178,7 @@ class Segmenter:
             network_shape=_network_shape(prepared.array.shape, output.plan),
             threshold_used=threshold,
             probabilities=probs,
+            tta=output.plan.tta,
             timings_ms=report.timings(),
         )
 

@@ -123,7 +123,7 @@ def test_predict_honours_mode_and_tta(tiny_server, nifti):
             "/v1/predict", params={"mode": "sliding", "tta": True}, files=upload(nifti.encode(nifti.blob((40, 20, 16))))
         )
     assert response.status_code == 200, response.text
-    assert response.json()["mode"] == "sliding"
+    assert response.json()["mode"] == "sliding" and response.json()["tta"] is True
 
 
 @pytest.mark.parametrize(
