@@ -67,11 +67,12 @@ CSS = """
    and a name longer than the line wraps instead of losing its middle. */
 #sidebar .file-preview tr.file { display: flex; flex-direction: column; align-items: flex-start; gap: 2px; }
 #sidebar .file-preview td.filename { width: 100%; }
-.file-preview .filename .stem { white-space: normal !important; overflow: visible !important;
-  text-overflow: clip !important; overflow-wrap: anywhere; }
+#sidebar .file-preview td.filename > span { display: none; }
+#sidebar .file-preview td.filename::before { content: attr(aria-label); overflow-wrap: anywhere; }
 /* Keyboard users see where they are: Gradio 6.31 draws no focus ring on sliders, radios and checkboxes. */
 input[type="range"]:focus-visible, input[type="radio"]:focus-visible, input[type="checkbox"]:focus-visible,
-button:focus-visible, [role="tab"]:focus-visible { outline: 2px solid #0d9488 !important; outline-offset: 2px; }
+button:focus-visible { outline: 2px solid #0d9488 !important; outline-offset: 2px; }
+[role="tab"]:focus-visible { outline: 2px solid #0d9488 !important; outline-offset: -2px; }  /* tabs clip outside */
 """
 _LOGO = (
     '<svg width="40" height="40" viewBox="0 0 64 64" aria-hidden="true"><rect width="64" height="64" rx="14" '

@@ -167,7 +167,7 @@ def _statistics() -> Parts:
         # min_width: on a narrow window the table goes below the plot instead of both being cut.
         class_plot = gr.BarPlot(x="class", y="volume (mL)", color="class", label="Volume per class", y_lim=[0, None],
                                 x_title=" ", min_width=360, elem_id="class-histogram")  # fmt: skip
-        class_table = gr.Dataframe(label="Classes", interactive=False, min_width=360, elem_id="class-table")
+        class_table = gr.Dataframe(label="Classes", interactive=False, wrap=True, min_width=360, elem_id="class-table")
     intensity_plot = gr.LinePlot(x="intensity", y="voxels (%)", color="class", label="Intensity histogram per class",
                                  elem_id="intensity-histogram")  # fmt: skip
     return {"class_plot": class_plot, "class_table": class_table, "intensity_plot": intensity_plot}

@@ -113,8 +113,9 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     expect(page.locator("#mask-output")).to_contain_text("Running the network", timeout=60_000)  # stage progress
     expect(page.locator("#mask-output a[href*='mni152_t1_mask.nii.gz']")).to_be_visible(timeout=SEGMENT_TIMEOUT_MS)
     expect(page.locator("#status")).to_contain_text("197 × 233 × 189 voxels")
-    stem = page.locator("#mask-output .filename .stem")
-    assert stem.evaluate("e => e.scrollWidth <= e.clientWidth"), "the mask's file name is cut in the sidebar"
+    name = page.locator("#mask-output td.filename")  # the whole name, wrapped if need be, not cut in the middle
+    width, room, shown = name.evaluate("e => [e.scrollWidth, e.clientWidth, getComputedStyle(e, '::before').content]")
+    assert width <= room and shown == '"mni152_t1_mask.nii.gz"', f"the mask's name is cut in the sidebar: {shown}"
     for plane in PLANES:
         expect(page.locator(f"#{plane}-view img")).to_be_visible(timeout=20_000)
     assert orange(picture(page, "#axial-view")) > 2000, "no grey-matter overlay in the axial view"
