@@ -54,19 +54,18 @@ VOLUME_API_HELP = (
 Parts = dict[str, Any]
 
 
-def _described_for_api(volume: gr.File) -> gr.File:
-    """`volume`, telling API users what `/segment` takes: Gradio's own description is FileData's docstring and its
-    example a PDF on GitHub (what the "Use via API" page offers to copy).
+def _described_for_api(component: Any, description: str, example: Any = None) -> Any:
+    """`component`, with the description (and example) that gradio_client's view_api() and the "Use via API" page
+    show for it as an endpoint parameter: Gradio's own are a docstring of its data class (for a file: FileData's)
+    or nothing, and for a file a PDF on GitHub as the example to copy.
 
-    Set on the instance: a gr.File subclass would make Gradio's component metaclass write a `.pyi` stub beside
-    this module at import.
+    Set on the instance: a component subclass would make Gradio's metaclass write a `.pyi` stub beside this module.
     """
-    as_input = volume.api_info_as_input
-    volume.api_info_as_input = lambda: {**as_input(), "additional_description": VOLUME_API_HELP}  # type: ignore[method-assign]
-    # With a url, the page writes the example as handle_file('t1.nii.gz'), the call a user should copy.
-    example = {"path": "t1.nii.gz", "url": "t1.nii.gz", "meta": {"_type": "gradio.FileData"}}
-    volume.example_payload = lambda: example  # type: ignore[method-assign]
-    return volume
+    as_input = component.api_info_as_input
+    component.api_info_as_input = lambda: {**as_input(), "additional_description": description}
+    if example is not None:
+        component.example_payload = lambda: example
+    return component
 
 
 def build_ui(get_service: Callable[[], SegmentationService | None]) -> gr.Blocks:
@@ -105,13 +104,23 @@ def build_ui(get_service: Callable[[], SegmentationService | None]) -> gr.Blocks
 def _sidebar() -> Parts:
     with gr.Group():
         volume = _described_for_api(
-            gr.File(label="Volume (.nii / .nii.gz)", file_types=NIFTI_TYPES, elem_id="volume-input")
+            gr.File(label="Volume (.nii / .nii.gz)", file_types=NIFTI_TYPES, elem_id="volume-input"),
+            VOLUME_API_HELP,
+            # With a url, the API page writes the example as handle_file('t1.nii.gz'), the call to copy.
+            example={"path": "t1.nii.gz", "url": "t1.nii.gz", "meta": {"_type": "gradio.FileData"}},
         )
         example = gr.Button("Try the MNI152 T1 example", size="sm", elem_id="example-btn")
     with gr.Accordion("Options", open=False, elem_id="options"):
         uncertainty = gr.Checkbox(True, label="Uncertainty map (voxel entropy)")
-        tta = gr.Checkbox(False, label="Test-time augmentation (flips, about 4× slower)")
-        keep_probs = gr.Checkbox(False, label="Save class probabilities (.nii.gz, float32)")
+        tta = _described_for_api(
+            gr.Checkbox(False, label="Test-time augmentation (flips, about 4× slower)"),
+            "Average the prediction over flips along each axis (about 4× slower).",
+        )
+        keep_probs = _described_for_api(
+            gr.Checkbox(False, label="Save class probabilities (.nii.gz, float32)"),
+            "Also return the class probabilities: a float32 (I, J, K, C) .nii.gz on the volume's grid (the third "
+            "output; None when false).",
+        )
     run = gr.Button("Segment", variant="primary", elem_id="segment-btn")
     mask_file = gr.File(label="Mask", interactive=False, elem_id="mask-output")
     legend = gr.HTML(panels.legend_html(None), elem_id="legend")

@@ -102,6 +102,8 @@ def test_segment_with_options_adds_tta_and_the_probabilities_file(tiny_server, r
     parameters = {p["parameter_name"]: p for p in answer["parameters"]}
     assert list(parameters) == ["volume", "tta", "probabilities"]
     assert parameters["tta"]["parameter_default"] is False and parameters["probabilities"]["parameter_default"] is False
+    assert "flips" in parameters["tta"]["python_type"]["description"]  # what view_api() prints beside each one
+    assert "None when false" in parameters["probabilities"]["python_type"]["description"]
     plain_mask, plain_summary, no_probabilities = answer["plain"]
     assert no_probabilities is None and plain_summary["filename"] == "t1.nii.gz" and plain_summary["tta"] is False
     mask, summary, probabilities = answer["full"]
