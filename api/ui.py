@@ -137,9 +137,9 @@ def _slices() -> Parts:
     with gr.Row(equal_height=True):
         for plane in PLANE_NAMES:
             with gr.Column(min_width=240, elem_classes=["view-panel"]):
+                # No placeholder: Gradio 6.31 shows it only in an upload area, never on a read-only image.
                 parts[plane] = gr.Image(label=plane.capitalize(), type="filepath", interactive=False, height=380,
-                                        buttons=["fullscreen", "download"], elem_id=f"{plane}-view",
-                                        placeholder=f"The {plane} view appears after segmentation")  # fmt: skip
+                                        buttons=["fullscreen", "download"], elem_id=f"{plane}-view")  # fmt: skip
                 parts[f"{plane}_slider"] = gr.Slider(0, 1, value=0, step=1, label=f"{plane.capitalize()} slice",
                                                      buttons=[], interactive=False,
                                                      elem_id=f"{plane}-slider")  # fmt: skip
