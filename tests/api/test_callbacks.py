@@ -187,3 +187,20 @@ def test_each_view_shows_the_slice_its_own_slider_names(service, uploaded_volume
         with Image.open(path) as picture:
             assert np.array_equal(np.asarray(picture), render(review.layers, plane, index, style)), plane
     review.close()
+
+
+def test_jump_and_the_first_view_give_slider_indices_in_axial_coronal_sagittal_order(service, uploaded_volume):
+    from dataclasses import replace
+
+    from api.callbacks import initial_indices
+
+    callbacks = ReviewCallbacks(lambda: service)
+    _, _, review = callbacks.segment(str(uploaded_volume), SegmentOptions(), None, ProgressRecorder())
+    entropy = np.zeros(review.layers.shape, np.float16)
+    entropy[3, 5, 7] = 1.0  # (x, y, z): sagittal 3, coronal 5, axial 7
+    mask = np.zeros(review.layers.shape, np.uint8)
+    mask[4, 6, 10] = 1
+    moved = replace(review, layers=replace(review.layers, entropy=entropy, mask=mask))
+    assert callbacks.jump_target(moved) == (7, 5, 3)
+    assert initial_indices(moved) == (10, 6, 4)
+    review.close()
