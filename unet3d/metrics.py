@@ -28,7 +28,7 @@ def label_problem(data: np.ndarray, num_classes: int | None = None) -> str | Non
         return None
     low, high = float(data.min()), float(data.max())
     if num_classes is None:
-        return f"holds negative values (e.g. {low:g}): labels are 0 (background), 1, 2, ..." if low < 0 else None
+        return f"holds negative values (e.g. {low:g})" if low < 0 else None
     if low < 0 or high >= num_classes:
         return f"holds labels from {low:g} to {high:g}, outside 0 .. {num_classes - 1}"
     return None
@@ -42,7 +42,9 @@ def mask_labels(data: np.ndarray, name: str) -> np.ndarray:
     """
     problem = label_problem(data)
     if problem is not None:
-        raise InvalidVolumeError(f"{name} {problem}: expected an integer label mask such as `unet3d predict` writes")
+        raise InvalidVolumeError(
+            f"{name} {problem}: expected an integer label mask (0 background, 1, 2, ...) as `unet3d predict` writes"
+        )
     return np.rint(data).astype(np.int64)
 
 
