@@ -99,6 +99,14 @@ def uploaded_path(value: Any) -> Path:
     return path
 
 
+def _chosen_path(value: Any) -> Path | None:
+    """The uploaded file in a box, or None when the box is empty or holds something that is not an upload."""
+    try:
+        return uploaded_path(value)
+    except gr.Error:
+        return None
+
+
 class ReviewBlocks(gr.Blocks):
     """gr.Blocks whose refusals of malformed inputs tell the caller why, without a traceback in the log.
 
@@ -167,7 +175,7 @@ class ReviewCallbacks:
             with service.slots.admit():
                 prediction = service.slots.run(job)
             progress(0.96, desc="Writing the mask")
-            review = _start_review(prediction, save_probabilities=options.save_probabilities)
+            review = replace(_start_review(prediction, save_probabilities=options.save_probabilities), source=path)
         if previous is not None:
             previous.close()
         return str(review.files[0]), review.summary, review
@@ -182,6 +190,17 @@ class ReviewCallbacks:
         mask, summary, review = self.segment(volume, options, previous, progress)
         saved = [str(f) for f in review.files if f.name.endswith(PROBABILITIES_SUFFIX)]
         return mask, summary, saved[0] if saved else None, review
+
+    def reference_owner(self, review: Review | None, volume: Any) -> Path | None:
+        """The volume a reference mask uploaded now belongs to: the chosen volume (None before any is chosen).
+
+        A reference uploaded before its volume was segmented (or while it is being segmented) waits in its box and is
+        compared once that segmentation finishes; one uploaded with no other volume chosen goes to the review shown.
+        """
+        chosen = _chosen_path(volume)
+        if review is not None and chosen is None:
+            return review.source
+        return chosen
 
     def attach(self, review: Review | None, reference: Any) -> Review | None:
         """Attach (or, with no file, remove) the reference mask."""

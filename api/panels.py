@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -16,7 +17,8 @@ from .callbacks import ReviewCallbacks, ViewInputs, initial_indices
 from .mesh import class_surface, with_nested_translucency, write_glb
 from .review import Review, agreement_table, class_table, default_window, intensity_histograms, iou_along_z, pretty
 from .service import SegmentationService
-from .views import CONFUSED, FALSE_NEGATIVE, FALSE_POSITIVE
+from .uploads import display_name
+from .views import CONFUSED, FALSE_NEGATIVE, FALSE_POSITIVE, Overlay
 
 OVERLAY_CHOICES = [("Classes", "classes"), ("Errors vs reference", "errors"), ("Uncertainty", "uncertainty")]
 WELCOME = (
@@ -28,7 +30,7 @@ STARTUP_KEYS = ("header", "legend", "shown", "surface_classes", "class_plot", "i
 PRESENT_KEYS = (
     "status", "legend", "axial_slider", "coronal_slider", "sagittal_slider", "window", "level", "overlay",
     "axial", "coronal", "sagittal", "class_plot", "class_table", "intensity_plot", "downloads", "agreement",
-    "iou_plot", "reference",
+    "iou_plot", "reference", "review", "reference_owner",
 )  # fmt: skip
 CSS = """
 .gradio-container { max-width: 1520px !important; }
@@ -151,12 +153,22 @@ def startup(service: SegmentationService | None) -> list[Any]:
     ]
 
 
-def present(review: Review, cb: ReviewCallbacks, opacity: float, shown: list[str], crosshair: bool) -> list[Any]:
-    """Everything shown after a segmentation, rendered from the new review (values in `PRESENT_KEYS` order)."""
+def present(
+    review: Review, cb: ReviewCallbacks, opacity: float, shown: list[str], crosshair: bool,
+    reference: Any = None, owner: str | None = None,
+) -> list[Any]:  # fmt: skip
+    """Everything shown after a segmentation, rendered from the new review (values in `PRESENT_KEYS` order).
+
+    A reference mask in its box that belongs to this volume (`owner`, see `ReviewCallbacks.reference_owner`) is
+    compared with the new mask and the views open on the errors; a reference that belongs to another volume is taken
+    out of the box.
+    """
+    review, compared = with_reference(review, cb, reference, owner)
     window, level = auto_window(review)
     span = max(float(review.layers.image.max() - review.layers.image.min()), 1e-3)
     indices = initial_indices(review)
-    inputs = ViewInputs(indices, window, level, opacity, tuple(shown or ()), "classes", crosshair)
+    overlay: Overlay = "errors" if compared else "classes"
+    inputs = ViewInputs(indices, window, level, opacity, tuple(shown or ()), overlay, crosshair)
     axial, coronal, sagittal = cb.render(review, inputs)
     x, y, z = review.layers.shape
     volumes = [c["volume_ml"] for c in review.summary["classes"]]
@@ -169,7 +181,7 @@ def present(review: Review, cb: ReviewCallbacks, opacity: float, shown: list[str
         "window": gr.Slider(minimum=span / 500, maximum=span, value=window, step=span / 500, interactive=True),
         "level": gr.Slider(minimum=float(review.layers.image.min()), maximum=float(review.layers.image.max()),
                            value=level, step=span / 500, interactive=True),
-        "overlay": "classes",
+        "overlay": overlay,
         "axial": axial,
         "coronal": coronal,
         "sagittal": sagittal,
@@ -179,9 +191,32 @@ def present(review: Review, cb: ReviewCallbacks, opacity: float, shown: list[str
         "downloads": result_files("downloads")(review),
         "agreement": agreement_table(review),
         "iou_plot": iou_plot(review),
-        "reference": None,
+        "reference": gr.skip() if compared else None,
+        "review": review,
+        "reference_owner": str(review.source) if compared else None,
     }  # fmt: skip
     return [values[key] for key in PRESENT_KEYS]
+
+
+def with_reference(review: Review, cb: ReviewCallbacks, reference: Any, owner: str | None) -> tuple[Review, bool]:
+    """`review` compared with `reference` when that reference belongs to its volume; and whether it was."""
+    if not reference or (owner is not None and owner != str(review.source)):
+        return review, False
+    try:
+        return cb.attach(review, reference) or review, True
+    except gr.Error as refused:  # say why; the box is emptied (the file was not used)
+        gr.Warning(refused.message)
+        return review, False
+
+
+def reference_waits(volume: Path | None) -> str:
+    """What the user is told when a reference mask waits for its volume's segmentation."""
+    if volume is None:
+        return "Reference mask kept: it is compared with the next segmentation as soon as that finishes."
+    return (
+        f"Reference mask kept for {display_name(volume.name)}: it is compared with that volume's segmentation as soon "
+        "as it finishes (press Segment if it has not started)."
+    )
 
 
 def iou_plot(review: Review) -> pd.DataFrame:

@@ -39,6 +39,7 @@ class Review:
         grid: the input's shape and affine, to check that a reference mask lies on the same grid.
         orientation: nibabel orientation array used to bring input-grid arrays to closest RAS.
         metrics: per-class agreement with the reference mask, once one is attached.
+        source: the uploaded volume this review segmented (a reference uploaded for another volume waits for its own).
     """
 
     layers: Layers
@@ -50,6 +51,7 @@ class Review:
     orientation: np.ndarray
     voxel_ml: float
     metrics: dict[str, Any] | None = field(default=None)
+    source: Path | None = field(default=None)
 
     @property
     def class_names(self) -> list[str]:

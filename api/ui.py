@@ -75,6 +75,8 @@ def build_ui(get_service: Callable[[], SegmentationService | None]) -> gr.Blocks
         parts: Parts = {
             "options": gr.State(SegmentOptions()),
             "review": gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=_close_review),
+            # The volume the file in the reference box belongs to (str path; None: whichever is segmented next).
+            "reference_owner": gr.State(None),
         }
         with gr.Sidebar(width=330, elem_id="sidebar"):
             parts |= _sidebar()
@@ -201,14 +203,17 @@ def _surface() -> Parts:
 def _wire_segmentation(cb: ReviewCallbacks, p: Parts) -> None:
     """Segment button and example button: store the options, run /segment, then present the new review."""
 
-    def present(state: Review, opacity: float, shown: list[str], crosshair: bool) -> list[Any]:
-        return panels.present(state, cb, opacity, shown, crosshair)
+    def present(
+        state: Review, opacity: float, shown: list[str], crosshair: bool, reference: Any, owner: str | None
+    ) -> list[Any]:
+        return panels.present(state, cb, opacity, shown, crosshair, reference, owner)
 
     def segment_after(step: Any, visibility: dict[str, Any]) -> None:
         segmented = step.then(cb.segment, _pick(p, ("volume", "options", "review")),
                               _pick(p, ("mask_file", "summary", "review")), concurrency_limit=None,
                               show_progress_on=_pick(p, ("mask_file", *PLANE_NAMES)), **visibility)  # fmt: skip
-        shown = segmented.success(present, _pick(p, ("review", "opacity", "shown", "crosshair")),
+        present_in = _pick(p, ("review", "opacity", "shown", "crosshair", "reference", "reference_owner"))
+        shown = segmented.success(present, present_in,
                                   _pick(p, panels.PRESENT_KEYS), **PRIVATE)  # fmt: skip
         shown.then(panels.surface_file, _pick(p, ("review", "surface_classes")), p["surface"],
                    show_progress="minimal", **PRIVATE)  # fmt: skip
@@ -234,16 +239,21 @@ def _wire_views(cb: ReviewCallbacks, p: Parts) -> None:
         # Writing the state back restarts its time-to-live: it expires after inactivity, not mid-review.
         return [*cb.render(state, _view_inputs(values)), state]
 
-    def compare(state: Review | None, reference: Any, *values: Any) -> list[Any]:
+    def compare(state: Review | None, volume: Any, reference: Any, *values: Any) -> list[Any]:
+        owner = cb.reference_owner(state, volume)
+        unchanged = [gr.skip()] * 6
+        if reference and (state is None or owner != state.source):  # its volume is not segmented yet
+            gr.Info(panels.reference_waits(owner))
+            return [state, *unchanged, gr.skip(), None if owner is None else str(owner)]
         try:
             updated = cb.attach(state, reference)
         except gr.Error as refused:  # say why, and take the refused file out of the box (it was not used)
             gr.Warning(refused.message)
-            return [state, gr.skip(), gr.skip(), gr.skip(), *[gr.skip()] * 3, None]
+            return [state, *unchanged, None, None]
         overlay = "errors" if reference else "classes"
         rendered = cb.render(updated, _view_inputs((*values[:-1], overlay, values[-1])))
         tables = [agreement_table(updated), panels.iou_plot(updated)] if updated else [gr.skip(), gr.skip()]
-        return [updated, *tables, overlay, *rendered, gr.skip()]
+        return [updated, *tables, overlay, *rendered, gr.skip(), str(owner) if reference else None]
 
     def check_overlay(state: Review | None, overlay: str) -> str:
         """An overlay whose data is missing falls back to the classes, and the user is told why."""
@@ -274,8 +284,10 @@ def _wire_views(cb: ReviewCallbacks, p: Parts) -> None:
         p[plane].select(navigate_from(plane), view_in, [*_pick(p, sliders), *images, p["review"]], **QUIET)
     triggers = [p[name].input for name in (*sliders, *controls)]
     gr.on(triggers, render, view_in, [*images, p["review"]], **QUIET)
-    compare_in = _pick(p, ("review", "reference", *sliders, "window", "level", "opacity", "shown", "crosshair"))
-    compare_out = _pick(p, ("review", "agreement", "iou_plot", "overlay", *PLANE_NAMES, "reference"))
+    compare_in = _pick(
+        p, ("review", "volume", "reference", *sliders, "window", "level", "opacity", "shown", "crosshair")
+    )
+    compare_out = _pick(p, ("review", "agreement", "iou_plot", "overlay", *PLANE_NAMES, "reference", "reference_owner"))
     for event in (p["reference"].upload, p["reference"].clear):
         event(compare, compare_in, compare_out, **PRIVATE)
     jump_in = _pick(p, ("review", "window", "level", "opacity", "shown", "crosshair"))

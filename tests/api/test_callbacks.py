@@ -204,3 +204,61 @@ def test_jump_and_the_first_view_give_slider_indices_in_axial_coronal_sagittal_o
     assert callbacks.jump_target(moved) == (7, 5, 3)
     assert initial_indices(moved) == (10, 6, 4)
     review.close()
+
+
+def upload_mask(upload_folder: Path, name: str, review, *, shape: tuple[int, ...] | None = None) -> Path:
+    """The review's own mask as an uploaded reference (or, given `shape`, a mask on another grid)."""
+    import nibabel as nib
+
+    mask = nib.load(review.files[0])
+    labels = np.asarray(mask.dataobj) if shape is None else np.zeros(shape, np.uint8)
+    path = upload_folder / name / "reference.nii.gz"
+    path.parent.mkdir()
+    nib.save(nib.Nifti1Image(labels, mask.affine), path)
+    return path
+
+
+def test_a_reference_uploaded_before_its_volume_is_segmented_belongs_to_that_volume(service, uploaded_volume):
+    callbacks = ReviewCallbacks(lambda: service)
+    assert callbacks.reference_owner(None, None) is None  # no volume yet: the next one segmented
+    assert callbacks.reference_owner(None, str(uploaded_volume)) == uploaded_volume
+    _, _, review = callbacks.segment(str(uploaded_volume), SegmentOptions(), None, ProgressRecorder())
+    assert review.source == uploaded_volume
+    assert callbacks.reference_owner(review, None) == uploaded_volume  # box emptied: the review on screen
+    other = uploaded_volume.parent.parent / "def456" / "other.nii.gz"
+    other.parent.mkdir()
+    other.write_bytes(uploaded_volume.read_bytes())
+    assert callbacks.reference_owner(review, str(other)) == other  # another volume chosen: it waits for that one
+    review.close()
+
+
+def test_present_compares_a_waiting_reference_of_this_volume_and_drops_one_of_another(
+    service, uploaded_volume, upload_folder
+):
+    from api import panels
+
+    callbacks = ReviewCallbacks(lambda: service)
+    _, _, review = callbacks.segment(str(uploaded_volume), SegmentOptions(), None, ProgressRecorder())
+    reference = str(upload_mask(upload_folder, "ref1", review))
+    shown = dict(
+        zip(panels.PRESENT_KEYS, panels.present(review, callbacks, 0.4, [], True, reference, None), strict=True)
+    )
+    assert shown["review"].metrics is not None and shown["overlay"] == "errors"
+    assert shown["reference_owner"] == str(uploaded_volume)
+    assert shown["reference"] == gr.skip()  # the file stays in its box
+    assert shown["agreement"]["Dice"].dropna().eq(1.0).all()  # the mask against itself
+    for owner in (str(uploaded_volume), None):  # belongs to this volume, or to whichever came next
+        values = panels.present(review, callbacks, 0.4, [], True, reference, owner)
+        assert dict(zip(panels.PRESENT_KEYS, values, strict=True))["review"].metrics is not None
+
+    values = panels.present(review, callbacks, 0.4, [], True, reference, "/elsewhere/other.nii.gz")
+    shown = dict(zip(panels.PRESENT_KEYS, values, strict=True))
+    assert shown["review"].metrics is None and shown["overlay"] == "classes"
+    assert shown["reference"] is None and shown["reference_owner"] is None
+
+    wrong_grid = str(upload_mask(upload_folder, "ref2", review, shape=(5, 5, 5)))
+    with pytest.warns(UserWarning, match="grid"):
+        values = panels.present(review, callbacks, 0.4, [], True, wrong_grid, None)
+    shown = dict(zip(panels.PRESENT_KEYS, values, strict=True))
+    assert shown["review"].metrics is None and shown["reference"] is None
+    review.close()

@@ -239,6 +239,52 @@ def make_reference(page, tmp_path: Path) -> Path:
     return reference
 
 
+def test_a_reference_uploaded_before_segmenting_waits_for_its_volume(browser, tiny_server, nifti, tmp_path):
+    """Volume and reference dropped together, then Segment: the agreement appears without a second upload; it stays
+    through a re-segmentation of the same volume and goes when another volume is segmented."""
+    expect = playwright.expect
+    blob = nifti.blob()
+    volume, other, reference = tmp_path / "t1.nii.gz", tmp_path / "t1_other.nii.gz", tmp_path / "t1_reference.nii.gz"
+    volume.write_bytes(nifti.encode(blob))
+    other.write_bytes(nifti.encode(nifti.blob(seed=1)))
+    labels = ((blob > 300).astype(np.uint8) + (blob > 700)).astype(np.uint8)  # background, shell, core
+    nib.save(nib.Nifti1Image(labels, nib.load(volume).affine), reference)
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{tiny_server.url}/ui/", wait_until="load")
+    expect(page.locator("#segment-btn")).to_be_visible(timeout=30_000)
+
+    page.locator("#volume-input input[type=file]").set_input_files(str(volume))
+    expect(page.locator("#volume-input a[href$='/t1.nii.gz']")).to_be_visible(timeout=20_000)
+    page.get_by_role("tab", name="Agreement").click()
+    page.locator("#reference-input input[type=file]").set_input_files(str(reference))
+    expect(page.get_by_text("Reference mask kept for t1.nii.gz")).to_be_visible(timeout=20_000)
+    page.locator("#segment-btn").click()
+    expect(page.locator("#agreement")).to_contain_text("mean (foreground)", timeout=60_000)
+    expect(page.locator("#overlay input[value='errors']")).to_be_checked()
+    expect(page.locator("#reference-input a[href$='/t1_reference.nii.gz']")).to_be_visible()
+
+    page.locator("#options").get_by_text("Options").click()  # the same volume again, with TTA this time
+    page.get_by_label("Test-time augmentation").check()
+    page.locator("#segment-btn").click()
+    expect(page.locator("#status")).to_contain_text("TTA", timeout=60_000)
+    expect(page.locator("#agreement")).to_contain_text("mean (foreground)", timeout=20_000)
+    expect(page.locator("#reference-input a[href$='/t1_reference.nii.gz']")).to_be_visible()
+
+    page.locator("#volume-input button[aria-label='Clear']").first.click()
+    page.locator("#volume-input input[type=file]").set_input_files(str(other))
+    expect(page.locator("#volume-input a[href$='/t1_other.nii.gz']")).to_be_visible(timeout=20_000)
+    page.locator("#segment-btn").click()  # another volume: its reference is not this one
+    expect(page.locator("#mask-output a[href*='t1_other_mask.nii.gz']")).to_be_visible(timeout=60_000)
+    expect(page.locator("#agreement")).not_to_contain_text("mean (foreground)", timeout=20_000)
+    expect(page.locator("#reference-input a")).to_have_count(0)
+    expect(page.locator("#overlay input[value='classes']")).to_be_checked()
+    assert errors == [], f"uncaught errors in the page: {errors}"
+    context.close()
+
+
 def test_a_server_with_an_api_key_opens_the_ui_after_a_login_with_it(browser, strict_server):
     expect = playwright.expect
     context = browser.new_context()
