@@ -220,11 +220,15 @@ class ReviewCallbacks:
         if review is None:
             return [gr.skip()] * 3
         style = style_for(review, inputs)
-        folder = review.workdir / "views"
-        folder.mkdir(exist_ok=True)
-        _prune(folder)
+        views_folder = review.workdir / "views"
+        views_folder.mkdir(exist_ok=True)
+        _prune(views_folder)
+        # One folder per render, so that a downloaded view keeps a name that says what it shows.
+        folder = views_folder / uuid.uuid4().hex[:8]
+        folder.mkdir()
+        stem = review.files[0].name.removesuffix("_mask.nii.gz")
         return [
-            _write_png(views.render(review.layers, plane, index, style), folder / f"{plane}-{uuid.uuid4().hex[:8]}.png")
+            _write_png(views.render(review.layers, plane, index, style), folder / f"{stem}_{plane}_{index:03d}.png")
             for plane, index in zip(views.PLANES, inputs.indices, strict=True)
         ]
 
@@ -311,6 +315,6 @@ def _write_png(picture: np.ndarray, path: Path) -> str:
 
 def _prune(folder: Path) -> None:
     cutoff = time.time() - VIEW_FILE_TTL_S
-    for old in folder.glob("*.png"):
+    for old in folder.iterdir():
         if old.stat().st_mtime < cutoff:
-            old.unlink(missing_ok=True)
+            shutil.rmtree(old, ignore_errors=True)

@@ -76,6 +76,24 @@ input[type="range"]:focus-visible, input[type="radio"]:focus-visible, input[type
 button:focus-visible { outline: 2px solid #0d9488 !important; outline-offset: 2px; }
 [role="tab"]:focus-visible { outline: 2px solid #0d9488 !important; outline-offset: -2px; }  /* tabs clip outside */
 """
+# Run once in the page: names the views' click targets for keyboard and screen-reader users, and leaves one tab stop
+# per download (Gradio wraps its Download button in a link that is a second, unnamed one).
+JS = """
+() => {
+  const name = () => {
+    for (const plane of ["axial", "coronal", "sagittal"]) {
+      const target = document.querySelector(`#${plane}-view .image-container > button`);
+      if (target && !target.hasAttribute("aria-label")) {
+        const title = plane[0].toUpperCase() + plane.slice(1);
+        target.setAttribute("aria-label", `${title} view: click a point to move the other two views there`);
+      }
+      for (const link of document.querySelectorAll(`#${plane}-view a.download-link`)) link.tabIndex = -1;
+    }
+  };
+  new MutationObserver(name).observe(document.body, { childList: true, subtree: true });
+  name();
+}
+"""
 _LOGO = (
     '<svg width="40" height="40" viewBox="0 0 64 64" aria-hidden="true"><rect width="64" height="64" rx="14" '
     'fill="#0f172a"/><ellipse cx="32" cy="33" rx="22" ry="24" fill="#e69f00"/><ellipse cx="32" cy="34" rx="14" '
@@ -95,7 +113,7 @@ def header_html(info: dict[str, Any] | None) -> str:
     else:
         parts = [
             f"{info.get('name', 'model')} v{info.get('version', '?')}",
-            f"{len(info.get('classes', []))} classes",
+            _segments(info.get("classes", [])),
             f"device {info.get('device', '?')}",
             f"revision {str(info.get('revision', ''))[:12]}",
         ]
@@ -105,6 +123,14 @@ def header_html(info: dict[str, Any] | None) -> str:
         f'<div class="brand">{_LOGO}<div><h1>UNet3D segmentation review<span class="badge">{use}</span></h1>'
         f'<div class="sub">{detail}</div></div></div>'
     )
+
+
+def _segments(classes: list[dict[str, Any]]) -> str:
+    """What the model segments, as the legend lists it (background is not a segment): names, or a count if many."""
+    names = [pretty(str(c.get("name", "?"))) for c in classes if c.get("index") != 0]
+    if not names or len(names) > 4:
+        return f"{len(names)} classes + background"
+    return ", ".join(names)
 
 
 def legend_html(classes: tuple[ClassInfo, ...] | None, volumes_ml: list[float] | None = None) -> str:

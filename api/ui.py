@@ -357,6 +357,7 @@ def mount_ui(app: FastAPI, blocks: gr.Blocks) -> None:
         ssr_mode=False,
         theme=panels.theme(),
         css=panels.CSS,
+        js=panels.JS,
     )
     blocks.has_launched = True
     defer_mounted_cors(mounted_app(app))

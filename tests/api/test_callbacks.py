@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -114,9 +116,15 @@ def test_render_draws_three_views_from_the_cache(service, uploaded_volume):
     callbacks = ReviewCallbacks(lambda: service)
     _, _, review = callbacks.segment(str(uploaded_volume), SegmentOptions(), None, ProgressRecorder())
     paths = callbacks.render(review, view_inputs())
-    for path, plane in zip(paths, ("axial", "coronal", "sagittal"), strict=True):
+    for path, plane, index in zip(paths, ("axial", "coronal", "sagittal"), (8, 10, 12), strict=True):
+        assert Path(path).name == f"t1_{plane}_{index:03d}.png"  # what a downloaded view shows, in its name
         with Image.open(path) as picture:
             assert picture.size == display_size(review.layers, plane)
+    old = Path(paths[0]).parent
+    os.utime(old, (time.time() - 120, time.time() - 120))
+    again = callbacks.render(review, view_inputs())  # same names, another folder; views a minute old are deleted
+    assert Path(again[0]).name == Path(paths[0]).name and Path(again[0]).parent != old
+    assert not old.exists() and Path(again[0]).is_file()
     review.close()
 
 
@@ -262,3 +270,12 @@ def test_present_compares_a_waiting_reference_of_this_volume_and_drops_one_of_an
     shown = dict(zip(panels.PRESENT_KEYS, values, strict=True))
     assert shown["review"].metrics is None and shown["reference"] is None
     review.close()
+
+
+def test_the_header_names_the_classes_the_legend_shows(service):
+    from api import panels
+
+    header = panels.header_html(service.info())
+    assert "shell, core" in header and "background" not in header
+    many = [{"index": i, "name": f"organ_{i}"} for i in range(7)]
+    assert "6 classes + background" in panels.header_html({"classes": many})

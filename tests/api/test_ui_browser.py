@@ -108,6 +108,7 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     page.goto(f"{brain_server.url}/ui/", wait_until="load")
     expect(page.locator("#segment-btn")).to_be_visible(timeout=30_000)
     expect(page.locator("#app-header")).to_contain_text("unet3d-brain-tissue")
+    expect(page.locator("#app-header")).to_contain_text("grey matter, white matter")  # as the legend lists them
 
     page.locator("#example-btn").click()
     expect(page.locator("#mask-output")).to_contain_text("Running the network", timeout=60_000)  # stage progress
@@ -119,6 +120,15 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     for plane in PLANES:
         expect(page.locator(f"#{plane}-view img")).to_be_visible(timeout=20_000)
     assert orange(picture(page, "#axial-view")) > 2000, "no grey-matter overlay in the axial view"
+    # Each view: a named click target and one tab stop for its download, which keeps a name saying what it shows.
+    for plane in PLANES:
+        expect(page.locator(f"#{plane}-view button[aria-label^='{plane.capitalize()} view: click']")).to_have_count(1)
+        expect(page.locator(f"#{plane}-view a.download-link")).to_have_attribute("tabindex", "-1")
+    page.locator("#axial-view button[aria-label=Download]").focus()
+    with page.expect_download(timeout=20_000) as saved:
+        page.keyboard.press("Enter")
+    index = int(page.locator("#axial-slider input[type=number]").input_value())
+    assert saved.value.suggested_filename == f"mni152_t1_axial_{index:03d}.png"
     expect(page.locator("#legend")).to_contain_text("mL")
 
     for plane, fraction in (("axial", 0.35), ("coronal", 0.6), ("sagittal", 0.65)):
