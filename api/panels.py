@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -191,7 +192,7 @@ def present(
     """
     review, compared = with_reference(review, cb, reference, owner)
     window, level = auto_window(review)
-    span = max(float(review.layers.image.max() - review.layers.image.min()), 1e-3)
+    low, high, step = window_range(review)
     indices = initial_indices(review)
     overlay: Overlay = "errors" if compared else "classes"
     inputs = ViewInputs(indices, window, level, opacity, tuple(shown or ()), overlay, crosshair)
@@ -204,9 +205,8 @@ def present(
         "axial_slider": gr.Slider(minimum=0, maximum=z - 1, value=indices[0], interactive=True),
         "coronal_slider": gr.Slider(minimum=0, maximum=y - 1, value=indices[1], interactive=True),
         "sagittal_slider": gr.Slider(minimum=0, maximum=x - 1, value=indices[2], interactive=True),
-        "window": gr.Slider(minimum=span / 500, maximum=span, value=window, step=span / 500, interactive=True),
-        "level": gr.Slider(minimum=float(review.layers.image.min()), maximum=float(review.layers.image.max()),
-                           value=level, step=span / 500, interactive=True),
+        "window": gr.Slider(minimum=step, maximum=_snap(high - low, step), value=window, step=step, interactive=True),
+        "level": gr.Slider(minimum=low, maximum=high, value=level, step=step, interactive=True),
         "overlay": overlay,
         "axial": axial,
         "coronal": coronal,
@@ -287,9 +287,29 @@ def result_files(which: str) -> Callable[[Review | None], Any]:
 
 
 def auto_window(review: Review) -> tuple[float, float]:
-    """(width, level) of the default grey window for this volume (percentiles of the image)."""
+    """(width, level) of the default grey window for this volume (percentiles of the image), on the sliders' steps."""
     low, high = default_window(review.layers.image)
-    return float(high - low), float(low + high) / 2
+    step = window_range(review)[2]  # the window fits the sliders: default_window lies within their range
+    return max(_snap(float(high - low), step), step), _snap(float(low + high) / 2, step)
+
+
+def window_range(review: Review) -> tuple[float, float, float]:
+    """(lowest, highest, step) of the window sliders: the image's intensity range on a round step (1, 2 or 5 × 10ⁿ,
+    about 1/500 of the range), so that the sliders show 0.5 or 120, not 0.5282213745117188."""
+    image = review.layers.image
+    low, high = default_window(image)  # wider than the image only when it is constant
+    smallest, largest = min(float(image.min()), low), max(float(image.max()), high)
+    wanted = (largest - smallest) / 500
+    power = 10.0 ** math.floor(math.log10(wanted))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= wanted * (1 - 1e-9))
+    step = _snap(step, step)
+    return _snap(math.floor(smallest / step) * step, step), _snap(math.ceil(largest / step) * step, step), step
+
+
+def _snap(value: float, step: float) -> float:
+    """`value` on the grid of `step`, written with no more decimals than the step has."""
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    return round(round(value / step) * step, decimals)
 
 
 def class_volumes(review: Review) -> pd.DataFrame:

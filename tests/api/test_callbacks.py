@@ -279,3 +279,26 @@ def test_the_header_names_the_classes_the_legend_shows(service):
     assert "shell, core" in header and "background" not in header
     many = [{"index": i, "name": f"organ_{i}"} for i in range(7)]
     assert "6 classes + background" in panels.header_html({"classes": many})
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "step"),
+    [(0.003, 230.9, 0.5), (-1024.0, 3071.0, 10.0), (0.0, 1.0, 0.002), (-3.2, 7.7, 0.05), (5.0, 5.0, 0.002)],
+)
+def test_window_sliders_use_round_steps_and_hold_the_default_window(service, uploaded_volume, low, high, step):
+    from dataclasses import replace
+
+    from api import panels
+
+    callbacks = ReviewCallbacks(lambda: service)
+    _, _, review = callbacks.segment(str(uploaded_volume), SegmentOptions(), None, ProgressRecorder())
+    image = np.linspace(low, high, review.layers.image.size, dtype=np.float32).reshape(review.layers.shape)
+    review.close()
+    review = replace(review, layers=replace(review.layers, image=image))
+    smallest, largest, got_step = panels.window_range(review)
+    assert got_step == step
+    assert smallest <= low and largest >= high and largest - smallest < high - low + 2 * step + 1.0
+    width, level = panels.auto_window(review)
+    for value in (width, level, smallest, largest):  # on the step's grid, written with the step's decimals
+        assert abs(value / step - round(value / step)) < 1e-6 and len(repr(value)) <= 9, value
+    assert step <= width <= largest - smallest and smallest <= level <= largest
