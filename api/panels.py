@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import math
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +65,8 @@ CSS = """
   color: var(--body-text-color-subdued); }
 #status { min-height: 2.2em; }
 .view-panel img { cursor: crosshair; }
+/* Results are read-only: Gradio 6.31 lists them with a remove (×) button even in a non-interactive box. */
+#downloads .label-clear-button, #mask-output .label-clear-button { display: none !important; }
 /* Whole file names: Gradio cuts them to "mni152… .gz" in the narrow sidebar. There the size goes below the name,
    and a name longer than the line wraps instead of losing its middle. */
 #sidebar .file-preview tr.file { display: flex; flex-direction: column; align-items: flex-start; gap: 2px; }
@@ -214,7 +215,7 @@ def present(
         "class_plot": class_volumes(review),
         "class_table": class_table(review),
         "intensity_plot": intensity_histograms(review),
-        "downloads": result_files("downloads")(review),
+        "downloads": [str(path) for path in review.files],
         "agreement": agreement_table(review),
         "iou_plot": iou_plot(review),
         "reference": gr.skip() if compared else None,
@@ -273,17 +274,6 @@ def missing_overlay_data(review: Review | None, overlay: str) -> str | None:
     if overlay == "uncertainty" and review.layers.entropy is None:
         return "No uncertainty map: tick 'Uncertainty map' and segment again. Showing the classes."
     return None
-
-
-def result_files(which: str) -> Callable[[Review | None], Any]:
-    """The files a review offers in the `which` box ("downloads": all of them, "mask_file": the mask)."""
-
-    def files(review: Review | None) -> Any:
-        if review is None:
-            return None
-        return [str(p) for p in review.files] if which == "downloads" else str(review.files[0])
-
-    return files
 
 
 def auto_window(review: Review) -> tuple[float, float]:

@@ -304,9 +304,6 @@ def _wire_views(cb: ReviewCallbacks, p: Parts) -> None:
     auto_in = _pick(p, ("review", *sliders, "opacity", "shown", "overlay", "crosshair"))
     p["auto_window"].click(auto_window, auto_in, [p["window"], p["level"], *images], **PRIVATE)
     p["overlay"].input(check_overlay, _pick(p, ("review", "overlay")), p["overlay"], **QUIET)
-    for files in ("downloads", "mask_file"):  # results are read-only: a removed file comes straight back
-        for event in (p[files].clear, p[files].delete):
-            event(panels.result_files(files), p["review"], p[files], **QUIET)
     for event in (p["surface_tab"].select, p["surface_classes"].input):
         event(panels.surface_file, _pick(p, ("review", "surface_classes")), p["surface"], **PRIVATE)
 

@@ -291,6 +291,9 @@ def test_a_reference_uploaded_before_segmenting_waits_for_its_volume(browser, ti
     expect(page.locator("#agreement")).not_to_contain_text("mean (foreground)", timeout=20_000)
     expect(page.locator("#reference-input a")).to_have_count(0)
     expect(page.locator("#overlay input[value='classes']")).to_be_checked()
+    page.get_by_role("tab", name="Downloads & summary").click()  # read-only results: no remove buttons
+    expect(page.locator("#downloads a[download]")).to_have_count(2)
+    expect(page.locator("#downloads .label-clear-button").first).to_be_hidden()
     assert errors == [], f"uncaught errors in the page: {errors}"
     context.close()
 
