@@ -161,6 +161,13 @@ def _bar_updater(bar: Any) -> Callable[[float, str], None]:
     return update
 
 
+# Suffixes of files that are not NIfTI: an -o ending so is a mistake, not the name of a folder to create.
+_OTHER_FILE_TYPES = frozenset({
+    ".gz", ".zip", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".hdr", ".img", ".dcm",
+    ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy", ".npz", ".txt", ".json", ".csv",
+})  # fmt: skip
+
+
 def _plan_outputs(inputs: Sequence[str], output: Path) -> list[tuple[Path, Path]]:
     """Pair each input file with its output path (see DESIGN.md: one file → that file, else DIR/<stem>_mask)."""
     files = _input_files(inputs)
@@ -170,8 +177,12 @@ def _plan_outputs(inputs: Sequence[str], output: Path) -> list[tuple[Path, Path]
     several = f"{len(files)} inputs need" if len(files) > 1 else "a folder input needs"
     if is_file_name:
         raise _usage(f"-o '{output}' is a file name, but {several} -o to be a folder: pass e.g. -o masks/")
+    one_file = len(files) == 1 and not Path(inputs[0]).is_dir()
+    instead = f"-o {stem_of(files[0].name)}_mask.nii.gz, or a folder" if one_file else "a folder, e.g. -o masks/"
     if output.exists() and not output.is_dir():
-        raise _usage(f"output '{output}' is a file: several inputs need an output folder")
+        raise _usage(f"-o '{output}' is an existing file, not a folder or a .nii/.nii.gz name: pass {instead}")
+    if output.suffix.lower() in _OTHER_FILE_TYPES:  # a typo'd file name, not a folder to create
+        raise _usage(f"-o '{output}' names a {output.suffix} file, but masks are written as NIfTI: pass {instead}")
     stems = [stem_of(f.name) for f in files]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:

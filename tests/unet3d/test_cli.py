@@ -227,3 +227,17 @@ def test_predict_refuses_a_file_name_output_for_several_inputs_before_any_work(t
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert f"-o '{out}' is a file name, but " in result.stderr and "-o to be a folder" in result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("name", "exists"), [("mask.png", False), ("mask.nii.gz.txt", False), ("notes", True)])
+def test_predict_refuses_an_output_that_is_neither_nifti_nor_a_folder_before_any_work(tmp_path, name, exists):
+    source = write_nifti(tmp_path / "t1.nii.gz", sphere_volume())
+    out = tmp_path / name
+    if exists:
+        out.write_text("my notes")
+    result = _run("predict", str(source), "-o", str(out), "--model", "/no/such/model")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert f"-o '{out}'" in result.stderr and "pass -o t1_mask.nii.gz, or a folder" in result.stderr
+    assert out.is_file() == exists and not out.is_dir()
+    if exists:
+        assert out.read_text() == "my notes"
