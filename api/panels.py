@@ -78,12 +78,25 @@ input[type="range"]:focus-visible, input[type="radio"]:focus-visible, input[type
 button:focus-visible { outline: 2px solid #0d9488 !important; outline-offset: 2px; }
 [role="tab"]:focus-visible { outline: 2px solid #0d9488 !important; outline-offset: -2px; }  /* tabs clip outside */
 """
-# Run once in the page: names the views' click targets for keyboard and screen-reader users, and leaves one tab stop
+# Run once in the page. The wheel over a view steps through its slices (one per wheel event, as image viewers do),
+# through the view's own slider so that the server redraws it as for a slider move; the page does not scroll under
+# the pointer then. And it names the views' click targets for keyboard and screen-reader users, leaving one tab stop
 # per download (Gradio wraps its Download button in a link that is a second, unnamed one).
 JS = """
 () => {
+  const planes = ["axial", "coronal", "sagittal"];
+  document.addEventListener("wheel", (event) => {
+    const plane = planes.find((name) => event.target.closest && event.target.closest(`#${name}-view`));
+    const range = plane && document.querySelector(`#${plane}-slider input[type=range]`);
+    if (!range || range.disabled || event.deltaY === 0) return;
+    event.preventDefault();
+    const value = Number(range.value) + (event.deltaY < 0 ? 1 : -1);
+    if (value < Number(range.min) || value > Number(range.max)) return;
+    range.value = String(value);
+    range.dispatchEvent(new Event("input", { bubbles: true }));
+  }, { passive: false });
   const name = () => {
-    for (const plane of ["axial", "coronal", "sagittal"]) {
+    for (const plane of planes) {
       const target = document.querySelector(`#${plane}-view .image-container > button`);
       if (target && !target.hasAttribute("aria-label")) {
         const title = plane[0].toUpperCase() + plane.slice(1);

@@ -159,8 +159,10 @@ def _slices() -> Parts:
             # No ↺ buttons on these sliders: Gradio's resets to the construction value, not to this volume's, and
             # fires no event that redraws the views ("Auto window" below does both).
             parts["opacity"] = gr.Slider(0, 1, value=0.4, step=0.05, label="Opacity", buttons=[], elem_id="opacity")
-            parts["crosshair"] = gr.Checkbox(True, label="Crosshair", elem_id="crosshair",
-                                             info="Click a view to move the other two to that point.")  # fmt: skip
+            parts["crosshair"] = gr.Checkbox(
+                True, label="Crosshair", elem_id="crosshair",
+                info="Click a view to move the other two there; scroll over a view to step through its slices.",
+            )  # fmt: skip
             parts["jump"] = gr.Button("Jump to the most uncertain slices", size="sm", elem_id="jump-btn")
         with gr.Column(scale=1, min_width=200):
             # Disabled until a volume is segmented: their ranges come from its intensities (panels.present).

@@ -163,6 +163,18 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     assert after_indices[0] == before_indices[0]
     assert after_indices[1] != before_indices[1] and after_indices[2] != before_indices[2]
 
+    # The wheel over a view steps its own slider one slice per event and redraws it; the page does not scroll.
+    index, before = int(slice_indices(page)[0]), page.locator("#axial-view img").get_attribute("src")
+    box, scrolled = page.locator("#axial-view img").bounding_box(), page.evaluate("window.scrollY")
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    for _ in range(3):
+        page.mouse.wheel(0, -100)
+    expect(page.locator("#axial-slider input[type=number]")).to_have_value(str(index + 3))
+    wait_for_new_image(page, "axial", before)
+    assert page.evaluate("window.scrollY") == scrolled
+    page.mouse.wheel(0, 100)
+    expect(page.locator("#axial-slider input[type=number]")).to_have_value(str(index + 2))
+
     # Window: a narrow one redraws the views, "Auto window" brings this volume's back (and redraws them again).
     auto_width = page.locator("#window input[type=number]").input_value()
     before = page.locator("#axial-view img").get_attribute("src")
