@@ -15,7 +15,16 @@ from unet3d import ClassInfo
 
 from .callbacks import ReviewCallbacks, ViewInputs, initial_indices
 from .mesh import class_surface, with_nested_translucency, write_glb
-from .review import Review, agreement_table, class_table, default_window, intensity_histograms, iou_along_z, pretty
+from .review import (
+    Review,
+    agreement_table,
+    class_table,
+    cursor_info,
+    default_window,
+    intensity_histograms,
+    iou_along_z,
+    pretty,
+)
 from .service import SegmentationService
 from .uploads import display_name
 from .views import CONFUSED, FALSE_NEGATIVE, FALSE_POSITIVE, Overlay
@@ -64,6 +73,10 @@ CSS = """
 #legend .ramp-labels { display: flex; justify-content: space-between; font-size: 0.75rem;
   color: var(--body-text-color-subdued); }
 #status { min-height: 2.2em; }
+#cursor .cursor { font-size: 0.88rem; font-variant-numeric: tabular-nums; color: var(--body-text-color-subdued);
+  padding: 2px 4px; }
+#cursor .cursor b { color: var(--body-text-color); font-weight: 600; }
+#cursor .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 3px; margin: 0 4px 0 2px; }
 .view-panel img { cursor: crosshair; }
 /* Results are read-only: Gradio 6.31 lists them with a remove (×) button even in a non-interactive box. */
 #downloads .label-clear-button, #mask-output .label-clear-button { display: none !important; }
@@ -247,6 +260,35 @@ def with_reference(review: Review, cb: ReviewCallbacks, reference: Any, owner: s
     except gr.Error as refused:  # say why; the box is emptied (the file was not used)
         gr.Warning(refused.message)
         return review, False
+
+
+CURSOR_HINT = "Once a volume is segmented, the voxel under the crosshair is described here."
+
+
+def cursor_html(review: Review | None, axial: int, coronal: int, sagittal: int) -> str:
+    """One line on the voxel under the crosshair: its index in the uploaded file, scanner mm, intensity and classes."""
+    if review is None:
+        return f'<div class="cursor">{CURSOR_HINT}</div>'
+    info = cursor_info(review, (int(sagittal), int(coronal), int(axial)))
+    colours = {c.name: c.color for c in review.classes}
+
+    def named(name: str) -> str:
+        swatch = f'<span class="swatch" style="background:{html.escape(colours[name])}"></span>'
+        return f"{swatch}{html.escape(pretty(name))}"
+
+    i, j, k = info.voxel
+    x, y, z = info.world_mm
+    parts = [
+        f'voxel <b title="index in the uploaded file">({i}, {j}, {k})</b>',
+        f'<span title="scanner coordinates (the file\'s affine)">({x:.1f}, {y:.1f}, {z:.1f}) mm</span>',
+        f"intensity {info.intensity:.4g}",
+        f"predicted {named(info.predicted)}",
+    ]
+    if info.reference is not None:
+        parts.append(f"reference {named(info.reference)}")
+    if info.uncertainty is not None:
+        parts.append(f"uncertainty {info.uncertainty:.2f}")
+    return '<div class="cursor">' + " · ".join(parts) + "</div>"
 
 
 def reference_waits(volume: Path | None) -> str:

@@ -126,6 +126,49 @@ def attach_reference(review: Review, path: Path, *, max_voxels: int | None = Non
     return replace(review, layers=replace(review.layers, reference=canonical), metrics=metrics)
 
 
+@dataclass(frozen=True)
+class CursorInfo:
+    """What lies under the crosshair, in the user's own terms.
+
+    Attributes:
+        voxel: (i, j, k) index in the uploaded file's voxel order (what other tools show for this voxel).
+        world_mm: scanner coordinates of that voxel's centre (the file's affine), in mm.
+        intensity: the uploaded image's value there.
+        predicted: name of the predicted class.
+        reference: name of the reference class, once a reference mask is attached.
+        uncertainty: normalised entropy in [0, 1], when the uncertainty map was computed.
+    """
+
+    voxel: tuple[int, int, int]
+    world_mm: tuple[float, float, float]
+    intensity: float
+    predicted: str
+    reference: str | None
+    uncertainty: float | None
+
+
+def cursor_info(review: Review, point: tuple[int, int, int]) -> CursorInfo:
+    """The voxel at canonical `point` (x, y, z; clamped to the volume), described on the uploaded file's grid."""
+    layers = review.layers
+    x, y, z = (int(np.clip(v, 0, n - 1)) for v, n in zip(point, layers.shape, strict=True))
+    shape, affine = review.grid
+    canonical = (x, y, z)
+    voxel = [0, 0, 0]
+    for axis, (target, flip) in enumerate(review.orientation):  # `to_canonical`, backwards
+        index = canonical[int(target)]
+        voxel[axis] = index if flip > 0 else shape[axis] - 1 - index
+    world = affine @ np.array([*voxel, 1.0])
+    names = review.class_names
+    return CursorInfo(
+        voxel=(voxel[0], voxel[1], voxel[2]),
+        world_mm=(float(world[0]), float(world[1]), float(world[2])),
+        intensity=float(layers.image[x, y, z]),
+        predicted=names[int(layers.mask[x, y, z])],
+        reference=None if layers.reference is None else names[int(layers.reference[x, y, z])],
+        uncertainty=None if layers.entropy is None else float(layers.entropy[x, y, z]),
+    )
+
+
 def _reference_labels(data: np.ndarray, num_classes: int) -> np.ndarray:
     """The reference's labels as uint8; refuses non-integer values (an image, probabilities) and unknown labels."""
     problem = label_problem(data, num_classes)

@@ -145,6 +145,7 @@ def _slices() -> Parts:
                 parts[f"{plane}_slider"] = gr.Slider(0, 1, value=0, step=1, label=f"{plane.capitalize()} slice",
                                                      buttons=[], interactive=False,
                                                      elem_id=f"{plane}-slider")  # fmt: skip
+    parts["cursor"] = gr.HTML(panels.cursor_html(None, 0, 0, 0), elem_id="cursor")
     with gr.Row(elem_id="display-controls"):
         with gr.Column(scale=2, min_width=260):
             parts["overlay"] = gr.Radio(
@@ -286,6 +287,9 @@ def _wire_views(cb: ReviewCallbacks, p: Parts) -> None:
         p[plane].select(navigate_from(plane), view_in, [*_pick(p, sliders), *images, p["review"]], **QUIET)
     triggers = [p[name].input for name in (*sliders, *controls)]
     gr.on(triggers, render, view_in, [*images, p["review"]], **QUIET)
+    # The readout follows the crosshair wherever it is moved from, and a new mask or reference under it.
+    cursor_on = [*(p[name].change for name in sliders), p["summary"].change, p["agreement"].change]
+    gr.on(cursor_on, panels.cursor_html, _pick(p, ("review", *sliders)), p["cursor"], **QUIET)
     compare_in = _pick(
         p, ("review", "volume", "reference", *sliders, "window", "level", "opacity", "shown", "crosshair")
     )

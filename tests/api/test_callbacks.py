@@ -300,3 +300,34 @@ def test_window_sliders_use_round_steps_and_hold_the_default_window(service, upl
     for value in (width, level, smallest, largest):  # on the step's grid, written with the step's decimals
         assert abs(value / step - round(value / step)) < 1e-6 and len(repr(value)) <= 9, value
     assert step <= width <= largest - smallest and smallest <= level <= largest
+
+
+def test_the_cursor_readout_names_the_voxel_of_the_uploaded_file(service, upload_folder, nifti):
+    import nibabel as nib
+
+    from api import panels
+    from api.review import cursor_info
+
+    path = upload_folder / "obl" / "t1.nii.gz"
+    path.parent.mkdir()
+    blob = nifti.blob()
+    path.write_bytes(nifti.encode(blob, nifti.oblique_affine()))  # flipped x and y: canonical order differs
+    callbacks = ReviewCallbacks(lambda: service)
+    _, _, review = callbacks.segment(str(path), SegmentOptions(), None, ProgressRecorder())
+    affine = nib.load(path).affine
+    for point in [(0, 0, 0), (3, 17, 9), (23, 1, 15)]:
+        info = cursor_info(review, point)
+        i, j, k = info.voxel
+        assert info.intensity == blob[i, j, k]  # the uploaded file's own voxel
+        assert np.allclose(info.world_mm, (affine @ [i, j, k, 1])[:3])
+        assert info.intensity == review.layers.image[point]
+        assert info.predicted == review.class_names[review.layers.mask[point]]
+        assert info.reference is None and info.uncertainty is not None
+    assert cursor_info(review, (0, 0, 0)).voxel != (0, 0, 0)  # the flips are undone, not ignored
+    assert cursor_info(review, (-5, 99, 7)) == cursor_info(review, (0, review.layers.shape[1] - 1, 7))  # clamped
+
+    line = panels.cursor_html(review, 9, 17, 3)  # sliders: axial (z), coronal (y), sagittal (x)
+    info = cursor_info(review, (3, 17, 9))
+    assert f"({info.voxel[0]}, {info.voxel[1]}, {info.voxel[2]})" in line and "mm" in line and "uncertainty" in line
+    assert "reference" not in line and panels.CURSOR_HINT in panels.cursor_html(None, 0, 0, 0)
+    review.close()

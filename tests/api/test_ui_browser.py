@@ -171,6 +171,10 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
         page.mouse.wheel(0, -100)
     expect(page.locator("#axial-slider input[type=number]")).to_have_value(str(index + 3))
     wait_for_new_image(page, "axial", before)
+    # The readout under the views names the crosshair's voxel in the file's own order (MNI152: RAS, so x, y, z).
+    sagittal, coronal = slice_indices(page)[2], slice_indices(page)[1]
+    expect(page.locator("#cursor")).to_contain_text(f"voxel ({sagittal}, {coronal}, {index + 3})")
+    expect(page.locator("#cursor")).to_contain_text("predicted")
     assert page.evaluate("window.scrollY") == scrolled
     page.mouse.wheel(0, 100)
     expect(page.locator("#axial-slider input[type=number]")).to_have_value(str(index + 2))
@@ -287,6 +291,7 @@ def test_a_reference_uploaded_before_segmenting_waits_for_its_volume(browser, ti
     expect(page.locator("#agreement")).to_contain_text("mean (foreground)", timeout=60_000)
     expect(page.locator("#overlay input[value='errors']")).to_be_checked()
     expect(page.locator("#reference-input a[href$='/t1_reference.nii.gz']")).to_be_visible()
+    expect(page.locator("#cursor")).to_contain_text("reference")  # the readout names the reference's class too
 
     page.locator("#options").get_by_text("Options").click()  # the same volume again, with TTA this time
     page.get_by_label("Test-time augmentation").check()
