@@ -29,7 +29,9 @@ from .service import SegmentationService
 from .uploads import display_name
 from .views import CONFUSED, FALSE_NEGATIVE, FALSE_POSITIVE, Overlay
 
-OVERLAY_CHOICES = [("Classes", "classes"), ("Errors vs reference", "errors"), ("Uncertainty", "uncertainty")]
+OVERLAY_CHOICES = [
+    ("Classes", "classes"), ("Outlines", "outlines"), ("Errors vs reference", "errors"), ("Uncertainty", "uncertainty"),
+]  # fmt: skip
 WELCOME = (
     "Upload a T1-weighted volume (`.nii` / `.nii.gz`) or try the **MNI152 example**, then press **Segment**. "
     "Slices, statistics, agreement with a reference mask and a 3D surface appear here."
@@ -322,7 +324,7 @@ def iou_plot(review: Review) -> pd.DataFrame:
 
 def missing_overlay_data(review: Review | None, overlay: str) -> str | None:
     """Why `overlay` cannot be shown for this review (None when it can)."""
-    if review is None or overlay == "classes":
+    if review is None or overlay in {"classes", "outlines"}:
         return None
     if overlay == "errors" and review.layers.reference is None:
         return "Errors need a reference mask: upload one in the Agreement tab. Showing the classes."

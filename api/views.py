@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 Plane = Literal["axial", "coronal", "sagittal"]
-Overlay = Literal["classes", "errors", "uncertainty"]
+Overlay = Literal["classes", "outlines", "errors", "uncertainty"]
 PLANES: tuple[Plane, ...] = ("axial", "coronal", "sagittal")
 # The array axis each plane slices through, and the screen letters (left, right, top, bottom).
 PLANE_AXIS: dict[Plane, int] = {"axial": 2, "coronal": 1, "sagittal": 0}
@@ -81,10 +81,14 @@ def render(layers: Layers, plane: Plane, index: int, style: Style) -> np.ndarray
     axis = PLANE_AXIS[plane]
     index = int(np.clip(index, 0, layers.shape[axis] - 1))
     grey = _window(_screen(_cut(layers.image, axis, index)), style.window)
-    overlay = _overlay(layers, axis, index, style)
     width, height = display_size(layers, plane)
     base = Image.fromarray(grey, "L").resize((width, height), Image.Resampling.BILINEAR).convert("RGBA")
-    top = Image.fromarray(overlay, "RGBA").resize((width, height), Image.Resampling.NEAREST)
+    if style.overlay == "outlines":  # drawn at the picture's resolution: thin lines, not voxel-sized blocks
+        top = Image.fromarray(_outlines(layers, axis, index, style, (width, height)), "RGBA")
+    else:
+        top = Image.fromarray(_overlay(layers, axis, index, style), "RGBA").resize(
+            (width, height), Image.Resampling.NEAREST
+        )
     picture = Image.alpha_composite(base, top)
     _decorate(picture, layers, plane, style.cursor)
     return np.asarray(picture.convert("RGB"))
@@ -154,6 +158,26 @@ def _overlay(layers: Layers, axis: int, index: int, style: Style) -> np.ndarray:
         return _error_overlay(rgba, mask, _screen(_cut(layers.reference, axis, index)), style.visible, lut, alpha)
     rgba[..., :3] = lut[mask]
     rgba[..., 3] = np.where(visible, alpha, 0)
+    return rgba
+
+
+def _outlines(layers: Layers, axis: int, index: int, style: Style, size: tuple[int, int]) -> np.ndarray:
+    """The shown classes' borders, 2 px on each side of a border (about 1 px once the page fits the picture into its
+    panel), each side in its class colour; insides clear."""
+    mask = Image.fromarray(_screen(_cut(layers.mask, axis, index)), "L").resize(size, Image.Resampling.NEAREST)
+    labels = np.asarray(mask)
+    border = np.zeros(labels.shape, dtype=bool)
+    for step in (1, 2):
+        vertical, horizontal = labels[step:] != labels[:-step], labels[:, step:] != labels[:, :-step]
+        border[step:] |= vertical
+        border[:-step] |= vertical
+        border[:, step:] |= horizontal
+        border[:, :-step] |= horizontal
+    drawn = border & np.isin(labels, list(style.visible)) if style.visible else np.zeros(labels.shape, dtype=bool)
+    rgba = np.zeros((*labels.shape, 4), dtype=np.uint8)
+    rgba[..., :3] = _class_lut(layers.colors)[labels]
+    # Lines need more opacity than areas to be seen; the opacity slider still fades them.
+    rgba[..., 3] = np.where(drawn, max(round(255 * float(np.clip(style.opacity, 0.0, 1.0))), 200), 0)
     return rgba
 
 

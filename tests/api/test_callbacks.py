@@ -157,6 +157,7 @@ def test_an_overlay_without_its_data_is_named(service, uploaded_volume):
     assert "Errors need a reference mask" in panels.missing_overlay_data(review, "errors")
     assert "No uncertainty map" in panels.missing_overlay_data(review, "uncertainty")
     assert panels.missing_overlay_data(review, "classes") is None
+    assert panels.missing_overlay_data(review, "outlines") is None
     placeholder = panels.iou_plot(review)  # the axes and the class legend, no curve
     assert placeholder["IoU"].isna().all() and list(placeholder["class"].unique()) == ["shell", "core"]
     assert placeholder["axial slice"].max() == review.layers.shape[2] - 1

@@ -74,6 +74,11 @@ def picture(page, selector: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(page.request.get(source).body())).convert("RGB")).astype(int)
 
 
+def blue(pixels: np.ndarray) -> int:
+    """Pixels tinted by the white-matter colour (#56b4e9): blue well above red."""
+    return int(((pixels[..., 2] - pixels[..., 0]) > 50).sum())
+
+
 def orange(pixels: np.ndarray) -> int:
     """Pixels tinted by the grey-matter colour (#e69f00): red well above blue."""
     return int(((pixels[..., 0] - pixels[..., 2]) > 50).sum())
@@ -193,6 +198,16 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     page.locator("#overlay label", has_text="Errors vs reference").click()
     expect(page.get_by_text("Errors need a reference mask")).to_be_visible(timeout=10_000)
     expect(page.locator("#overlay input[value='classes']")).to_be_checked()
+
+    # Outlines: the class borders only; inside them the grey image is left clear.
+    filled = blue(picture(page, "#axial-view"))
+    before = page.locator("#axial-view img").get_attribute("src")
+    page.locator("#overlay label", has_text="Outlines").click()
+    wait_for_new_image(page, "axial", before)
+    assert 0 < blue(picture(page, "#axial-view")) < 0.5 * filled, "outlines fill the white matter"
+    before = page.locator("#axial-view img").get_attribute("src")
+    page.locator("#overlay label", has_text="Classes").click()
+    wait_for_new_image(page, "axial", before)
 
     with_grey = orange(picture(page, "#axial-view"))
     before = page.locator("#axial-view img").get_attribute("src")

@@ -167,3 +167,28 @@ def test_a_click_past_the_edge_is_clamped_to_the_volume():
     width, height = display_size(layers, "axial")
     assert voxel_at(layers, "axial", 99, (-5, -5)) == (SHAPE[0] - 1, SHAPE[1] - 1, SHAPE[2] - 1)
     assert voxel_at(layers, "axial", -3, (width + 5, height + 5)) == (0, 0, 0)
+
+
+def test_outlines_draw_the_borders_of_shown_classes_and_leave_their_insides_clear():
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[5:15, 8:22, :] = 1  # a block of class 1 with class 2 inside it
+    mask[8:12, 12:18, :] = 2
+    style = Style(window=(0.0, 1.0), opacity=1.0, visible=frozenset({1, 2}), overlay="outlines")
+    picture = render(layers_with(mask), "axial", 20, style)
+    filled = render(layers_with(mask), "axial", 20, Style(window=(0.0, 1.0), opacity=1.0, visible=frozenset({1, 2})))
+    red, green = coloured(picture, RED), coloured(picture, GREEN)
+    assert 0 < red.sum() < 0.3 * coloured(filled, RED).sum()  # lines, not the area
+    assert 0 < green.sum() < 0.5 * coloured(filled, GREEN).sum()
+    row, col = centre_of(coloured(filled, GREEN))  # the middle of class 2 stays the grey image (black here)
+    middle = picture[round(row * picture.shape[0]), round(col * picture.shape[1])]
+    assert middle.max() == 0
+    only_inner = Style(window=(0.0, 1.0), opacity=1.0, visible=frozenset({2}), overlay="outlines")
+    hidden = render(layers_with(mask), "axial", 20, only_inner)
+    assert not coloured(hidden, RED).any() and coloured(hidden, GREEN).any()
+    faint = render(
+        layers_with(mask),
+        "axial",
+        20,
+        Style(window=(0.0, 1.0), opacity=0.1, visible=frozenset({1}), overlay="outlines"),
+    )
+    assert faint[..., 0].max() >= 200  # lines stay visible at an opacity that suits areas
