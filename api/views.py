@@ -1,4 +1,4 @@
-"""Orthogonal slice rendering: grey image with window/level, class / error / uncertainty overlays, crosshair.
+"""Orthogonal slice rendering: grey image with window/level, class / outline / error / uncertainty overlays, crosshair.
 
 Pure numpy + Pillow, no Gradio: arrays in, an `(H, W, 3)` uint8 picture out. Arrays are in closest-RAS voxel
 order `(x, y, z)` (see `unet3d.io.to_canonical`); views follow the radiological convention (patient right on the
@@ -176,7 +176,7 @@ def _outlines(layers: Layers, axis: int, index: int, style: Style, size: tuple[i
     drawn = border & np.isin(labels, list(style.visible)) if style.visible else np.zeros(labels.shape, dtype=bool)
     rgba = np.zeros((*labels.shape, 4), dtype=np.uint8)
     rgba[..., :3] = _class_lut(layers.colors)[labels]
-    # Lines need more opacity than areas to be seen; the opacity slider still fades them.
+    # At least 200/255 opaque: thin lines need more than areas to be seen.
     rgba[..., 3] = np.where(drawn, max(round(255 * float(np.clip(style.opacity, 0.0, 1.0))), 200), 0)
     return rgba
 
