@@ -211,19 +211,22 @@ def startup(service: SegmentationService | None) -> list[Any]:
 
 def present(
     review: Review, cb: ReviewCallbacks, opacity: float, shown: list[str], crosshair: bool,
-    reference: Any = None, owner: str | None = None,
+    reference: Any = None, owner: str | None = None, overlay: Overlay = "classes",
 ) -> list[Any]:  # fmt: skip
     """Everything shown after a segmentation, rendered from the new review (values in `PRESENT_KEYS` order).
 
     A reference mask in its box that belongs to this volume (`owner`, see `ReviewCallbacks.reference_owner`) is
     compared with the new mask and the views open on the errors; a reference that belongs to another volume is taken
-    out of the box.
+    out of the box. Otherwise the chosen `overlay` stays, unless the new review lacks its data.
     """
     review, compared = with_reference(review, cb, reference, owner)
     window, level = auto_window(review)
     low, high, step = window_range(review)
     indices = initial_indices(review)
-    overlay: Overlay = "errors" if compared else "classes"
+    if compared:
+        overlay = "errors"
+    elif missing_overlay_data(review, overlay):
+        overlay = "classes"
     inputs = ViewInputs(indices, window, level, opacity, tuple(shown or ()), overlay, crosshair)
     axial, coronal, sagittal = cb.render(review, inputs)
     x, y, z = review.layers.shape

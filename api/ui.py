@@ -207,15 +207,16 @@ def _wire_segmentation(cb: ReviewCallbacks, p: Parts) -> None:
     """Segment button and example button: store the options, run /segment, then present the new review."""
 
     def present(
-        state: Review, opacity: float, shown: list[str], crosshair: bool, reference: Any, owner: str | None
-    ) -> list[Any]:
-        return panels.present(state, cb, opacity, shown, crosshair, reference, owner)
+        state: Review, opacity: float, shown: list[str], crosshair: bool, reference: Any, owner: str | None,
+        overlay: views.Overlay,
+    ) -> list[Any]:  # fmt: skip
+        return panels.present(state, cb, opacity, shown, crosshair, reference, owner, overlay)
 
     def segment_after(step: Any, visibility: dict[str, Any]) -> None:
         segmented = step.then(cb.segment, _pick(p, ("volume", "options", "review")),
                               _pick(p, ("mask_file", "summary", "review")), concurrency_limit=None,
                               show_progress_on=_pick(p, ("mask_file", *PLANE_NAMES)), **visibility)  # fmt: skip
-        present_in = _pick(p, ("review", "opacity", "shown", "crosshair", "reference", "reference_owner"))
+        present_in = _pick(p, ("review", "opacity", "shown", "crosshair", "reference", "reference_owner", "overlay"))
         shown = segmented.success(present, present_in,
                                   _pick(p, panels.PRESENT_KEYS), **PRIVATE)  # fmt: skip
         shown.then(panels.surface_file, _pick(p, ("review", "surface_classes")), p["surface"],

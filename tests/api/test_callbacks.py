@@ -332,3 +332,20 @@ def test_the_cursor_readout_names_the_voxel_of_the_uploaded_file(service, upload
     assert f"({info.voxel[0]}, {info.voxel[1]}, {info.voxel[2]})" in line and "mm" in line and "uncertainty" in line
     assert "reference" not in line and panels.CURSOR_HINT in panels.cursor_html(None, 0, 0, 0)
     review.close()
+
+
+def test_present_keeps_the_chosen_overlay_when_the_new_review_has_its_data(service, uploaded_volume):
+    from api import panels
+
+    callbacks = ReviewCallbacks(lambda: service)
+    _, _, review = callbacks.segment(str(uploaded_volume), SegmentOptions(uncertainty=False), None, ProgressRecorder())
+
+    def overlay_after(chosen: str) -> str:
+        values = panels.present(review, callbacks, 0.4, ["shell"], True, None, None, chosen)
+        return dict(zip(panels.PRESENT_KEYS, values, strict=True))["overlay"]
+
+    assert overlay_after("outlines") == "outlines"
+    assert overlay_after("classes") == "classes"
+    assert overlay_after("uncertainty") == "classes"  # segmented without the uncertainty map
+    assert overlay_after("errors") == "classes"  # no reference for this volume
+    review.close()
