@@ -78,6 +78,8 @@ CSS = """
 #cursor .cursor { font-size: 0.88rem; font-variant-numeric: tabular-nums; color: var(--body-text-color-subdued);
   padding: 2px 4px; }
 #cursor .cursor b { color: var(--body-text-color); font-weight: 600; }
+#cursor .agree { color: #0f766e; }
+#cursor .disagree { color: #b91c1c; font-weight: 600; }
 #cursor .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 3px; margin: 0 4px 0 2px; }
 .view-panel img { cursor: crosshair; }
 /* Results are read-only: Gradio 6.31 lists them with a remove (×) button even in a non-interactive box. */
@@ -290,7 +292,9 @@ def cursor_html(review: Review | None, axial: int, coronal: int, sagittal: int) 
         f"predicted {named(info.predicted)}",
     ]
     if info.reference is not None:
-        parts.append(f"reference {named(info.reference)}")
+        agree = info.reference == info.predicted
+        parts.append(f'reference {named(info.reference)} <span class="{"agree" if agree else "disagree"}">'
+                     f'{"agrees" if agree else "disagrees"}</span>')  # fmt: skip
     if info.uncertainty is not None:
         parts.append(f"uncertainty {info.uncertainty:.2f}")
     return '<div class="cursor">' + " · ".join(parts) + "</div>"

@@ -242,6 +242,8 @@ def test_a_reference_uploaded_before_its_volume_is_segmented_belongs_to_that_vol
 def test_present_compares_a_waiting_reference_of_this_volume_and_drops_one_of_another(
     service, uploaded_volume, upload_folder
 ):
+    from dataclasses import replace
+
     from api import panels
 
     callbacks = ReviewCallbacks(lambda: service)
@@ -254,6 +256,12 @@ def test_present_compares_a_waiting_reference_of_this_volume_and_drops_one_of_an
     assert shown["reference_owner"] == str(uploaded_volume)
     assert shown["reference"] == gr.skip()  # the file stays in its box
     assert shown["agreement"]["Dice"].dropna().eq(1.0).all()  # the mask against itself
+    line = panels.cursor_html(shown["review"], 8, 10, 12)
+    assert "reference" in line and "agrees" in line and "disagrees" not in line
+    layers = shown["review"].layers
+    background = replace(shown["review"], layers=replace(layers, reference=np.zeros_like(layers.mask)))
+    x, y, z = np.argwhere(layers.mask > 0)[0]  # a voxel the model gave a class: the empty reference disagrees
+    assert "disagrees" in panels.cursor_html(background, int(z), int(y), int(x))
     for owner in (str(uploaded_volume), None):  # belongs to this volume, or to whichever came next
         values = panels.present(review, callbacks, 0.4, [], True, reference, owner)
         assert dict(zip(panels.PRESENT_KEYS, values, strict=True))["review"].metrics is not None
