@@ -181,8 +181,12 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     expect(page.locator("#cursor")).to_contain_text(f"voxel ({sagittal}, {coronal}, {index + 3})")
     expect(page.locator("#cursor")).to_contain_text("predicted")
     assert page.evaluate("window.scrollY") == scrolled
+    before = page.locator("#axial-view img").get_attribute("src")
     page.mouse.wheel(0, 100)
     expect(page.locator("#axial-slider input[type=number]")).to_have_value(str(index + 2))
+    # Wait for this redraw: a picture arriving later would be taken for the next step's (a view's address follows its
+    # content, so only a different picture has a new one).
+    wait_for_new_image(page, "axial", before)
 
     # Window: a narrow one redraws the views, "Auto window" brings this volume's back (and redraws them again).
     auto_width = page.locator("#window input[type=number]").input_value()
