@@ -213,7 +213,7 @@ def startup(service: SegmentationService | None) -> list[Any]:
 
 def present(
     review: Review, cb: ReviewCallbacks, opacity: float, shown: list[str], crosshair: bool,
-    reference: Any = None, owner: str | None = None, overlay: Overlay = "classes",
+    reference: Any = None, owner: Path | None = None, overlay: Overlay = "classes",
 ) -> list[Any]:  # fmt: skip
     """Everything shown after a segmentation, rendered from the new review (values in `PRESENT_KEYS` order).
 
@@ -253,14 +253,14 @@ def present(
         "iou_plot": iou_plot(review),
         "reference": gr.skip() if compared else None,
         "review": review,
-        "reference_owner": str(review.source) if compared else None,
+        "reference_owner": review.source if compared else None,
     }  # fmt: skip
     return [values[key] for key in PRESENT_KEYS]
 
 
-def with_reference(review: Review, cb: ReviewCallbacks, reference: Any, owner: str | None) -> tuple[Review, bool]:
+def with_reference(review: Review, cb: ReviewCallbacks, reference: Any, owner: Path | None) -> tuple[Review, bool]:
     """`review` compared with `reference` when that reference belongs to its volume; and whether it was."""
-    if not reference or (owner is not None and owner != str(review.source)):
+    if not reference or (owner is not None and owner != review.source):
         return review, False
     try:
         return cb.attach(review, reference) or review, True

@@ -75,7 +75,7 @@ def build_ui(get_service: Callable[[], SegmentationService | None]) -> gr.Blocks
         parts: Parts = {
             "options": gr.State(SegmentOptions()),
             "review": gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=_close_review),
-            # The volume the file in the reference box belongs to (str path; None: whichever is segmented next).
+            # The volume (Path) the file in the reference box belongs to; None: whichever is segmented next.
             "reference_owner": gr.State(None),
         }
         with gr.Sidebar(width=330, elem_id="sidebar"):
@@ -207,7 +207,7 @@ def _wire_segmentation(cb: ReviewCallbacks, p: Parts) -> None:
     """Segment button and example button: store the options, run /segment, then present the new review."""
 
     def present(
-        state: Review, opacity: float, shown: list[str], crosshair: bool, reference: Any, owner: str | None,
+        state: Review, opacity: float, shown: list[str], crosshair: bool, reference: Any, owner: Path | None,
         overlay: views.Overlay,
     ) -> list[Any]:  # fmt: skip
         return panels.present(state, cb, opacity, shown, crosshair, reference, owner, overlay)
@@ -248,7 +248,7 @@ def _wire_views(cb: ReviewCallbacks, p: Parts) -> None:
         unchanged = [gr.skip()] * 6
         if reference and (state is None or owner != state.source):  # its volume is not segmented yet
             gr.Info(panels.reference_waits(owner))
-            return [state, *unchanged, gr.skip(), None if owner is None else str(owner)]
+            return [state, *unchanged, gr.skip(), owner]
         try:
             updated = cb.attach(state, reference)
         except gr.Error as refused:  # say why, and take the refused file out of the box (it was not used)
@@ -257,7 +257,7 @@ def _wire_views(cb: ReviewCallbacks, p: Parts) -> None:
         overlay = "errors" if reference else "classes"
         rendered = cb.render(updated, _view_inputs((*values[:-1], overlay, values[-1])))
         tables = [agreement_table(updated), panels.iou_plot(updated)] if updated else [gr.skip(), gr.skip()]
-        return [updated, *tables, overlay, *rendered, gr.skip(), str(owner) if reference else None]
+        return [updated, *tables, overlay, *rendered, gr.skip(), owner if reference else None]
 
     def check_overlay(state: Review | None, overlay: str) -> str:
         """An overlay whose data is missing falls back to the classes, and the user is told why."""

@@ -253,7 +253,7 @@ def test_present_compares_a_waiting_reference_of_this_volume_and_drops_one_of_an
         zip(panels.PRESENT_KEYS, panels.present(review, callbacks, 0.4, [], True, reference, None), strict=True)
     )
     assert shown["review"].metrics is not None and shown["overlay"] == "errors"
-    assert shown["reference_owner"] == str(uploaded_volume)
+    assert shown["reference_owner"] == uploaded_volume
     assert shown["reference"] == gr.skip()  # the file stays in its box
     assert shown["agreement"]["Dice"].dropna().eq(1.0).all()  # the mask against itself
     line = panels.cursor_html(shown["review"], 8, 10, 12)
@@ -262,11 +262,11 @@ def test_present_compares_a_waiting_reference_of_this_volume_and_drops_one_of_an
     background = replace(shown["review"], layers=replace(layers, reference=np.zeros_like(layers.mask)))
     x, y, z = np.argwhere(layers.mask > 0)[0]  # a voxel the model gave a class: the empty reference disagrees
     assert "disagrees" in panels.cursor_html(background, int(z), int(y), int(x))
-    for owner in (str(uploaded_volume), None):  # belongs to this volume, or to whichever came next
+    for owner in (uploaded_volume, None):  # belongs to this volume, or to whichever came next
         values = panels.present(review, callbacks, 0.4, [], True, reference, owner)
         assert dict(zip(panels.PRESENT_KEYS, values, strict=True))["review"].metrics is not None
 
-    values = panels.present(review, callbacks, 0.4, [], True, reference, "/elsewhere/other.nii.gz")
+    values = panels.present(review, callbacks, 0.4, [], True, reference, Path("/elsewhere/other.nii.gz"))
     shown = dict(zip(panels.PRESENT_KEYS, values, strict=True))
     assert shown["review"].metrics is None and shown["overlay"] == "classes"
     assert shown["reference"] is None and shown["reference_owner"] is None
