@@ -84,6 +84,13 @@ CSS = """
 .view-panel img { cursor: crosshair; }
 /* Results are read-only: Gradio 6.31 lists them with a remove (×) button even in a non-interactive box. */
 #downloads .label-clear-button, #mask-output .label-clear-button { display: none !important; }
+/* Before the first segmentation the Mask box held a 236 px empty placeholder that pushed the legend off screen:
+   one line says what will appear there instead. */
+#mask-output .empty { min-height: 0 !important; height: auto !important; padding: 34px 12px 10px; gap: 8px;
+  flex-direction: row; }
+#mask-output .empty .icon { width: 16px; height: 16px; }
+#mask-output .empty::after { content: "The mask (.nii.gz) appears here"; font-size: 0.85rem;
+  color: var(--body-text-color-subdued); }
 /* Whole file names: Gradio cuts them to "mni152… .gz" in the narrow sidebar. There the size goes below the name,
    and a name longer than the line wraps instead of losing its middle. */
 #sidebar .file-preview tr.file { display: flex; flex-direction: column; align-items: flex-start; gap: 2px; }

@@ -114,6 +114,10 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     expect(page.locator("#segment-btn")).to_be_visible(timeout=30_000)
     expect(page.locator("#app-header")).to_contain_text("unet3d-brain-tissue")
     expect(page.locator("#app-header")).to_contain_text("grey matter, white matter")  # as the legend lists them
+    empty = page.locator("#mask-output .empty")  # one line saying what comes there, not a tall blank box
+    hint = empty.evaluate("e => getComputedStyle(e, '::after').content")
+    assert hint == '"The mask (.nii.gz) appears here"' and empty.bounding_box()["height"] < 80, hint
+    expect(page.locator("#legend")).to_be_in_viewport()
 
     page.locator("#example-btn").click()
     expect(page.locator("#mask-output")).to_contain_text("Running the network", timeout=60_000)  # stage progress
