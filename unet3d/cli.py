@@ -1,4 +1,4 @@
-"""The `unet3d` command: predict, evaluate, info, serve, push."""
+"""The `unet3d` command: predict, evaluate, stats, info, serve, push."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from .card import load_card
 from .errors import ParameterError, Unet3dError
 from .hub import default_model, push_model, resolve_source
 from .io import load_volume, stem_of
-from .metrics import evaluate, mask_labels
+from .metrics import evaluate, mask_labels, mask_statistics
 
 logger = logging.getLogger("unet3d")
 IMAGE_MIN_VALUES, IMAGE_MAX_EQUAL_NEIGHBOURS = 64, 0.5  # `evaluate` calls such a file an image: `_looks_like_an_image`
@@ -73,13 +73,20 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="compare a predicted mask with a reference mask")
     ev.add_argument("prediction", metavar="PRED")
     ev.add_argument("reference", metavar="GT")
-    ev.add_argument("--num-classes", type=int, default=None, help="default: highest label in either mask + 1")
-    ev.add_argument(
-        "--model", default=None, help="name the classes after this model's card (folder, .safetensors or Hub id)"
-    )
-    ev.add_argument("--revision", default=None, help="with a Hub --model: branch, tag or commit sha")
-    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _class_arguments(ev, classes="highest label in either mask + 1", printed="metrics")
     ev.set_defaults(handler=_evaluate)
+
+    stats = sub.add_parser(
+        "stats",
+        help="measure an existing mask: volumes, centroids, boxes, border contact, intensities",
+        description="Measure each class of a label mask without segmenting again: voxels, volume (mL), centroid "
+        "(scanner mm), bounding box, whether it touches the edge of the field of view, and with --image the "
+        "intensities under it.",
+    )
+    stats.add_argument("mask", metavar="MASK")
+    stats.add_argument("--image", default=None, help="a volume on the mask's grid: intensity statistics per class")
+    _class_arguments(stats, classes="highest label + 1", printed="measurements")
+    stats.set_defaults(handler=_stats)
 
     info = sub.add_parser("info", help="print the model card and the resolved source as JSON")
     _model_arguments(info)
@@ -111,6 +118,16 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
     push.set_defaults(handler=_push)
     return parser
+
+
+def _class_arguments(parser: argparse.ArgumentParser, *, classes: str, printed: str) -> None:
+    """--num-classes, --model (class names), --revision and --json of the commands that read masks."""
+    parser.add_argument("--num-classes", type=int, default=None, help=f"default: {classes}")
+    parser.add_argument(
+        "--model", default=None, help="name the classes after this model's card (folder, .safetensors or Hub id)"
+    )
+    parser.add_argument("--revision", default=None, help="with a Hub --model: branch, tag or commit sha")
+    parser.add_argument("--json", action="store_true", help=f"print the {printed} as JSON")
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -221,17 +238,58 @@ def _evaluate(args: argparse.Namespace) -> int:
     # An explicit --num-classes also vouches that the files are masks, whatever they look like
     vouched = args.num_classes is not None
     p, r = _labels(pred.data, args.prediction, vouched), _labels(ref.data, args.reference, vouched)
-    names = _class_names(args.model, args.revision) if args.model else None
-    if names and args.num_classes not in (None, len(names)):
-        raise _usage(f"--num-classes {args.num_classes} contradicts the {len(names)} classes of model '{args.model}'")
-    requested = len(names) if names else args.num_classes
-    num_classes = _num_classes(requested, (p, args.prediction), (r, args.reference), model=args.model)
+    names, num_classes = _classes(args, (p, args.prediction), (r, args.reference))
     metrics = evaluate(p, r, num_classes=num_classes, spacing_mm=ref.spacing_mm, class_names=names)
     if args.json:
         print(json.dumps(metrics))
     else:
         _print_metrics(metrics)
     return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    mask = load_volume(args.mask)
+    image = load_volume(args.image) if args.image else None
+    if image is not None and (image.shape != mask.shape or not np.allclose(image.affine, mask.affine, atol=1e-3)):
+        raise _usage(
+            f"image {image.shape} and mask {mask.shape} are not on the same voxel grid (shape and affine): give "
+            "--image the volume the mask was made from"
+        )
+    labels = _labels(mask.data, args.mask, vouched=args.num_classes is not None)
+    names, num_classes = _classes(args, (labels, args.mask))
+    measured = mask_statistics(
+        labels, mask.affine, num_classes=num_classes, class_names=names, image=image.data if image else None
+    )
+    if args.json:
+        print(json.dumps({"mask": args.mask, "image": args.image, **measured}))
+    else:
+        _print_statistics(measured)
+    return 0
+
+
+def _print_statistics(measured: dict[str, Any]) -> None:
+    with_image = "intensity" in measured["classes"][0]
+    head = f"{'class':<16}{'voxels':>10}{'mL':>10}  {'centroid mm (x, y, z)':<24}{'edge':<6}"
+    print((head + (f"{'mean':>10}{'std':>10}{'median':>10}" if with_image else "")).rstrip())
+    for c in measured["classes"]:
+        centroid = "" if c["centroid_mm"] is None else "(" + ", ".join(_mm(v) for v in c["centroid_mm"]) + ")"
+        edge = {None: "", True: "yes", False: "no"}[c["touches_border"]]
+        row = f"{c['name']:<16}{c['voxels']:>10}{c['volume_ml']:>10.2f}  {centroid:<24}{edge:<6}"
+        if with_image and c["intensity"] is not None:
+            row += "".join(f"{c['intensity'][k]:>10.4g}" for k in ("mean", "std", "median"))
+        print(row.rstrip())
+    print(f"foreground: {measured['foreground_volume_ml']:.2f} mL")
+    cut = [c["name"] for c in measured["classes"][1:] if c["touches_border"]]
+    if cut:
+        print(
+            f"touching the edge of the field of view: {', '.join(cut)}; these may continue outside the scan, so "
+            "their volumes are lower bounds"
+        )
+
+
+def _mm(value: float) -> str:
+    shown = f"{value:.1f}"
+    return "0.0" if shown == "-0.0" else shown
 
 
 def _labels(data: np.ndarray, path: str, vouched: bool) -> np.ndarray:
@@ -258,6 +316,14 @@ def _looks_like_an_image(labels: np.ndarray) -> bool:
     if float((after == before)[touching_foreground].mean()) >= IMAGE_MAX_EQUAL_NEIGHBOURS:
         return False
     return bool(np.unique(labels).size > IMAGE_MIN_VALUES)
+
+
+def _classes(args: argparse.Namespace, *masks: tuple[np.ndarray, str]) -> tuple[list[str] | None, int]:
+    """The class names (`--model`'s card, else None) and the class count for these masks."""
+    names = _class_names(args.model, args.revision) if args.model else None
+    if names and args.num_classes not in (None, len(names)):
+        raise _usage(f"--num-classes {args.num_classes} contradicts the {len(names)} classes of model '{args.model}'")
+    return names, _num_classes(len(names) if names else args.num_classes, *masks, model=args.model)
 
 
 def _class_names(model: str, revision: str | None) -> list[str]:

@@ -1,4 +1,4 @@
-"""Segmentation metrics: per-class Dice, IoU, HD95 (mm), IoU along an axis, volumes (mL)."""
+"""Segmentation metrics: per-class Dice, IoU, HD95 (mm), IoU along an axis, volumes (mL); measurements of one mask."""
 
 from __future__ import annotations
 
@@ -178,6 +178,98 @@ def _class_scores(
         both = bool(p.any() and t.any())
         scores["hd95_mm"] = hd95(pred, target, cls, spacing_mm) if both else None
     return scores
+
+
+def mask_statistics(
+    labels: np.ndarray,
+    affine: np.ndarray,
+    *,
+    num_classes: int,
+    class_names: list[str] | None = None,
+    image: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Per-class measurements of one label mask on its own grid: no model, no reference, no re-segmentation.
+
+    For each class 0 .. num_classes - 1: `voxels`; `volume_ml` (from the affine's voxel volume, so an oblique or
+    anisotropic grid counts right); `centroid_mm`, the mean voxel position in scanner coordinates (the affine applied);
+    `bbox_ijk`, the first and last voxel index along each array axis; `touches_border`, true when the class reaches
+    an outermost slice of the field of view (the structure may go on outside the scan: its volume is then a lower
+    bound, not a measurement); and with an `image` on the same grid, `intensity` (mean, std, min, median, max of the
+    class's voxels). A class absent from the mask has 0 voxels and None for the rest.
+
+    Args:
+        labels: `(I, J, K)` whole-number class indices below `num_classes`.
+        affine: the mask's 4×4 voxel-to-scanner (mm) matrix.
+        num_classes: classes including background (index 0); at least 2.
+        class_names: one name per class (default class_0, class_1, ...).
+        image: `(I, J, K)` intensities on the mask's grid.
+
+    Raises:
+        ValueError: labels that are not whole numbers below `num_classes`, an image of another shape, or an
+            argument out of range.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"expected an (I, J, K) mask, got {labels.ndim} dimensions")
+    if num_classes < 2:
+        raise ValueError(f"num_classes counts background too: at least 2, got {num_classes}")
+    problem = label_problem(labels, num_classes)
+    if problem is not None:
+        raise ValueError(f"the mask {problem} (num_classes {num_classes}): expected integer class indices")
+    if image is not None and np.shape(image) != labels.shape:
+        raise ValueError(f"image shape {np.shape(image)} differs from mask shape {labels.shape}")
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"class_names names {len(class_names)} classes, num_classes is {num_classes}")
+    names = class_names or [f"class_{c}" for c in range(num_classes)]
+    affine = np.asarray(affine, dtype=np.float64)
+    voxel_ml = float(abs(np.linalg.det(affine[:3, :3])) / 1000.0)
+    index = np.rint(labels).astype(np.int64) if labels.dtype.kind == "f" else labels.astype(np.int64, copy=False)
+    counts = np.bincount(index.ravel(), minlength=num_classes)
+    boxes = ndimage.find_objects(index + 1, max_label=num_classes)  # +1: find_objects skips label 0
+    classes = [
+        _class_measures(index, c, names[c], int(counts[c]), boxes[c], affine, voxel_ml, image)
+        for c in range(num_classes)
+    ]
+    return {
+        "shape": list(labels.shape),
+        "voxel_volume_ml": voxel_ml,
+        "classes": classes,
+        "foreground_volume_ml": round(float(counts[1:num_classes].sum()) * voxel_ml, 6),
+    }
+
+
+def _class_measures(
+    index: np.ndarray,
+    cls: int,
+    name: str,
+    voxels: int,
+    box: tuple[slice, ...] | None,
+    affine: np.ndarray,
+    voxel_ml: float,
+    image: np.ndarray | None,
+) -> dict[str, Any]:
+    measures: dict[str, Any] = {"index": cls, "name": name, "voxels": voxels, "volume_ml": round(voxels * voxel_ml, 6)}
+    if box is None:  # absent
+        absent = {"centroid_mm": None, "bbox_ijk": None, "touches_border": None}
+        return {**measures, **absent, **({"intensity": None} if image is not None else {})}
+    # Inside the class's box only: a small structure in a big volume costs what the structure costs.
+    inside = index[box] == cls
+    offsets = [s.start for s in box]
+    centre = np.array(ndimage.center_of_mass(inside)) + offsets
+    centroid = affine[:3, :3] @ centre + affine[:3, 3]
+    bbox = [[s.start, s.stop - 1] for s in box]
+    touches = any(low == 0 or high == size - 1 for (low, high), size in zip(bbox, index.shape, strict=True))
+    measures.update(centroid_mm=[round(float(v), 3) for v in centroid], bbox_ijk=bbox, touches_border=touches)
+    if image is not None:
+        values = np.asarray(image)[box][inside].astype(np.float64)
+        measures["intensity"] = {
+            "mean": float(values.mean()),
+            "std": float(values.std()),
+            "min": float(values.min()),
+            "median": float(np.median(values)),
+            "max": float(values.max()),
+        }
+    return measures
 
 
 def mean_of(values: list[float | None]) -> float | None:

@@ -241,3 +241,43 @@ def test_predict_refuses_an_output_that_is_neither_nifti_nor_a_folder_before_any
     assert out.is_file() == exists and not out.is_dir()
     if exists:
         assert out.read_text() == "my notes"
+
+
+def test_stats_measure_an_existing_mask_with_its_image_and_class_names(tmp_path, tiny_model_dir, capsys):
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[2:6, 2:6, 2:6] = 1
+    labels[6:10, 6:8, 6:8] = 2  # reaches the last slice along I
+    affine = np.diag([2.0, 1.0, 1.0, 1.0])
+    mask = write_nifti(tmp_path / "mask.nii.gz", labels, affine)
+    image = write_nifti(tmp_path / "t1.nii.gz", np.arange(1000, dtype=np.float32).reshape(10, 10, 10), affine)
+    assert main(["stats", str(mask), "--image", str(image), "--model", str(tiny_model_dir), "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert [c["name"] for c in measured["classes"]] == ["background", "shell", "core"]
+    shell, core = measured["classes"][1:]
+    assert (shell["volume_ml"], shell["touches_border"], core["touches_border"]) == (0.128, False, True)
+    assert shell["intensity"]["mean"] == pytest.approx(388.5)
+    assert main(["stats", str(mask), "--image", str(image)]) == 0
+    text = capsys.readouterr().out
+    assert "\nclass_1 " in text and "median" in text and "foreground: 0.16 mL" in text
+    assert "touching the edge of the field of view: class_2;" in text and "lower bounds" in text
+
+
+@pytest.mark.parametrize(
+    ("image_affine", "as_mask", "fragment"),
+    [
+        (np.eye(4), False, "not on the same voxel grid (shape and affine): give --image the volume"),
+        (None, True, "looks like an image, not a label mask"),
+    ],
+    ids=["image-on-another-grid", "image-given-as-the-mask"],
+)
+def test_stats_refuse_inputs_that_cannot_be_measured_together(tmp_path, image_affine, as_mask, fragment):
+    labels = np.zeros((16, 16, 16), np.uint8)
+    labels[4:8, 4:8, 4:8] = 1
+    affine = np.diag([2.0, 1.0, 1.0, 1.0])
+    mask = write_nifti(tmp_path / "mask.nii.gz", labels, affine)
+    noise = np.random.default_rng(0).integers(0, 256, (16, 16, 16)).astype(np.uint8)
+    image = write_nifti(tmp_path / "t1.nii.gz", noise, image_affine if image_affine is not None else affine)
+    arguments = ("stats", str(image)) if as_mask else ("stats", str(mask), "--image", str(image))
+    result = _run(*arguments)
+    assert result.returncode == 1 and result.stdout == "" and result.stderr.count("\n") == 1
+    assert fragment in result.stderr

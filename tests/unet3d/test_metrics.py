@@ -1,10 +1,11 @@
 import json
 import math
+import re
 
 import numpy as np
 import pytest
 
-from unet3d.metrics import dice, evaluate, hd95, iou, iou_along_axis, label_problem
+from unet3d.metrics import dice, evaluate, hd95, iou, iou_along_axis, label_problem, mask_statistics
 
 
 def _masks():
@@ -133,3 +134,49 @@ def test_hd95_and_iou_along_axis_check_spacing_and_axis():
 )
 def test_one_label_rule_names_what_is_wrong(data, num_classes, problem):
     assert label_problem(data, num_classes) == problem
+
+
+def _two_boxes() -> np.ndarray:
+    labels = np.zeros((10, 12, 8), np.uint8)
+    labels[2:6, 3:7, 1:5] = 1  # inside the field of view
+    labels[7:10, 0:2, 6:8] = 2  # cut by three faces of the grid
+    return labels
+
+
+def test_mask_statistics_measure_each_class_in_scanner_millimetres():
+    rotation = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])  # an oblique (here: rotated) grid
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([2.0, 1.0, 3.0])
+    affine[:3, 3] = [10.0, -20.0, 5.0]
+    image = np.arange(10 * 12 * 8, dtype=np.float32).reshape(10, 12, 8)
+    measured = mask_statistics(_two_boxes(), affine, num_classes=4, class_names=["bg", "a", "b", "c"], image=image)
+    json.dumps(measured, allow_nan=False)  # strict JSON throughout
+    bg, a, b, c = measured["classes"]
+    assert measured["voxel_volume_ml"] == pytest.approx(0.006)
+    assert (a["voxels"], a["volume_ml"], b["voxels"]) == (64, 0.384, 12)
+    assert measured["foreground_volume_ml"] == pytest.approx((64 + 12) * 0.006)
+    # centre voxel (3.5, 4.5, 2.5) → scanner: x = -1 * 4.5 + 10, y = 2 * 3.5 - 20, z = 3 * 2.5 + 5
+    assert a["centroid_mm"] == pytest.approx([5.5, -13.0, 12.5])
+    assert a["bbox_ijk"] == [[2, 5], [3, 6], [1, 4]] and b["bbox_ijk"] == [[7, 9], [0, 1], [6, 7]]
+    assert (a["touches_border"], b["touches_border"], bg["touches_border"]) == (False, True, True)
+    inside = image[2:6, 3:7, 1:5]
+    assert a["intensity"]["mean"] == pytest.approx(float(inside.mean()))
+    assert a["intensity"]["median"] == pytest.approx(float(np.median(inside)))
+    assert (a["intensity"]["min"], a["intensity"]["max"]) == (float(inside.min()), float(inside.max()))
+    assert c == {"index": 3, "name": "c", "voxels": 0, "volume_ml": 0.0, "centroid_mm": None, "bbox_ijk": None,
+                 "touches_border": None, "intensity": None}  # fmt: skip
+    assert "intensity" not in mask_statistics(_two_boxes(), affine, num_classes=3)["classes"][1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_classes": 2}, "outside 0 .. 1"),
+        ({"num_classes": 1}, "at least 2"),
+        ({"num_classes": 3, "image": np.zeros((10, 12, 7))}, "image shape (10, 12, 7) differs from mask shape"),
+        ({"num_classes": 3, "class_names": ["bg"]}, "names 1 classes"),
+    ],
+)
+def test_mask_statistics_refuse_what_would_give_wrong_measurements(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        mask_statistics(_two_boxes(), np.eye(4), **kwargs)
