@@ -382,15 +382,24 @@ def class_volumes(review: Review) -> pd.DataFrame:
 
 
 def status_markdown(review: Review) -> str:
-    """One line: file, grid, spacing, orientation, time and device."""
+    """One line: file, grid, spacing, orientation, time and device; a second when a class is cut by the scan's edge."""
     s = review.summary
     shape = " × ".join(str(n) for n in s["input_shape"][:3])
     spacing = " × ".join(f"{v:.2f}" for v in s["spacing_mm"])
     seconds = s["runtime_ms"] / 1000
-    return (
+    line = (
         f"**{html.escape(s['filename'])}** · {shape} voxels · {spacing} mm · {s['orientation']} · "
         f"segmented in {seconds:.1f} s on {s['device']} ({s['mode']} pass{', TTA' if s.get('tta') else ''})"
     )
+    cut = [pretty(c["name"]) for c in s["classes"][1:] if c.get("touches_border")]
+    if not cut:
+        return line
+    if len(cut) == 1:
+        note = f"{cut[0]} reaches the edge of the scan: it may go on outside it, so its volume is a lower bound."
+    else:
+        names = ", ".join(cut)
+        note = f"{names} reach the edge of the scan: they may go on outside it, so their volumes are lower bounds."
+    return f"{line}  \n{note}"
 
 
 def surface_file(review: Review | None, names: list[str] | None) -> str | None:

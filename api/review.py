@@ -220,7 +220,8 @@ def most_uncertain(layers: Layers) -> tuple[int, int, int] | None:
 
 
 def class_table(review: Review) -> pd.DataFrame:
-    """Voxels, mL and share of the whole scan per class (counts with thousands separators, for reading)."""
+    """Voxels, mL and share of the whole scan per class (counts with thousands separators, for reading), and
+    whether a class reaches the scan's edge (its volume is then a lower bound: the status line says so)."""
     rows = review.summary["classes"]
     total = sum(r["voxels"] for r in rows) or 1
     return pd.DataFrame(
@@ -229,8 +230,15 @@ def class_table(review: Review) -> pd.DataFrame:
             "voxels": [f"{r['voxels']:,}" for r in rows],
             "volume (mL)": [round(r["volume_ml"], 2) for r in rows],
             "share of scan (%)": [round(100 * r["voxels"] / total, 2) for r in rows],
+            "at scan edge": [_edge(r) for r in rows],
         }
     )
+
+
+def _edge(row: dict[str, Any]) -> str:
+    if row["index"] == 0 or row.get("touches_border") is None:  # background fills the edges; absent: nothing
+        return ""
+    return "yes" if row["touches_border"] else "no"
 
 
 def intensity_histograms(review: Review, bins: int = HISTOGRAM_BINS) -> pd.DataFrame:

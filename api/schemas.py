@@ -56,6 +56,10 @@ class ClassVolume(BaseModel):
     name: str = Field(description="class name from model.yaml")
     voxels: int = Field(description="number of mask voxels with this label, on the input's voxel grid")
     volume_ml: float = Field(description="voxels × voxel volume, in millilitres")
+    touches_border: bool | None = Field(
+        description="true when the class reaches an outermost slice of the input: it may go on outside the scan, so "
+        "its volume is a lower bound; null when the class is absent"
+    )
 
 
 class Timings(BaseModel):

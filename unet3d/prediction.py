@@ -59,9 +59,16 @@ class Prediction:
         counts = [int(np.count_nonzero(self.mask == c)) for c in range(1, self.card.num_classes)]
         return [self.mask.size - sum(counts), *counts]
 
+    def border_classes(self) -> set[int]:
+        """The classes that reach an outermost slice of the input's field of view (on any of its six faces)."""
+        mask = self.mask
+        faces = (mask[0], mask[-1], mask[:, 0], mask[:, -1], mask[:, :, 0], mask[:, :, -1])
+        return {int(c) for c in np.unique(np.concatenate([face.ravel() for face in faces]))}
+
     def summary(self) -> dict[str, Any]:
         """JSON-able summary: the fields of `POST /v1/predict` (see DESIGN.md)."""
         voxels = self.class_voxels()
+        at_border = self.border_classes()
         voxel_ml = self.volume.voxel_volume_ml
         geometry = self.volume.geometry()
         timings = {stage: round(self.timings_ms.get(stage, 0.0), 3) for stage in STAGES}
@@ -85,6 +92,7 @@ class Prediction:
                     "name": c.name,
                     "voxels": voxels[c.index],
                     "volume_ml": round(voxels[c.index] * voxel_ml, 6),
+                    "touches_border": c.index in at_border if voxels[c.index] else None,
                 }
                 for c in self.card.classes
             ],

@@ -119,6 +119,9 @@ def test_statistics_tables_cover_every_class(segmenter, oblique_volume, tmp_path
     assert list(table["class"]) == ["background", "shell", "core"]
     assert sum(int(v.replace(",", "")) for v in table["voxels"]) == oblique_volume.data.size
     assert table["share of scan (%)"].sum() == pytest.approx(100, abs=0.05)
+    edges = {c["name"]: c["touches_border"] for c in review.summary["classes"]}
+    expected = ["", *("yes" if edges[n] else "no" for n in ("shell", "core"))]
+    assert list(table["at scan edge"]) == expected
     histograms = intensity_histograms(review)
     assert set(histograms["class"]) == {"background", "shell", "core"}
     assert histograms.groupby("class")["voxels (%)"].sum().max() <= 100.0 + 1e-6
@@ -161,3 +164,18 @@ def test_reference_with_non_integer_values_is_refused(segmenter, oblique_volume,
     path.write_bytes(nifti.encode(np.full((24, 20, 16), 0.25, np.float32), nifti.oblique_affine()))
     with pytest.raises(InvalidVolumeError, match=r"non-integer values \(e\.g\. 0\.25\)"):
         attach_reference(review, path)
+
+
+def test_the_status_line_says_when_a_class_is_cut_by_the_edge_of_the_scan(segmenter, oblique_volume, tmp_path):
+    from api.panels import status_markdown
+
+    review = start_review(segmenter.predict(oblique_volume), tmp_path / "work")
+    shell, core = review.summary["classes"][1:]
+    shell["touches_border"], core["touches_border"] = False, False
+    assert "\n" not in status_markdown(review)
+    core["touches_border"] = True
+    assert status_markdown(review).endswith("\ncore reaches the edge of the scan: it may go on outside it, so its "
+                                            "volume is a lower bound.")  # fmt: skip
+    shell["touches_border"] = True
+    expected = "\nshell, core reach the edge of the scan: they may go on outside it, so their volumes are lower bounds."
+    assert status_markdown(review).endswith(expected)

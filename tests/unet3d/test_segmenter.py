@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import shutil
 
@@ -51,6 +52,17 @@ def test_summary_has_the_http_fields_and_volumes_add_up_to_the_input(segmenter, 
     assert set(summary["timings_ms"]) == {"load", "preprocess", "infer", "postprocess", "encode"}
     assert summary["model"]["revision"] == "local"
     json.dumps(summary)
+
+
+def test_summary_says_which_classes_reach_the_edge_of_the_scan(segmenter, tmp_path):
+    prediction = segmenter.predict(write_nifti(tmp_path / "scan.nii.gz", sphere_volume()))
+    mask = np.zeros((24, 20, 16), np.uint8)
+    mask[4:10, 4:10, 4:10] = 1  # inside
+    mask[12:20, 10:20, 6:9] = 2  # reaches the last J slice: cut by the field of view
+    summary = dataclasses.replace(prediction, mask=mask).summary()
+    assert [c["touches_border"] for c in summary["classes"]] == [True, False, True]
+    summary = dataclasses.replace(prediction, mask=np.zeros_like(mask)).summary()
+    assert [c["touches_border"] for c in summary["classes"]] == [True, None, None]  # absent: no answer
 
 
 def test_progress_goes_through_the_stages_in_order(segmenter, volume_path):
