@@ -1,4 +1,4 @@
-"""HTTP routes: /health, /metrics, /favicon.ico and the /v1 API (model card, predict)."""
+"""HTTP routes: /health, /metrics, /favicon.ico and the /v1 API (model card, predict, stats)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from unet3d.io import stem_of
 
 from .deps import ServiceDep, SettingsDep, require_api_key
-from .schemas import ErrorDetail, Health, ModelInfo, ModelRef, PredictionSummary
+from .schemas import ErrorDetail, Health, MaskStatistics, ModelInfo, ModelRef, PredictionSummary
 from .service import Mode, PredictOptions, SegmentationService
-from .uploads import Upload, receive_upload
+from .uploads import Upload, receive_upload, receive_uploads
 
 FAVICON = Path(__file__).resolve().parent / "static" / "favicon.svg"
 _UNSAFE_HEADER_CHARS = re.compile(r"[^A-Za-z0-9._-]")
@@ -38,22 +38,21 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         503: "busy (see Retry-After) or model not loaded",
     }.items()
 }
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary", "description": "a .nii or .nii.gz volume"}
-                    },
-                }
-            }
-        },
-    }
-}
+
+
+def _multipart_body(required: list[str], **fields: str) -> dict[str, Any]:
+    """The OpenAPI request body of a multipart upload whose fields are files, each with its description."""
+    properties = {name: {"type": "string", "format": "binary", "description": text} for name, text in fields.items()}
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+_UPLOAD_BODY = _multipart_body(["file"], file="a .nii or .nii.gz volume")
+_STATS_BODY = _multipart_body(
+    ["mask"],
+    mask="an integer label mask (.nii or .nii.gz), e.g. what /v1/predict returned",
+    image="optional: the volume on the mask's grid, for intensities per class",
+)
 _PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
@@ -124,6 +123,43 @@ async def predict(
             return PredictionSummary.model_validate(summary)
         mask = await service.slots.run_async(partial(_encode, service, upload, options))
     return Response(mask, media_type="application/gzip", headers={"Content-Disposition": _attachment(upload.filename)})
+
+
+@v1.post(
+    "/stats",
+    response_model=MaskStatistics,
+    responses={status: _ERRORS[status] for status in (400, 401, 413, 415, 422, 503)},
+    openapi_extra=_STATS_BODY,
+)
+async def stats(
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    num_classes: Annotated[
+        int | None, Query(ge=2, description="classes including background (default: the highest label + 1)")
+    ] = None,
+) -> MaskStatistics:
+    """Measure an existing mask (multipart field `mask`, optional `image` on its grid) without running the model.
+
+    Per class: voxels, volume (mL), centroid (scanner mm), bounding box, whether it reaches the edge of the scan,
+    and with an image the intensities under it. The classes take the served model's names when the labels fit it.
+    """
+    with service.slots.admit(), tempfile.TemporaryDirectory(prefix="unet3d-request-") as work:
+        uploads = await receive_uploads(
+            request, Path(work), max_bytes=settings.max_upload_bytes, required=("mask",), optional=("image",)
+        )
+        for upload in uploads.values():
+            await anyio.to_thread.run_sync(service.check, upload.path)
+        mask, image = uploads["mask"], uploads.get("image")
+        job = partial(
+            service.statistics,
+            mask.path,
+            name=mask.filename,
+            image=image.path if image else None,
+            image_name=image.filename if image else "",
+            num_classes=num_classes,
+        )
+        return MaskStatistics.model_validate(await anyio.to_thread.run_sync(job))
 
 
 def _attachment(filename: str) -> str:

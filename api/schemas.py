@@ -101,6 +101,43 @@ class PredictionSummary(BaseModel):
     timings_ms: Timings = Field(description="time per stage, in ms")
 
 
+class Intensity(BaseModel):
+    """Intensities of the image under one class."""
+
+    mean: float = Field(description="mean intensity of the class's voxels")
+    std: float = Field(description="standard deviation of the class's intensities")
+    min: float = Field(description="lowest intensity under the class")
+    median: float = Field(description="median intensity under the class")
+    max: float = Field(description="highest intensity under the class")
+
+
+class ClassMeasures(ClassVolume):
+    """One class of a measured mask: its size as in a prediction's summary, and where it lies."""
+
+    name: str = Field(description="the served model's class name when the mask's labels fit its card, else class_N")
+    centroid_mm: list[float] | None = Field(
+        description="mean voxel position in scanner coordinates (x, y, z) in mm; null when the class is absent"
+    )
+    bbox_ijk: list[list[int]] | None = Field(
+        description="first and last voxel index along each array axis, [[i0, i1], [j0, j1], [k0, k1]], in the "
+        "file's voxel order; null when the class is absent"
+    )
+    intensity: Intensity | None = Field(
+        default=None, description="statistics of the image under the class; null without an image or class"
+    )
+
+
+class MaskStatistics(BaseModel):
+    """The JSON answer of POST /v1/stats: measurements of an uploaded mask, no model run."""
+
+    mask: str = Field(description="the uploaded mask's file name (display only)")
+    image: str | None = Field(description="the uploaded image's file name, null when none was sent")
+    shape: list[int] = Field(description="the mask's shape, e.g. [197, 233, 189]")
+    voxel_volume_ml: float = Field(description="volume of one voxel in millilitres (from the affine)")
+    classes: list[ClassMeasures] = Field(description="one entry per class 0 .. num_classes - 1, background included")
+    foreground_volume_ml: float = Field(description="volume of every class but background, in millilitres")
+
+
 class ErrorDetail(BaseModel):
     """Every error answer: what is wrong and what to do."""
 

@@ -9,9 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from unet3d import Prediction, Segmenter
-from unet3d.errors import CardError, ModelLoadError
-from unet3d.io import inspect_volume, load_volume
+from unet3d.errors import CardError, InvalidVolumeError, ModelLoadError
+from unet3d.io import Volume, inspect_volume, load_volume
+from unet3d.metrics import looks_like_an_image, mask_labels, mask_statistics
 
 from .limits import InferenceSlots
 from .settings import Settings
@@ -19,6 +22,7 @@ from .settings import Settings
 logger = logging.getLogger(__name__)
 
 Mode = Literal["auto", "whole", "sliding"]
+MAX_STATS_CLASSES = 1024  # POST /v1/stats answers one entry per class: a bound on the answer's size
 Progress = Callable[[float, str], None]
 
 
@@ -104,6 +108,59 @@ class SegmentationService:
             verify_data=False,
         )
 
+    def statistics(
+        self, mask: Path, *, name: str, image: Path | None = None, image_name: str = "", num_classes: int | None = None
+    ) -> dict[str, Any]:
+        """Measure an uploaded label mask (and the image under it) without running the model.
+
+        The classes are named after this model's card when the mask's labels fit it (and `num_classes`, if given,
+        is the card's count), else class_0, class_1, ...
+
+        Raises:
+            InvalidVolumeError: the mask is not a label mask, has more than MAX_STATS_CLASSES classes, the image
+                lies on another grid, or `num_classes` does not exceed the highest label.
+        """
+        labels_volume = self._load(mask, name)
+        labels = mask_labels(labels_volume.data, name)
+        if num_classes is None and looks_like_an_image(labels):
+            raise InvalidVolumeError(
+                f"{name} looks like an image, not a label mask: {np.unique(labels).size} distinct values and "
+                "neighbouring voxels mostly differ; send as 'mask' an integer label mask such as /v1/predict returns "
+                "(if it is one, e.g. many small labelled objects, pass num_classes)"
+            )
+        highest = int(labels.max(initial=0))
+        card = self.segmenter.card
+        if num_classes is not None and num_classes <= highest:
+            raise InvalidVolumeError(f"{name} holds labels up to {highest}: num_classes must be at least {highest + 1}")
+        count = num_classes or (card.num_classes if highest < card.num_classes else highest + 1)
+        if count > MAX_STATS_CLASSES:
+            raise InvalidVolumeError(
+                f"{name}: {count} classes (labels 0 .. {count - 1}) are more than the {MAX_STATS_CLASSES} measured "
+                "per request"
+            )
+        names = [c.name for c in card.classes] if count == card.num_classes else None
+        intensities = None
+        if image is not None:
+            under = self._load(image, image_name)
+            if under.shape != labels_volume.shape or not np.allclose(under.affine, labels_volume.affine, atol=1e-3):
+                raise InvalidVolumeError(
+                    f"image {under.shape} and mask {labels_volume.shape} are not on the same voxel grid (shape and "
+                    "affine): send as 'image' the volume the mask was made from"
+                )
+            intensities = under.data
+        measured = mask_statistics(
+            labels, labels_volume.affine, num_classes=max(count, 2), class_names=names, image=intensities
+        )
+        return {"mask": name, "image": image_name if image is not None else None, **measured}
+
+    def _load(self, path: Path, name: str) -> Volume:
+        return load_volume(
+            path,
+            max_voxels=self.limits.max_voxels,
+            max_decompressed_bytes=self.limits.max_decompressed_bytes,
+            name=name,
+        )
+
     def predict(
         self, path: Path, *, name: str, options: PredictOptions, progress: Progress | None = None
     ) -> Prediction:
@@ -116,12 +173,7 @@ class SegmentationService:
         started = time.perf_counter()
         if progress is not None:
             progress(0.0, "load")
-        volume = load_volume(
-            path,
-            max_voxels=self.limits.max_voxels,
-            max_decompressed_bytes=self.limits.max_decompressed_bytes,
-            name=name,
-        )
+        volume = self._load(path, name)
         load_ms = (time.perf_counter() - started) * 1000.0
         prediction = self.segmenter.predict(
             volume,

@@ -1,14 +1,14 @@
-"""Streaming multipart upload: the `file` field goes straight to a temp file, the byte cap is enforced while reading.
+"""Streaming multipart upload: each file field goes straight to a temp file, the byte cap is enforced while reading.
 
 Starlette's own form parser spools the whole upload before the route runs, so a size cap checked afterwards
 is a cap on nothing; this parser stops reading as soon as the cap is passed. The client's filename is kept
-for display and output names only: the file on disk is always `<directory>/upload.nii[.gz]`.
+for display and output names only: the file on disk is always `<directory>/<field>.nii[.gz]`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
 FIELD_NAME = "file"
+# What each field holds, for the curl example in an error message.
+EXAMPLE_FILES = {"file": "t1.nii.gz", "mask": "t1_mask.nii.gz", "image": "t1.nii.gz"}
 # Room for the multipart framing and small extra fields next to the file itself.
 ENVELOPE_BYTES = 64 * 1024
 _FLUSH_BYTES = 1 << 20
@@ -56,32 +58,43 @@ def display_name(raw: str) -> str:
 
 
 async def receive_upload(request: Request, directory: Path, *, max_bytes: int) -> Upload:
-    """Stream the multipart field `file` of `request` into `directory`.
+    """Stream the multipart field `file` of `request` into `directory` (see `receive_uploads`)."""
+    return (await receive_uploads(request, directory, max_bytes=max_bytes, required=(FIELD_NAME,)))[FIELD_NAME]
+
+
+async def receive_uploads(
+    request: Request, directory: Path, *, max_bytes: int, required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> dict[str, Upload]:
+    """Stream the named file fields of a multipart `request` into `directory`; other fields are read and dropped.
 
     Args:
-        request: a `multipart/form-data` request with one `file` part (.nii or .nii.gz).
+        request: a `multipart/form-data` request with one part per field (.nii or .nii.gz).
         directory: an existing private folder; the caller removes it.
-        max_bytes: the largest accepted file, in bytes.
+        max_bytes: the largest accepted file, in bytes (each file).
+        required, optional: the file fields to keep; a missing required one is an error.
+
+    Returns:
+        The uploads by field name (an optional field that was not sent is absent).
 
     Raises:
         VolumeTooLargeError: the declared or received size passes `max_bytes` (reading stops there).
-        UnsupportedFormatError: the file name has a suffix other than .nii or .nii.gz (a name without one is
+        UnsupportedFormatError: a file name has a suffix other than .nii or .nii.gz (a name without one is
             taken as .nii.gz or .nii by the file's first bytes; the volume checks that follow judge the rest).
-        MalformedUploadError: the body is not multipart or has no (or several) `file` parts.
+        MalformedUploadError: the body is not multipart, lacks a required field or repeats one.
     """
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
-        raise MalformedUploadError(
-            "send the volume as multipart/form-data with a field named 'file' (curl: -F 'file=@t1.nii.gz')"
-        )
+        raise MalformedUploadError(f"send the volume as multipart/form-data with {_fields_example(required)}")
+    fields = (*required, *optional)
+    envelope = max_bytes * len(fields) + ENVELOPE_BYTES
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes + ENVELOPE_BYTES:
+    if declared.isdigit() and int(declared) > envelope:
         raise _too_large(max_bytes)
-    sink = _FileSink(directory, max_bytes)
+    sink = _FileSink(directory, max_bytes, fields)
     parser = MultipartParser(options[b"boundary"], sink.callbacks())
     try:
         async for chunk in request.stream():
-            if sink.received_total + len(chunk) > max_bytes + ENVELOPE_BYTES:
+            if sink.received_total + len(chunk) > envelope:
                 raise _too_large(max_bytes)
             sink.received_total += len(chunk)
             parser.write(chunk)
@@ -92,7 +105,14 @@ async def receive_upload(request: Request, directory: Path, *, max_bytes: int) -
         raise MalformedUploadError("the multipart body is malformed: resend the file") from e
     finally:
         sink.close()
-    return sink.result()
+    return sink.result(required)
+
+
+def _fields_example(names: tuple[str, ...]) -> str:
+    """ "a field named 'file' (curl: -F 'file=@t1.nii.gz')", or the same for several fields."""
+    fields = " and ".join(f"'{name}'" for name in names)
+    curl = " ".join(f"-F '{name}=@{EXAMPLE_FILES.get(name, 'volume.nii.gz')}'" for name in names)
+    return f"a field named {fields} (curl: {curl})" if len(names) == 1 else f"fields named {fields} (curl: {curl})"
 
 
 def _too_large(max_bytes: int) -> VolumeTooLargeError:
@@ -102,19 +122,25 @@ def _too_large(max_bytes: int) -> VolumeTooLargeError:
     )
 
 
-class _FileSink:
-    """python-multipart callbacks that route the `file` part to disk and drop everything else."""
+@dataclass
+class _Part:
+    """One file field being received: its file, the bytes not yet written and the count so far."""
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
-        self.directory, self.max_bytes = directory, max_bytes
+    path: Path
+    filename: str
+    handle: BinaryIO
+    size: int = 0
+    buffer: bytearray = field(default_factory=bytearray)
+
+
+class _FileSink:
+    """python-multipart callbacks that route the named file parts to disk and drop everything else."""
+
+    def __init__(self, directory: Path, max_bytes: int, fields: tuple[str, ...]) -> None:
+        self.directory, self.max_bytes, self.fields = directory, max_bytes, fields
         self.received_total = 0
-        self.file_bytes = 0
-        self.files_seen = 0
-        self.path: Path | None = None
-        self.filename = ""
-        self._handle: BinaryIO | None = None
-        self._buffer = bytearray()
-        self._in_file = False
+        self.parts: dict[str, _Part] = {}
+        self._current: _Part | None = None
         self._header_name = b""
         self._header_value = b""
         self._disposition = b""
@@ -132,7 +158,7 @@ class _FileSink:
 
     def _part_begin(self) -> None:
         self._disposition = b""
-        self._in_file = False
+        self._current = None
 
     def _header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_name += data[start:end]
@@ -147,54 +173,60 @@ class _FileSink:
 
     def _headers_finished(self) -> None:
         _, options = parse_options_header(self._disposition)
-        if options.get(b"name") != FIELD_NAME.encode():
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        if name not in self.fields:
             return
-        self.files_seen += 1
-        if self.files_seen > 1:
-            raise MalformedUploadError("send exactly one 'file' part per request")
+        if name in self.parts:
+            raise MalformedUploadError(f"send exactly one '{name}' part per request")
         if b"filename" not in options:
-            raise MalformedUploadError(
-                "the 'file' field must be a file upload with a name (curl: -F 'file=@t1.nii.gz')"
-            )
-        self.filename = display_name(options[b"filename"].decode("utf-8", "replace"))
-        if "." in self.filename:
-            check_suffix(self.filename)
-            suffix = ".nii.gz" if self.filename.lower().endswith(".gz") else ".nii"
+            raise MalformedUploadError(f"the '{name}' field must be a file upload with a name (curl: "
+                                       f"-F '{name}=@{EXAMPLE_FILES.get(name, 'volume.nii.gz')}')")  # fmt: skip
+        filename = display_name(options[b"filename"].decode("utf-8", "replace"))
+        if "." in filename:
+            check_suffix(filename)
+            suffix = ".nii.gz" if filename.lower().endswith(".gz") else ".nii"
         else:  # no suffix at all (`requests` names a bytes upload after its field): the content decides, in result()
             suffix = ""
-        self.path = self.directory / f"upload{suffix}"
-        self._handle = self.path.open("wb")
-        self._in_file = True
+        path = self.directory / f"{name}{suffix}"
+        self._current = self.parts[name] = _Part(path, filename, path.open("wb"))
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if not self._in_file:
+        part = self._current
+        if part is None:
             return
-        self.file_bytes += end - start
-        if self.file_bytes > self.max_bytes:
+        part.size += end - start
+        if part.size > self.max_bytes:
             raise _too_large(self.max_bytes)
-        self._buffer += data[start:end]
+        part.buffer += data[start:end]
 
     def _part_end(self) -> None:
-        self._in_file = False
+        self._current = None
 
     async def flush(self, *, final: bool) -> None:
         """Write buffered file bytes off the event loop once a megabyte has gathered (or at the end)."""
-        if self._handle is None or not self._buffer or (len(self._buffer) < _FLUSH_BYTES and not final):
-            return
-        data, self._buffer = bytes(self._buffer), bytearray()
-        await anyio.to_thread.run_sync(self._handle.write, data)
+        for part in self.parts.values():
+            if not part.buffer or (len(part.buffer) < _FLUSH_BYTES and not final):
+                continue
+            data, part.buffer = bytes(part.buffer), bytearray()
+            await anyio.to_thread.run_sync(part.handle.write, data)
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
+        for part in self.parts.values():
+            part.handle.close()
 
-    def result(self) -> Upload:
-        if self._in_file:
+    def result(self, required: tuple[str, ...]) -> dict[str, Upload]:
+        if self._current is not None:
             raise UnreadableVolumeError("the upload ended in the middle of the file: resend it")
-        if self.path is None:
-            raise MalformedUploadError("the form has no 'file' field: send the volume as -F 'file=@t1.nii.gz'")
-        if not self.path.suffix:
-            with self.path.open("rb") as handle:
-                gzipped = handle.read(2) == GZIP_MAGIC
-            self.path = self.path.rename(self.path.with_suffix(".nii.gz" if gzipped else ".nii"))
-        return Upload(self.path, self.filename, self.file_bytes)
+        missing = tuple(name for name in required if name not in self.parts)
+        if missing:
+            which = " and ".join(f"'{name}'" for name in missing)
+            raise MalformedUploadError(f"the form has no {which} field: send {_fields_example(missing)}")
+        uploads = {}
+        for name, part in self.parts.items():
+            path = part.path
+            if not path.suffix:
+                with path.open("rb") as handle:
+                    gzipped = handle.read(2) == GZIP_MAGIC
+                path = path.rename(path.with_suffix(".nii.gz" if gzipped else ".nii"))
+            uploads[name] = Upload(path, part.filename, part.size)
+        return uploads

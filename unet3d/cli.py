@@ -18,10 +18,9 @@ from .card import load_card
 from .errors import ParameterError, Unet3dError
 from .hub import default_model, push_model, resolve_source
 from .io import load_volume, stem_of
-from .metrics import evaluate, mask_labels, mask_statistics
+from .metrics import evaluate, looks_like_an_image, mask_labels, mask_statistics
 
 logger = logging.getLogger("unet3d")
-IMAGE_MIN_VALUES, IMAGE_MAX_EQUAL_NEIGHBOURS = 64, 0.5  # `evaluate` calls such a file an image: `_looks_like_an_image`
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -295,27 +294,13 @@ def _mm(value: float) -> str:
 def _labels(data: np.ndarray, path: str, vouched: bool) -> np.ndarray:
     """The labels of a mask that `load_volume` read as float32; refuses what is not a label mask."""
     labels = mask_labels(data, path)
-    if not vouched and _looks_like_an_image(labels):
+    if not vouched and looks_like_an_image(labels):
         raise _usage(
             f"{path} looks like an image, not a label mask: {np.unique(labels).size} distinct values and "
             "neighbouring voxels mostly differ; expected an integer label mask such as `unet3d predict` writes "
             "(if it is one, e.g. many small labelled objects, pass --num-classes)"
         )
     return labels
-
-
-def _looks_like_an_image(labels: np.ndarray) -> bool:
-    """Many distinct values, and most neighbouring voxels differ: intensities, not regions of a few labels."""
-    # A label mask is made of regions: next to a foreground voxel lies mostly the same label (0.89 for the
-    # MNI152 tissue mask along the first axis), while an integer image varies from voxel to voxel (0.09 for the
-    # uint8 MNI152 T1). Few distinct values pass whatever their layout, so that small synthetic masks do.
-    after, before = labels[1:], labels[:-1]
-    touching_foreground = (after != 0) | (before != 0)
-    if not touching_foreground.any():
-        return False
-    if float((after == before)[touching_foreground].mean()) >= IMAGE_MAX_EQUAL_NEIGHBOURS:
-        return False
-    return bool(np.unique(labels).size > IMAGE_MIN_VALUES)
 
 
 def _classes(args: argparse.Namespace, *masks: tuple[np.ndarray, str]) -> tuple[list[str] | None, int]:

@@ -9,6 +9,8 @@ from scipy import ndimage
 
 from .errors import InvalidVolumeError
 
+IMAGE_MIN_VALUES, IMAGE_MAX_EQUAL_NEIGHBOURS = 64, 0.5  # see `looks_like_an_image`
+
 
 def label_problem(data: np.ndarray, num_classes: int | None = None) -> str | None:
     """What keeps `data` from being a label mask of classes 0 .. num_classes - 1 (0, 1, 2, ... when None).
@@ -46,6 +48,23 @@ def mask_labels(data: np.ndarray, name: str) -> np.ndarray:
             f"{name} {problem}: expected an integer label mask (0 background, 1, 2, ...) as `unet3d predict` writes"
         )
     return np.rint(data).astype(np.int64)
+
+
+def looks_like_an_image(labels: np.ndarray) -> bool:
+    """Many distinct values, and most neighbouring voxels differ: intensities, not regions of a few labels.
+
+    How `unet3d evaluate`/`stats` and `POST /v1/stats` tell an image sent as a mask from a mask.
+    """
+    # A label mask is made of regions: next to a foreground voxel lies mostly the same label (0.89 for the
+    # MNI152 tissue mask along the first axis), while an integer image varies from voxel to voxel (0.09 for the
+    # uint8 MNI152 T1). Few distinct values pass whatever their layout, so that small synthetic masks do.
+    after, before = labels[1:], labels[:-1]
+    touching_foreground = (after != 0) | (before != 0)
+    if not touching_foreground.any():
+        return False
+    if float((after == before)[touching_foreground].mean()) >= IMAGE_MAX_EQUAL_NEIGHBOURS:
+        return False
+    return bool(np.unique(labels).size > IMAGE_MIN_VALUES)
 
 
 def _class_masks(pred: np.ndarray, target: np.ndarray, cls: int) -> tuple[np.ndarray, np.ndarray]:

@@ -48,4 +48,4 @@ def test_generated_requests_never_get_a_server_error(tiny_server, strict_server,
     finished = fuzz(server.url, tmp_path, *headers)
     assert finished.returncode == 0, finished.stdout[-6000:]
     assert generated_cases(finished.stdout) >= 60
-    assert "Tested: 4" in finished.stdout  # /health, /metrics, /v1/model, /v1/predict
+    assert "Tested: 5" in finished.stdout  # /health, /metrics, /v1/model, /v1/predict, /v1/stats

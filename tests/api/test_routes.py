@@ -494,3 +494,100 @@ def test_favicon_is_served(tiny_server):
     response = httpx.get(f"{tiny_server.url}/favicon.ico")
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/svg+xml"
+
+
+def test_stats_measure_the_mask_predict_returned_without_running_the_model(tiny_server, nifti, tmp_path):
+    image = nifti.blob()
+    payload = nifti.encode(image, nifti.oblique_affine())
+    with tiny_server.client() as client:
+        summary = client.post("/v1/predict", files=upload(payload, "t1.nii.gz")).json()
+        mask = client.post("/v1/predict", params={"return_binary": "true"}, files=upload(payload, "t1.nii.gz")).content
+        files = {"mask": ("t1_mask.nii.gz", mask, "application/gzip"), "image": ("t1.nii.gz", payload, "x")}
+        response = client.post("/v1/stats", files=files)
+    assert response.status_code == 200, response.text
+    measured = response.json()
+    assert (measured["mask"], measured["image"], measured["shape"]) == ("t1_mask.nii.gz", "t1.nii.gz", [24, 20, 16])
+    # the same classes, names, counts and edge flags as the prediction's own summary
+    keys = ("index", "name", "voxels", "volume_ml", "touches_border")
+    assert [{k: c[k] for k in keys} for c in measured["classes"]] == [
+        {k: c[k] for k in keys} for c in summary["classes"]
+    ]
+    decoded = nifti.decode(mask, tmp_path)
+    labels = np.asarray(decoded.dataobj)
+    cls = max((1, 2), key=lambda c: int((labels == c).sum()))
+    chosen = measured["classes"][cls]
+    assert chosen["voxels"] > 0
+    assert chosen["intensity"]["mean"] == pytest.approx(float(image[labels == cls].mean()), rel=1e-4)
+    centre = np.argwhere(labels == cls).mean(axis=0)
+    assert chosen["centroid_mm"] == pytest.approx(
+        list(decoded.affine[:3, :3] @ centre + decoded.affine[:3, 3]), abs=1e-3
+    )
+
+
+def _mask_bytes(nifti, shape=(12, 10, 8), highest=2) -> bytes:
+    labels = np.zeros(shape, np.int16)
+    labels[2:6, 2:6, 2:6] = 1
+    labels[6:8, 6:8, 6:8] = highest
+    return nifti.encode(labels)
+
+
+def _part(name: str, payload: bytes) -> tuple[str, bytes, str]:
+    return (name, payload, "application/octet-stream")
+
+
+STATS_REFUSALS = {
+    "no-mask": (
+        lambda n: {"image": _part("t1.nii.gz", n.encode(n.blob((12, 10, 8))))},
+        {},
+        422,
+        "the form has no 'mask' field: send a field named 'mask' (curl: -F 'mask=@t1_mask.nii.gz')",
+    ),
+    "image-on-another-grid": (
+        lambda n: {
+            "mask": _part("m.nii.gz", _mask_bytes(n)),
+            "image": _part("t1.nii.gz", n.encode(n.blob((12, 10, 7)))),
+        },
+        {},
+        422,
+        "not on the same voxel grid (shape and affine): send as 'image' the volume the mask was made from",
+    ),
+    "image-sent-as-mask": (
+        lambda n: {
+            "mask": _part("t1.nii.gz", n.encode(np.random.default_rng(0).integers(0, 255, (16,) * 3, np.uint8)))
+        },
+        {},
+        422,
+        "t1.nii.gz looks like an image, not a label mask",
+    ),
+    "num-classes-too-small": (
+        lambda n: {"mask": _part("m.nii.gz", _mask_bytes(n))},
+        {"num_classes": 2},
+        422,
+        "m.nii.gz holds labels up to 2: num_classes must be at least 3",
+    ),
+    "too-many-classes": (
+        lambda n: {"mask": _part("m.nii.gz", _mask_bytes(n, highest=2000))},
+        {},
+        422,
+        "2001 classes (labels 0 .. 2000) are more than the 1024 measured per request",
+    ),
+    "not-nifti": (lambda n: {"mask": _part("m.txt", b"not a volume")}, {}, 415, "is not a NIfTI file"),
+}
+
+
+@pytest.mark.parametrize(("build", "params", "status", "fragment"), STATS_REFUSALS.values(), ids=STATS_REFUSALS.keys())
+def test_stats_refuse_what_cannot_be_measured_saying_why(tiny_server, nifti, build, params, status, fragment):
+    with tiny_server.client() as client:
+        response = client.post("/v1/stats", files=build(nifti), params=params)
+    assert response.status_code == status and fragment in response.json()["detail"], response.text
+
+
+def test_stats_need_the_api_key_like_every_v1_route(strict_server, nifti):
+    files = {"mask": ("m.nii.gz", _mask_bytes(nifti), "x")}
+    assert httpx.post(f"{strict_server.url}/v1/stats", files=files).status_code == 401
+    answer = httpx.post(f"{strict_server.url}/v1/stats", files=files, headers={"X-API-Key": "s3cret-key"})
+    assert answer.status_code == 200 and [c["name"] for c in answer.json()["classes"]] == [
+        "background",
+        "shell",
+        "core",
+    ]
