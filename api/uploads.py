@@ -109,7 +109,7 @@ async def receive_uploads(
 
 
 def _fields_example(names: tuple[str, ...]) -> str:
-    """ "a field named 'file' (curl: -F 'file=@t1.nii.gz')", or the same for several fields."""
+    """How to send these fields, for an error message: a field named 'file' (curl: -F 'file=@t1.nii.gz')."""
     fields = " and ".join(f"'{name}'" for name in names)
     curl = " ".join(f"-F '{name}=@{EXAMPLE_FILES.get(name, 'volume.nii.gz')}'" for name in names)
     return f"a field named {fields} (curl: {curl})" if len(names) == 1 else f"fields named {fields} (curl: {curl})"
