@@ -1,4 +1,4 @@
-"""The bad-input corpus (tests/hostile_corpus.py) against a real uvicorn process: POST /v1/predict and the UI.
+"""The bad-input corpus (tests/hostile_corpus.py) against a real uvicorn process: POST /v1/predict, /v1/stats, the UI.
 
 Every case must get the status DESIGN.md prescribes (or a 200 with the right mask where the NIfTI standard defines
 the result), a `detail` that says what is wrong without internals, and leave the server healthy, with no temp file
@@ -96,6 +96,27 @@ def test_predict_answers_hostile_input_with_the_design_status(server, case: Case
         detail = response.json()["detail"]
         assert isinstance(detail, str) and case.fragment in detail
         assert leaks(detail) == [], detail
+    assert_still_healthy(server)
+
+
+@pytest.mark.parametrize("case", [c for c in CORPUS if c.content is not None], ids=lambda case: case.id)
+def test_stats_answer_every_hostile_file_sent_as_a_mask_without_a_server_error(server, case: Case) -> None:
+    """The same files as `mask` (and as `image` beside a good mask): a file-level problem gets the status it gets
+    from /v1/predict; a readable volume is measured or refused as no label mask; never a 500 or an internal."""
+    assert case.content is not None
+    content = case.content()
+    good = nifti(np.zeros(SHAPE, np.uint8))
+    as_mask = [(b"mask", case.filename, content)]
+    as_image = [(b"mask", b"mask.nii.gz", good), (b"image", case.filename, content)]
+    for form in (as_mask, as_image):
+        body = multipart(form)
+        response = httpx.post(f"{server.url}/v1/stats", content=body, headers=MULTIPART_HEADERS, timeout=60)
+        if case.status in (400, 413, 415):
+            assert response.status_code == case.status, response.text
+        else:
+            assert response.status_code in (200, 422), response.text
+        if response.status_code != 200:
+            assert leaks(response.json()["detail"]) == [], response.text
     assert_still_healthy(server)
 
 
