@@ -244,7 +244,8 @@ def mask_statistics(
     voxel_ml = float(abs(np.linalg.det(affine[:3, :3])) / 1000.0)
     index = np.rint(labels).astype(np.int64) if labels.dtype.kind == "f" else labels.astype(np.int64, copy=False)
     counts = np.bincount(index.ravel(), minlength=num_classes)
-    boxes = ndimage.find_objects(index + 1, max_label=num_classes)  # +1: find_objects skips label 0
+    # find_objects boxes labels 1, 2, ... (0 is its background); the background's box is found from its projections
+    boxes = [_box(index == 0) if counts[0] else None, *ndimage.find_objects(index, max_label=num_classes - 1)]
     classes = [
         _class_measures(index, c, names[c], int(counts[c]), boxes[c], affine, voxel_ml, image)
         for c in range(num_classes)
@@ -273,22 +274,34 @@ def _class_measures(
         return {**measures, **absent, **({"intensity": None} if image is not None else {})}
     # Inside the class's box only: a small structure in a big volume costs what the structure costs.
     inside = index[box] == cls
-    offsets = [s.start for s in box]
-    centre = np.array(ndimage.center_of_mass(inside)) + offsets
+    # The mean index along each axis from the class's profile along it: no full-size coordinate arrays.
+    profiles = [inside.sum(axis=tuple(a for a in range(3) if a != axis)) for axis in range(3)]
+    centre = np.array(
+        [s.start + float(np.dot(np.arange(p.size), p)) / voxels for s, p in zip(box, profiles, strict=True)]
+    )
     centroid = affine[:3, :3] @ centre + affine[:3, 3]
     bbox = [[s.start, s.stop - 1] for s in box]
     touches = any(low == 0 or high == size - 1 for (low, high), size in zip(bbox, index.shape, strict=True))
     measures.update(centroid_mm=[round(float(v), 3) for v in centroid], bbox_ijk=bbox, touches_border=touches)
     if image is not None:
-        values = np.asarray(image)[box][inside].astype(np.float64)
-        measures["intensity"] = {
-            "mean": float(values.mean()),
-            "std": float(values.std()),
+        values = np.asarray(image)[box][inside]
+        measures["intensity"] = {  # float64 sums over the (float32) values, without a float64 copy of them
+            "mean": float(values.mean(dtype=np.float64)),
+            "std": float(values.std(dtype=np.float64)),
             "min": float(values.min()),
             "median": float(np.median(values)),
             "max": float(values.max()),
         }
     return measures
+
+
+def _box(voxels: np.ndarray) -> tuple[slice, slice, slice]:
+    """The bounding box of the true voxels of a non-empty 3D boolean array, as slices (what find_objects gives)."""
+    spans = []
+    for axis in range(3):
+        hits = np.flatnonzero(voxels.any(axis=tuple(a for a in range(3) if a != axis)))
+        spans.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return spans[0], spans[1], spans[2]
 
 
 def mean_of(values: list[float | None]) -> float | None:
