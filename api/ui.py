@@ -3,7 +3,8 @@
 Named endpoints for gradio_client: `/segment` (a NIfTI file in; the mask file and the summary JSON out) and
 `/segment_with_options` (also tta and probabilities; the probabilities file as a third output).
 Every other event is private; a file path that was not uploaded through the page is refused with a message.
-Callbacks live in `api/callbacks.py`, presentation in `api/panels.py`.
+Callbacks live in `api/callbacks.py`, presentation in `api/panels.py`, the look (theme, CSS, page script) in
+`api/styling.py`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from starlette.routing import Mount
 
-from . import panels, views
+from . import panels, styling, views
 from .callbacks import ReviewBlocks, ReviewCallbacks, SegmentOptions, ViewInputs, user_error
 from .cors import defer_mounted_cors
 from .deps import key_matches
@@ -359,9 +360,9 @@ def mount_ui(app: FastAPI, blocks: gr.Blocks) -> None:
         allowed_paths=[str(EXAMPLES)],
         show_error=False,
         ssr_mode=False,
-        theme=panels.theme(),
-        css=panels.CSS,
-        js=panels.JS,
+        theme=styling.theme(),
+        css=styling.CSS,
+        js=styling.JS,
     )
     blocks.has_launched = True
     defer_mounted_cors(mounted_app(app))
