@@ -17,7 +17,15 @@ import pandas as pd
 
 from unet3d import ClassInfo, Prediction
 from unet3d.errors import InvalidVolumeError
-from unet3d.io import Volume, canonical_orientation, canonical_spacing, load_volume, stem_of, to_canonical
+from unet3d.io import (
+    GRID_TOLERANCE_MM,
+    Volume,
+    canonical_orientation,
+    canonical_spacing,
+    load_volume,
+    stem_of,
+    to_canonical,
+)
 from unet3d.metrics import evaluate, iou_along_axis, label_problem
 
 from .views import Layers
@@ -186,7 +194,7 @@ def _check_same_grid(reference: Volume, review: Review) -> None:
             f"reference mask has shape {reference.shape}, the volume has {shape}: "
             "upload a mask on the same voxel grid as the segmented volume"
         )
-    if not np.allclose(reference.affine, affine, atol=1e-3):
+    if not np.allclose(reference.affine, affine, atol=GRID_TOLERANCE_MM):
         raise InvalidVolumeError(
             "reference mask has the same shape but a different voxel-to-world affine: "
             "resample it onto the segmented volume's grid first"

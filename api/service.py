@@ -13,7 +13,7 @@ import numpy as np
 
 from unet3d import Prediction, Segmenter
 from unet3d.errors import CardError, InvalidVolumeError, ModelLoadError
-from unet3d.io import Volume, inspect_volume, load_volume
+from unet3d.io import Volume, inspect_volume, load_volume, same_grid
 from unet3d.metrics import looks_like_an_image, mask_labels, mask_statistics
 
 from .limits import InferenceSlots
@@ -142,7 +142,7 @@ class SegmentationService:
         intensities = None
         if image is not None:
             under = self._load(image, image_name)
-            if under.shape != labels_volume.shape or not np.allclose(under.affine, labels_volume.affine, atol=1e-3):
+            if not same_grid(under, labels_volume):
                 raise InvalidVolumeError(
                     f"image {under.shape} and mask {labels_volume.shape} are not on the same voxel grid (shape and "
                     "affine): send as 'image' the volume the mask was made from"

@@ -17,7 +17,7 @@ from . import __version__
 from .card import load_card
 from .errors import ParameterError, Unet3dError
 from .hub import default_model, push_model, resolve_source
-from .io import load_volume, stem_of
+from .io import load_volume, same_grid, stem_of
 from .metrics import evaluate, looks_like_an_image, mask_labels, mask_statistics
 
 logger = logging.getLogger("unet3d")
@@ -230,7 +230,7 @@ def _usage(message: str) -> Unet3dError:
 def _evaluate(args: argparse.Namespace) -> int:
     pred = load_volume(args.prediction)
     ref = load_volume(args.reference)
-    if pred.shape != ref.shape or not np.allclose(pred.affine, ref.affine, atol=1e-3):
+    if not same_grid(pred, ref):
         raise _usage(
             f"prediction {pred.shape} and reference {ref.shape} are not on the same voxel grid (shape and affine)"
         )
@@ -249,7 +249,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     mask = load_volume(args.mask)
     image = load_volume(args.image) if args.image else None
-    if image is not None and (image.shape != mask.shape or not np.allclose(image.affine, mask.affine, atol=1e-3)):
+    if image is not None and not same_grid(image, mask):
         raise _usage(
             f"image {image.shape} and mask {mask.shape} are not on the same voxel grid (shape and affine): give "
             "--image the volume the mask was made from"

@@ -24,6 +24,8 @@ from .validation import (
 )
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# Affines this close (in mm) describe one voxel grid: a mask and its image written by different tools differ by less.
+GRID_TOLERANCE_MM = 1e-3
 _RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
 
 
@@ -85,6 +87,11 @@ class Volume:
             "qform_code": int(self.header["qform_code"]),
             "sform_code": int(self.header["sform_code"]),
         }
+
+
+def same_grid(a: Volume, b: Volume) -> bool:
+    """Whether two volumes lie on one voxel grid: the same shape, and affines within GRID_TOLERANCE_MM."""
+    return a.shape == b.shape and bool(np.allclose(a.affine, b.affine, atol=GRID_TOLERANCE_MM))
 
 
 def stem_of(name: str) -> str:
