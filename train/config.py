@@ -5,11 +5,15 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
+
+from unet3d.errors import ParameterError
+from unet3d.options import Norm, check_clip_percentiles, check_patch_size
 
 
 class ConfigError(ValueError):
@@ -20,7 +24,7 @@ class ConfigError(ValueError):
 class ModelConfig:
     base_channels: int = 16
     depth: int = 4
-    norm: Literal["batch", "instance", "none"] = "batch"
+    norm: Norm = "batch"
     dropout: float = 0.0
 
 
@@ -201,17 +205,17 @@ def checked(config: TrainConfig) -> TrainConfig:
     _require(model.base_channels >= 1, "model.base_channels", model.base_channels, "must be at least 1")
     _require(model.depth >= 1, "model.depth", model.depth, "must be at least 1")
     _require(0.0 <= model.dropout < 1.0, "model.dropout", model.dropout, "must be in [0, 1)")
-    multiple = 2**model.depth
-    _require(
-        len(data.patch_size) == 3 and all(p >= multiple and p % multiple == 0 for p in data.patch_size),
-        "data.patch_size",
+    _rule(
+        check_patch_size,
         data.patch_size,
-        f"must be three sizes, each a multiple of 2**model.depth = {multiple}",
+        2**model.depth,
+        name="config.data.patch_size",
+        multiple_name="2**model.depth",
+        cube=False,
     )
     _require(data.batch_size >= 1, "data.batch_size", data.batch_size, "must be at least 1")
     _fraction("data.foreground_fraction", data.foreground_fraction)
-    low_high = len(data.clip_percentiles) == 2 and 0 <= data.clip_percentiles[0] < data.clip_percentiles[1] <= 100
-    _require(low_high, "data.clip_percentiles", data.clip_percentiles, "must be [low, high], 0 <= low < high <= 100")
+    _rule(check_clip_percentiles, data.clip_percentiles, "config.data.clip_percentiles", optional=False)
     spacing = data.spacing_mm
     _require(
         spacing is None or (len(spacing) == 3 and min(spacing) > 0),
@@ -286,6 +290,14 @@ def _class_entry(position: int, entry: Any) -> dict[str, Any]:
 
 def _fraction(key: str, value: float) -> None:
     _require(0.0 <= value <= 1.0, key, value, "must be in [0, 1]")
+
+
+def _rule(check: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+    """A rule the library owns (unet3d.options), applied to a config value: its message, as a ConfigError."""
+    try:
+        check(*args, **kwargs)
+    except ParameterError as e:
+        raise ConfigError(str(e)) from e
 
 
 def _require(condition: bool, key: str, value: Any, rule: str) -> None:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import copy
 import itertools
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import InferenceError
 from .model import UNet3D, fuse_for_inference
-
-ResolvedPrecision = Literal["fp32", "bf16", "fp16"]
+from .options import ResolvedPrecision
 
 
 def resolve_device(device: str | int | torch.device) -> torch.device:

@@ -11,26 +11,23 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from .device import ResolvedPrecision, cpu_copy, default_precision, memory_format_for
-from .errors import InferenceError, ParameterError
+from .device import cpu_copy, default_precision, memory_format_for
+from .errors import InferenceError
+from .options import Blending, Mode, Precision, ResolvedMode, ResolvedPrecision, check_window
 from .preprocessing import pad_to_multiple, unpad
 from .windows import SlabAggregator, window_grid
 
 logger = logging.getLogger(__name__)
 
-Mode = Literal["auto", "whole", "sliding"]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Progress = Callable[[float, str], None]
-MODES: tuple[str, ...] = ("auto", "whole", "sliding")
 _TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))
 
 
@@ -52,10 +49,10 @@ class InferencePlan:
         keep_probabilities: also return `(C, I, J, K)` float32 probabilities.
     """
 
-    mode: Literal["whole", "sliding"]
+    mode: ResolvedMode
     patch_size: tuple[int, int, int]
     overlap: float
-    blending: Literal["gaussian", "constant"]
+    blending: Blending
     batch_size: int
     device: torch.device
     precision: ResolvedPrecision
@@ -84,38 +81,6 @@ class InferenceOutput:
     plan: InferencePlan
 
 
-def check_window(
-    mode: str, patch_size: int | Sequence[int] | None, overlap: float | None, multiple: int
-) -> tuple[tuple[int, int, int] | None, float | None]:
-    """The call's window options, validated: `(patch_size as three ints, overlap)`; None stays None (the default).
-
-    mode is one of MODES, overlap a number in [0, 1), patch_size one size or three, each a multiple of `multiple`
-    (the padding multiple). Checked before a volume is loaded, and again by `plan_inference` for direct callers.
-
-    Raises:
-        ParameterError: an option is out of range, with what is allowed.
-    """
-    if mode not in MODES:
-        raise ParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if overlap is not None and (not is_number(overlap) or not 0.0 <= overlap < 1.0):
-        raise ParameterError(f"overlap must be a number in [0, 1), got {overlap!r}")
-    if patch_size is None:
-        return None, None if overlap is None else float(overlap)
-    sizes: Any = (patch_size,) * 3 if is_number(patch_size) else patch_size
-    if not (
-        isinstance(sizes, tuple | list)
-        and len(sizes) == 3
-        and all(is_number(n) and int(n) == n and n >= multiple and n % multiple == 0 for n in sizes)
-    ):
-        raise ParameterError(f"patch_size must be one size or three, each a multiple of {multiple}, got {patch_size!r}")
-    return (int(sizes[0]), int(sizes[1]), int(sizes[2])), None if overlap is None else float(overlap)
-
-
-def is_number(value: object) -> bool:
-    """A real number (int, float or a numpy scalar), not a bool."""
-    return isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool)
-
-
 def plan_inference(
     model: nn.Module,
     shape: tuple[int, int, int],
@@ -123,7 +88,7 @@ def plan_inference(
     mode: Mode,
     patch_size: tuple[int, int, int],
     overlap: float,
-    blending: Literal["gaussian", "constant"],
+    blending: Blending,
     device: torch.device,
     memory_budget_mb: float,
     precision: Precision = "auto",

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Literal, cast
+from typing import cast
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-Norm = Literal["batch", "instance", "none"]
-NORMS: tuple[str, ...] = ("batch", "instance", "none")
+from .options import NORMS, Norm, check_choice
 
 
 def _norm_layer(norm: str, channels: int) -> nn.Module:
@@ -161,8 +160,7 @@ def _validate_arguments(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not isinstance(depth, int) or not 1 <= depth <= 6:
         raise ValueError(f"depth must be an integer in [1, 6], got {depth!r}")
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    check_choice(norm, NORMS, "norm")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
 

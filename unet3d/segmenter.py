@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, get_args
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -15,17 +15,7 @@ from .card import ModelCard, load_card
 from .device import memory_budget_mb, prepare_network, resolve_device
 from .errors import ParameterError, UnreadableVolumeError
 from .hub import CARD_NAME, ModelSource, load_unet, resolve_source
-from .inference import (
-    InferencePlan,
-    Mode,
-    Precision,
-    Progress,
-    check_window,
-    is_number,
-    plan_inference,
-    run_inference,
-    whole_pass_bytes,
-)
+from .inference import InferencePlan, Progress, plan_inference, run_inference, whole_pass_bytes
 from .io import (
     Volume,
     canonical_orientation,
@@ -37,6 +27,7 @@ from .io import (
 )
 from .memory import describe, predict_bytes, require_memory
 from .model import UNet3D
+from .options import PRECISIONS, Mode, Precision, check_choice, check_window, resolve_threshold
 from .postprocess import postprocess
 from .prediction import Prediction
 from .preprocessing import Crop, foreground_crop, needs_resampling, normalize_minmax, resampled_shape, resize, uncrop
@@ -45,7 +36,6 @@ from .windows import labels_from_probabilities
 logger = logging.getLogger(__name__)
 
 VolumeInput = str | Path | Volume | np.ndarray
-PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 class Segmenter:
@@ -68,14 +58,12 @@ class Segmenter:
         max_voxels: int | None = None,
     ) -> None:
         card.check_network(model.num_classes, model.in_channels, model.pad_multiple)
-        if precision not in PRECISIONS:
-            raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision: Precision = check_choice(precision, PRECISIONS, "precision")
         self.device = resolve_device(device)
         self.model = model.eval()
         self.network = prepare_network(model, self.device)
         self.card = card
         self.source = source
-        self.precision: Precision = precision
         self.max_voxels = max_voxels
 
     @classmethod
@@ -137,7 +125,7 @@ class Segmenter:
             Unet3dError: the volume cannot be segmented (unreadable, invalid, too large); the message says why.
         """
         report = _Reporter(progress)
-        threshold = self._check_options(mode, threshold)
+        threshold = resolve_threshold(threshold, self.model.num_classes)
         patch_size, overlap = check_window(mode, patch_size, overlap, self.card.input.pad_to_multiple)
         report("load", 0.0)
         vol = self._load(volume)
@@ -181,20 +169,6 @@ class Segmenter:
             tta=output.plan.tta,
             timings_ms=report.timings(),
         )
-
-    def _check_options(self, mode: str, threshold: float | None) -> float | None:
-        if threshold is not None and not is_number(threshold):
-            raise ParameterError(f"threshold must be a number in (0, 1), got {threshold!r}")
-        if threshold is not None and not 0.0 < threshold < 1.0:
-            raise ParameterError(f"threshold must be in (0, 1), got {threshold}")
-        if self.model.num_classes > 2:
-            if threshold is not None:
-                raise ParameterError(
-                    f"threshold applies to binary models only; this model has {self.model.num_classes} classes and "
-                    "labels each voxel with its most probable class: leave threshold out"
-                )
-            return None
-        return 0.5 if threshold is None else float(threshold)
 
     def _load(self, volume: VolumeInput) -> Volume:
         if isinstance(volume, Volume):
