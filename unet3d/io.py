@@ -11,8 +11,9 @@ import nibabel as nib
 import numpy as np
 
 from .errors import InvalidVolumeError, UnreadableVolumeError, UnsupportedFormatError, VolumeTooLargeError
-from .memory import describe, load_bytes, require_memory
+from .memory import describe, require_memory
 from .metrics import label_problem
+from .planning import load_bytes
 from .validation import (
     READ_ERRORS,
     NiftiHeader,

@@ -145,12 +145,6 @@ class UNet3D(
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def activation_bytes_per_voxel(self, element_bytes: int) -> float:
-        """Rough peak activation memory of a forward pass, per input voxel (calibrated in bench/)."""
-        # Skips held across the pass (~1.33·base per voxel) plus the widest full-resolution step
-        # (concatenation + conv output ≈ 3·base; measured 4.25·base in bench/), plus fp32 logits.
-        return self.base_channels * 4.5 * element_bytes + 4.0 * (self.num_classes + 2)
-
 
 def _validate_arguments(
     in_channels: int, num_classes: int, base_channels: int, depth: int, norm: str, dropout: float

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from .card import ModelCard, load_card
-from .device import memory_budget_mb, prepare_network, resolve_device
+from .device import prepare_network, resolve_device
 from .errors import ParameterError, UnreadableVolumeError
 from .hub import CARD_NAME, ModelSource, load_unet, resolve_source
-from .inference import InferencePlan, Progress, plan_inference, run_inference, whole_pass_bytes
+from .inference import Progress, run_inference
 from .io import (
     Volume,
     canonical_orientation,
@@ -25,13 +25,14 @@ from .io import (
     to_canonical,
     volume_from_array,
 )
-from .memory import describe, predict_bytes, require_memory
+from .memory import describe, require_memory
 from .model import UNet3D
 from .options import PRECISIONS, Mode, Precision, check_choice, check_window, resolve_threshold
-from .postprocess import postprocess
+from .planning import InferencePlan, memory_budget_mb, network_shape, plan_inference, predict_peak_bytes
+from .postprocess import labels_from_probabilities, postprocess
 from .prediction import Prediction
 from .preprocessing import Crop, foreground_crop, needs_resampling, normalize_minmax, resampled_shape, resize, uncrop
-from .windows import labels_from_probabilities
+from .shapes import Shape3, shape3
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class Segmenter:
         spec = self.card.inference
         plan = plan_inference(
             self.network,
-            prepared.array.shape,  # type: ignore[arg-type]
+            prepared.shape,
             mode=mode,
             patch_size=patch_size or spec.patch_size,
             overlap=spec.overlap if overlap is None else overlap,
@@ -163,7 +164,7 @@ class Segmenter:
             # The plan that ran: an out-of-memory retry may have slid the window or moved to the CPU.
             device=str(output.plan.device),
             mode=output.plan.mode,
-            network_shape=_network_shape(prepared.array.shape, output.plan),
+            network_shape=network_shape(prepared.shape, output.plan.pad_multiple),
             threshold_used=threshold,
             probabilities=probs,
             tta=output.plan.tta,
@@ -202,20 +203,16 @@ class Segmenter:
         return _Prepared(np.ascontiguousarray(array), orientation, crop, cropped_shape, resampled)
 
     def _require_memory(self, volume: Volume, prepared: _Prepared, plan: InferencePlan, *, probabilities: bool) -> None:
-        shape = prepared.array.shape
-        window = plan.window(_network_shape(shape, plan))
-        on_host = plan.device.type == "cpu"  # on a GPU the activations live in its own memory
-        activations = whole_pass_bytes(self.network, window, plan.precision, plan.pad_multiple) if on_host else 0.0
-        needed = predict_bytes(
-            volume.data.size,
-            prepared.array.size,
-            self.model.num_classes,
-            activation_bytes=activations,
-            stitch_bytes=_stitch_bytes(shape, window, self.model.num_classes) if plan.is_stitched else 0,
+        needed = predict_peak_bytes(
+            self.network,
+            plan,
+            input_voxels=volume.data.size,
+            prepared_shape=prepared.shape,
+            num_classes=self.model.num_classes,
             resampled=prepared.resampled,
             probabilities=probabilities,
         )
-        held = volume.data.nbytes + prepared.array.nbytes
+        held = volume.data.nbytes + prepared.array.nbytes  # in the estimate, but already allocated
         require_memory(needed - held, f"segmenting {describe(volume.data.shape)}")
 
     def _restore(
@@ -252,6 +249,11 @@ class _Prepared:
     cropped_shape: tuple[int, int, int]
     resampled: bool
 
+    @property
+    def shape(self) -> Shape3:
+        """The grid the network sees (before padding)."""
+        return shape3(self.array.shape)
+
 
 class _Reporter:
     """Tracks time per stage and forwards overall progress (stages weighted by their usual cost)."""
@@ -284,11 +286,6 @@ class _Reporter:
         return {stage: self.elapsed.get(stage, 0.0) for stage in ("load", "preprocess", "infer", "postprocess")}
 
 
-def _stitch_bytes(shape: tuple[int, ...], window: tuple[int, ...], num_classes: int) -> int:
-    """The blending buffers: class sums and weights for one window's depth across the volume (see SlabAggregator)."""
-    return 4 * (num_classes + 1) * min(window[0], shape[0]) * shape[1] * shape[2]
-
-
 def _labels(probabilities: np.ndarray, threshold: float | None) -> np.ndarray:
     return labels_from_probabilities(torch.from_numpy(probabilities), threshold).numpy()
 
@@ -300,7 +297,3 @@ def _uncrop_probabilities(probabilities: np.ndarray, crop: Crop) -> np.ndarray:
     i, j, k = crop.slices
     full[:, i, j, k] = probabilities
     return full
-
-
-def _network_shape(shape: tuple[int, ...], plan: InferencePlan) -> tuple[int, int, int]:
-    return tuple(-(-s // plan.pad_multiple) * plan.pad_multiple for s in shape)  # type: ignore[return-value]
