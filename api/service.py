@@ -13,7 +13,8 @@ import numpy as np
 
 from unet3d import Prediction, Segmenter
 from unet3d.errors import CardError, InvalidVolumeError, ModelLoadError, ParameterError
-from unet3d.io import Volume, inspect_volume, load_volume, same_grid
+from unet3d.geometry import same_grid
+from unet3d.io import Volume, inspect_volume, load_volume
 from unet3d.metrics import looks_like_an_image, mask_labels, mask_statistics
 from unet3d.options import Mode, check_threshold, resolve_threshold
 

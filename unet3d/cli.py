@@ -16,8 +16,9 @@ import numpy as np
 from . import __version__
 from .card import load_card
 from .errors import ParameterError, Unet3dError
+from .geometry import same_grid
 from .hub import default_model, push_model, resolve_source
-from .io import load_volume, same_grid, stem_of
+from .io import load_volume, stem_of
 from .metrics import evaluate, looks_like_an_image, mask_labels, mask_statistics
 from .options import MODES
 
