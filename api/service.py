@@ -78,7 +78,8 @@ class SegmentationService:
         )
         _apply_card_overrides(segmenter, settings)
         try:
-            resolve_threshold(settings.default_threshold, segmenter.model.num_classes, "UNET3D_DEFAULT_THRESHOLD")
+            classes = segmenter.model.num_classes
+            resolve_threshold(settings.default_threshold, classes, "UNET3D_DEFAULT_THRESHOLD", remedy="unset it")
         except ParameterError as e:
             raise SettingsConflictError(str(e)) from e
         slots = InferenceSlots(settings.max_concurrency, settings.queue_size, observe_seconds=observe_seconds)

@@ -60,9 +60,10 @@ def check_threshold(value: object, name: str = "threshold") -> float | None:
     return float(value)
 
 
-def resolve_threshold(value: object, num_classes: int, name: str = "threshold") -> float | None:
+def resolve_threshold(value: object, num_classes: int, name: str = "threshold", *, remedy: str = "") -> float | None:
     """The threshold a model with `num_classes` outputs applies: `value` (checked) or DEFAULT_THRESHOLD for a binary
     model (one or two outputs); None for a multi-class model, which labels each voxel with its most probable class.
+    `remedy` is how the caller's user drops the option (default: "leave <name> out").
 
     Raises:
         ParameterError: the value is out of range, or given to a multi-class model.
@@ -72,7 +73,7 @@ def resolve_threshold(value: object, num_classes: int, name: str = "threshold") 
         if threshold is not None:
             raise ParameterError(
                 f"{name} applies to binary models only; this model has {num_classes} classes and labels each voxel "
-                f"with its most probable class: leave {name} unset"
+                f"with its most probable class: {remedy or f'leave {name} out'}"
             )
         return None
     return DEFAULT_THRESHOLD if threshold is None else threshold
@@ -123,7 +124,7 @@ def check_patch_size(
     if not (
         isinstance(sizes, tuple | list)
         and len(sizes) == 3
-        and all(is_number(n) and int(n) == n and n >= multiple and n % multiple == 0 for n in sizes)
+        and all(is_number(n) and float(n).is_integer() and n >= multiple and n % multiple == 0 for n in sizes)
     ):
         shape = "one size or three" if cube else "three sizes"
         of = f"{multiple_name} = {multiple}" if multiple_name else str(multiple)

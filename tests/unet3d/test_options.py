@@ -54,9 +54,11 @@ def test_a_threshold_is_a_float_and_applies_to_binary_models_only():
     assert check_threshold(None) is None and check_threshold(np.float32(0.25)) == 0.25
     assert resolve_threshold(None, 1) == resolve_threshold(None, 2) == 0.5
     assert resolve_threshold(0.3, 2) == 0.3 and resolve_threshold(None, 3) is None
-    message = "UNET3D_DEFAULT_THRESHOLD applies to binary models only; this model has 4 classes"
+    with pytest.raises(ParameterError, match=r"most probable class: leave threshold out$"):
+        resolve_threshold(0.5, 3)
+    message = r"UNET3D_DEFAULT_THRESHOLD applies to binary models only; this model has 4 classes .*: unset it$"
     with pytest.raises(ParameterError, match=message):
-        resolve_threshold(0.3, 4, "UNET3D_DEFAULT_THRESHOLD")
+        resolve_threshold(0.3, 4, "UNET3D_DEFAULT_THRESHOLD", remedy="unset it")
 
 
 @pytest.mark.parametrize("value", [1.0, -0.1, "0.2", None])
@@ -97,6 +99,9 @@ def test_patch_size_is_one_size_or_three_each_a_multiple_of_the_pad_multiple():
         check_patch_size((8, 8), 4)
     with pytest.raises(ParameterError, match="each a multiple of 4, got 2"):
         check_patch_size(2, 4)  # smaller than one multiple
+    for odd in (float("nan"), float("inf"), True):
+        with pytest.raises(ParameterError, match="patch_size must be one size or three"):
+            check_patch_size(odd, 4)
     message = r"config.data.patch_size must be three sizes, each a multiple of 2\*\*model.depth = 4, got 8"
     with pytest.raises(ParameterError, match=message):
         check_patch_size(8, 4, name="config.data.patch_size", multiple_name="2**model.depth", cube=False)
