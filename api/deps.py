@@ -25,7 +25,7 @@ def get_service(request: Request) -> SegmentationService:
     service = getattr(request.app.state, "service", None)
     if service is None:
         raise ModelNotLoadedError("the model is not loaded yet: retry in a few seconds")
-    return service  # type: ignore[no-any-return]
+    return service
 
 
 ServiceDep = Annotated[SegmentationService, Depends(get_service)]

@@ -17,15 +17,8 @@ import pandas as pd
 
 from unet3d import ClassInfo, Prediction
 from unet3d.errors import InvalidVolumeError
-from unet3d.io import (
-    GRID_TOLERANCE_MM,
-    Volume,
-    canonical_orientation,
-    canonical_spacing,
-    load_volume,
-    stem_of,
-    to_canonical,
-)
+from unet3d.geometry import canonical_orientation, canonical_spacing, index_from_canonical, same_affine, to_canonical
+from unet3d.io import Volume, load_volume, stem_of
 from unet3d.metrics import evaluate, iou_along_axis, label_problem
 
 from .views import Layers
@@ -160,15 +153,11 @@ def cursor_info(review: Review, point: tuple[int, int, int]) -> CursorInfo:
     layers = review.layers
     x, y, z = (int(np.clip(v, 0, n - 1)) for v, n in zip(point, layers.shape, strict=True))
     shape, affine = review.grid
-    canonical = (x, y, z)
-    voxel = [0, 0, 0]
-    for axis, (target, flip) in enumerate(review.orientation):  # `to_canonical`, backwards
-        index = canonical[int(target)]
-        voxel[axis] = index if flip > 0 else shape[axis] - 1 - index
+    voxel = index_from_canonical((x, y, z), review.orientation, shape)
     world = affine @ np.array([*voxel, 1.0])
     names = review.class_names
     return CursorInfo(
-        voxel=(voxel[0], voxel[1], voxel[2]),
+        voxel=voxel,
         world_mm=(float(world[0]), float(world[1]), float(world[2])),
         intensity=float(layers.image[x, y, z]),
         predicted=names[int(layers.mask[x, y, z])],
@@ -194,7 +183,7 @@ def _check_same_grid(reference: Volume, review: Review) -> None:
             f"reference mask has shape {reference.shape}, the volume has {shape}: "
             "upload a mask on the same voxel grid as the segmented volume"
         )
-    if not np.allclose(reference.affine, affine, atol=GRID_TOLERANCE_MM):
+    if not same_affine(reference.affine, affine):
         raise InvalidVolumeError(
             "reference mask has the same shape but a different voxel-to-world affine: "
             "resample it onto the segmented volume's grid first"

@@ -15,10 +15,11 @@ from fastapi.responses import RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from unet3d.io import stem_of
+from unet3d.options import Mode
 
 from .deps import ServiceDep, SettingsDep, require_api_key
 from .schemas import ErrorDetail, Health, MaskStatistics, ModelInfo, ModelRef, PredictionSummary
-from .service import Mode, PredictOptions, SegmentationService
+from .service import PredictOptions, SegmentationService
 from .uploads import Upload, receive_upload, receive_uploads
 
 FAVICON = Path(__file__).resolve().parent / "static" / "favicon.svg"
@@ -109,7 +110,7 @@ async def predict(
     service: ServiceDep,
     settings: SettingsDep,
     return_binary: Annotated[bool, Query(description="answer with the mask (.nii.gz) instead of JSON")] = False,
-    threshold: Annotated[float | None, Query(gt=0, lt=1, description="foreground cut-off, binary models")] = None,
+    threshold: Annotated[float | None, Query(description="foreground cut-off in (0, 1), binary models")] = None,
     tta: Annotated[bool, Query(description="flip test-time augmentation (about 4× slower)")] = False,
     mode: Annotated[Mode, Query(description="whole pass, sliding window, or auto")] = "auto",
 ) -> PredictionSummary | Response:

@@ -7,21 +7,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from unet3d import Prediction, Segmenter
-from unet3d.errors import CardError, InvalidVolumeError, ModelLoadError
-from unet3d.io import Volume, inspect_volume, load_volume, same_grid
+from unet3d.errors import CardError, InvalidVolumeError, ModelLoadError, ParameterError
+from unet3d.geometry import same_grid
+from unet3d.io import Volume, inspect_volume, load_volume
 from unet3d.metrics import looks_like_an_image, mask_labels, mask_statistics
+from unet3d.options import Mode, check_threshold, resolve_threshold
 
 from .limits import InferenceSlots
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
-Mode = Literal["auto", "whole", "sliding"]
 MAX_STATS_CLASSES = 1024  # POST /v1/stats answers one entry per class: a bound on the answer's size
 Progress = Callable[[float, str], None]
 
@@ -76,11 +77,11 @@ class SegmentationService:
             precision=settings.precision,
         )
         _apply_card_overrides(segmenter, settings)
-        classes = segmenter.model.num_classes
-        if settings.default_threshold is not None and classes > 2:
-            raise SettingsConflictError(
-                f"UNET3D_DEFAULT_THRESHOLD applies to binary models only; this model has {classes} classes: unset it"
-            )
+        try:
+            classes = segmenter.model.num_classes
+            resolve_threshold(settings.default_threshold, classes, "UNET3D_DEFAULT_THRESHOLD", remedy="unset it")
+        except ParameterError as e:
+            raise SettingsConflictError(str(e)) from e
         slots = InferenceSlots(settings.max_concurrency, settings.queue_size, observe_seconds=observe_seconds)
         limits = Limits(settings.max_voxels, settings.max_decompressed_bytes)
         return cls(segmenter, slots, limits, default_threshold=settings.default_threshold)
@@ -94,8 +95,13 @@ class SegmentationService:
     def options(
         self, *, tta: bool = False, mode: Mode = "auto", threshold: float | None = None, probabilities: bool = False
     ) -> PredictOptions:
-        """Per-request options with the deployment's default threshold (UNET3D_DEFAULT_THRESHOLD) filled in."""
-        chosen = self.default_threshold if threshold is None else threshold
+        """Per-request options with the deployment's default threshold (UNET3D_DEFAULT_THRESHOLD) filled in.
+
+        Raises:
+            ParameterError: the threshold is out of range (refused before an upload is read; whether the model takes
+                one at all is the Segmenter's to say).
+        """
+        chosen = self.default_threshold if threshold is None else check_threshold(threshold)
         return PredictOptions(tta=tta, mode=mode, threshold=chosen, probabilities=probabilities)
 
     def check(self, path: Path) -> None:

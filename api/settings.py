@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from unet3d.hub import default_model
+from unet3d.options import Precision, check_clip_percentiles, check_pad_multiple, check_threshold
 
 _NONE_WORDS = {"none", "null", "off", "false"}
 
@@ -29,7 +30,7 @@ class Settings(BaseSettings):
     )
     model_revision: str | None = None
     device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Precision = "auto"
     max_upload_mb: float = Field(default=512.0, gt=0)
     max_decompressed_mb: float = Field(default=2048.0, gt=0)
     max_voxels: int = Field(default=512**3, gt=0)
@@ -37,9 +38,9 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(default=1, ge=1, le=64)
     queue_size: int = Field(default=8, ge=0, le=1024)
     api_key: SecretStr | None = None
-    default_threshold: float | None = Field(default=None, gt=0, lt=1)
+    default_threshold: float | None = None
     clip_percentiles: Annotated[tuple[float, float] | None, NoDecode] = None
-    pad_multiple: int | None = Field(default=None, ge=1)
+    pad_multiple: int | None = None
 
     @field_validator("allow_origins", mode="before")
     @classmethod
@@ -55,12 +56,21 @@ class Settings(BaseSettings):
             return None if value.strip().lower() in _NONE_WORDS else _split_list(value)
         return value
 
+    # The rules are the library's (unet3d.options): one message for a value, whichever way it arrives.
     @field_validator("clip_percentiles")
     @classmethod
     def _check_percentiles(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        if value is not None and not 0.0 <= value[0] < value[1] <= 100.0:
-            raise ValueError(f"must satisfy 0 <= low < high <= 100, got {list(value)}")
-        return value
+        return check_clip_percentiles(value, "clip_percentiles")
+
+    @field_validator("default_threshold")
+    @classmethod
+    def _check_threshold(cls, value: float | None) -> float | None:
+        return check_threshold(value, "default_threshold")
+
+    @field_validator("pad_multiple")
+    @classmethod
+    def _check_pad_multiple(cls, value: int | None) -> int | None:
+        return None if value is None else check_pad_multiple(value, None, "pad_multiple")
 
     @property
     def max_upload_bytes(self) -> int:

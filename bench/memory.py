@@ -1,4 +1,4 @@
-"""Peak host memory of `Segmenter.predict` vs the estimate that refuses volumes which cannot fit (unet3d/memory.py).
+"""Peak host memory of `Segmenter.predict` vs the estimate that refuses volumes which cannot fit (unet3d/planning.py).
 
 Usage: python bench/memory.py [--model DIR] [--out bench/results/memory-cpu.json]
 
@@ -39,13 +39,13 @@ CASES: list[tuple[tuple[int, int, int], tuple[float, float, float], float, bool]
 
 CHILD = """
 import json, resource, sys
-import unet3d.segmenter as segmenter_module
+import unet3d.planning as planning
 from unet3d import Segmenter
 
 path, model, probabilities = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 estimates = []
-original = segmenter_module.predict_bytes
-segmenter_module.predict_bytes = lambda *a, **k: estimates.append(original(*a, **k)) or estimates[-1]
+original = planning.predict_bytes
+planning.predict_bytes = lambda *a, **k: estimates.append(original(*a, **k)) or estimates[-1]
 segmenter = Segmenter.from_pretrained(model, device="cpu")
 base = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
 prediction = segmenter.predict(path, probabilities=probabilities)

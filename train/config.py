@@ -5,11 +5,15 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
+
+from unet3d.errors import ParameterError
+from unet3d.options import Norm, check_clip_percentiles, check_patch_size
 
 
 class ConfigError(ValueError):
@@ -20,7 +24,7 @@ class ConfigError(ValueError):
 class ModelConfig:
     base_channels: int = 16
     depth: int = 4
-    norm: Literal["batch", "instance", "none"] = "batch"
+    norm: Norm = "batch"
     dropout: float = 0.0
 
 
@@ -197,21 +201,30 @@ def checked(config: TrainConfig) -> TrainConfig:
     Raises:
         ConfigError: the first value out of range, named by its key.
     """
-    model, data, augment, optim, loop = config.model, config.data, config.augment, config.optim, config.loop
+    _check_model_and_data(config.model, config.data)
+    _check_augment(config.augment)
+    _check_optim(config.optim)
+    _check_loop(config.loop)
+    config.card.classes = [_class_entry(i, c) for i, c in enumerate(config.card.classes)]
+    _require(len(config.card.classes) >= 2, "card.classes", config.card.classes, "must list background + classes")
+    return config
+
+
+def _check_model_and_data(model: ModelConfig, data: DataConfig) -> None:
     _require(model.base_channels >= 1, "model.base_channels", model.base_channels, "must be at least 1")
     _require(model.depth >= 1, "model.depth", model.depth, "must be at least 1")
     _require(0.0 <= model.dropout < 1.0, "model.dropout", model.dropout, "must be in [0, 1)")
-    multiple = 2**model.depth
-    _require(
-        len(data.patch_size) == 3 and all(p >= multiple and p % multiple == 0 for p in data.patch_size),
-        "data.patch_size",
+    _rule(
+        check_patch_size,
         data.patch_size,
-        f"must be three sizes, each a multiple of 2**model.depth = {multiple}",
+        2**model.depth,
+        name="config.data.patch_size",
+        multiple_name="2**model.depth",
+        cube=False,
     )
     _require(data.batch_size >= 1, "data.batch_size", data.batch_size, "must be at least 1")
     _fraction("data.foreground_fraction", data.foreground_fraction)
-    low_high = len(data.clip_percentiles) == 2 and 0 <= data.clip_percentiles[0] < data.clip_percentiles[1] <= 100
-    _require(low_high, "data.clip_percentiles", data.clip_percentiles, "must be [low, high], 0 <= low < high <= 100")
+    _rule(check_clip_percentiles, data.clip_percentiles, "config.data.clip_percentiles", optional=False)
     spacing = data.spacing_mm
     _require(
         spacing is None or (len(spacing) == 3 and min(spacing) > 0),
@@ -220,6 +233,9 @@ def checked(config: TrainConfig) -> TrainConfig:
         "must be three positive millimetre sizes, or null (no resampling)",
     )
     _require(data.max_validation_cases >= 0, "data.max_validation_cases", data.max_validation_cases, "must be >= 0")
+
+
+def _check_augment(augment: AugmentConfig) -> None:
     _require(
         set(augment.flip_axes) <= {0, 1, 2}, "augment.flip_axes", augment.flip_axes, "must list axes among 0, 1, 2"
     )
@@ -236,12 +252,18 @@ def checked(config: TrainConfig) -> TrainConfig:
             value,
             f"must be [low, high] with {floor} <= low <= high",
         )
+
+
+def _check_optim(optim: OptimConfig) -> None:
     for name in ("lr", "weight_decay", "dice_weight", "ce_weight"):
         _require(getattr(optim, name) >= 0, f"optim.{name}", getattr(optim, name), "must be >= 0")
     if optim.dice_weight + optim.ce_weight == 0:
         raise ConfigError("config.optim.dice_weight and config.optim.ce_weight are both 0: the loss would be zero")
     _require(optim.warmup_steps >= 0, "optim.warmup_steps", optim.warmup_steps, "must be >= 0")
     _require(optim.grad_clip > 0, "optim.grad_clip", optim.grad_clip, "must be > 0")
+
+
+def _check_loop(loop: LoopConfig) -> None:
     for name in ("epochs", "steps_per_epoch", "validate_every", "patience", "log_every"):
         _require(getattr(loop, name) >= 1, f"loop.{name}", getattr(loop, name), "must be at least 1")
     _require(loop.min_delta >= 0, "loop.min_delta", loop.min_delta, "must be >= 0")
@@ -257,9 +279,6 @@ def checked(config: TrainConfig) -> TrainConfig:
     if loop.target is not None:
         _require(loop.monitor != "loss", "loop.target", loop.target, "applies to monitor mIoU or mDice, not loss")
         _fraction("loop.target", loop.target)
-    config.card.classes = [_class_entry(i, c) for i, c in enumerate(config.card.classes)]
-    _require(len(config.card.classes) >= 2, "card.classes", config.card.classes, "must list background + classes")
-    return config
 
 
 # Augmentation ranges [low, high] and the smallest value each may take.
@@ -286,6 +305,14 @@ def _class_entry(position: int, entry: Any) -> dict[str, Any]:
 
 def _fraction(key: str, value: float) -> None:
     _require(0.0 <= value <= 1.0, key, value, "must be in [0, 1]")
+
+
+def _rule(check: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+    """A rule the library owns (unet3d.options), applied to a config value: its message, as a ConfigError."""
+    try:
+        check(*args, **kwargs)
+    except ParameterError as e:
+        raise ConfigError(str(e)) from e
 
 
 def _require(condition: bool, key: str, value: Any, rule: str) -> None:

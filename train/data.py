@@ -17,9 +17,18 @@ import numpy as np
 import torch
 
 from unet3d import Unet3dError
-from unet3d.io import Volume, canonical_orientation, canonical_spacing, load_volume, stem_of, to_canonical
+from unet3d.geometry import (
+    canonical_orientation,
+    canonical_spacing,
+    needs_resampling,
+    resampled_shape,
+    resize,
+    same_affine,
+    to_canonical,
+)
+from unet3d.io import Volume, load_volume, stem_of
 from unet3d.metrics import label_problem
-from unet3d.preprocessing import needs_resampling, resampled_shape, resize
+from unet3d.shapes import Spacing3, shape3
 
 from .augment import Subject
 
@@ -138,8 +147,8 @@ def load_pair(case: Case, num_classes: int | None = None) -> tuple[Volume, Volum
     image, label = _load(case.image), _load(case.label)
     if image.shape != label.shape:
         raise DatasetError(f"{case.label}: label shape {label.shape} differs from image shape {image.shape}")
-    difference = float(np.abs(image.affine - label.affine).max())
-    if difference > 1e-4:
+    if not same_affine(image.affine, label.affine):
+        difference = float(np.abs(image.affine - label.affine).max())
         raise DatasetError(
             f"{case.label}: its affine differs from the affine of {case.image.name} (by up to {difference:.4g}): "
             "resample the label onto the image's grid (nearest neighbour), or, if they are the same grid, copy the "
@@ -150,21 +159,17 @@ def load_pair(case: Case, num_classes: int | None = None) -> tuple[Volume, Volum
     return image, label
 
 
-def load_subject(
-    case: Case, spacing_mm: tuple[float, float, float] | None, device: torch.device, num_classes: int
-) -> Subject:
-    """A training subject in canonical orientation, resampled to the model spacing if it differs."""
+def load_subject(case: Case, spacing_mm: Spacing3 | None, device: torch.device, num_classes: int) -> Subject:
+    """A training subject in canonical orientation, resampled to the model spacing if it differs (the image
+    trilinearly, the labels by nearest neighbour)."""
     image, label = load_pair(case, num_classes)
     orientation = canonical_orientation(image)
     data = np.ascontiguousarray(to_canonical(image.data, orientation))
     labels = np.ascontiguousarray(to_canonical(label.data, orientation)).astype(np.float32)
     spacing = canonical_spacing(image, orientation)
     if spacing_mm is not None and needs_resampling(spacing, spacing_mm):
-        shape = resampled_shape(data.shape, spacing, spacing_mm)  # type: ignore[arg-type]
-        data = resize(data, shape)
-        labels = torch.nn.functional.interpolate(torch.from_numpy(labels)[None, None], size=shape, mode="nearest")[
-            0, 0
-        ].numpy()
+        shape = resampled_shape(shape3(data.shape), spacing, spacing_mm)
+        data, labels = resize(data, shape), resize(labels, shape, mode="nearest")
     image_t = torch.from_numpy(data).to(device)
     label_t = torch.from_numpy(labels).to(device)
     return Subject(image=image_t, label=label_t, foreground=torch.nonzero(label_t > 0))

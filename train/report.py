@@ -12,8 +12,9 @@ import yaml
 from matplotlib.figure import Figure
 
 from unet3d import Segmenter
-from unet3d.io import canonical_orientation, canonical_spacing, to_canonical
+from unet3d.geometry import canonical_orientation, canonical_spacing, to_canonical
 from unet3d.metrics import evaluate, mean_of
+from unet3d.options import Mode
 
 from .data import Case, DatasetError, cases, labelled_splits, load_pair, read_dataset
 
@@ -28,7 +29,7 @@ def evaluate_model(
     split: str = "test",
     device: str = "auto",
     limit: int | None = None,
-    mode: str = "auto",
+    mode: Mode = "auto",
 ) -> dict[str, Any]:
     """Segment every case of `split`, write report.json and PNG figures to `out`; returns the report."""
     out = Path(out)
@@ -47,7 +48,7 @@ def evaluate_model(
     for case in selected:
         image, label = load_pair(case, card.num_classes)
         started = time.perf_counter()
-        prediction = segmenter.predict(image, mode=mode)  # type: ignore[arg-type]
+        prediction = segmenter.predict(image, mode=mode)
         seconds = time.perf_counter() - started
         reference = np.rint(label.data).astype(np.uint8)
         metrics = evaluate(

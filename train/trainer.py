@@ -27,6 +27,7 @@ from unet3d.hub import ModelSource
 from unet3d.io import Volume
 from unet3d.metrics import dice, iou
 from unet3d.segmenter import Segmenter
+from unet3d.shapes import shape3, spacing3
 
 from .augment import PatchSampler
 from .config import ConfigError, TrainConfig, checked
@@ -174,17 +175,17 @@ class Trainer:
 
     def _sampler(self) -> PatchSampler:
         data = self.config.data
-        spacing = tuple(data.spacing_mm) if data.spacing_mm else None
+        spacing = spacing3(data.spacing_mm) if data.spacing_mm else None
         training = cases(data.root, "training")
         if not training:
             raise DatasetError(f"{data.root}/dataset.json lists no 'training' cases")
         num_classes = len(self.config.card.classes)
-        subjects = [load_subject(c, spacing, self.device, num_classes) for c in training]  # type: ignore[arg-type]
+        subjects = [load_subject(c, spacing, self.device, num_classes) for c in training]
         return PatchSampler(
             subjects,
-            tuple(data.patch_size),  # type: ignore[arg-type]
+            shape3(data.patch_size),
             self.config.augment,
-            clip_percentiles=tuple(data.clip_percentiles),  # type: ignore[arg-type]
+            clip_percentiles=(data.clip_percentiles[0], data.clip_percentiles[1]),
             foreground_fraction=data.foreground_fraction,
             seed=self.config.loop.seed * 1000 + self.dist.rank,
             device=self.device,

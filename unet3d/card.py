@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from .errors import CardError
+from .errors import CardError, ParameterError
+from .options import (
+    BLENDINGS,
+    NORMALIZATIONS,
+    Blending,
+    Normalization,
+    check_choice,
+    check_clip_percentiles,
+    check_overlap,
+    check_pad_multiple,
+)
+from .shapes import Shape3, Spacing3, shape3, spacing3
 
-Blending = Literal["gaussian", "constant"]
 DEFAULT_COLORS = ["#000000", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6"]
 
 
@@ -29,17 +41,17 @@ class InputSpec:
     """How a volume must be prepared before the network sees it."""
 
     channels: int = 1
-    normalization: Literal["minmax"] = "minmax"
+    normalization: Normalization = "minmax"
     clip_percentiles: tuple[float, float] | None = (1.0, 99.0)
     pad_to_multiple: int = 16
-    spacing_mm: tuple[float, float, float] | None = None
+    spacing_mm: Spacing3 | None = None
 
 
 @dataclass(frozen=True)
 class InferenceSpec:
     """Inference defaults; every field can be overridden per call."""
 
-    patch_size: tuple[int, int, int] = (128, 128, 128)
+    patch_size: Shape3 = (128, 128, 128)
     overlap: float = 0.25
     blending: Blending = "gaussian"
     crop_foreground: bool = True
@@ -83,10 +95,8 @@ class ModelCard:
             raise CardError(f"model.yaml lists {self.num_classes} classes but the network has {num_classes} outputs")
         if in_channels != 1 or self.input.channels != 1:
             raise CardError("only single-channel models are supported (in_channels = input.channels = 1)")
-        if self.input.pad_to_multiple % pad_multiple:
-            raise CardError(
-                f"input.pad_to_multiple ({self.input.pad_to_multiple}) must be a multiple of 2**depth = {pad_multiple}"
-            )
+        with _card_rule():
+            check_pad_multiple(self.input.pad_to_multiple, pad_multiple, "input.pad_to_multiple")
 
     def to_dict(self) -> dict[str, Any]:
         """The card as JSON-able data (what model.yaml holds)."""
@@ -100,10 +110,11 @@ class ModelCard:
     ) -> ModelCard:
         """A copy with deployment overrides applied (e.g. UNET3D_CLIP_PERCENTILES)."""
         spec = self.input
-        if clip_percentiles != "card":
-            spec = replace(spec, clip_percentiles=_percentiles(clip_percentiles))
-        if pad_to_multiple is not None:
-            spec = replace(spec, pad_to_multiple=_positive_int("input.pad_to_multiple", pad_to_multiple))
+        with _card_rule():
+            if clip_percentiles != "card":
+                spec = replace(spec, clip_percentiles=check_clip_percentiles(clip_percentiles))
+            if pad_to_multiple is not None:
+                spec = replace(spec, pad_to_multiple=check_pad_multiple(pad_to_multiple, None, "input.pad_to_multiple"))
         return replace(self, input=spec)
 
 
@@ -160,16 +171,15 @@ def _classes(value: Any) -> tuple[ClassInfo, ...]:
 
 def _input_spec(value: dict[str, Any]) -> InputSpec:
     _only(value, "input", {"channels", "normalization", "clip_percentiles", "pad_to_multiple", "spacing_mm"})
-    normalization = value.get("normalization", "minmax")
-    if normalization != "minmax":
-        raise CardError(f"input.normalization must be 'minmax', got {normalization!r}")
     spacing = value.get("spacing_mm")
-    return InputSpec(
-        channels=_positive_int("input.channels", value.get("channels", 1)),
-        clip_percentiles=_percentiles(value.get("clip_percentiles", (1.0, 99.0))),
-        pad_to_multiple=_positive_int("input.pad_to_multiple", value.get("pad_to_multiple", 16)),
-        spacing_mm=None if spacing is None else _triple("input.spacing_mm", spacing, float),  # type: ignore[arg-type]
-    )
+    with _card_rule():
+        return InputSpec(
+            channels=_positive_int("input.channels", value.get("channels", 1)),
+            normalization=check_choice(value.get("normalization", "minmax"), NORMALIZATIONS, "input.normalization"),
+            clip_percentiles=check_clip_percentiles(value.get("clip_percentiles", (1.0, 99.0))),
+            pad_to_multiple=check_pad_multiple(value.get("pad_to_multiple", 16), None, "input.pad_to_multiple"),
+            spacing_mm=None if spacing is None else spacing3(_triple("input.spacing_mm", spacing)),
+        )
 
 
 def _inference_spec(value: dict[str, Any]) -> InferenceSpec:
@@ -179,15 +189,13 @@ def _inference_spec(value: dict[str, Any]) -> InferenceSpec:
         {"patch_size", "overlap", "blending", "crop_foreground", "crop_margin", "memory_budget_mb"},
     )
     defaults = InferenceSpec()
-    overlap = float(value.get("overlap", defaults.overlap))
-    if not 0.0 <= overlap < 1.0:
-        raise CardError(f"inference.overlap must be in [0, 1), got {overlap}")
-    blending = value.get("blending", defaults.blending)
-    if blending not in ("gaussian", "constant"):
-        raise CardError(f"inference.blending must be 'gaussian' or 'constant', got {blending!r}")
+    patch_size = _triple("inference.patch_size", value.get("patch_size", defaults.patch_size))
+    with _card_rule():
+        overlap = check_overlap(value.get("overlap", defaults.overlap), "inference.overlap")
+        blending = check_choice(value.get("blending", defaults.blending), BLENDINGS, "inference.blending")
     return InferenceSpec(
-        patch_size=_triple("inference.patch_size", value.get("patch_size", defaults.patch_size), int),  # type: ignore[arg-type]
-        overlap=overlap,
+        patch_size=shape3(int(v) for v in patch_size),
+        overlap=defaults.overlap if overlap is None else overlap,
         blending=blending,
         crop_foreground=bool(value.get("crop_foreground", defaults.crop_foreground)),
         crop_margin=int(value.get("crop_margin", defaults.crop_margin)),
@@ -209,16 +217,13 @@ def _only(value: dict[str, Any], section: str, allowed: set[str]) -> None:
         raise CardError(f"unknown field(s) in {section}: {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
 
 
-def _percentiles(value: Any) -> tuple[float, float] | None:
-    if value is None:
-        return None
+@contextmanager
+def _card_rule() -> Iterator[None]:
+    """A shared option rule (options.py) broken by a card value: the same message, as a CardError."""
     try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError) as e:
-        raise CardError(f"clip_percentiles must be two numbers like [1, 99] or null, got {value!r}") from e
-    if not 0.0 <= low < high <= 100.0:
-        raise CardError(f"clip_percentiles must satisfy 0 <= low < high <= 100, got {value!r}")
-    return low, high
+        yield
+    except ParameterError as e:
+        raise CardError(str(e)) from e
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -227,8 +232,8 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
-def _triple(name: str, value: Any, kind: type) -> tuple[Any, Any, Any]:
+def _triple(name: str, value: Any) -> list[float]:
     items = [value] * 3 if isinstance(value, int | float) else list(value)
     if len(items) != 3 or any(float(v) <= 0 for v in items):
         raise CardError(f"{name} must be three positive numbers, got {value!r}")
-    return tuple(kind(v) for v in items)  # type: ignore[return-value]
+    return [float(v) for v in items]

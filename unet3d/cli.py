@@ -16,9 +16,11 @@ import numpy as np
 from . import __version__
 from .card import load_card
 from .errors import ParameterError, Unet3dError
+from .geometry import same_grid
 from .hub import default_model, push_model, resolve_source
-from .io import load_volume, same_grid, stem_of
+from .io import load_volume, stem_of
 from .metrics import evaluate, looks_like_an_image, mask_labels, mask_statistics
+from .options import MODES
 
 logger = logging.getLogger("unet3d")
 
@@ -63,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
     _model_arguments(predict)
     predict.add_argument("--device", default=os.environ.get("UNET3D_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N")
-    predict.add_argument("--mode", default="auto", choices=["auto", "whole", "sliding"])
+    predict.add_argument("--mode", default="auto", choices=MODES)
     predict.add_argument("--tta", action="store_true", help="flip test-time augmentation (4× slower)")
     predict.add_argument("--probabilities", action="store_true", help="also write <stem>_probabilities.nii.gz")
     predict.add_argument("--json", action="store_true", help="print one summary JSON object per input on stdout")

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import copy
 import itertools
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import InferenceError
 from .model import UNet3D, fuse_for_inference
-
-ResolvedPrecision = Literal["fp32", "bf16", "fp16"]
+from .options import ResolvedPrecision
 
 
 def resolve_device(device: str | int | torch.device) -> torch.device:
@@ -82,11 +81,3 @@ def default_precision(device: torch.device) -> ResolvedPrecision:
 def _cpu_has_bf16() -> bool:
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(check() for check in checks if check is not None)
-
-
-def memory_budget_mb(device: torch.device, cpu_budget_mb: float) -> float:
-    """Activation memory a whole pass may use: the card's budget on CPU, 70% of free memory on a GPU."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return 0.7 * free / 2**20
-    return cpu_budget_mb

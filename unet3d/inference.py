@@ -1,4 +1,4 @@
-"""Inference engine: one whole-volume pass when it fits the memory budget, else a Gaussian-blended sliding window.
+"""Inference engine: runs an `InferencePlan` (planning.py), one whole-volume pass or a Gaussian-blended sliding window.
 
 A whole pass that needs no probabilities takes the argmax straight from the logits. Otherwise both modes share
 one path (a whole pass is a single window): windows are visited row by row along the first axis and each finished
@@ -10,156 +10,34 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from .device import ResolvedPrecision, cpu_copy, default_precision, memory_format_for
-from .errors import InferenceError, ParameterError
+from .device import cpu_copy, default_precision, memory_format_for
+from .errors import InferenceError
+from .planning import InferencePlan
 from .preprocessing import pad_to_multiple, unpad
+from .shapes import Shape3, shape3
 from .windows import SlabAggregator, window_grid
 
 logger = logging.getLogger(__name__)
 
-Mode = Literal["auto", "whole", "sliding"]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Progress = Callable[[float, str], None]
-MODES: tuple[str, ...] = ("auto", "whole", "sliding")
 _TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))
-
-
-@dataclass(frozen=True)
-class InferencePlan:
-    """How one volume is run through the network.
-
-    Attributes:
-        mode: "whole" (one pass over the padded volume) or "sliding".
-        patch_size: window size for sliding mode, each a multiple of the model's pad multiple.
-        overlap: fraction of a window shared with its neighbour, in [0, 1).
-        blending: "gaussian" (MONAI's sigma = 0.125·patch) or "constant".
-        batch_size: windows per forward call.
-        device: where the network runs.
-        precision: autocast dtype; "fp32" disables autocast.
-        tta: average the softmax over flips along each spatial axis (4 passes).
-        threshold: foreground probability cut-off for binary models; None → argmax.
-        pad_multiple: volumes are padded to a multiple of this (a multiple of 2**depth).
-        keep_probabilities: also return `(C, I, J, K)` float32 probabilities.
-    """
-
-    mode: Literal["whole", "sliding"]
-    patch_size: tuple[int, int, int]
-    overlap: float
-    blending: Literal["gaussian", "constant"]
-    batch_size: int
-    device: torch.device
-    precision: ResolvedPrecision
-    pad_multiple: int = 16
-    tta: bool = False
-    threshold: float | None = None
-    keep_probabilities: bool = False
-
-    def window(self, padded: tuple[int, ...]) -> tuple[int, ...]:
-        """The window of a pass over a volume padded to `padded`: all of it, or patches that never extend past it
-        (along an axis shorter than the patch, one window spans the axis: no more zeros than a whole pass sees)."""
-        if self.mode == "whole":
-            return tuple(padded)
-        return tuple(min(p, s) for p, s in zip(self.patch_size, padded, strict=True))
-
-    @property
-    def is_stitched(self) -> bool:
-        """Whether probabilities are blended in buffers (a whole pass with plain argmax needs none)."""
-        return self.mode == "sliding" or self.tta or self.keep_probabilities or self.threshold is not None
 
 
 @dataclass
 class InferenceOutput:
+    """Labels (and, when the plan keeps them, probabilities) on the prepared grid, and the plan that ran."""
+
     labels: np.ndarray
     probabilities: np.ndarray | None
     plan: InferencePlan
-
-
-def check_window(
-    mode: str, patch_size: int | Sequence[int] | None, overlap: float | None, multiple: int
-) -> tuple[tuple[int, int, int] | None, float | None]:
-    """The call's window options, validated: `(patch_size as three ints, overlap)`; None stays None (the default).
-
-    mode is one of MODES, overlap a number in [0, 1), patch_size one size or three, each a multiple of `multiple`
-    (the padding multiple). Checked before a volume is loaded, and again by `plan_inference` for direct callers.
-
-    Raises:
-        ParameterError: an option is out of range, with what is allowed.
-    """
-    if mode not in MODES:
-        raise ParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if overlap is not None and (not is_number(overlap) or not 0.0 <= overlap < 1.0):
-        raise ParameterError(f"overlap must be a number in [0, 1), got {overlap!r}")
-    if patch_size is None:
-        return None, None if overlap is None else float(overlap)
-    sizes: Any = (patch_size,) * 3 if is_number(patch_size) else patch_size
-    if not (
-        isinstance(sizes, tuple | list)
-        and len(sizes) == 3
-        and all(is_number(n) and int(n) == n and n >= multiple and n % multiple == 0 for n in sizes)
-    ):
-        raise ParameterError(f"patch_size must be one size or three, each a multiple of {multiple}, got {patch_size!r}")
-    return (int(sizes[0]), int(sizes[1]), int(sizes[2])), None if overlap is None else float(overlap)
-
-
-def is_number(value: object) -> bool:
-    """A real number (int, float or a numpy scalar), not a bool."""
-    return isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool)
-
-
-def plan_inference(
-    model: nn.Module,
-    shape: tuple[int, int, int],
-    *,
-    mode: Mode,
-    patch_size: tuple[int, int, int],
-    overlap: float,
-    blending: Literal["gaussian", "constant"],
-    device: torch.device,
-    memory_budget_mb: float,
-    precision: Precision = "auto",
-    pad_multiple: int | None = None,
-    **options: object,
-) -> InferencePlan:
-    """Choose whole vs sliding for a volume of `shape` and validate the window settings."""
-    base = int(getattr(model, "pad_multiple", 16))
-    multiple = pad_multiple or base
-    if multiple % base:
-        raise InferenceError(f"pad multiple must be a multiple of the network's {base}, got {multiple}")
-    check_window(mode, patch_size, overlap, multiple)
-    resolved: ResolvedPrecision = default_precision(device) if precision == "auto" else precision
-    if mode == "auto":
-        fits = whole_pass_bytes(model, shape, resolved, multiple) <= memory_budget_mb * 2**20
-        mode = "whole" if fits else "sliding"
-    batch = 1 if device.type == "cpu" or mode == "whole" else 4
-    return InferencePlan(
-        mode=mode,
-        patch_size=tuple(int(p) for p in patch_size),  # type: ignore[arg-type]
-        overlap=float(overlap),
-        blending=blending,
-        batch_size=batch,
-        device=device,
-        precision=resolved,
-        pad_multiple=multiple,
-        **options,  # type: ignore[arg-type]
-    )
-
-
-def whole_pass_bytes(model: nn.Module, shape: tuple[int, ...], precision: str, multiple: int = 16) -> float:
-    """Estimated peak activation bytes of one pass over the padded volume."""
-    voxels = math.prod(-(-s // multiple) * multiple for s in shape)
-    per_voxel = getattr(model, "activation_bytes_per_voxel", None)
-    element = 4 if precision == "fp32" else 2
-    return voxels * (per_voxel(element) if per_voxel else 64.0 * element)
 
 
 @torch.inference_mode()
@@ -214,8 +92,16 @@ def _run(model: nn.Module, volume: np.ndarray, plan: InferencePlan, progress: Pr
         labels = _whole_labels(model, padded, plan, within)
         return InferenceOutput(np.ascontiguousarray(unpad(labels, pads)), None, plan)
     num_classes = int(getattr(model, "num_classes", 0)) or _probe_classes(model, plan, multiple)
-    aggregator = SlabAggregator(padded.shape, patch, num_classes, plan)  # type: ignore[arg-type]
-    windows = list(window_grid(padded.shape, patch, plan.overlap))  # type: ignore[arg-type]
+    grid = shape3(padded.shape)
+    aggregator = SlabAggregator(
+        grid,
+        patch,
+        num_classes,
+        threshold=plan.threshold,
+        blending=plan.blending,
+        keep_probabilities=plan.keep_probabilities,
+    )
+    windows = list(window_grid(grid, patch, plan.overlap))
     source = torch.from_numpy(np.ascontiguousarray(padded))
     for done, batch in enumerate(_batched(windows, plan.batch_size), start=1):
         tiles = torch.stack([source[_box(start, patch)] for start in batch]).unsqueeze(1)
@@ -251,11 +137,12 @@ def _probe_classes(model: nn.Module, plan: InferencePlan, multiple: int) -> int:
     return int(model(probe).shape[1])
 
 
-def _box(start: tuple[int, int, int], patch: tuple[int, ...]) -> tuple[slice, slice, slice]:
-    return tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))  # type: ignore[return-value]
+def _box(start: Shape3, patch: Shape3) -> tuple[slice, slice, slice]:
+    i, j, k = (slice(s, s + p) for s, p in zip(start, patch, strict=True))
+    return i, j, k
 
 
-def _batched(items: list[tuple[int, int, int]], size: int) -> Iterator[list[tuple[int, int, int]]]:
+def _batched(items: list[Shape3], size: int) -> Iterator[list[Shape3]]:
     for index in range(0, len(items), size):
         yield items[index : index + size]
 

@@ -11,8 +11,10 @@ import nibabel as nib
 import numpy as np
 
 from .errors import InvalidVolumeError, UnreadableVolumeError, UnsupportedFormatError, VolumeTooLargeError
-from .memory import describe, load_bytes, require_memory
+from .memory import describe, require_memory
 from .metrics import label_problem
+from .planning import load_bytes
+from .shapes import Shape3, Spacing3
 from .validation import (
     READ_ERRORS,
     NiftiHeader,
@@ -24,9 +26,6 @@ from .validation import (
 )
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-# Affines this close (in mm) describe one voxel grid: a mask and its image written by different tools differ by less.
-GRID_TOLERANCE_MM = 1e-3
-_RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
 
 
 @dataclass
@@ -52,13 +51,13 @@ class Volume:
         return f"Volume({self.name!r}, shape={self.shape}, spacing_mm={spacing}, orientation={self.orientation})"
 
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def shape(self) -> Shape3:
         """The voxel grid `(I, J, K)` (a stored 4th axis of one frame dropped)."""
         i, j, k = self.data.shape
         return int(i), int(j), int(k)
 
     @property
-    def spacing_mm(self) -> tuple[float, float, float]:
+    def spacing_mm(self) -> Spacing3:
         """Voxel edge lengths from the affine's columns (mm), along I, J, K."""
         norms = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
         return float(norms[0]), float(norms[1]), float(norms[2])
@@ -87,11 +86,6 @@ class Volume:
             "qform_code": int(self.header["qform_code"]),
             "sform_code": int(self.header["sform_code"]),
         }
-
-
-def same_grid(a: Volume, b: Volume) -> bool:
-    """Whether two volumes lie on one voxel grid: the same shape, and affines within GRID_TOLERANCE_MM."""
-    return a.shape == b.shape and bool(np.allclose(a.affine, b.affine, atol=GRID_TOLERANCE_MM))
 
 
 def stem_of(name: str) -> str:
@@ -338,32 +332,3 @@ def save_probabilities(probabilities: np.ndarray, reference: Volume, path: str |
     image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
     image = image_class(np.moveaxis(probabilities.astype(np.float32), 0, -1), None, header=header)
     return _write(image, output_path(path, reference, "_probabilities"))
-
-
-def canonical_orientation(volume: Volume) -> np.ndarray:
-    """nibabel orientation array mapping the volume's voxel axes to the closest RAS axes."""
-    return nib.orientations.io_orientation(volume.affine)
-
-
-def to_canonical(array: np.ndarray, orientation: np.ndarray) -> np.ndarray:
-    """Permute/flip the last three axes of `array` into closest-RAS order (no resampling)."""
-    leading = array.ndim - 3
-    if not leading:
-        return nib.orientations.apply_orientation(array, orientation)
-    shifted = orientation + np.array([leading, 0])  # target axes move past the leading (channel) axes
-    full = np.concatenate([[[i, 1] for i in range(leading)], shifted])
-    return nib.orientations.apply_orientation(array, full)
-
-
-def from_canonical(array: np.ndarray, orientation: np.ndarray) -> np.ndarray:
-    """Inverse of `to_canonical`: back to the input's voxel order, exactly."""
-    inverse = nib.orientations.ornt_transform(_RAS, orientation)
-    return np.ascontiguousarray(to_canonical(array, inverse))
-
-
-def canonical_spacing(volume: Volume, orientation: np.ndarray) -> tuple[float, float, float]:
-    """Voxel spacing (mm) along the canonical axes."""
-    spacing = np.empty(3)
-    for source_axis, (target_axis, _) in enumerate(orientation):
-        spacing[int(target_axis)] = volume.spacing_mm[source_axis]
-    return float(spacing[0]), float(spacing[1]), float(spacing[2])

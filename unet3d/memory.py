@@ -1,7 +1,8 @@
-"""Host memory: how much is left, and refusing a volume up front when segmenting it would certainly not fit.
+"""Host memory: how much is left, and refusing a volume up front when what it needs would certainly not fit.
 
 Without this, a volume too large for the machine does not fail with an error: Linux overcommits, the arrays are
 allocated lazily, and the kernel's out-of-memory killer ends the process (or the whole server) mid-inference.
+What a read or a prediction needs is estimated in planning.py.
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ from pathlib import Path
 
 from .errors import VolumeTooLargeError
 
-# Per-voxel costs are fitted to measured peaks (`python bench/memory.py`) and then scaled down, so that estimates
-# stay well below them: a refusal means the run could not have fitted, never that it might not have.
-_PEAK_SHARE = 0.85
 _MEMINFO = Path("/proc/meminfo")
 _CGROUP_V2 = Path("/sys/fs/cgroup")
 _CGROUP_V1 = Path("/sys/fs/cgroup/memory")
@@ -39,42 +37,6 @@ def require_memory(needed: float, action: str) -> None:
         f"{action} needs about {_gigabytes(needed)} of memory, but {_gigabytes(available)} is available: "
         "crop it to the region of interest or downsample it first, or use a machine with more memory"
     )
-
-
-def load_bytes(voxels: int, stored_itemsize: int) -> int:
-    """Peak bytes of reading a volume: the stored voxels, then their float32 copy."""
-    return voxels * (stored_itemsize + 4)
-
-
-def predict_bytes(
-    input_voxels: int,
-    network_voxels: int,
-    num_classes: int,
-    *,
-    activation_bytes: float,
-    stitch_bytes: float,
-    resampled: bool,
-    probabilities: bool,
-) -> float:
-    """A low estimate of the peak bytes of one `Segmenter.predict` once the volume is read, the volume included.
-
-    Args:
-        input_voxels: voxels of the input grid (the mask's).
-        network_voxels: voxels the network sees (after the foreground crop and the resampling to the card's spacing).
-        num_classes: output channels.
-        activation_bytes: the planner's activation figure for one forward pass on this host (0 on a GPU); it errs
-            high (a whole 1 mm brain in bf16: 164 B/voxel planned, ~133 measured), hence the 0.75.
-        stitch_bytes: the sliding window's blending buffers.
-        resampled: whether class probabilities are resized back to the input grid.
-        probabilities: whether the caller asked for the probabilities.
-    """
-    per_class = 4 * num_classes
-    if resampled:  # probabilities on both grids: stitched on the network's, resized onto the input's
-        per_input, per_network = 2 + per_class, 20 + per_class
-    else:  # no full probability map unless asked for one
-        per_input, per_network = 8, 4 + (per_class if probabilities else 0)
-    working = 0.75 * activation_bytes + stitch_bytes
-    return _PEAK_SHARE * (working + per_input * input_voxels + per_network * network_voxels)
 
 
 def describe(shape: tuple[int, ...]) -> str:

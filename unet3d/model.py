@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Literal, cast
+from typing import cast
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-Norm = Literal["batch", "instance", "none"]
-NORMS: tuple[str, ...] = ("batch", "instance", "none")
+from .options import NORMS, Norm, check_choice
 
 
 def _norm_layer(norm: str, channels: int) -> nn.Module:
@@ -146,12 +145,6 @@ class UNet3D(
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def activation_bytes_per_voxel(self, element_bytes: int) -> float:
-        """Rough peak activation memory of a forward pass, per input voxel (calibrated in bench/)."""
-        # Skips held across the pass (~1.33·base per voxel) plus the widest full-resolution step
-        # (concatenation + conv output ≈ 3·base; measured 4.25·base in bench/), plus fp32 logits.
-        return self.base_channels * 4.5 * element_bytes + 4.0 * (self.num_classes + 2)
-
 
 def _validate_arguments(
     in_channels: int, num_classes: int, base_channels: int, depth: int, norm: str, dropout: float
@@ -161,8 +154,7 @@ def _validate_arguments(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not isinstance(depth, int) or not 1 <= depth <= 6:
         raise ValueError(f"depth must be an integer in [1, 6], got {depth!r}")
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    check_choice(norm, NORMS, "norm")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
 

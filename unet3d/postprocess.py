@@ -1,12 +1,24 @@
-"""Optional mask clean-up driven by the model card: largest connected component and hole filling."""
+"""From probabilities to a mask: labelling voxels, then the card's optional clean-up (largest component, holes)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 import numpy as np
+import torch
 from scipy import ndimage
 from skimage import measure
+
+from .options import DEFAULT_THRESHOLD
+
+
+def labels_from_probabilities(probabilities: torch.Tensor, threshold: float | None) -> torch.Tensor:
+    """`(C, ...)` probabilities → uint8 labels: argmax, or foreground ≥ threshold for binary models."""
+    if probabilities.shape[0] == 1:
+        return (probabilities[0] >= (DEFAULT_THRESHOLD if threshold is None else threshold)).to(torch.uint8)
+    if probabilities.shape[0] == 2 and threshold is not None:
+        return (probabilities[1] >= threshold).to(torch.uint8)
+    return probabilities.argmax(dim=0).to(torch.uint8)
 
 
 def keep_largest_component(mask: np.ndarray, classes: Iterable[int]) -> np.ndarray:

@@ -1,12 +1,9 @@
-"""Intensity normalisation, foreground cropping and padding, as the model card prescribes."""
+"""Intensity normalisation, as the model card prescribes, and padding to the network's multiple (geometry.py owns
+the grid: orientation, foreground crop, resampling)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import torch
-from torch.nn import functional
 
 from .errors import InvalidVolumeError
 
@@ -53,48 +50,6 @@ def intensity_range(volume: np.ndarray, clip_percentiles: tuple[float, float] | 
     return float(low), float(high)
 
 
-@dataclass(frozen=True)
-class Crop:
-    """A box `[start, stop)` per axis inside an array of shape `full_shape`."""
-
-    start: tuple[int, int, int]
-    stop: tuple[int, int, int]
-    full_shape: tuple[int, int, int]
-
-    @property
-    def slices(self) -> tuple[slice, slice, slice]:
-        return tuple(slice(a, b) for a, b in zip(self.start, self.stop, strict=True))  # type: ignore[return-value]
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(b - a for a, b in zip(self.start, self.stop, strict=True))  # type: ignore[return-value]
-
-
-def foreground_crop(volume: np.ndarray, margin: int, background: float = 0.0) -> Crop:
-    """Bounding box of voxels above `background`, grown by `margin` voxels and clipped to the volume.
-
-    A volume with no such voxel keeps its full extent.
-    """
-    shape = volume.shape
-    start, stop = [], []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        present = np.flatnonzero((volume > background).any(axis=other))
-        if present.size == 0:
-            return Crop((0, 0, 0), tuple(shape), tuple(shape))  # type: ignore[arg-type]
-        start.append(max(0, int(present[0]) - margin))
-        stop.append(min(shape[axis], int(present[-1]) + 1 + margin))
-    return Crop(tuple(start), tuple(stop), tuple(shape))  # type: ignore[arg-type]
-
-
-def uncrop(array: np.ndarray, crop: Crop, fill: int | float = 0) -> np.ndarray:
-    """Place `array` (the cropped region, with any leading axes) back into an array of the full shape."""
-    out = np.full((*array.shape[:-3], *crop.full_shape), fill, dtype=array.dtype)
-    i, j, k = crop.slices
-    out[..., i, j, k] = array
-    return out
-
-
 def pad_to_multiple(
     volume: np.ndarray, multiple: int, value: float = 0.0
 ) -> tuple[np.ndarray, tuple[tuple[int, int], ...]]:
@@ -117,27 +72,3 @@ def unpad(array: np.ndarray, pads: tuple[tuple[int, int], ...]) -> np.ndarray:
     """Inverse of `pad_to_multiple` on the last three axes."""
     i, j, k = (slice(before, array.shape[-3 + axis] - after) for axis, (before, after) in enumerate(pads))
     return array[..., i, j, k]
-
-
-def needs_resampling(
-    spacing_mm: tuple[float, float, float], target_mm: tuple[float, float, float] | None, tolerance: float = 0.05
-) -> bool:
-    """Whether spacings differ from the model's by more than `tolerance` (relative) on any axis."""
-    if target_mm is None:
-        return False
-    return any(abs(s - t) > tolerance * t for s, t in zip(spacing_mm, target_mm, strict=True))
-
-
-def resampled_shape(
-    shape: tuple[int, int, int], spacing_mm: tuple[float, float, float], target_mm: tuple[float, float, float]
-) -> tuple[int, int, int]:
-    """Grid size covering the same field of view at `target_mm` spacing."""
-    return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing_mm, target_mm, strict=True))  # type: ignore[return-value]
-
-
-def resize(array: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """Trilinear resize of the last three axes of a float array (`(I, J, K)` or `(C, I, J, K)`) to `shape`."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    batch = tensor.reshape(1, -1, *tensor.shape[-3:])
-    out = functional.interpolate(batch, size=shape, mode="trilinear", align_corners=False)
-    return out.reshape(*array.shape[:-3], *shape).numpy()

@@ -6,46 +6,29 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, get_args
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from .card import ModelCard, load_card
-from .device import memory_budget_mb, prepare_network, resolve_device
+from .device import prepare_network, resolve_device
 from .errors import ParameterError, UnreadableVolumeError
+from .geometry import Prepared, prepare, restore
 from .hub import CARD_NAME, ModelSource, load_unet, resolve_source
-from .inference import (
-    InferencePlan,
-    Mode,
-    Precision,
-    Progress,
-    check_window,
-    is_number,
-    plan_inference,
-    run_inference,
-    whole_pass_bytes,
-)
-from .io import (
-    Volume,
-    canonical_orientation,
-    canonical_spacing,
-    from_canonical,
-    load_volume,
-    to_canonical,
-    volume_from_array,
-)
-from .memory import describe, predict_bytes, require_memory
+from .inference import InferenceOutput, Progress, run_inference
+from .io import Volume, load_volume, volume_from_array
+from .memory import describe, require_memory
 from .model import UNet3D
+from .options import PRECISIONS, Mode, Precision, check_choice, check_window, resolve_threshold
+from .planning import InferencePlan, memory_budget_mb, network_shape, plan_inference, predict_peak_bytes
 from .postprocess import postprocess
 from .prediction import Prediction
-from .preprocessing import Crop, foreground_crop, needs_resampling, normalize_minmax, resampled_shape, resize, uncrop
-from .windows import labels_from_probabilities
+from .shapes import Shape3
 
 logger = logging.getLogger(__name__)
 
 VolumeInput = str | Path | Volume | np.ndarray
-PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 class Segmenter:
@@ -68,14 +51,12 @@ class Segmenter:
         max_voxels: int | None = None,
     ) -> None:
         card.check_network(model.num_classes, model.in_channels, model.pad_multiple)
-        if precision not in PRECISIONS:
-            raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision: Precision = check_choice(precision, PRECISIONS, "precision")
         self.device = resolve_device(device)
         self.model = model.eval()
         self.network = prepare_network(model, self.device)
         self.card = card
         self.source = source
-        self.precision: Precision = precision
         self.max_voxels = max_voxels
 
     @classmethod
@@ -115,7 +96,7 @@ class Segmenter:
         progress: Progress | None = None,
         probabilities: bool = False,
         threshold: float | None = None,
-        patch_size: int | tuple[int, int, int] | None = None,
+        patch_size: int | Shape3 | None = None,
         overlap: float | None = None,
     ) -> Prediction:
         """Segment one volume; the mask is on the input's voxel grid, whatever its orientation.
@@ -137,64 +118,29 @@ class Segmenter:
             Unet3dError: the volume cannot be segmented (unreadable, invalid, too large); the message says why.
         """
         report = _Reporter(progress)
-        threshold = self._check_options(mode, threshold)
-        patch_size, overlap = check_window(mode, patch_size, overlap, self.card.input.pad_to_multiple)
+        options = self._options(mode, threshold, patch_size, overlap, tta=tta, probabilities=probabilities)
         report("load", 0.0)
         vol = self._load(volume)
         report("preprocess", 0.0)
-        prepared = self._preprocess(vol)
+        prepared = prepare(vol, self.card)
         report("infer", 0.0)
-        spec = self.card.inference
-        plan = plan_inference(
-            self.network,
-            prepared.array.shape,  # type: ignore[arg-type]
-            mode=mode,
-            patch_size=patch_size or spec.patch_size,
-            overlap=spec.overlap if overlap is None else overlap,
-            blending=spec.blending,
-            device=self.device,
-            memory_budget_mb=memory_budget_mb(self.device, spec.memory_budget_mb),
-            pad_multiple=self.card.input.pad_to_multiple,
-            precision=self.precision,
-            tta=tta,
-            threshold=threshold,
-            keep_probabilities=probabilities or prepared.resampled,
-        )
+        plan = self._plan(prepared, options)
         self._require_memory(vol, prepared, plan, probabilities=probabilities)
         output = run_inference(self.network, prepared.array, plan, lambda f, _: report("infer", f))
         report("postprocess", 0.0)
-        mask, probs = self._restore(output.labels, output.probabilities, prepared, threshold, keep=probabilities)
+        mask, probs = restore(output.labels, output.probabilities, prepared, options.threshold, keep=probabilities)
         cleanup = self.card.postprocess
         postprocess(mask, largest_component=cleanup.largest_component, holes=cleanup.fill_holes)
         report("postprocess", 1.0)
-        return Prediction(
-            mask=mask,
-            volume=vol,
-            card=self.card,
-            source=self.source,
-            # The plan that ran: an out-of-memory retry may have slid the window or moved to the CPU.
-            device=str(output.plan.device),
-            mode=output.plan.mode,
-            network_shape=_network_shape(prepared.array.shape, output.plan),
-            threshold_used=threshold,
-            probabilities=probs,
-            tta=output.plan.tta,
-            timings_ms=report.timings(),
-        )
+        return self._prediction(vol, prepared, output, mask, probs, report.timings())
 
-    def _check_options(self, mode: str, threshold: float | None) -> float | None:
-        if threshold is not None and not is_number(threshold):
-            raise ParameterError(f"threshold must be a number in (0, 1), got {threshold!r}")
-        if threshold is not None and not 0.0 < threshold < 1.0:
-            raise ParameterError(f"threshold must be in (0, 1), got {threshold}")
-        if self.model.num_classes > 2:
-            if threshold is not None:
-                raise ParameterError(
-                    f"threshold applies to binary models only; this model has {self.model.num_classes} classes and "
-                    "labels each voxel with its most probable class: leave threshold out"
-                )
-            return None
-        return 0.5 if threshold is None else float(threshold)
+    def _options(
+        self, mode: Mode, threshold: object, patch_size: object, overlap: object, *, tta: bool, probabilities: bool
+    ) -> _Options:
+        """The call's options, checked before the volume is read (the card's defaults are filled in by `_plan`)."""
+        resolved = resolve_threshold(threshold, self.model.num_classes)
+        window, fraction = check_window(mode, patch_size, overlap, self.card.input.pad_to_multiple)
+        return _Options(mode, resolved, window, fraction, tta, probabilities)
 
     def _load(self, volume: VolumeInput) -> Volume:
         if isinstance(volume, Volume):
@@ -212,71 +158,73 @@ class Segmenter:
             raise UnreadableVolumeError(f"no such file: '{volume}'")
         return load_volume(volume, max_voxels=self.max_voxels)
 
-    def _preprocess(self, volume: Volume) -> _Prepared:
-        orientation = canonical_orientation(volume)
-        canonical = to_canonical(volume.data, orientation)
-        normalized = normalize_minmax(canonical, self.card.input.clip_percentiles)
+    def _plan(self, prepared: Prepared, options: _Options) -> InferencePlan:
         spec = self.card.inference
-        crop = foreground_crop(normalized, spec.crop_margin) if spec.crop_foreground else None
-        array = normalized[crop.slices] if crop else normalized
-        spacing = canonical_spacing(volume, orientation)
-        target = self.card.input.spacing_mm
-        resampled = target is not None and needs_resampling(spacing, target)
-        cropped_shape: tuple[int, int, int] = array.shape  # type: ignore[assignment]
-        if resampled and target is not None:
-            array = resize(array, resampled_shape(cropped_shape, spacing, target))
-        return _Prepared(np.ascontiguousarray(array), orientation, crop, cropped_shape, resampled)
+        return plan_inference(
+            self.network,
+            prepared.shape,
+            mode=options.mode,
+            patch_size=options.patch_size or spec.patch_size,
+            overlap=spec.overlap if options.overlap is None else options.overlap,
+            blending=spec.blending,
+            device=self.device,
+            memory_budget_mb=memory_budget_mb(self.device, spec.memory_budget_mb),
+            pad_multiple=self.card.input.pad_to_multiple,
+            precision=self.precision,
+            tta=options.tta,
+            threshold=options.threshold,
+            # Resampled labels are taken again from the probabilities once they are back on the input's grid.
+            keep_probabilities=options.probabilities or prepared.resampled,
+        )
 
-    def _require_memory(self, volume: Volume, prepared: _Prepared, plan: InferencePlan, *, probabilities: bool) -> None:
-        shape = prepared.array.shape
-        window = plan.window(_network_shape(shape, plan))
-        on_host = plan.device.type == "cpu"  # on a GPU the activations live in its own memory
-        activations = whole_pass_bytes(self.network, window, plan.precision, plan.pad_multiple) if on_host else 0.0
-        needed = predict_bytes(
-            volume.data.size,
-            prepared.array.size,
-            self.model.num_classes,
-            activation_bytes=activations,
-            stitch_bytes=_stitch_bytes(shape, window, self.model.num_classes) if plan.is_stitched else 0,
+    def _require_memory(self, volume: Volume, prepared: Prepared, plan: InferencePlan, *, probabilities: bool) -> None:
+        needed = predict_peak_bytes(
+            self.network,
+            plan,
+            input_voxels=volume.data.size,
+            prepared_shape=prepared.shape,
+            num_classes=self.model.num_classes,
             resampled=prepared.resampled,
             probabilities=probabilities,
         )
-        held = volume.data.nbytes + prepared.array.nbytes
+        held = volume.data.nbytes + prepared.array.nbytes  # in the estimate, but already allocated
         require_memory(needed - held, f"segmenting {describe(volume.data.shape)}")
 
-    def _restore(
+    def _prediction(
         self,
-        labels: np.ndarray,
+        volume: Volume,
+        prepared: Prepared,
+        output: InferenceOutput,
+        mask: np.ndarray,
         probabilities: np.ndarray | None,
-        prepared: _Prepared,
-        threshold: float | None,
-        *,
-        keep: bool,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        if prepared.resampled and probabilities is not None:
-            probabilities = resize(probabilities, prepared.cropped_shape)
-            labels = _labels(probabilities, threshold)
-        if not keep:
-            probabilities = None
-        if prepared.crop is not None:
-            labels = uncrop(labels, prepared.crop)
-            if probabilities is not None:
-                probabilities = _uncrop_probabilities(probabilities, prepared.crop)
-        mask = from_canonical(labels, prepared.orientation).astype(np.uint8, copy=False)
-        if probabilities is not None:
-            probabilities = from_canonical(probabilities, prepared.orientation)
-        return mask, probabilities
+        timings_ms: dict[str, float],
+    ) -> Prediction:
+        ran = output.plan  # the plan that ran: an out-of-memory retry may have slid the window or moved to the CPU
+        return Prediction(
+            mask=mask,
+            volume=volume,
+            card=self.card,
+            source=self.source,
+            device=str(ran.device),
+            mode=ran.mode,
+            network_shape=network_shape(prepared.shape, ran.pad_multiple),
+            threshold_used=ran.threshold,
+            probabilities=probabilities,
+            tta=ran.tta,
+            timings_ms=timings_ms,
+        )
 
 
 @dataclass(frozen=True)
-class _Prepared:
-    """The network-ready array and what is needed to map results back to the input grid."""
+class _Options:
+    """One `predict` call's options, checked; None means the card's default."""
 
-    array: np.ndarray
-    orientation: np.ndarray
-    crop: Crop | None
-    cropped_shape: tuple[int, int, int]
-    resampled: bool
+    mode: Mode
+    threshold: float | None
+    patch_size: Shape3 | None
+    overlap: float | None
+    tta: bool
+    probabilities: bool
 
 
 class _Reporter:
@@ -308,25 +256,3 @@ class _Reporter:
     def timings(self) -> dict[str, float]:
         self("done", 0.0)
         return {stage: self.elapsed.get(stage, 0.0) for stage in ("load", "preprocess", "infer", "postprocess")}
-
-
-def _stitch_bytes(shape: tuple[int, ...], window: tuple[int, ...], num_classes: int) -> int:
-    """The blending buffers: class sums and weights for one window's depth across the volume (see SlabAggregator)."""
-    return 4 * (num_classes + 1) * min(window[0], shape[0]) * shape[1] * shape[2]
-
-
-def _labels(probabilities: np.ndarray, threshold: float | None) -> np.ndarray:
-    return labels_from_probabilities(torch.from_numpy(probabilities), threshold).numpy()
-
-
-def _uncrop_probabilities(probabilities: np.ndarray, crop: Crop) -> np.ndarray:
-    background = np.zeros((probabilities.shape[0], 1, 1, 1), dtype=np.float32)
-    background[0] = 1.0
-    full = np.broadcast_to(background, (probabilities.shape[0], *crop.full_shape)).copy()
-    i, j, k = crop.slices
-    full[:, i, j, k] = probabilities
-    return full
-
-
-def _network_shape(shape: tuple[int, ...], plan: InferencePlan) -> tuple[int, int, int]:
-    return tuple(-(-s // plan.pad_multiple) * plan.pad_multiple for s in shape)  # type: ignore[return-value]

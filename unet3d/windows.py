@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from .inference import InferencePlan
-
-
-def labels_from_probabilities(probabilities: torch.Tensor, threshold: float | None) -> torch.Tensor:
-    """`(C, ...)` probabilities → uint8 labels: argmax, or foreground ≥ threshold for binary models."""
-    if probabilities.shape[0] == 1:
-        return (probabilities[0] >= (0.5 if threshold is None else threshold)).to(torch.uint8)
-    if probabilities.shape[0] == 2 and threshold is not None:
-        return (probabilities[1] >= threshold).to(torch.uint8)
-    return probabilities.argmax(dim=0).to(torch.uint8)
+from .options import Blending
+from .postprocess import labels_from_probabilities
+from .shapes import Shape3
 
 
 def window_starts(size: int, patch: int, overlap: float) -> list[int]:
@@ -32,9 +23,7 @@ def window_starts(size: int, patch: int, overlap: float) -> list[int]:
     return starts
 
 
-def window_grid(
-    shape: tuple[int, int, int], patch: tuple[int, int, int], overlap: float
-) -> Iterator[tuple[int, int, int]]:
+def window_grid(shape: Shape3, patch: Shape3, overlap: float) -> Iterator[Shape3]:
     """Window starts in row order along the first axis (the order SlabAggregator relies on)."""
     axes = [window_starts(s, p, overlap) for s, p in zip(shape, patch, strict=True)]
     for i in axes[0]:
@@ -60,21 +49,36 @@ class SlabAggregator:
 
     Windows must arrive in `window_grid` order. The buffer spans one patch along axis 0, so memory is
     `C × patch_i × J × K` floats however long the volume is.
+
+    Args:
+        shape: the padded volume's grid.
+        patch: the window size.
+        num_classes: probability channels.
+        threshold: foreground cut-off for binary models (None: argmax), see `labels_from_probabilities`.
+        blending: "gaussian" (MONAI's importance map) or "constant" weights.
+        keep_probabilities: also keep the blended `(C, I, J, K)` probabilities.
     """
 
     def __init__(
-        self, shape: tuple[int, int, int], patch: tuple[int, int, int], num_classes: int, plan: InferencePlan
+        self,
+        shape: Shape3,
+        patch: Shape3,
+        num_classes: int,
+        *,
+        threshold: float | None,
+        blending: Blending,
+        keep_probabilities: bool,
     ) -> None:
-        self.shape, self.patch, self.plan = shape, patch, plan
+        self.shape, self.patch, self.threshold = shape, patch, threshold
         depth = min(patch[0], shape[0])
         self.acc = torch.zeros((num_classes, depth, shape[1], shape[2]))
         self.weight_sum = torch.zeros((depth, shape[1], shape[2]))
-        self.weight = gaussian_weight(patch) if plan.blending == "gaussian" else torch.ones(patch)
+        self.weight = gaussian_weight(patch) if blending == "gaussian" else torch.ones(patch)
         self.base = 0
         self.labels = np.zeros(shape, dtype=np.uint8)
-        self.probabilities = np.zeros((num_classes, *shape), dtype=np.float32) if plan.keep_probabilities else None
+        self.probabilities = np.zeros((num_classes, *shape), dtype=np.float32) if keep_probabilities else None
 
-    def add(self, start: tuple[int, int, int], probabilities: torch.Tensor) -> None:
+    def add(self, start: Shape3, probabilities: torch.Tensor) -> None:
         if start[0] > self.base:
             self._flush(start[0])
         i = start[0] - self.base
@@ -96,7 +100,7 @@ class SlabAggregator:
             return
         blended = self.acc[:, :count] / self.weight_sum[:count].clamp_min(1e-8)
         region = slice(self.base, upto)
-        self.labels[region] = labels_from_probabilities(blended, self.plan.threshold).numpy()
+        self.labels[region] = labels_from_probabilities(blended, self.threshold).numpy()
         if self.probabilities is not None:
             self.probabilities[:, region] = blended.numpy()
         kept = self.acc.shape[1] - count

@@ -22,7 +22,8 @@ from api.review import (
 )
 from unet3d import Segmenter
 from unet3d.errors import InvalidVolumeError
-from unet3d.io import load_volume, to_canonical
+from unet3d.geometry import to_canonical
+from unet3d.io import load_volume
 from unet3d.metrics import evaluate
 
 

@@ -45,7 +45,7 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
         ("data.patch_size=[18, 18, 18]", "multiple of 2\\*\\*model.depth = 4, got \\[18, 18, 18\\]"),
         ("data.batch_size=0", "config.data.batch_size must be at least 1, got 0"),
         ("data.foreground_fraction=2", "config.data.foreground_fraction must be in \\[0, 1\\], got 2.0"),
-        ("data.clip_percentiles=[99, 1]", "config.data.clip_percentiles must be \\[low, high\\]"),
+        ("data.clip_percentiles=[99, 1]", "config.data.clip_percentiles must satisfy 0 <= low < high <= 100"),
         ("loop.validate_every=0", "config.loop.validate_every must be at least 1, got 0"),
         ("loop.validate_every=9", "exceeds loop.epochs \\(2\\): no validation would measure loop.monitor=mIoU"),
         ("loop.epochs=0", "config.loop.epochs must be at least 1, got 0"),

@@ -38,7 +38,7 @@ def test_shipped_readme_carries_the_hub_header():
         ({"classes": [{"index": 1, "name": "a"}]}, "list classes in index order from 0"),
         ({"input": {"clip_percentiles": [99, 1]}}, "0 <= low < high <= 100"),
         ({"input": {"colour": 1}}, "unknown field"),
-        ({"inference": {"overlap": 1.5}}, r"overlap must be in \[0, 1\)"),
+        ({"inference": {"overlap": 1.5}}, r"inference.overlap must be a number in \[0, 1\), got 1.5"),
         ({"inference": {"patch_size": [0, 1, 2]}}, "three positive numbers"),
     ],
 )

@@ -5,8 +5,9 @@ from torch import nn
 
 from unet3d import UNet3D
 from unet3d.device import cpu_copy, prepare_network, resolve_device
-from unet3d.errors import InferenceError, ParameterError
-from unet3d.inference import InferencePlan, plan_inference, run_inference
+from unet3d.errors import InferenceError
+from unet3d.inference import run_inference
+from unet3d.planning import InferencePlan
 from unet3d.windows import gaussian_weight, window_starts
 
 
@@ -142,36 +143,6 @@ def test_out_of_memory_everywhere_is_a_clear_error():
     volume = np.random.default_rng(6).random((16, 16, 16)).astype(np.float32)
     with pytest.raises(InferenceError, match="out of memory even with a sliding window on the CPU"):
         run_inference(RunsOutOfMemoryOnLargeInputs(limit=1), volume, _plan("whole"))
-
-
-def test_auto_mode_picks_whole_within_the_memory_budget_and_sliding_beyond():
-    model = Threshold()
-    options = {"patch_size": (8, 8, 8), "overlap": 0.25, "blending": "gaussian", "device": torch.device("cpu")}
-    small = plan_inference(model, (16, 16, 16), mode="auto", memory_budget_mb=64, **options)
-    large = plan_inference(model, (512, 512, 400), mode="auto", memory_budget_mb=64, **options)
-    assert small.mode == "whole" and large.mode == "sliding"
-
-
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        ({"overlap": 1.0}, r"overlap must be a number in \[0, 1\), got 1.0"),
-        ({"patch_size": (8, 8, 6)}, "patch_size must be one size or three, each a multiple of 4"),
-        ({"mode": "fast"}, "mode must be one of auto, whole, sliding, got 'fast'"),
-    ],
-)
-def test_invalid_window_settings_are_refused(options, message):
-    arguments = {
-        "mode": "auto",
-        "patch_size": (8, 8, 8),
-        "overlap": 0.25,
-        "blending": "gaussian",
-        "device": torch.device("cpu"),
-        "memory_budget_mb": 10,
-        **options,
-    }
-    with pytest.raises(ParameterError, match=message):
-        plan_inference(Threshold(), (16, 16, 16), **arguments)
 
 
 def test_window_starts_cover_the_axis_and_end_flush():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from helpers import sphere_volume, write_nifti
 
-from unet3d import Segmenter, UnreadableVolumeError, VolumeTooLargeError, load_volume, memory
+from unet3d import Segmenter, UnreadableVolumeError, VolumeTooLargeError, load_volume, memory, planning
 from unet3d.cli import main
 
 SIDE = 12_000  # 1.7 TB of uint8 voxels: no machine this runs on holds the 8.6 TB that reading it takes
@@ -116,17 +116,9 @@ def test_the_cli_says_the_volume_does_not_fit_and_exits_1(huge_nifti, tiny_model
 def test_predict_refuses_a_volume_that_loads_but_cannot_be_segmented_in_what_is_left(machine, tiny_model_dir, tmp_path):
     path = write_nifti(tmp_path / "scan.nii.gz", np.tile(sphere_volume(), (4, 4, 4)))  # 96×80×64 float32
     voxels = 96 * 80 * 64
-    _meminfo(machine, available_kb=memory.load_bytes(voxels, 4) // 1024 + 1)  # enough to read it, no more
+    _meminfo(machine, available_kb=planning.load_bytes(voxels, 4) // 1024 + 1)  # enough to read it, no more
     segmenter = Segmenter.from_pretrained(tiny_model_dir, device="cpu")
     assert load_volume(path).data.shape == (96, 80, 64)
     expected = r"segmenting this 96×80×64 volume \(0.5 million voxels\) needs about"
     with pytest.raises(VolumeTooLargeError, match=expected):
         segmenter.predict(path)
-
-
-def test_predict_estimates_grow_with_the_grids_the_classes_and_the_probabilities():
-    base = {"num_classes": 3, "activation_bytes": 1e8, "stitch_bytes": 1e7, "resampled": False, "probabilities": False}
-    fixed, small = memory.predict_bytes(0, 0, **base), memory.predict_bytes(10**6, 10**6, **base)
-    assert memory.predict_bytes(10**7, 10**7, **base) - fixed == pytest.approx(10 * (small - fixed))
-    assert memory.predict_bytes(10**6, 10**6, **{**base, "probabilities": True}) > small
-    assert memory.predict_bytes(10**6, 10**6, **{**base, "num_classes": 10, "resampled": True}) > small

@@ -1,6 +1,7 @@
 import numpy as np
+import torch
 
-from unet3d.postprocess import fill_holes, keep_largest_component, postprocess
+from unet3d.postprocess import fill_holes, keep_largest_component, labels_from_probabilities, postprocess
 
 
 def test_largest_component_keeps_only_the_biggest_blob_of_each_listed_class():
@@ -27,3 +28,14 @@ def test_fill_holes_fills_enclosed_background_only():
 def test_postprocess_never_touches_background_class():
     mask = np.zeros((5, 5, 5), dtype=np.uint8)
     assert postprocess(mask.copy(), largest_component=[0], holes=[0]).sum() == 0
+
+
+def test_labels_are_the_argmax_or_the_binary_threshold_on_the_foreground():
+    probabilities = torch.tensor([[0.6, 0.3, 0.1], [0.3, 0.3, 0.2], [0.1, 0.4, 0.7]])[:, :, None, None]
+    assert labels_from_probabilities(probabilities, None).flatten().tolist() == [0, 2, 2]
+    binary = torch.tensor([[0.8, 0.4, 0.1], [0.2, 0.6, 0.9]])
+    assert labels_from_probabilities(binary, None).tolist() == [0, 1, 1]
+    assert labels_from_probabilities(binary, 0.7).tolist() == [0, 0, 1]
+    sigmoid = torch.tensor([[0.2, 0.5, 0.9]])
+    assert labels_from_probabilities(sigmoid, None).tolist() == [0, 1, 1]
+    assert labels_from_probabilities(sigmoid, 0.95).dtype == torch.uint8

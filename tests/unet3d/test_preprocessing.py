@@ -2,16 +2,7 @@ import numpy as np
 import pytest
 
 from unet3d.errors import InvalidVolumeError
-from unet3d.preprocessing import (
-    foreground_crop,
-    needs_resampling,
-    normalize_minmax,
-    pad_to_multiple,
-    resampled_shape,
-    resize,
-    uncrop,
-    unpad,
-)
+from unet3d.preprocessing import normalize_minmax, pad_to_multiple, unpad
 
 
 def test_normalize_clips_percentiles_and_maps_to_unit_range():
@@ -54,27 +45,3 @@ def test_pad_handles_leading_channel_axes():
     padded, pads = pad_to_multiple(volume, 4)
     assert padded.shape == (3, 8, 8, 8)
     assert unpad(padded, pads).shape == volume.shape
-
-
-def test_foreground_crop_grows_by_margin_and_uncrop_restores_the_grid():
-    volume = np.zeros((30, 30, 30), dtype=np.float32)
-    volume[10:15, 12:14, 5:25] = 1
-    crop = foreground_crop(volume, margin=3)
-    assert crop.start == (7, 9, 2) and crop.stop == (18, 17, 28)
-    restored = uncrop(volume[crop.slices], crop)
-    assert np.array_equal(restored, volume)
-
-
-def test_foreground_crop_of_an_empty_volume_keeps_everything():
-    crop = foreground_crop(np.zeros((4, 5, 6)), margin=2)
-    assert crop.shape == (4, 5, 6)
-
-
-def test_resampling_helpers():
-    assert not needs_resampling((1.0, 1.02, 0.98), (1.0, 1.0, 1.0))
-    assert needs_resampling((0.9, 0.9, 3.0), (1.0, 1.0, 1.0))
-    assert not needs_resampling((0.5, 0.5, 5.0), None)
-    assert resampled_shape((100, 100, 30), (0.9, 0.9, 3.0), (1.0, 1.0, 1.0)) == (90, 90, 90)
-    ramp = np.broadcast_to(np.linspace(0, 1, 8, dtype=np.float32)[:, None, None], (8, 4, 4))
-    assert resize(ramp, (16, 4, 4)).shape == (16, 4, 4)
-    assert resize(np.stack([ramp, ramp]), (4, 4, 4)).shape == (2, 4, 4, 4)

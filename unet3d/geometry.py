@@ -1,0 +1,227 @@
+"""Geometry: how a volume reaches the network (closest-RAS order, foreground crop, the card's spacing) and how its
+labels come back onto the input's exact voxel grid; and the one rule for "the same voxel grid"."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import nibabel as nib
+import numpy as np
+import torch
+from torch.nn import functional
+
+from .card import ModelCard
+from .io import Volume
+from .postprocess import labels_from_probabilities
+from .preprocessing import normalize_minmax
+from .shapes import Shape3, Spacing3, shape3, spacing3
+
+# Affines this close (in mm) describe one voxel grid: a mask and its image written by different tools differ by less.
+GRID_TOLERANCE_MM = 1e-3
+_RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+
+
+def same_affine(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two voxel-to-world affines place voxels within GRID_TOLERANCE_MM of each other."""
+    return bool(np.allclose(a, b, atol=GRID_TOLERANCE_MM))
+
+
+def same_grid(a: Volume, b: Volume) -> bool:
+    """Whether two volumes lie on one voxel grid: the same shape, and affines within GRID_TOLERANCE_MM."""
+    return a.shape == b.shape and same_affine(a.affine, b.affine)
+
+
+def canonical_orientation(volume: Volume) -> np.ndarray:
+    """nibabel orientation array mapping the volume's voxel axes to the closest RAS axes."""
+    return nib.orientations.io_orientation(volume.affine)
+
+
+def to_canonical(array: np.ndarray, orientation: np.ndarray) -> np.ndarray:
+    """Permute/flip the last three axes of `array` into closest-RAS order (no resampling)."""
+    leading = array.ndim - 3
+    if not leading:
+        return nib.orientations.apply_orientation(array, orientation)
+    shifted = orientation + np.array([leading, 0])  # target axes move past the leading (channel) axes
+    full = np.concatenate([[[i, 1] for i in range(leading)], shifted])
+    return nib.orientations.apply_orientation(array, full)
+
+
+def from_canonical(array: np.ndarray, orientation: np.ndarray) -> np.ndarray:
+    """Inverse of `to_canonical`: back to the input's voxel order, exactly."""
+    inverse = nib.orientations.ornt_transform(_RAS, orientation)
+    return np.ascontiguousarray(to_canonical(array, inverse))
+
+
+def canonical_spacing(volume: Volume, orientation: np.ndarray) -> Spacing3:
+    """Voxel spacing (mm) along the canonical axes."""
+    spacing = [0.0, 0.0, 0.0]
+    for source_axis, (target_axis, _) in enumerate(orientation):
+        spacing[int(target_axis)] = volume.spacing_mm[source_axis]
+    return spacing3(spacing)
+
+
+def index_from_canonical(index: Sequence[int], orientation: np.ndarray, shape: Sequence[int]) -> Shape3:
+    """The file's voxel index `(i, j, k)` of the voxel at canonical `index` (x, y, z), for a file grid of `shape`.
+
+    `to_canonical(data, orientation)[x, y, z] == data[index_from_canonical((x, y, z), orientation, data.shape)]`.
+    """
+    voxel = [0, 0, 0]
+    for axis, (target, flip) in enumerate(orientation):  # to_canonical moves file axis `axis` to `target`
+        position = int(index[int(target)])
+        voxel[axis] = position if flip > 0 else int(shape[axis]) - 1 - position
+    return shape3(voxel)
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A box `[start, stop)` per axis inside an array of shape `full_shape`."""
+
+    start: Shape3
+    stop: Shape3
+    full_shape: Shape3
+
+    @property
+    def slices(self) -> tuple[slice, slice, slice]:
+        i, j, k = (slice(a, b) for a, b in zip(self.start, self.stop, strict=True))
+        return i, j, k
+
+    @property
+    def shape(self) -> Shape3:
+        return shape3(b - a for a, b in zip(self.start, self.stop, strict=True))
+
+
+def foreground_crop(volume: np.ndarray, margin: int, background: float = 0.0) -> Crop:
+    """Bounding box of voxels above `background`, grown by `margin` voxels and clipped to the volume.
+
+    A volume with no such voxel keeps its full extent.
+    """
+    shape = shape3(volume.shape)
+    start, stop = [], []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        present = np.flatnonzero((volume > background).any(axis=other))
+        if present.size == 0:
+            return Crop((0, 0, 0), shape, shape)
+        start.append(max(0, int(present[0]) - margin))
+        stop.append(min(shape[axis], int(present[-1]) + 1 + margin))
+    return Crop(shape3(start), shape3(stop), shape)
+
+
+def uncrop(array: np.ndarray, crop: Crop, fill: float = 0) -> np.ndarray:
+    """Place `array` (the cropped region, with any leading axes) back into an array of the full shape."""
+    out = np.full((*array.shape[:-3], *crop.full_shape), fill, dtype=array.dtype)
+    i, j, k = crop.slices
+    out[..., i, j, k] = array
+    return out
+
+
+def uncrop_probabilities(probabilities: np.ndarray, crop: Crop) -> np.ndarray:
+    """Class probabilities `(C, ...)` of the cropped region back on the full grid: outside it, certain background."""
+    background = np.zeros((probabilities.shape[0], 1, 1, 1), dtype=np.float32)
+    background[0] = 1.0
+    full = np.broadcast_to(background, (probabilities.shape[0], *crop.full_shape)).copy()
+    i, j, k = crop.slices
+    full[:, i, j, k] = probabilities
+    return full
+
+
+def needs_resampling(spacing_mm: Spacing3, target_mm: Spacing3 | None, tolerance: float = 0.05) -> bool:
+    """Whether spacings differ from the model's by more than `tolerance` (relative) on any axis."""
+    if target_mm is None:
+        return False
+    return any(abs(s - t) > tolerance * t for s, t in zip(spacing_mm, target_mm, strict=True))
+
+
+def resampled_shape(shape: Shape3, spacing_mm: Spacing3, target_mm: Spacing3) -> Shape3:
+    """Grid size covering the same field of view at `target_mm` spacing."""
+    return shape3(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing_mm, target_mm, strict=True))
+
+
+def resize(array: np.ndarray, shape: Shape3, mode: Literal["trilinear", "nearest"] = "trilinear") -> np.ndarray:
+    """Resize the last three axes of an `(I, J, K)` or `(C, I, J, K)` array to `shape`, as float32: trilinear, or
+    nearest neighbour (for labels, which must never be interpolated)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    batch = tensor.reshape(1, -1, *tensor.shape[-3:])
+    corners = False if mode == "trilinear" else None  # nearest takes no align_corners
+    out = functional.interpolate(batch, size=shape, mode=mode, align_corners=corners)
+    return out.reshape(*array.shape[:-3], *shape).numpy()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The network-ready array and what `restore` needs to map results back to the input grid.
+
+    Attributes:
+        array: `(X, Y, Z)` float32 in [0, 1]: canonical order, normalised, cropped, at the card's spacing.
+        orientation: nibabel orientation array from the input's voxel axes to closest RAS.
+        crop: the foreground box in the canonical grid, None when the card crops nothing.
+        cropped_shape: the canonical grid after the crop, before resampling (where labels are restored to).
+        resampled: whether `array` was resized to the card's spacing.
+    """
+
+    array: np.ndarray
+    orientation: np.ndarray
+    crop: Crop | None
+    cropped_shape: Shape3
+    resampled: bool
+
+    @property
+    def shape(self) -> Shape3:
+        """The grid the network sees (before padding)."""
+        return shape3(self.array.shape)
+
+
+def prepare(volume: Volume, card: ModelCard) -> Prepared:
+    """Bring `volume` to the network: closest-RAS order, the card's intensity normalisation, its foreground crop,
+    and its spacing (when the input's differs by more than 5%)."""
+    orientation = canonical_orientation(volume)
+    normalized = normalize_minmax(to_canonical(volume.data, orientation), card.input.clip_percentiles)
+    spec = card.inference
+    crop = foreground_crop(normalized, spec.crop_margin) if spec.crop_foreground else None
+    array = normalized[crop.slices] if crop else normalized
+    cropped_shape = shape3(array.shape)
+    spacing = canonical_spacing(volume, orientation)
+    target = card.input.spacing_mm
+    resampled = needs_resampling(spacing, target)
+    if resampled and target is not None:
+        array = resize(array, resampled_shape(cropped_shape, spacing, target))
+    return Prepared(np.ascontiguousarray(array), orientation, crop, cropped_shape, resampled)
+
+
+def restore(
+    labels: np.ndarray,
+    probabilities: np.ndarray | None,
+    prepared: Prepared,
+    threshold: float | None,
+    *,
+    keep: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Map the network's labels (and probabilities) back onto the input's voxel grid: undo the resampling, the crop
+    and the reorientation, in that order.
+
+    Args:
+        labels: `(X, Y, Z)` uint8 on the prepared grid.
+        probabilities: `(C, X, Y, Z)` on the prepared grid; required when the input was resampled (labels are then
+            taken again from the probabilities resized back, never from resized labels).
+        prepared: what `prepare` returned for this input.
+        threshold: the binary threshold the labels were taken with (None: argmax).
+        keep: whether to return the probabilities on the input grid too.
+
+    Returns:
+        `(mask, probabilities)`: the uint8 mask on the input grid, and the probabilities (None unless `keep`).
+    """
+    if prepared.resampled and probabilities is not None:
+        probabilities = resize(probabilities, prepared.cropped_shape)
+        labels = labels_from_probabilities(torch.from_numpy(probabilities), threshold).numpy()
+    if not keep:
+        probabilities = None
+    if prepared.crop is not None:
+        labels = uncrop(labels, prepared.crop)
+        if probabilities is not None:
+            probabilities = uncrop_probabilities(probabilities, prepared.crop)
+    mask = from_canonical(labels, prepared.orientation).astype(np.uint8, copy=False)
+    if probabilities is not None:
+        probabilities = from_canonical(probabilities, prepared.orientation)
+    return mask, probabilities
