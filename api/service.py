@@ -9,12 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from unet3d import Prediction, Segmenter
 from unet3d.errors import CardError, InvalidVolumeError, ModelLoadError
 from unet3d.io import Volume, inspect_volume, load_volume, same_grid
-from unet3d.metrics import looks_like_an_image, mask_labels, mask_statistics
+from unet3d.stats import label_masks, mask_statistics
 
 from .limits import InferenceSlots
 from .settings import Settings
@@ -121,24 +119,15 @@ class SegmentationService:
                 lies on another grid, or `num_classes` does not exceed the highest label.
         """
         labels_volume = self._load(mask, name)
-        labels = mask_labels(labels_volume.data, name)
-        if num_classes is None and looks_like_an_image(labels):
-            raise InvalidVolumeError(
-                f"{name} looks like an image, not a label mask: {np.unique(labels).size} distinct values and "
-                "neighbouring voxels mostly differ; send as 'mask' an integer label mask such as /v1/predict returns "
-                "(if it is one, e.g. many small labelled objects, pass num_classes)"
-            )
-        highest = int(labels.max(initial=0))
         card = self.segmenter.card
-        if num_classes is not None and num_classes <= highest:
-            raise InvalidVolumeError(f"{name} holds labels up to {highest}: num_classes must be at least {highest + 1}")
-        count = num_classes or (card.num_classes if highest < card.num_classes else highest + 1)
-        if count > MAX_STATS_CLASSES:
+        read = label_masks(
+            [(name, labels_volume.data)], option="num_classes", num_classes=num_classes, names=card.class_names()
+        )
+        if read.num_classes > MAX_STATS_CLASSES:
             raise InvalidVolumeError(
-                f"{name}: {count} classes (labels 0 .. {count - 1}) are more than the {MAX_STATS_CLASSES} measured "
-                "per request"
+                f"{name}: {read.num_classes} classes (labels 0 .. {read.num_classes - 1}) are more than the "
+                f"{MAX_STATS_CLASSES} measured per request"
             )
-        names = [c.name for c in card.classes] if count == card.num_classes else None
         intensities = None
         if image is not None:
             under = self._load(image, image_name)
@@ -149,7 +138,11 @@ class SegmentationService:
                 )
             intensities = under.data
         measured = mask_statistics(
-            labels, labels_volume.affine, num_classes=max(count, 2), class_names=names, image=intensities
+            read.labels[0],
+            labels_volume.affine,
+            num_classes=read.num_classes,
+            class_names=read.names,
+            image=intensities,
         )
         return {"mask": name, "image": image_name if image is not None else None, **measured}
 

@@ -18,8 +18,8 @@ import torch
 
 from unet3d import Unet3dError
 from unet3d.io import Volume, canonical_orientation, canonical_spacing, load_volume, stem_of, to_canonical
-from unet3d.metrics import label_problem
 from unet3d.preprocessing import needs_resampling, resampled_shape, resize
+from unet3d.stats import label_problem
 
 from .augment import Subject
 

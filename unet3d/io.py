@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import InvalidVolumeError, UnreadableVolumeError, UnsupportedFormatError, VolumeTooLargeError
 from .memory import describe, load_bytes, require_memory
-from .metrics import label_problem
+from .stats import label_problem, voxel_volume_ml
 from .validation import (
     READ_ERRORS,
     NiftiHeader,
@@ -65,8 +65,8 @@ class Volume:
 
     @property
     def voxel_volume_ml(self) -> float:
-        """The volume of one voxel in millilitres (from the affine's determinant)."""
-        return float(abs(np.linalg.det(self.affine[:3, :3])) / 1000.0)
+        """The volume of one voxel in millilitres (from the affine's determinant: `unet3d.stats.voxel_volume_ml`)."""
+        return voxel_volume_ml(self.affine)
 
     @property
     def orientation(self) -> str:
