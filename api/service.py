@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any, Literal
 
 from unet3d import Prediction, Segmenter
 from unet3d.errors import CardError, InvalidVolumeError, ModelLoadError
-from unet3d.io import Volume, inspect_volume, load_volume, same_grid
+from unet3d.io import Volume, check_volume, load_volume, same_grid
 from unet3d.stats import label_masks, mask_statistics
 
 from .limits import InferenceSlots
@@ -40,22 +39,24 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class Limits:
-    """Input caps applied before any voxel data is read."""
+    """Input caps applied before any voxel data is read (None: no cap)."""
 
-    max_voxels: int
-    max_decompressed_bytes: int
+    max_voxels: int | None
+    max_decompressed_bytes: int | None
 
 
 class SegmentationService:
-    """A `Segmenter` behind `InferenceSlots`, with the deployment's input limits."""
+    """A `Segmenter` behind `InferenceSlots`; the segmenter carries the deployment's input limits."""
 
-    def __init__(
-        self, segmenter: Segmenter, slots: InferenceSlots, limits: Limits, *, default_threshold: float | None = None
-    ) -> None:
+    def __init__(self, segmenter: Segmenter, slots: InferenceSlots, *, default_threshold: float | None = None) -> None:
         self.segmenter = segmenter
         self.slots = slots
-        self.limits = limits
         self.default_threshold = default_threshold
+
+    @property
+    def limits(self) -> Limits:
+        """The input caps: the segmenter's, which `check`, `predict` and `statistics` apply alike."""
+        return Limits(self.segmenter.max_voxels, self.segmenter.max_decompressed_bytes)
 
     @classmethod
     def from_settings(
@@ -71,6 +72,7 @@ class SegmentationService:
             settings.model_revision,
             device=settings.device,
             max_voxels=settings.max_voxels,
+            max_decompressed_bytes=settings.max_decompressed_bytes,
             precision=settings.precision,
         )
         _apply_card_overrides(segmenter, settings)
@@ -80,8 +82,7 @@ class SegmentationService:
                 f"UNET3D_DEFAULT_THRESHOLD applies to binary models only; this model has {classes} classes: unset it"
             )
         slots = InferenceSlots(settings.max_concurrency, settings.queue_size, observe_seconds=observe_seconds)
-        limits = Limits(settings.max_voxels, settings.max_decompressed_bytes)
-        return cls(segmenter, slots, limits, default_threshold=settings.default_threshold)
+        return cls(segmenter, slots, default_threshold=settings.default_threshold)
 
     def info(self) -> dict[str, Any]:
         """The model card plus id, revision, sha256 and device; classes always carry index, name and colour."""
@@ -99,12 +100,8 @@ class SegmentationService:
     def check(self, path: Path) -> None:
         """Validate format, dimensionality, voxel count and decompressed size from the header alone (quick: the
         data itself is verified when `predict` loads it)."""
-        inspect_volume(
-            path,
-            max_voxels=self.limits.max_voxels,
-            max_decompressed_bytes=self.limits.max_decompressed_bytes,
-            verify_data=False,
-        )
+        limits = self.limits
+        check_volume(path, max_voxels=limits.max_voxels, max_decompressed_bytes=limits.max_decompressed_bytes)
 
     def statistics(
         self, mask: Path, *, name: str, image: Path | None = None, image_name: str = "", num_classes: int | None = None
@@ -157,28 +154,21 @@ class SegmentationService:
     def predict(
         self, path: Path, *, name: str, options: PredictOptions, progress: Progress | None = None
     ) -> Prediction:
-        """Load and segment one file; call inside `slots.run` so the limits hold.
+        """Load and segment one file within the limits; call inside `slots.run` so the slots hold.
 
         Args:
             path: a .nii/.nii.gz file the server wrote (never a client-chosen path).
             name: display name for the summary and the output file names.
         """
-        started = time.perf_counter()
-        if progress is not None:
-            progress(0.0, "load")
-        volume = self._load(path, name)
-        load_ms = (time.perf_counter() - started) * 1000.0
-        prediction = self.segmenter.predict(
-            volume,
+        return self.segmenter.predict(
+            path,
+            name=name,
             tta=options.tta,
             mode=options.mode,
             threshold=options.threshold,
             probabilities=options.probabilities,
             progress=progress,
         )
-        # The segmenter was handed a loaded volume; the file read above is the real load stage.
-        prediction.timings_ms["load"] = prediction.timings_ms.get("load", 0.0) + load_ms
-        return prediction
 
 
 def _apply_card_overrides(segmenter: Segmenter, settings: Settings) -> None:
