@@ -19,7 +19,8 @@ from unet3d import ClassInfo, Prediction
 from unet3d.errors import InvalidVolumeError
 from unet3d.geometry import canonical_orientation, canonical_spacing, index_from_canonical, same_affine, to_canonical
 from unet3d.io import Volume, load_volume, stem_of
-from unet3d.metrics import evaluate, iou_along_axis, label_problem
+from unet3d.metrics import evaluate, iou_along_axis
+from unet3d.stats import mask_labels
 
 from .views import Layers
 
@@ -114,13 +115,14 @@ def attach_reference(review: Review, path: Path, *, max_voxels: int | None = Non
     """
     reference = load_volume(path, max_voxels=max_voxels)
     _check_same_grid(reference, review)
-    labels = _reference_labels(reference.data, len(review.classes))
+    labels = mask_labels(reference.data, "the reference mask", model_classes=len(review.classes), dtype=np.uint8)
     canonical = np.ascontiguousarray(to_canonical(labels, review.orientation))
     metrics = evaluate(
         review.layers.mask,
         canonical,
         num_classes=len(review.classes),
         spacing_mm=review.layers.spacing_mm,
+        affine=review.grid[1],
         class_names=review.class_names,
         with_hd95=False,
     )
@@ -164,16 +166,6 @@ def cursor_info(review: Review, point: tuple[int, int, int]) -> CursorInfo:
         reference=None if layers.reference is None else names[int(layers.reference[x, y, z])],
         uncertainty=None if layers.entropy is None else float(layers.entropy[x, y, z]),
     )
-
-
-def _reference_labels(data: np.ndarray, num_classes: int) -> np.ndarray:
-    """The reference's labels as uint8; refuses non-integer values (an image, probabilities) and unknown labels."""
-    problem = label_problem(data, num_classes)
-    if problem is not None:
-        raise InvalidVolumeError(
-            f"the reference mask {problem}: expected the model's classes as whole numbers 0 .. {num_classes - 1}"
-        )
-    return np.rint(data).astype(np.uint8)
 
 
 def _check_same_grid(reference: Volume, review: Review) -> None:

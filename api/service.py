@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from unet3d import Prediction, Segmenter
 from unet3d.errors import CardError, InvalidVolumeError, ModelLoadError, ParameterError
 from unet3d.geometry import same_grid
-from unet3d.io import Volume, inspect_volume, load_volume
-from unet3d.metrics import looks_like_an_image, mask_labels, mask_statistics
+from unet3d.io import Volume, check_volume, load_volume
 from unet3d.options import Mode, check_threshold, resolve_threshold
+from unet3d.stats import label_masks, mask_statistics
 
 from .limits import InferenceSlots
 from .settings import Settings
@@ -43,22 +40,24 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class Limits:
-    """Input caps applied before any voxel data is read."""
+    """Input caps applied before any voxel data is read (None: no cap)."""
 
-    max_voxels: int
-    max_decompressed_bytes: int
+    max_voxels: int | None
+    max_decompressed_bytes: int | None
 
 
 class SegmentationService:
-    """A `Segmenter` behind `InferenceSlots`, with the deployment's input limits."""
+    """A `Segmenter` behind `InferenceSlots`; the segmenter carries the deployment's input limits."""
 
-    def __init__(
-        self, segmenter: Segmenter, slots: InferenceSlots, limits: Limits, *, default_threshold: float | None = None
-    ) -> None:
+    def __init__(self, segmenter: Segmenter, slots: InferenceSlots, *, default_threshold: float | None = None) -> None:
         self.segmenter = segmenter
         self.slots = slots
-        self.limits = limits
         self.default_threshold = default_threshold
+
+    @property
+    def limits(self) -> Limits:
+        """The input caps: the segmenter's, which `check`, `predict` and `statistics` apply alike."""
+        return Limits(self.segmenter.max_voxels, self.segmenter.max_decompressed_bytes)
 
     @classmethod
     def from_settings(
@@ -74,6 +73,7 @@ class SegmentationService:
             settings.model_revision,
             device=settings.device,
             max_voxels=settings.max_voxels,
+            max_decompressed_bytes=settings.max_decompressed_bytes,
             precision=settings.precision,
         )
         _apply_card_overrides(segmenter, settings)
@@ -83,8 +83,7 @@ class SegmentationService:
         except ParameterError as e:
             raise SettingsConflictError(str(e)) from e
         slots = InferenceSlots(settings.max_concurrency, settings.queue_size, observe_seconds=observe_seconds)
-        limits = Limits(settings.max_voxels, settings.max_decompressed_bytes)
-        return cls(segmenter, slots, limits, default_threshold=settings.default_threshold)
+        return cls(segmenter, slots, default_threshold=settings.default_threshold)
 
     def info(self) -> dict[str, Any]:
         """The model card plus id, revision, sha256 and device; classes always carry index, name and colour."""
@@ -107,12 +106,8 @@ class SegmentationService:
     def check(self, path: Path) -> None:
         """Validate format, dimensionality, voxel count and decompressed size from the header alone (quick: the
         data itself is verified when `predict` loads it)."""
-        inspect_volume(
-            path,
-            max_voxels=self.limits.max_voxels,
-            max_decompressed_bytes=self.limits.max_decompressed_bytes,
-            verify_data=False,
-        )
+        limits = self.limits
+        check_volume(path, max_voxels=limits.max_voxels, max_decompressed_bytes=limits.max_decompressed_bytes)
 
     def statistics(
         self, mask: Path, *, name: str, image: Path | None = None, image_name: str = "", num_classes: int | None = None
@@ -127,24 +122,15 @@ class SegmentationService:
                 lies on another grid, or `num_classes` does not exceed the highest label.
         """
         labels_volume = self._load(mask, name)
-        labels = mask_labels(labels_volume.data, name)
-        if num_classes is None and looks_like_an_image(labels):
-            raise InvalidVolumeError(
-                f"{name} looks like an image, not a label mask: {np.unique(labels).size} distinct values and "
-                "neighbouring voxels mostly differ; send as 'mask' an integer label mask such as /v1/predict returns "
-                "(if it is one, e.g. many small labelled objects, pass num_classes)"
-            )
-        highest = int(labels.max(initial=0))
         card = self.segmenter.card
-        if num_classes is not None and num_classes <= highest:
-            raise InvalidVolumeError(f"{name} holds labels up to {highest}: num_classes must be at least {highest + 1}")
-        count = num_classes or (card.num_classes if highest < card.num_classes else highest + 1)
-        if count > MAX_STATS_CLASSES:
+        read = label_masks(
+            [(name, labels_volume.data)], option="num_classes", num_classes=num_classes, names=card.class_names()
+        )
+        if read.num_classes > MAX_STATS_CLASSES:
             raise InvalidVolumeError(
-                f"{name}: {count} classes (labels 0 .. {count - 1}) are more than the {MAX_STATS_CLASSES} measured "
-                "per request"
+                f"{name}: {read.num_classes} classes (labels 0 .. {read.num_classes - 1}) are more than the "
+                f"{MAX_STATS_CLASSES} measured per request"
             )
-        names = [c.name for c in card.classes] if count == card.num_classes else None
         intensities = None
         if image is not None:
             under = self._load(image, image_name)
@@ -155,7 +141,11 @@ class SegmentationService:
                 )
             intensities = under.data
         measured = mask_statistics(
-            labels, labels_volume.affine, num_classes=max(count, 2), class_names=names, image=intensities
+            read.labels[0],
+            labels_volume.affine,
+            num_classes=read.num_classes,
+            class_names=read.names,
+            image=intensities,
         )
         return {"mask": name, "image": image_name if image is not None else None, **measured}
 
@@ -170,28 +160,21 @@ class SegmentationService:
     def predict(
         self, path: Path, *, name: str, options: PredictOptions, progress: Progress | None = None
     ) -> Prediction:
-        """Load and segment one file; call inside `slots.run` so the limits hold.
+        """Load and segment one file within the limits; call inside `slots.run` so the slots hold.
 
         Args:
             path: a .nii/.nii.gz file the server wrote (never a client-chosen path).
             name: display name for the summary and the output file names.
         """
-        started = time.perf_counter()
-        if progress is not None:
-            progress(0.0, "load")
-        volume = self._load(path, name)
-        load_ms = (time.perf_counter() - started) * 1000.0
-        prediction = self.segmenter.predict(
-            volume,
+        return self.segmenter.predict(
+            path,
+            name=name,
             tta=options.tta,
             mode=options.mode,
             threshold=options.threshold,
             probabilities=options.probabilities,
             progress=progress,
         )
-        # The segmenter was handed a loaded volume; the file read above is the real load stage.
-        prediction.timings_ms["load"] = prediction.timings_ms.get("load", 0.0) + load_ms
-        return prediction
 
 
 def _apply_card_overrides(segmenter: Segmenter, settings: Settings) -> None:

@@ -18,8 +18,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from unet3d.errors import UnreadableVolumeError, VolumeTooLargeError
-from unet3d.io import check_suffix
-from unet3d.validation import GZIP_MAGIC
+from unet3d.formats import check_suffix, nifti_suffix
 
 from .errors import MalformedUploadError
 
@@ -225,8 +224,6 @@ class _FileSink:
         for name, part in self.parts.items():
             path = part.path
             if not path.suffix:
-                with path.open("rb") as handle:
-                    gzipped = handle.read(2) == GZIP_MAGIC
-                path = path.rename(path.with_suffix(".nii.gz" if gzipped else ".nii"))
+                path = path.rename(path.with_suffix(nifti_suffix(path)))
             uploads[name] = Upload(path, part.filename, part.size)
         return uploads

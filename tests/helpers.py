@@ -1,5 +1,7 @@
 """Shared test helpers (plain module: every tests/*/conftest.py is imported under the one name `conftest`)."""
 
+import os
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -62,3 +64,50 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None, 
         image.header[key] = value
     nib.save(image, path)
     return path
+
+
+PROC_IO = Path("/proc/self/io")
+
+
+class FileReads:
+    """While the block runs: how often files whose name ends with `name` are opened for reading, and how many bytes
+    this process reads from storage (all its threads: an in-process server's too).
+
+    Opens are seen through a Python audit hook (PEP 578: every `open()`, nibabel's and gzip's included), bytes
+    through the kernel's count in /proc/self/io (`rchar`: what read() returned, whoever called it; Linux only).
+    """
+
+    _active: list["FileReads"] = []  # noqa: RUF012 (one hook for the process: audit hooks cannot be removed)
+    _hooked = False
+
+    def __init__(self, name: str) -> None:
+        self.name, self.opens, self.bytes = name, 0, 0
+
+    def __enter__(self) -> "FileReads":
+        if not FileReads._hooked:
+            sys.addaudithook(FileReads._audit)
+            FileReads._hooked = True
+        self._start = _bytes_read()
+        FileReads._active.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        FileReads._active.remove(self)
+        self.bytes = _bytes_read() - self._start
+
+    @staticmethod
+    def _audit(event: str, args: tuple) -> None:
+        if event != "open" or not FileReads._active or not isinstance(args[0], str | bytes | os.PathLike):
+            return
+        path, mode, flags = os.fsdecode(args[0]), args[1], args[2]
+        if (mode is None and flags & os.O_ACCMODE != os.O_RDONLY) or (isinstance(mode, str) and "r" not in mode):
+            return  # written, not read
+        for reads in FileReads._active:
+            reads.opens += path.endswith(reads.name)
+
+
+def _bytes_read() -> int:
+    for line in PROC_IO.read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no rchar in {PROC_IO}")

@@ -27,8 +27,8 @@ from unet3d.geometry import (
     to_canonical,
 )
 from unet3d.io import Volume, load_volume, stem_of
-from unet3d.metrics import label_problem
 from unet3d.shapes import Spacing3, shape3
+from unet3d.stats import label_problem
 
 from .augment import Subject
 

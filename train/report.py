@@ -56,6 +56,7 @@ def evaluate_model(
             reference,
             num_classes=card.num_classes,
             spacing_mm=image.spacing_mm,
+            affine=image.affine,
             class_names=card.class_names(),
         )
         rows.append(

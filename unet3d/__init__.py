@@ -5,6 +5,7 @@ from .errors import (
     CardError,
     InferenceError,
     InvalidVolumeError,
+    LabelMaskError,
     ModelLoadError,
     ParameterError,
     Unet3dError,
@@ -17,6 +18,7 @@ from .io import Volume, inspect_volume, load_volume, save_mask, volume_from_arra
 from .model import UNet3D
 from .prediction import Prediction
 from .segmenter import Segmenter
+from .stats import mask_statistics
 
 __version__ = "0.1.0"
 
@@ -25,6 +27,7 @@ __all__ = [
     "ClassInfo",
     "InferenceError",
     "InvalidVolumeError",
+    "LabelMaskError",
     "ModelCard",
     "ModelLoadError",
     "ModelSource",
@@ -41,6 +44,7 @@ __all__ = [
     "inspect_volume",
     "load_card",
     "load_volume",
+    "mask_statistics",
     "push_model",
     "resolve_source",
     "save_mask",

@@ -19,8 +19,9 @@ from .errors import ParameterError, Unet3dError
 from .geometry import same_grid
 from .hub import default_model, push_model, resolve_source
 from .io import load_volume, stem_of
-from .metrics import evaluate, looks_like_an_image, mask_labels, mask_statistics
+from .metrics import evaluate
 from .options import MODES
+from .stats import LabelMasks, label_masks, mask_statistics
 
 logger = logging.getLogger("unet3d")
 
@@ -236,11 +237,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise _usage(
             f"prediction {pred.shape} and reference {ref.shape} are not on the same voxel grid (shape and affine)"
         )
-    # An explicit --num-classes also vouches that the files are masks, whatever they look like
-    vouched = args.num_classes is not None
-    p, r = _labels(pred.data, args.prediction, vouched), _labels(ref.data, args.reference, vouched)
-    names, num_classes = _classes(args, (p, args.prediction), (r, args.reference))
-    metrics = evaluate(p, r, num_classes=num_classes, spacing_mm=ref.spacing_mm, class_names=names)
+    read = _label_masks(args, (args.prediction, pred.data), (args.reference, ref.data))
+    p, r = read.labels
+    metrics = evaluate(
+        p, r, num_classes=read.num_classes, spacing_mm=ref.spacing_mm, affine=ref.affine, class_names=read.names
+    )
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -256,10 +257,13 @@ def _stats(args: argparse.Namespace) -> int:
             f"image {image.shape} and mask {mask.shape} are not on the same voxel grid (shape and affine): give "
             "--image the volume the mask was made from"
         )
-    labels = _labels(mask.data, args.mask, vouched=args.num_classes is not None)
-    names, num_classes = _classes(args, (labels, args.mask))
+    read = _label_masks(args, (args.mask, mask.data))
     measured = mask_statistics(
-        labels, mask.affine, num_classes=num_classes, class_names=names, image=image.data if image else None
+        read.labels[0],
+        mask.affine,
+        num_classes=read.num_classes,
+        class_names=read.names,
+        image=image.data if image else None,
     )
     if args.json:
         print(json.dumps({"mask": args.mask, "image": args.image, **measured}))
@@ -293,39 +297,14 @@ def _mm(value: float) -> str:
     return "0.0" if shown == "-0.0" else shown
 
 
-def _labels(data: np.ndarray, path: str, vouched: bool) -> np.ndarray:
-    """The labels of a mask that `load_volume` read as float32; refuses what is not a label mask."""
-    labels = mask_labels(data, path)
-    if not vouched and looks_like_an_image(labels):
-        raise _usage(
-            f"{path} looks like an image, not a label mask: {np.unique(labels).size} distinct values and "
-            "neighbouring voxels mostly differ; expected an integer label mask such as `unet3d predict` writes "
-            "(if it is one, e.g. many small labelled objects, pass --num-classes)"
-        )
-    return labels
-
-
-def _classes(args: argparse.Namespace, *masks: tuple[np.ndarray, str]) -> tuple[list[str] | None, int]:
-    """The class names (`--model`'s card, else None) and the class count for these masks."""
+def _label_masks(args: argparse.Namespace, *masks: tuple[str, np.ndarray]) -> LabelMasks:
+    """The masks' labels and classes: --num-classes, else --model's card, else the highest label + 1."""
     names = _class_names(args.model, args.revision) if args.model else None
-    if names and args.num_classes not in (None, len(names)):
-        raise _usage(f"--num-classes {args.num_classes} contradicts the {len(names)} classes of model '{args.model}'")
-    return names, _num_classes(len(names) if names else args.num_classes, *masks, model=args.model)
+    return label_masks(masks, option="--num-classes", num_classes=args.num_classes, names=names, model=args.model)
 
 
 def _class_names(model: str, revision: str | None) -> list[str]:
     return [c.name for c in load_card(resolve_source(model, revision).directory / "model.yaml").classes]
-
-
-def _num_classes(requested: int | None, *masks: tuple[np.ndarray, str], model: str | None = None) -> int:
-    """`--num-classes` (or the `model`'s class count), else the highest label + 1; at least 2."""
-    highest, path = max((int(labels.max()), path) for labels, path in masks)
-    if requested is not None and requested <= highest:
-        present = f"labels up to {highest} are present (in {path})"
-        if model:
-            raise _usage(f"{present}, but model '{model}' has {requested} classes: is it that model's mask?")
-        raise _usage(f"{present}, so --num-classes must be at least {highest + 1}, got {requested}")
-    return max(requested or highest + 1, 2)
 
 
 def _print_metrics(metrics: dict[str, Any]) -> None:

@@ -11,6 +11,10 @@ class InvalidVolumeError(Unet3dError, ValueError):
     """The input is NIfTI, but its content cannot be segmented (dimensions, dtype, values)."""
 
 
+class LabelMaskError(InvalidVolumeError):
+    """A file given as a label mask is not one (an image, probabilities), or its labels do not fit its classes."""
+
+
 class UnreadableVolumeError(Unet3dError, ValueError):
     """The input file is corrupt, truncated or not parseable as NIfTI."""
 

@@ -1,8 +1,8 @@
-"""NIfTI I/O: header checks before any data is read, float32 loading, masks written on the input's exact grid."""
+"""Volumes in and out: `load_volume` (the one entry point from a path to a `Volume`), masks written on the input's
+exact grid. Reading a NIfTI file itself is `unet3d.nifti`'s one pass."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,22 +10,11 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from .errors import InvalidVolumeError, UnreadableVolumeError, UnsupportedFormatError, VolumeTooLargeError
-from .memory import describe, require_memory
-from .metrics import label_problem
-from .planning import load_bytes
+from .errors import InvalidVolumeError, UnsupportedFormatError
+from .formats import NIFTI_SUFFIXES
+from .nifti import NiftiHeader, NiftiImage, check_header, check_nifti, open_nifti, read_nifti
 from .shapes import Shape3, Spacing3
-from .validation import (
-    READ_ERRORS,
-    NiftiHeader,
-    check_file_size,
-    check_header,
-    other_format,
-    reason_for,
-    sniff_header,
-)
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
+from .stats import label_problem, voxel_volume_ml
 
 
 @dataclass
@@ -64,8 +53,8 @@ class Volume:
 
     @property
     def voxel_volume_ml(self) -> float:
-        """The volume of one voxel in millilitres (from the affine's determinant)."""
-        return float(abs(np.linalg.det(self.affine[:3, :3])) / 1000.0)
+        """The volume of one voxel in millilitres (from the affine's determinant: `unet3d.stats.voxel_volume_ml`)."""
+        return voxel_volume_ml(self.affine)
 
     @property
     def orientation(self) -> str:
@@ -97,23 +86,13 @@ def stem_of(name: str) -> str:
     return base or "volume"
 
 
-def check_suffix(name: str) -> None:
-    """Raise `UnsupportedFormatError` unless `name` ends in .nii or .nii.gz."""
-    if not name.lower().endswith(NIFTI_SUFFIXES):
-        base = name.replace("\\", "/").rsplit("/", 1)[-1]
-        shown = base if len(base) <= 60 else f"{base[:57]}…"
-        known = other_format(name=base)
-        advice = f"; it looks like {known}" if known else ""
-        raise UnsupportedFormatError(f"'{shown}' is not a NIfTI file: expected a .nii or .nii.gz file{advice}")
-
-
 def inspect_volume(
     path: str | Path,
     *,
     max_voxels: int | None = None,
     max_decompressed_bytes: int | None = None,
     verify_data: bool = True,
-) -> nib.Nifti1Image | nib.Nifti2Image:
+) -> NiftiImage:
     """Open a NIfTI file lazily and validate it; no voxel data is kept.
 
     A .gz file is inflated once, in 1 MiB chunks, to check that it holds the data its header declares and that its
@@ -126,41 +105,18 @@ def inspect_volume(
         InvalidVolumeError: wrong dimensionality, empty axes or an unsupported data type.
         VolumeTooLargeError: more voxels or decompressed bytes than the caps allow.
     """
-    image, _ = _open_checked(Path(path), max_voxels, max_decompressed_bytes, verify_data=verify_data, keep=False)
-    return image
+    return open_nifti(
+        Path(path), max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes, verify_data=verify_data
+    )
 
 
-def _open_checked(
-    path: Path, max_voxels: int | None, max_decompressed_bytes: int | None, *, verify_data: bool, keep: bool
-) -> tuple[nib.Nifti1Image | nib.Nifti2Image, bytearray | None]:
-    """The lazily opened image and, with `keep`, a .gz file's inflated bytes (see `check_file_size`)."""
-    check_suffix(path.name)
-    sniff_header(path)
-    try:
-        image = nib.load(path)
-    except READ_ERRORS as e:
-        raise UnreadableVolumeError(f"cannot read the NIfTI header: {reason_for(e)}; is the file complete?") from e
-    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
-        raise UnsupportedFormatError("not a single-file NIfTI image: convert it to .nii or .nii.gz")
-    # The data offset lives in the proxy: nibabel zeroes vox_offset in the image's copy of the header.
-    offset = int(image.dataobj.offset)  # type: ignore[attr-defined]
-    check_header(image.header, offset, max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes)
-    if keep:  # the caller reads the voxels next: refuse now what could not fit, before the kernel kills the process
-        _require_memory_to_read(path, image.header, offset, max_decompressed_bytes)
-    inflated = check_file_size(path, image.header, offset, max_decompressed_bytes, keep=keep) if verify_data else None
-    return image, inflated
+def check_volume(path: str | Path, *, max_voxels: int | None = None, max_decompressed_bytes: int | None = None) -> None:
+    """Refuse, from its header alone, a file `load_volume` would refuse for its format, shape, type or size.
 
-
-def _require_memory_to_read(path: Path, header: NiftiHeader, offset: int, max_decompressed_bytes: int | None) -> None:
-    shape = tuple(int(n) for n in header.get_data_shape()[:3])
-    stored = header.get_data_dtype()
-    try:
-        require_memory(load_bytes(math.prod(shape), stored.itemsize), f"reading {describe(shape)} of {stored}")
-    except VolumeTooLargeError:
-        # A header alone can declare anything: a truncated or corrupt file says so rather than asking for memory.
-        # Streamed without keeping the bytes, so this costs time, not memory, and only on the way to a refusal.
-        check_file_size(path, header, offset, max_decompressed_bytes)
-        raise
+    A quick check before work is queued (the header is read, nothing more); `load_volume` checks it all again, and
+    the data, as it reads it. Raises as `inspect_volume`.
+    """
+    check_nifti(Path(path), max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes, verify_data=False)
 
 
 def load_volume(
@@ -172,7 +128,7 @@ def load_volume(
 ) -> Volume:
     """Read a .nii/.nii.gz (NIfTI-1 or -2) as float32, validating the header before the data.
 
-    A .gz file is inflated exactly once: the pass that checks its size and checksum keeps the bytes it inflated.
+    The file is read in one pass (`unet3d.nifti.read_nifti`): a .gz file is inflated exactly once.
 
     Args:
         path: the file to read.
@@ -182,45 +138,12 @@ def load_volume(
 
     Returns:
         The volume in its stored voxel order, never reoriented.
+
+    Raises:
+        Unet3dError: as `inspect_volume`, and InvalidVolumeError for NaN or infinite voxels.
     """
-    image, inflated = _open_checked(Path(path), max_voxels, max_decompressed_bytes, verify_data=True, keep=True)
-    header = image.header.copy()
-    proxy: Any = image.dataobj  # nibabel's ArrayProxy (typed as ArrayLike)
-    try:
-        if inflated is None:
-            raw = np.asarray(proxy.get_unscaled())
-        else:  # what nibabel's proxy would read, without inflating the file again (NIfTI stores voxels Fortran-order)
-            raw = np.ndarray(proxy.shape, proxy.dtype, buffer=inflated, offset=int(proxy.offset), order="F")
-    except READ_ERRORS as e:
-        raise UnreadableVolumeError(f"cannot read the voxel data: {reason_for(e)}; is the file truncated?") from e
-    except MemoryError as e:
-        shape = header.get_data_shape()
-        raise VolumeTooLargeError(f"not enough memory to read a volume of shape {tuple(shape)}") from e
-    # nibabel moves scl_slope/scl_inter from the header to the proxy (0 or NaN slope → 1, 0: unscaled).
-    data = _to_float32(raw, float(proxy.slope), float(proxy.inter)).reshape(header.get_data_shape()[:3])
-    del raw, inflated  # the float32 copy is all that is kept
-    bad = data.size - int(np.count_nonzero(np.isfinite(data)))
-    if bad:
-        raise InvalidVolumeError(
-            f"{bad} voxels are NaN or infinite: replace them (e.g. with the background value) and retry"
-        )
-    return Volume(
-        data=data,
-        affine=image.affine.copy(),
-        header=header,
-        stored_shape=tuple(int(n) for n in header.get_data_shape()),
-        name=name or Path(path).name,
-    )
-
-
-def _to_float32(raw: np.ndarray, slope: float, inter: float) -> np.ndarray:
-    # Scale in float32 ourselves: nibabel's get_fdata would build a float64 copy of the volume first.
-    data = raw.astype(np.float32, copy=True)
-    if slope != 1.0:
-        data *= np.float32(slope)
-    if inter != 0.0:
-        data += np.float32(inter)
-    return data
+    read = read_nifti(Path(path), max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes)
+    return Volume(read.data, read.affine, read.header, read.stored_shape, name or Path(path).name)
 
 
 def volume_from_array(

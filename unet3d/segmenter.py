@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,6 +49,7 @@ class Segmenter:
         device: str | torch.device = "auto",
         precision: Precision = "auto",
         max_voxels: int | None = None,
+        max_decompressed_bytes: int | None = None,
     ) -> None:
         card.check_network(model.num_classes, model.in_channels, model.pad_multiple)
         self.precision: Precision = check_choice(precision, PRECISIONS, "precision")
@@ -57,7 +58,8 @@ class Segmenter:
         self.network = prepare_network(model, self.device)
         self.card = card
         self.source = source
-        self.max_voxels = max_voxels
+        self.max_voxels = max_voxels  # caps on the inputs `predict` reads (a service's upload limits)
+        self.max_decompressed_bytes = max_decompressed_bytes
 
     @classmethod
     def from_pretrained(
@@ -76,7 +78,8 @@ class Segmenter:
             revision: branch, tag or commit sha for Hub sources.
             device: "auto", "cpu", "cuda" or "cuda:N".
             token: Hub token for private repos (default: HF_TOKEN).
-            **options: forwarded to `Segmenter(...)` (precision, max_voxels).
+            **options: forwarded to `Segmenter(...)`: precision, and the input caps max_voxels (any input) and
+                max_decompressed_bytes (a file's data, as `load_volume` applies them).
         """
         resolved = resolve_source(source, revision, token=token)
         model = load_unet(resolved)
@@ -98,6 +101,7 @@ class Segmenter:
         threshold: float | None = None,
         patch_size: int | Shape3 | None = None,
         overlap: float | None = None,
+        name: str | None = None,
     ) -> Prediction:
         """Segment one volume; the mask is on the input's voxel grid, whatever its orientation.
 
@@ -112,6 +116,8 @@ class Segmenter:
             threshold: foreground probability cut-off, binary models only, in (0, 1).
             patch_size: sliding-window size, one int (a cube) or three, multiples of the card's pad_to_multiple.
             overlap: sliding-window overlap in [0, 1).
+            name: the input's display name for the summary and output names (default: the file's, or the
+                Volume's); e.g. an uploaded file's own name when `volume` is the server's copy of it.
 
         Raises:
             ParameterError: an option is out of range or of the wrong type.
@@ -120,7 +126,7 @@ class Segmenter:
         report = _Reporter(progress)
         options = self._options(mode, threshold, patch_size, overlap, tta=tta, probabilities=probabilities)
         report("load", 0.0)
-        vol = self._load(volume)
+        vol = self._load(volume, name)
         report("preprocess", 0.0)
         prepared = prepare(vol, self.card)
         report("infer", 0.0)
@@ -142,13 +148,13 @@ class Segmenter:
         window, fraction = check_window(mode, patch_size, overlap, self.card.input.pad_to_multiple)
         return _Options(mode, resolved, window, fraction, tta, probabilities)
 
-    def _load(self, volume: VolumeInput) -> Volume:
-        if isinstance(volume, Volume):
-            return volume
+    def _load(self, volume: VolumeInput, name: str | None) -> Volume:
         if isinstance(volume, np.ndarray):
             if volume.ndim == 4 and volume.shape[3] == 1:  # one frame, as a 4D file with one volume is read
                 volume = volume[..., 0]
-            return volume_from_array(volume, max_voxels=self.max_voxels)
+            volume = volume_from_array(volume, max_voxels=self.max_voxels)
+        if isinstance(volume, Volume):
+            return volume if name is None else replace(volume, name=name)
         if not isinstance(volume, str | Path):
             raise ParameterError(
                 f"predict takes a .nii/.nii.gz path, a Volume or a numpy array, got {type(volume).__name__}: "
@@ -156,7 +162,9 @@ class Segmenter:
             )
         if not Path(volume).exists():
             raise UnreadableVolumeError(f"no such file: '{volume}'")
-        return load_volume(volume, max_voxels=self.max_voxels)
+        return load_volume(
+            volume, max_voxels=self.max_voxels, max_decompressed_bytes=self.max_decompressed_bytes, name=name
+        )
 
     def _plan(self, prepared: Prepared, options: _Options) -> InferencePlan:
         spec = self.card.inference

@@ -29,7 +29,7 @@ from starlette.testclient import TestClient
 
 from api.limits import InferenceSlots
 from api.main import create_app
-from api.service import Limits, SegmentationService
+from api.service import SegmentationService
 from unet3d import Segmenter, UNet3D
 from unet3d.card import load_card
 from unet3d.hub import load_unet, resolve_source
@@ -139,8 +139,10 @@ class OutOfMemoryAbove(UNet3D):
 
 def service_for(model: UNet3D, model_dir: Path) -> SegmentationService:
     source = resolve_source(model_dir)
-    segmenter = Segmenter(model, load_card(model_dir / "model.yaml"), source, device="cpu", precision="fp32")
-    return SegmentationService(segmenter, InferenceSlots(1, 2), Limits(max_voxels=10**6, max_decompressed_bytes=2**26))
+    card = load_card(model_dir / "model.yaml")
+    caps = {"max_voxels": 10**6, "max_decompressed_bytes": 2**26}
+    segmenter = Segmenter(model, card, source, device="cpu", precision="fp32", **caps)
+    return SegmentationService(segmenter, InferenceSlots(1, 2))
 
 
 def predict_over_http(service: SegmentationService, volume: bytes, **params: str) -> httpx.Response:

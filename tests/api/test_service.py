@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
-from helpers import BINARY_CARD, write_tiny_model
+import gzip
 
+import nibabel as nib
+import numpy as np
+import pytest
+from helpers import BINARY_CARD, PROC_IO, FileReads, write_tiny_model
+from starlette.testclient import TestClient
+
+from api.main import create_app
 from api.service import SegmentationService
 from api.settings import Settings
 from unet3d.errors import ModelLoadError, VolumeTooLargeError
@@ -67,3 +73,22 @@ def test_predict_reports_the_display_name_and_the_real_load_time(tiny_model_dir,
     assert summary["filename"] == "patient 7.nii.gz"
     assert summary["timings_ms"]["load"] > 0
     assert prediction.mask.shape == (24, 20, 16)
+
+
+@pytest.mark.skipif(not PROC_IO.exists(), reason="counts the bytes read in /proc/self/io (Linux)")
+def test_one_predict_request_inflates_the_upload_once(tiny_model_dir):
+    app = create_app()
+    app.state.service = SegmentationService.from_settings(settings_for(tiny_model_dir))
+    noise = np.random.default_rng(0).integers(-(2**15), 2**15, (96, 96, 64), dtype=np.int16)  # gzip cannot shrink it
+    payload = gzip.compress(nib.Nifti1Image(noise, np.eye(4)).to_bytes(), compresslevel=1)
+    client = TestClient(app)
+    files = {"file": ("t1.nii.gz", payload, "application/gzip")}
+    assert client.post("/v1/predict", files=files).status_code == 200  # the first request imports what it needs
+    with FileReads("/file.nii.gz") as reads:  # the server's own name for the upload
+        response = client.post("/v1/predict", files=files)
+    assert response.status_code == 200, response.text
+    assert response.json()["timings_ms"]["load"] > 0
+    # Opened twice: the header check before the inference queue, then the one pass that checks and loads it all;
+    # its bytes are read once (plus the first block the header check inflates), never again by nibabel.
+    assert reads.opens == 2
+    assert len(payload) <= reads.bytes < 1.1 * len(payload)

@@ -144,7 +144,7 @@ def test_evaluate_refuses_num_classes_below_the_highest_label(tmp_path):
     pred, gt = _cube_masks(tmp_path)
     result = _run("evaluate", str(pred), str(gt), "--num-classes", "2")
     assert result.returncode == 1 and result.stdout == ""
-    assert "labels up to 2 are present" in result.stderr and "--num-classes must be at least 3" in result.stderr
+    assert f"{pred} holds labels up to 2: --num-classes must be at least 3, got 2" in result.stderr
 
 
 def test_evaluate_names_the_classes_after_a_model_card(tmp_path, tiny_model_dir, capsys):
@@ -162,7 +162,7 @@ def test_evaluate_with_a_model_refuses_labels_it_does_not_have(tmp_path, tiny_mo
     labels[2:6, 2:6, 2:6] = 5
     mask = write_nifti(tmp_path / "other.nii.gz", labels)
     assert main(["evaluate", str(mask), str(mask), "--model", str(tiny_model_dir)]) == 1
-    expected = f"labels up to 5 are present (in {mask}), but model '{tiny_model_dir}' has 3 classes"
+    expected = f"{mask} holds labels up to 5, but model '{tiny_model_dir}' has 3 classes"
     assert expected in capsys.readouterr().err
     assert main(["evaluate", str(mask), str(mask), "--model", str(tiny_model_dir), "--num-classes", "6"]) == 1
     assert "--num-classes 6 contradicts the 3 classes of model" in capsys.readouterr().err
@@ -281,3 +281,16 @@ def test_stats_refuse_inputs_that_cannot_be_measured_together(tmp_path, image_af
     result = _run(*arguments)
     assert result.returncode == 1 and result.stdout == "" and result.stderr.count("\n") == 1
     assert fragment in result.stderr
+
+
+def test_evaluate_and_stats_give_one_volume_on_a_sheared_grid(tmp_path, capsys):
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[2:6, 2:6, 2:6] = 1  # 64 voxels
+    sheared = np.diag([2.0, 1.0, 1.0, 1.0])
+    sheared[0, 1] = 1.0  # voxel edges of 2 and 1.41 mm, but 2 mm³ a voxel: the zoom product said 2.83
+    mask = write_nifti(tmp_path / "mask.nii.gz", labels, sheared, sform_code=2)
+    assert main(["stats", str(mask), "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)["classes"][1]["volume_ml"]
+    assert main(["evaluate", str(mask), str(mask), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)["classes"][1]
+    assert measured == scored["volume_ml_pred"] == scored["volume_ml_ref"] == pytest.approx(64 * 0.002)

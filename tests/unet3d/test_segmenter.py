@@ -1,14 +1,16 @@
 import dataclasses
+import gzip
 import json
 import shutil
 
+import nibabel as nib
 import numpy as np
 import pytest
 import yaml
 from helpers import BINARY_CARD, TINY_CARD, sphere_volume, write_nifti, write_tiny_model
 
 from unet3d import ModelLoadError, Segmenter, load_volume, volume_from_array
-from unet3d.errors import CardError, InvalidVolumeError, ParameterError, UnreadableVolumeError
+from unet3d.errors import CardError, InvalidVolumeError, ParameterError, UnreadableVolumeError, VolumeTooLargeError
 
 SUMMARY_FIELDS = {
     "filename",
@@ -142,6 +144,25 @@ def test_one_patch_size_means_a_cube_and_arrays_take_a_geometry(segmenter, volum
 def test_inputs_that_are_not_volumes_are_named(segmenter, given, error, message):
     with pytest.raises(error, match=message):
         segmenter.predict(given)
+
+
+def test_the_caps_given_at_load_apply_to_every_input_and_a_display_name_replaces_the_files(
+    tiny_model_dir, volume_path, tmp_path
+):
+    capped = Segmenter.from_pretrained(tiny_model_dir, device="cpu", max_voxels=8000, max_decompressed_bytes=40_000)
+    many = write_nifti(tmp_path / "many.nii.gz", np.zeros((24, 24, 24), np.uint8))  # 13824 voxels in 14 kB
+    with pytest.raises(VolumeTooLargeError, match=r"volume has 13824 voxels \(24×24×24\), more than the limit of 8000"):
+        capped.predict(many)
+    data = np.zeros((16, 16, 16), np.uint8)  # 4 kB of voxels, followed by 64 kB of zeros inside the stream
+    padded = tmp_path / "padded.nii.gz"
+    padded.write_bytes(gzip.compress(nib.Nifti1Image(data, np.eye(4)).to_bytes() + bytes(64_000)))
+    with pytest.raises(VolumeTooLargeError, match="the file inflates to more than the limit"):
+        capped.predict(padded)
+    with pytest.raises(VolumeTooLargeError, match="more than the limit of 8000"):
+        capped.predict(sphere_volume((24, 24, 24)))
+    named = capped.predict(volume_path, name="patient 7.nii.gz")  # 7680 float32 voxels: within both caps
+    assert named.summary()["filename"] == "patient 7.nii.gz" and named.summary()["timings_ms"]["load"] > 0
+    assert capped.predict(load_volume(volume_path), name="a.nii.gz").volume.name == "a.nii.gz"
 
 
 def test_bad_construction_options_are_refused(tiny_model_dir):
