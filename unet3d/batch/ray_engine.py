@@ -28,6 +28,9 @@ from .runner import PredictOptions, describe_error
 
 logger = logging.getLogger(__name__)
 Row = dict[str, Any]
+# Ray Data warns about two choices made here on purpose: its own progress bars are off (the CLI draws one for the
+# cohort), and stages hand each other Python objects (volumes, predictions), pickled by Ray instead of Arrow columns.
+_EXPECTED_WARNINGS = ("ray.data._internal.progress", "ray.data._internal.tensor_extensions.arrow")
 
 
 class RayEngine:
@@ -78,8 +81,12 @@ class RayEngine:
         import ray.data
 
         context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # the CLI draws one bar for the cohort
+        context.enable_progress_bars = False
         context.print_on_execution_start = False
+        _quiet()
+        for handler in logging.getLogger("ray.data").handlers:  # its log file in the Ray session keeps the INFO
+            if isinstance(handler, logging.StreamHandler):
+                handler.setLevel(logging.WARNING)
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0)) if self.device != "cpu" else 0
         if self.device.startswith("cuda") and not gpus:
@@ -137,6 +144,7 @@ def _case_row(case: Case) -> Row:
 
 def _read(row: Row) -> Row:
     """Stage 1 (a CPU task): read the volume."""
+    _quiet()
     started = time.perf_counter()
     try:
         row["payload"] = load_volume(row["input"])
@@ -151,6 +159,7 @@ class _Segment:
     def __init__(self, load: dict[str, str | None], device: str, options: PredictOptions) -> None:
         from ..segmenter import Segmenter
 
+        _quiet()
         self.segmenter = Segmenter.from_pretrained(str(load["location"]), load["revision"], device=device)
         self.segmenter.source = replace(self.segmenter.source, id=str(load["id"]))
         self.options = options
@@ -192,6 +201,11 @@ def _write(row: Row) -> Row:
     except Exception as e:
         row["error"] = describe_error(e)
     return _timed(row, started)
+
+
+def _quiet() -> None:
+    for name in _EXPECTED_WARNINGS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _timed(row: Row, started: float) -> Row:
