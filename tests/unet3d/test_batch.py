@@ -316,3 +316,16 @@ def test_masks_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         save_mask(np.zeros(volume.shape, np.uint8), volume, target)
     assert target.read_bytes() == old and sorted(os.listdir(tmp_path)) == ["m_mask.nii.gz"]
+
+
+def test_with_probabilities_a_case_is_complete_only_with_both_files(tiny_model_dir, tmp_path):
+    _cohort(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    run = [str(tmp_path / "in"), "-o", str(out), "--probabilities"]
+    assert _predict(*run, model=tiny_model_dir) == 0
+    assert _predict(*run, model=tiny_model_dir) == 0
+    assert set(_status(out / "results.csv").values()) == {"skipped"}
+    (out / "case01_probabilities.nii.gz").unlink()
+    assert _predict(*run, model=tiny_model_dir) == 0
+    assert _status(out / "results.csv") == {"case00": "skipped", "case01": "ok"}
+    assert nib.load(out / "case01_probabilities.nii.gz").shape == (24, 20, 16, 3)

@@ -16,6 +16,7 @@ from ..errors import ParameterError, Unet3dError
 from ..hub import ModelSource
 from ..io import GRID_TOLERANCE_MM, MASK_DESCRIPTION, PROBABILITIES_DESCRIPTION, inspect_volume, load_volume
 from ..prediction import Prediction
+from ..validation import READ_ERRORS, check_file_size
 from .inputs import Case
 from .manifest import Outcome, class_column
 
@@ -32,8 +33,8 @@ def is_complete(case: Case) -> bool:
     try:
         source = inspect_volume(case.input, verify_data=False)
         mask = inspect_volume(case.output)
-        probabilities = inspect_volume(case.probabilities) if case.probabilities else None
-    except Unet3dError:
+        probabilities = _open_whole(case.probabilities) if case.probabilities else None
+    except (Unet3dError, *READ_ERRORS):
         return False
     if not (_written_as(mask, MASK_DESCRIPTION) and mask.shape == source.shape and _same_affine(mask, source)):
         return False
@@ -44,6 +45,13 @@ def is_complete(case: Case) -> bool:
         and probabilities.shape[:3] == source.shape[:3]
         and _same_affine(probabilities, source)
     )
+
+
+def _open_whole(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
+    """A 4D probabilities file (which `inspect_volume`, for 3D inputs, refuses), with its data read through."""
+    image = nib.load(path)
+    check_file_size(path, image.header, int(image.dataobj.offset), None)  # type: ignore[attr-defined,arg-type]
+    return image  # type: ignore[return-value]
 
 
 def _written_as(image: nib.Nifti1Image | nib.Nifti2Image, description: bytes) -> bool:
