@@ -71,7 +71,7 @@ def _predict_cohort(args: argparse.Namespace, sources: Sequence[Source], folder:
             "redoes them)",
             file=sys.stderr,
         )
-    bar = tqdm(total=len(batch.todo), desc="cases", unit="case", file=sys.stderr, disable=len(batch.todo) < 2)
+    bar = tqdm(total=batch.remaining, desc="cases", unit="case", file=sys.stderr, disable=batch.remaining < 2)
     with bar:
         report = run_batch(batch, engine.outcomes(batch.todo), _case_reporter(bar, json_lines=args.json))
     if report.failed:

@@ -329,3 +329,14 @@ def test_with_probabilities_a_case_is_complete_only_with_both_files(tiny_model_d
     assert _predict(*run, model=tiny_model_dir) == 0
     assert _status(out / "results.csv") == {"case00": "skipped", "case01": "ok"}
     assert nib.load(out / "case01_probabilities.nii.gz").shape == (24, 20, 16, 3)
+
+
+def test_a_listed_file_that_does_not_exist_is_a_failed_row_not_the_end_of_the_run(tiny_model_dir, tmp_path, capsys):
+    inputs = _cohort(tmp_path / "in", 1)
+    listing = tmp_path / "cases.txt"
+    listing.write_text(f"{inputs[0]}\nin/ghost.nii.gz\n", encoding="utf-8")
+    assert _predict(str(listing), "-o", str(tmp_path / "out"), model=tiny_model_dir) == 1
+    rows = {row["case"]: row for row in _rows(tmp_path / "out" / "results.csv")}
+    assert rows["case00"]["status"] == "ok" and rows["ghost"]["status"] == "failed"
+    assert rows["ghost"]["error"] == f"no such file: '{tmp_path / 'in' / 'ghost.nii.gz'}'"
+    assert "1 of 2 cases failed" in capsys.readouterr().err

@@ -61,20 +61,24 @@ def test_a_ray_run_writes_the_same_masks_and_rows_as_a_local_run_and_resumes_ali
     for k in range(4):
         write_nifti(inputs / f"case{k}.nii.gz", sphere_volume((28, 24, 20), seed=k))
     (inputs / "broken.nii.gz").write_bytes((inputs / "case0.nii.gz").read_bytes()[:-150])
+    listing = tmp_path / "cohort.csv"
+    names = [p.name for p in sorted(inputs.iterdir())] + ["ghost.nii.gz"]  # the last one does not exist
+    listing.write_text("input\n" + "".join(f"in/{name}\n" for name in names), encoding="utf-8")
     local, on_ray = tmp_path / "local", tmp_path / "ray"
     model = ["--model", str(tiny_model_dir), "--probabilities"]
-    assert main(["predict", str(inputs), "-o", str(local), *model]) == 1
+    assert main(["predict", str(listing), "-o", str(local), *model]) == 1
 
-    command = [sys.executable, "-m", "unet3d.cli", "predict", str(inputs), "-o", str(on_ray), *model]
-    command += ["--engine", "ray", "--ray-address", ray_address]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=400)
+    command = [sys.executable, "-m", "unet3d.cli", "predict", str(listing), "-o", str(on_ray), *model]
+    command += ["--engine", "ray"]
+    first = subprocess.run([*command, "--ray-address", ray_address], capture_output=True, text=True, timeout=400)
     assert first.returncode == 1, first.stderr
-    assert "1 of 5 cases failed" in first.stderr and "Traceback" not in first.stderr
+    assert "2 of 6 cases failed" in first.stderr and "Traceback" not in first.stderr
 
     expected = _comparable(_rows(local / "results.csv"), local)
     assert _comparable(_rows(on_ray / "results.csv"), on_ray) == expected
     assert {case: row["status"] for case, row in expected.items()} == {
         "broken": "failed",
+        "ghost": "failed",
         **{f"case{k}": "ok" for k in range(4)},
     }
     written = sorted(p.name for p in local.glob("*.nii.gz"))
@@ -82,8 +86,10 @@ def test_a_ray_run_writes_the_same_masks_and_rows_as_a_local_run_and_resumes_ali
     for name in written:  # the same bytes: mask data, header and the deterministic gzip stream
         assert (on_ray / name).read_bytes() == (local / name).read_bytes(), name
 
-    again = subprocess.run(command, capture_output=True, text=True, timeout=400)
+    # The same command again, joining the cluster through RAY_ADDRESS (as under `ray job submit` or a RayJob)
+    joined = {**os.environ, "RAY_ADDRESS": ray_address}
+    again = subprocess.run(command, capture_output=True, text=True, timeout=400, env=joined)
     assert again.returncode == 1, again.stderr
     statuses = {row["case"]: row["status"] for row in _rows(on_ray / "results.csv")}
-    assert statuses == {"broken": "failed", **{f"case{k}": "skipped" for k in range(4)}}
+    assert statuses == {"broken": "failed", "ghost": "failed", **{f"case{k}": "skipped" for k in range(4)}}
     assert not list(on_ray.glob("*.tmp-*"))

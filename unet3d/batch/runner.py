@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -45,14 +46,21 @@ class Engine(Protocol):
 
 @dataclass
 class Batch:
-    """A planned run: what is already done (skipped) and what is left (`todo`), and where the rows go."""
+    """A planned run: what is already done (`skipped`), the inputs that do not exist (`missing`, failed before any
+    engine sees them, so every engine reports them alike), what is left (`todo`), and where the rows go."""
 
     folder: Path
     manifest: Path
     columns: list[str]
     skipped: list[Outcome]
+    missing: list[Outcome]
     todo: list[Case]
     shard: tuple[int, int]
+
+    @property
+    def remaining(self) -> int:
+        """The cases this run still reports: the missing ones and those left to segment."""
+        return len(self.missing) + len(self.todo)
 
 
 @dataclass
@@ -83,15 +91,21 @@ def prepare_batch(
     check_same_model(done, previous, engine.model)
     skipped = [skipped_outcome(case, previous.get(case.case), engine.card) for case in done]
     finished = {case.case for case in done}
-    todo = [case for case in cases if case.case not in finished]
+    left = [case for case in cases if case.case not in finished]
+    missing = [_missing(case, engine.model) for case in left if not case.input.exists()]
+    todo = [case for case in left if case.input.exists()]
     columns = manifest_columns([c.name for c in engine.card.classes])
-    return Batch(folder, manifest, columns, skipped, todo, shard)
+    return Batch(folder, manifest, columns, skipped, missing, todo, shard)
+
+
+def _missing(case: Case, model: dict[str, str]) -> Outcome:
+    return Outcome(case, "failed", error=f"no such file: '{case.input}'", model=model)
 
 
 def run_batch(
     batch: Batch, outcomes: Iterable[Outcome], report: Callable[[Outcome], None] | None = None
 ) -> BatchReport:
-    """Record the skipped cases, then each outcome as it arrives (the file is synced after every row).
+    """Record the skipped cases, the missing ones, then each outcome as it arrives (synced after every row).
 
     Args:
         batch: from `prepare_batch`.
@@ -104,7 +118,7 @@ def run_batch(
     counts = {"ok": 0, "failed": 0, "skipped": len(batch.skipped)}
     first = [outcome_row(outcome, batch.columns) for outcome in batch.skipped]
     with Manifest(batch.manifest, batch.columns, first) as manifest:
-        for outcome in outcomes:
+        for outcome in chain(batch.missing, outcomes):
             manifest.append(outcome_row(outcome, batch.columns))
             counts[outcome.status] += 1
             if report is not None:
