@@ -24,7 +24,7 @@ from .batch import (
     select_shard,
 )
 from .batch.inputs import Source
-from .errors import ParameterError
+from .errors import ParameterError, Unet3dError
 from .io import stem_of
 from .segmenter import Segmenter
 
@@ -45,14 +45,19 @@ def _predict_one(args: argparse.Namespace, source: Path, target: Path, options: 
     """One input, `-o` a file name: write that file (no results.csv), with a progress bar on a terminal."""
     segmenter = Segmenter.from_pretrained(args.model, args.revision, device=args.device)
     with tqdm(total=100, desc=source.name, leave=False, file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
-        prediction = segmenter.predict(
-            source, tta=options.tta, mode=options.mode, probabilities=options.probabilities, progress=_bar_updater(bar)
-        )
-        prediction.save(target)
-        if options.probabilities:
-            prediction.save_probabilities(
-                target.with_name(f"{stem_of(target.name).removesuffix('_mask')}_probabilities.nii.gz")
+        try:
+            progress = _bar_updater(bar)
+            prediction = segmenter.predict(
+                source, tta=options.tta, mode=options.mode, probabilities=options.probabilities, progress=progress
             )
+            prediction.save(target)
+            if options.probabilities:
+                prediction.save_probabilities(
+                    target.with_name(f"{stem_of(target.name).removesuffix('_mask')}_probabilities.nii.gz")
+                )
+        except Unet3dError as e:
+            bar.write(f"unet3d: error: {source}: {e}", file=sys.stderr)  # which input, as a cohort run says it
+            return 1
     if args.json:
         print(json.dumps({**prediction.summary(), "output": str(target)}), flush=True)
     return 0

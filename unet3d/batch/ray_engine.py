@@ -101,7 +101,7 @@ class RayEngine:
                 batch_size=1,
                 fn_constructor_kwargs={
                     "load": self._load,
-                    "device": "cuda" if gpus else "cpu",
+                    "device": "cuda" if gpus else "cpu",  # Ray points each actor's CUDA_VISIBLE_DEVICES at its GPU
                     "options": self.options,
                 },
                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
