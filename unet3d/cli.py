@@ -7,8 +7,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,7 @@ from .card import load_card
 from .errors import ParameterError, Unet3dError
 from .geometry import same_grid
 from .hub import default_model, push_model, resolve_source
-from .io import load_volume, stem_of
+from .io import load_volume
 from .metrics import evaluate
 from .options import MODES
 from .stats import LabelMasks, label_masks, mask_statistics
@@ -61,15 +60,28 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    predict = sub.add_parser("predict", help="segment one or more volumes")
-    predict.add_argument("inputs", nargs="+", metavar="INPUT", help=".nii/.nii.gz files or folders of them")
+    predict = sub.add_parser(
+        "predict",
+        help="segment one volume or a cohort",
+        description="Segment volumes. With -o DIR: DIR/<case>_mask.nii.gz per input and DIR/results.csv (one row per "
+        "case, written as each finishes); running the same command again skips the cases already done.",
+    )
+    predict.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help=".nii/.nii.gz files, folders or globs of them, or a .csv/.txt list"
+    )
     predict.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
     _model_arguments(predict)
     predict.add_argument("--device", default=os.environ.get("UNET3D_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N")
     predict.add_argument("--mode", default="auto", choices=MODES)
     predict.add_argument("--tta", action="store_true", help="flip test-time augmentation (4× slower)")
-    predict.add_argument("--probabilities", action="store_true", help="also write <stem>_probabilities.nii.gz")
-    predict.add_argument("--json", action="store_true", help="print one summary JSON object per input on stdout")
+    predict.add_argument("--probabilities", action="store_true", help="also write <case>_probabilities.nii.gz")
+    predict.add_argument("--json", action="store_true", help="print one summary JSON object per segmented input")
+    predict.add_argument("--overwrite", action="store_true", help="redo cases whose outputs already exist in -o")
+    predict.add_argument("--shard", metavar="I/N", help="process shard I (from 0) of N, e.g. a Slurm array task")
+    predict.add_argument("--engine", default="local", choices=["local", "ray"], help="ray: a Ray cluster (extra)")
+    predict.add_argument(
+        "--ray-address", metavar="ADDR", help="the Ray cluster to join (default: $RAY_ADDRESS or local)"
+    )
     predict.set_defaults(handler=_predict)
 
     ev = sub.add_parser("evaluate", help="compare a predicted mask with a reference mask")
@@ -142,88 +154,9 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from .predict_command import predict
 
-    from .segmenter import Segmenter
-
-    jobs = _plan_outputs(args.inputs, Path(args.output))
-    segmenter = Segmenter.from_pretrained(args.model, args.revision, device=args.device)
-    failures = 0
-    show_bar = sys.stderr.isatty() or len(jobs) > 1
-    for source, target in tqdm(jobs, desc="volumes", unit="vol", disable=len(jobs) < 2, file=sys.stderr):
-        bar = tqdm(total=100, desc=source.name, leave=False, file=sys.stderr, disable=not show_bar)
-        try:
-            prediction = segmenter.predict(
-                source, tta=args.tta, mode=args.mode, probabilities=args.probabilities, progress=_bar_updater(bar)
-            )
-            prediction.save(target)
-            if args.probabilities:
-                prediction.save_probabilities(
-                    target.with_name(f"{stem_of(target.name).removesuffix('_mask')}_probabilities.nii.gz")
-                )
-        except Unet3dError as e:
-            failures += 1
-            tqdm.write(f"unet3d: error: {source}: {e}", file=sys.stderr)  # on its own line, bars redrawn below
-            continue
-        finally:
-            bar.close()
-        if args.json:
-            print(json.dumps({**prediction.summary(), "output": str(target)}), flush=True)
-    return 1 if failures else 0
-
-
-def _bar_updater(bar: Any) -> Callable[[float, str], None]:
-    def update(fraction: float, stage: str) -> None:
-        bar.set_postfix_str(stage, refresh=False)
-        bar.update(round(fraction * 100) - bar.n)
-
-    return update
-
-
-# Suffixes of files that are not NIfTI: an -o ending so is a mistake, not the name of a folder to create.
-_OTHER_FILE_TYPES = frozenset({
-    ".gz", ".zip", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".hdr", ".img", ".dcm",
-    ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy", ".npz", ".txt", ".json", ".csv",
-})  # fmt: skip
-
-
-def _plan_outputs(inputs: Sequence[str], output: Path) -> list[tuple[Path, Path]]:
-    """Pair each input file with its output path (see DESIGN.md: one file → that file, else DIR/<stem>_mask)."""
-    files = _input_files(inputs)
-    is_file_name = not output.is_dir() and output.name.lower().endswith((".nii", ".nii.gz"))
-    if is_file_name and len(files) == 1 and not Path(inputs[0]).is_dir():
-        return [(files[0], output)]
-    several = f"{len(files)} inputs need" if len(files) > 1 else "a folder input needs"
-    if is_file_name:
-        raise _usage(f"-o '{output}' is a file name, but {several} -o to be a folder: pass e.g. -o masks/")
-    one_file = len(files) == 1 and not Path(inputs[0]).is_dir()
-    instead = f"-o {stem_of(files[0].name)}_mask.nii.gz, or a folder" if one_file else "a folder, e.g. -o masks/"
-    if output.exists() and not output.is_dir():
-        raise _usage(f"-o '{output}' is an existing file, not a folder or a .nii/.nii.gz name: pass {instead}")
-    if output.suffix.lower() in _OTHER_FILE_TYPES:  # a typo'd file name, not a folder to create
-        raise _usage(f"-o '{output}' names a {output.suffix} file, but masks are written as NIfTI: pass {instead}")
-    stems = [stem_of(f.name) for f in files]
-    duplicates = sorted({s for s in stems if stems.count(s) > 1})
-    if duplicates:
-        raise _usage(f"several inputs share the name '{duplicates[0]}': their masks would overwrite each other")
-    output.mkdir(parents=True, exist_ok=True)
-    return [(f, output / f"{stem}_mask.nii.gz") for f, stem in zip(files, stems, strict=True)]
-
-
-def _input_files(inputs: Sequence[str]) -> list[Path]:
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.name.lower().endswith((".nii", ".nii.gz")))
-            if not found:
-                raise _usage(f"folder '{item}' holds no .nii or .nii.gz files")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise _usage(f"input '{item}' does not exist")
-    return files
+    return predict(args)
 
 
 def _usage(message: str) -> Unet3dError:

@@ -3,18 +3,25 @@ exact grid. Reading a NIfTI file itself is `unet3d.nifti`'s one pass."""
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
+from nibabel.openers import Opener
 
+from .atomic import replacing
 from .errors import InvalidVolumeError, UnsupportedFormatError
 from .formats import NIFTI_SUFFIXES
 from .nifti import NiftiHeader, NiftiImage, check_header, check_nifti, open_nifti, read_nifti
 from .shapes import Shape3, Spacing3
 from .stats import label_problem, voxel_volume_ml
+
+# The header description of the files unet3d writes: how a resumed batch run knows a mask as its own.
+MASK_DESCRIPTION = b"unet3d mask"
+PROBABILITIES_DESCRIPTION = b"unet3d class probabilities"
 
 
 @dataclass
@@ -224,8 +231,14 @@ def _check_labels(mask: np.ndarray) -> None:
 
 
 def _write(image: nib.Nifti1Image | nib.Nifti2Image, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.to_filename(path)
+    """Write `image` to `path` atomically (see `replacing`): never a truncated file under the final name."""
+    with replacing(path) as raw:
+        if path.name.lower().endswith(".gz"):
+            # As nibabel's to_filename writes .gz (its level, no name, mtime 0): the same bytes as before.
+            with gzip.GzipFile("", "wb", Opener.default_compresslevel, raw, mtime=0) as gz:
+                image.to_file_map(image.make_file_map({"image": gz}))
+        else:
+            image.to_file_map(image.make_file_map({"image": raw}))  # type: ignore[dict-item]
     return path
 
 
@@ -237,7 +250,7 @@ def mask_image(mask: np.ndarray, reference: Volume) -> nib.Nifti1Image | nib.Nif
     header.set_slope_inter(1.0, 0.0)
     header.set_intent("label")
     header["cal_min"], header["cal_max"] = 0, float(mask.max(initial=0))
-    header["descrip"] = b"unet3d mask"
+    header["descrip"] = MASK_DESCRIPTION
     image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
     data = np.ascontiguousarray(mask, dtype=np.uint8).reshape(reference.stored_shape)
     # affine=None keeps the header's qform/sform (and codes) exactly instead of re-deriving them.
@@ -251,7 +264,7 @@ def save_probabilities(probabilities: np.ndarray, reference: Volume, path: str |
     header.set_data_dtype(np.float32)
     header.set_data_shape((*reference.shape, probabilities.shape[0]))
     header.set_slope_inter(1.0, 0.0)
-    header["descrip"] = b"unet3d class probabilities"
+    header["descrip"] = PROBABILITIES_DESCRIPTION
     image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
     image = image_class(np.moveaxis(probabilities.astype(np.float32), 0, -1), None, header=header)
     return _write(image, output_path(path, reference, "_probabilities"))

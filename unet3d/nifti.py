@@ -103,6 +103,16 @@ def check_nifti(
     return header
 
 
+def verify_stored_data(path: Path) -> NiftiHeader:
+    """The header of a NIfTI file whose data was streamed to its end (size and gzip checksum verified), whatever its
+    dimensions: e.g. a 4D probabilities file, which `check_nifti` (for 3D volumes) refuses."""
+    check_suffix(path.name)
+    with _open(path) as source:
+        header, offset = _read_header(source)
+        _verify_body(source, _end_of_data(header, offset), None)
+    return header
+
+
 def open_nifti(
     path: Path, *, max_voxels: int | None = None, max_decompressed_bytes: int | None = None, verify_data: bool = True
 ) -> NiftiImage:

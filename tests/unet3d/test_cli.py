@@ -36,6 +36,7 @@ def test_predict_a_folder_writes_stem_mask_files_and_probabilities(tiny_model_di
         "a_probabilities.nii.gz",
         "b_mask.nii.gz",
         "b_probabilities.nii.gz",
+        "results.csv",
     ]
     lines = capsys.readouterr().out.strip().splitlines()
     assert [json.loads(line)["filename"] for line in lines] == ["a.nii.gz", "b.nii"]

@@ -6,6 +6,7 @@ would); one run of the installed console script on the whole corpus checks what 
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import subprocess
@@ -80,5 +81,8 @@ def test_console_script_reports_every_bad_file_on_one_line_and_exits_1(tiny_mode
     for case in failing:
         [line] = [line for line in errors if f"{sources[case.id]}: " in line]
         assert case.cli_outcome[1] in line
-    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    written = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != "results.csv")
     assert len(written) == len(FILE_CASES) - len(failing)
+    with open(tmp_path / "out" / "results.csv", newline="", encoding="utf-8") as file:
+        statuses = [row["status"] for row in csv.DictReader(file)]
+    assert sorted(statuses) == sorted(["failed"] * len(failing) + ["ok"] * len(written))
