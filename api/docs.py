@@ -1,19 +1,19 @@
-"""`/docs` (Swagger UI) and `/redoc` from files shipped in `api/static/docs`, so that they work without internet.
+"""`/docs` (Swagger UI) and `/redoc` served by this server, so that they work without internet.
 
 FastAPI's own pages load Swagger UI and ReDoc from a CDN (and ReDoc's fonts from Google): behind a hospital firewall or
-in an air-gapped container they render blank.
+in an air-gapped container they render blank. The bundles come from the pinned `fastapi-offline` package (its
+`static/` folder: `swagger-ui-bundle.js`, `swagger-ui.css`, `redoc.standalone.js`), never copied into this repository;
+we serve them ourselves rather than through its `FastAPIOffline` factory to keep our titles, root path and CSP.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-ASSETS = Path(__file__).resolve().parent / "static" / "docs"
+ASSETS_PACKAGE = ("fastapi_offline", "static")  # (package, folder inside it), as Starlette's StaticFiles takes it
 ASSETS_PATH = "/docs-assets"
 # Nothing from elsewhere: ReDoc would still fetch its "API docs by Redocly" logo from cdn.redoc.ly. Inline scripts
 # start the viewers; ReDoc's search runs in a blob: worker.
@@ -24,8 +24,8 @@ CONTENT_SECURITY_POLICY = (
 
 
 def install_docs(app: FastAPI) -> None:
-    """Serve the vendored assets and the two pages; the app must be created with `docs_url=None, redoc_url=None`."""
-    app.mount(ASSETS_PATH, StaticFiles(directory=ASSETS), name="docs-assets")
+    """Serve the packaged assets and the two pages; the app must be created with `docs_url=None, redoc_url=None`."""
+    app.mount(ASSETS_PATH, StaticFiles(packages=[ASSETS_PACKAGE]), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:

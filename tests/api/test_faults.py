@@ -56,6 +56,7 @@ class _OpensMarker:
         return (open, (str(self.marker), "w"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["malicious-pickle", "truncated", "html-error-page"])
 def test_server_refuses_to_start_on_corrupt_weights_and_runs_no_pickle(
     damage: str, tiny_model_dir: Path, tmp_path: Path, run_until_exit
@@ -77,6 +78,7 @@ def test_server_refuses_to_start_on_corrupt_weights_and_runs_no_pickle(
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_server_refuses_a_model_directory_holding_only_a_pickle(tiny_model_dir, tmp_path, run_until_exit) -> None:
     model = shutil.copytree(tiny_model_dir, tmp_path / "model")
     marker = tmp_path / "pickle-was-executed"
@@ -101,6 +103,7 @@ def hub_gone(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     yield url, hf_home, sha
 
 
+@pytest.mark.slow
 def test_unreachable_hub_serves_the_cached_pinned_revision(hub_gone) -> None:
     url, hf_home, sha = hub_gone
     env = hub_env(url, hf_home, UNET3D_MODEL="acme/tiny", UNET3D_MODEL_REVISION=sha, UNET3D_DEVICE="cpu")
@@ -109,6 +112,7 @@ def test_unreachable_hub_serves_the_cached_pinned_revision(hub_gone) -> None:
     assert health["model"] == {"id": "acme/tiny", "revision": sha}
 
 
+@pytest.mark.slow
 def test_unreachable_hub_and_an_uncached_model_fail_startup_within_2_s(hub_gone) -> None:
     url, hf_home, _ = hub_gone
     env = hub_env(url, hf_home, UNET3D_MODEL="acme/uncached", UNET3D_DEVICE="cpu")
@@ -230,6 +234,7 @@ def _settled(server, timeout: float = 10.0) -> str:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sent_fraction", [0.0, 0.5, 0.99])
 def test_a_client_that_disconnects_mid_upload_leaves_no_temp_file_and_no_stuck_slot(
     one_slot_server, sent_fraction: float
@@ -247,6 +252,7 @@ def test_a_client_that_disconnects_mid_upload_leaves_no_temp_file_and_no_stuck_s
     assert 'status="500"' not in metrics, "a vanished client was counted as a server error"
 
 
+@pytest.mark.slow
 def test_a_client_that_disconnects_while_its_prediction_runs_leaves_nothing_behind(one_slot_server) -> None:
     body = multipart([(b"file", b"slow.nii.gz", nifti(np.random.default_rng(4).normal(size=(96, 96, 96))))])
     sock = _raw_request(one_slot_server, body, content_length=len(body))

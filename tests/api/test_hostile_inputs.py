@@ -161,6 +161,7 @@ def test_gzip_bomb_is_refused_while_inflating_without_the_memory_it_claims(serve
     assert (server.memory_kib("VmHWM") - before) / 1024 < BOMB_PEAK_MIB
 
 
+@pytest.mark.slow
 def test_memory_returns_to_the_baseline_after_the_whole_corpus(server) -> None:
     payload = nifti()
     for _ in range(3):  # warm-up: allocator arenas, lazily built caches

@@ -22,6 +22,7 @@ def reason_lines(stderr: str, reason: str) -> list[str]:
     return [line for line in stderr.splitlines() if reason in line]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["uvicorn", "unet3d serve"])
 def test_server_exits_non_zero_with_the_reason_when_the_model_cannot_load(command, run_until_exit, tmp_path):
     finished = run_until_exit(
@@ -37,6 +38,7 @@ def test_server_exits_non_zero_with_the_reason_when_the_model_cannot_load(comman
     assert "Traceback" not in finished.stderr
 
 
+@pytest.mark.slow
 def test_serve_takes_the_model_from_the_command_line(run_until_exit, tiny_model_dir, tmp_path):
     finished = run_until_exit({"UNET3D_MODEL": str(tiny_model_dir)}, [*SERVE, "--model", str(tmp_path / "cli-model")])
     assert finished.returncode != 0
@@ -44,6 +46,7 @@ def test_serve_takes_the_model_from_the_command_line(run_until_exit, tiny_model_
     assert line.startswith("CRITICAL:") and "cli-model' does not exist" in line
 
 
+@pytest.mark.slow
 def test_a_setting_that_contradicts_the_model_is_named_without_blaming_the_model(run_until_exit, tiny_model_dir):
     finished = run_until_exit({"UNET3D_MODEL": str(tiny_model_dir), "UNET3D_DEFAULT_THRESHOLD": "0.5"})
     assert finished.returncode != 0
@@ -52,6 +55,7 @@ def test_a_setting_that_contradicts_the_model_is_named_without_blaming_the_model
     assert "check UNET3D_MODEL" not in finished.stderr and "Traceback" not in finished.stderr
 
 
+@pytest.mark.slow
 def test_server_exits_non_zero_on_an_invalid_setting(run_until_exit, tiny_model_dir):
     finished = run_until_exit({"UNET3D_MODEL": str(tiny_model_dir), "UNET3D_MAX_CONCURRENCY": "zero"})
     assert finished.returncode != 0
@@ -98,6 +102,7 @@ def test_any_other_startup_failure_is_a_bug_and_keeps_its_traceback():
     assert failed["message"].startswith("Traceback") and "ZeroDivisionError: division by zero" in failed["message"]
 
 
+@pytest.mark.slow
 def test_importing_the_app_reads_no_settings_and_loads_no_model(run_until_exit):
     # Broken settings and a missing model would both fail at import if the module did any work.
     code = "import api.main; print(api.main.app.state.service is None, api.main.get_settings.cache_info().currsize)"

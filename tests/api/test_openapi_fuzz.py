@@ -42,6 +42,7 @@ def generated_cases(output: str) -> int:
     return int(match.group(1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_key", [False, True], ids=["open-server", "server-with-api-key"])
 def test_generated_requests_never_get_a_server_error(tiny_server, strict_server, with_key: bool, tmp_path) -> None:
     server, headers = (strict_server, ["X-API-Key: s3cret-key"]) if with_key else (tiny_server, [])

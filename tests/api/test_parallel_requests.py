@@ -43,6 +43,7 @@ def predict(client: httpx.Client, index: int, payload: bytes) -> httpx.Response:
     return client.post("/v1/predict", params={"return_binary": "true"}, files={"file": (f"in{index}.nii.gz", payload)})
 
 
+@pytest.mark.slow
 def test_parallel_requests_with_different_inputs_each_get_their_own_mask(two_slot_server, tmp_path: Path) -> None:
     inputs = [nifti(blob(shape, seed=seed)) for shape in SHAPES for seed in SEEDS]
     with two_slot_server.client() as client:

@@ -16,6 +16,7 @@ def hub():
         yield server
 
 
+@pytest.mark.slow
 def test_service_from_a_repo_id_reports_the_commit_and_then_starts_offline_from_the_pinned_cache(
     hub: FakeHub, tmp_path: Path
 ) -> None:
@@ -46,6 +47,7 @@ def test_service_from_a_repo_id_reports_the_commit_and_then_starts_offline_from_
     assert hub.log == []
 
 
+@pytest.mark.slow
 def test_service_with_an_uncached_model_offline_fails_to_start_with_the_pin_advice(
     hub: FakeHub, tmp_path: Path
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from space.publish import (
     dockerfile_port,
     read_card,
 )
+from space.publish import main as publish_main
 
 TOKEN = "hf_acme_write"
 
@@ -100,6 +103,7 @@ def test_a_card_that_disagrees_with_the_dockerfile_is_refused(tmp_path: Path) ->
         assemble(tmp_path / "busy")
 
 
+@pytest.mark.slow
 def test_publish_creates_a_docker_space_and_mirrors_the_folder(tmp_path: Path) -> None:
     with FakeHub(tokens={TOKEN: "acme"}) as hub:
         hub.add_commit("acme/unet3d", {"stale.py": b"old"}, repo_type="space")
@@ -117,8 +121,14 @@ def test_publish_creates_a_docker_space_and_mirrors_the_folder(tmp_path: Path) -
 
 
 def publish(*arguments: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "space.publish", *arguments]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    """`python -m space.publish ARGS` run in this process, from the repository root (a process start costs seconds).
+
+    Only runs that reach the Hub need their own process: huggingface_hub reads HF_ENDPOINT when it is imported.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = publish_main(list(arguments))
+    return subprocess.CompletedProcess(["space.publish", *arguments], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +183,7 @@ def test_mistakes_end_in_one_line_before_anything_is_written(arguments, message,
     assert not (tmp_path / "space").exists()
 
 
+@pytest.mark.slow
 def test_publishing_ones_own_model_sets_the_space_variable_first(own_model_space, tmp_path: Path) -> None:
     model = own_model_space[0].parent / "run" / "model"
     with FakeHub(tokens={TOKEN: "acme"}) as hub:
@@ -187,6 +198,7 @@ def test_publishing_ones_own_model_sets_the_space_variable_first(own_model_space
     assert "models/tiny-test/model.safetensors" in hub.files("acme/tiny-seg", repo_type="space")
 
 
+@pytest.mark.slow
 def test_publish_without_a_token_fails_with_one_line(tmp_path: Path) -> None:
     with FakeHub(tokens={TOKEN: "acme"}) as hub:
         env = hub_env(hub.url, tmp_path / "hf-home")
@@ -195,6 +207,7 @@ def test_publish_without_a_token_fails_with_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines()[-1].startswith("space.publish: error: upload to 'acme/unet3d' failed:")
 
 
+@pytest.mark.slow
 def test_the_app_in_a_space_for_ones_own_model_serves_that_model(own_model_space, tmp_path: Path) -> None:
     space, answer = own_model_space
     env = hub_env("http://127.0.0.1:9", tmp_path / "hf-home", offline=True, GRADIO_TEMP_DIR=str(tmp_path / "gradio"))
@@ -203,6 +216,7 @@ def test_the_app_in_a_space_for_ones_own_model_serves_that_model(own_model_space
     assert health["model"] == {"id": "models/tiny-test", "revision": "local"}
 
 
+@pytest.mark.slow
 def test_the_app_started_from_the_space_folder_serves_health_and_ui(space_dir: Path, tmp_path: Path) -> None:
     env = hub_env("http://127.0.0.1:9", tmp_path / "hf-home", offline=True, GRADIO_TEMP_DIR=str(tmp_path / "gradio"))
     with uvicorn_service(env, space_dir) as url:

@@ -34,6 +34,7 @@ def _torchrun(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_end_with_identical_weights(spheres, tmp_path):
     result = _torchrun(WORKER, str(TINY_CONFIG), str(spheres), str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]

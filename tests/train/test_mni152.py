@@ -18,6 +18,7 @@ def test_labels_are_the_argmax_of_background_grey_and_white_probabilities():
     assert tissue_labels(gm, wm).tolist() == [1, 2, 0, 1]
 
 
+@pytest.mark.slow
 def test_perturbed_copies_are_deterministic_and_keep_image_and_label_on_one_grid(template):
     case = next(c for c in TEST_CASES if c.geometry == "lps")
     first, first_label = build_case(case, TEST_SEED, template)
@@ -35,6 +36,7 @@ def test_resampled_copy_has_the_requested_spacing_and_labels_from_resampled_maps
     assert label.shape == image.shape == (219, 259, 63)
 
 
+@pytest.mark.slow
 def test_prepare_writes_an_msd_folder_with_recipes_and_seeds(tmp_path):
     wanted = {VALIDATION_CASES[0].name, TEST_CASES[1].name}
     dataset = prepare(tmp_path, only=lambda name: name in wanted)

@@ -1,3 +1,5 @@
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -10,8 +12,15 @@ from helpers import sphere_volume, write_nifti
 from unet3d.cli import main
 
 
-def _run(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "unet3d.cli", *args], capture_output=True, text=True, env=env)
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    """`unet3d ARGS` run in this process, with what it wrote to stdout and stderr (a process start costs seconds).
+
+    The console script in its own process is tested in test_cli_hostile.py and by the closed-pipe test below.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return subprocess.CompletedProcess(["unet3d", *args], code, out.getvalue(), err.getvalue())
 
 
 def test_predict_one_file_writes_that_file_and_prints_json(tiny_model_dir, volume_path, tmp_path, capsys):

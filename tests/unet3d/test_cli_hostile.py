@@ -62,6 +62,7 @@ def test_cli_answers_hostile_input_with_one_line_and_the_exit_code(
         assert np.array_equal(np.asanyarray(nib.load(output).dataobj).reshape(SHAPE), expected)
 
 
+@pytest.mark.slow
 def test_console_script_reports_every_bad_file_on_one_line_and_exits_1(tiny_model_dir: Path, tmp_path: Path) -> None:
     inputs = tmp_path / "inputs"
     inputs.mkdir()

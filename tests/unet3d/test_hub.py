@@ -90,6 +90,7 @@ def load(specs: list[dict], env: dict[str, str], cwd: Path) -> list[dict]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_cold_download_reports_commit_and_sha256_then_loads_offline_without_a_request(
     hub: FakeHub, hf_home: Path, tiny_models: dict[int, Path], tmp_path: Path
 ) -> None:
@@ -113,6 +114,7 @@ def test_cold_download_reports_commit_and_sha256_then_loads_offline_without_a_re
     assert hub.log == []
 
 
+@pytest.mark.slow
 def test_pinned_commit_and_tag_keep_old_weights_after_main_moves(
     hub: FakeHub, hf_home: Path, tiny_models: dict[int, Path], expected: dict[int, str], tmp_path: Path
 ) -> None:
@@ -141,6 +143,7 @@ def test_pinned_commit_and_tag_keep_old_weights_after_main_moves(
     assert not hub.requests(contains=f"/{old}/")
 
 
+@pytest.mark.slow
 def test_private_repo_needs_hf_token(hub: FakeHub, hf_home: Path, tiny_models: dict[int, Path], tmp_path: Path) -> None:
     sha = hub.add_commit("acme/secret", model_files(tiny_models[1]), private=True)
 
@@ -157,6 +160,7 @@ def test_private_repo_needs_hf_token(hub: FakeHub, hf_home: Path, tiny_models: d
     assert hub.log and all(r.authorization == f"Bearer {TOKEN}" for r in hub.log)
 
 
+@pytest.mark.slow
 def test_unknown_repo_revision_or_missing_file_give_clear_errors(
     hub: FakeHub, hf_home: Path, tiny_models: dict[int, Path], tmp_path: Path
 ) -> None:
@@ -192,6 +196,7 @@ def test_unknown_repo_revision_or_missing_file_give_clear_errors(
     )
 
 
+@pytest.mark.slow
 def test_hub_going_away_keeps_cached_loads_and_fails_fast_for_the_rest(
     hub: FakeHub, hf_home: Path, tiny_models: dict[int, Path], expected: dict[int, str], tmp_path: Path
 ) -> None:
@@ -222,6 +227,7 @@ def test_hub_going_away_keeps_cached_loads_and_fails_fast_for_the_rest(
     assert f"pre-fetch it with `hf download acme/other --revision {other}` while online" in uncached_pinned["message"]
 
 
+@pytest.mark.slow
 def test_offline_mode_with_an_empty_cache_fails_fast_with_the_pin_and_prefetch_advice(
     hub: FakeHub, hf_home: Path, tmp_path: Path
 ) -> None:

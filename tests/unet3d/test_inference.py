@@ -88,6 +88,45 @@ def test_tta_and_probabilities_sum_to_one():
     np.testing.assert_allclose(out.probabilities.sum(axis=0), 1.0, atol=1e-5)
 
 
+def _asymmetric(shape):
+    """A volume whose foreground (> 0.5) changes under a flip of any one axis: ramps of different slopes."""
+    i, j, k = np.meshgrid(*(np.linspace(0, 1, n) for n in shape), indexing="ij")
+    return ((i + 2 * j + 4 * k) / 7).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode", ["whole", "sliding"])
+def test_tta_undoes_every_flip_so_a_pointwise_network_gives_the_plain_answer(mode):
+    # Threshold commutes with flips; the volume does not: a flip left undone moves the foreground and the test fails.
+    volume = _asymmetric((12, 16, 20))
+    plain = run_inference(Threshold(), volume, _plan(mode, keep_probabilities=True))
+    tta = run_inference(Threshold(), volume, _plan(mode, tta=True, keep_probabilities=True))
+    assert plain.probabilities is not None and tta.probabilities is not None
+    np.testing.assert_allclose(tta.probabilities, plain.probabilities, atol=1e-5)
+    assert np.array_equal(tta.labels, (volume > 0.5).astype(np.uint8))
+    for axis in range(3):  # each flip on its own would have moved the labels
+        assert not np.array_equal(np.flip(tta.labels, axis), tta.labels)
+
+
+def test_tta_is_the_average_of_the_four_flipped_passes_computed_by_hand():
+    # A real UNet is not flip-invariant: its TTA answer must be the mean of un-flipped softmaxes, nothing else.
+    torch.manual_seed(0)
+    model = UNet3D(num_classes=3, base_channels=4, depth=2).eval()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm3d):
+            module.running_mean.uniform_(-0.5, 0.5)
+    volume = np.random.default_rng(6).random((12, 8, 16)).astype(np.float32)  # multiples of 4: no padding
+    x = torch.from_numpy(volume)[None, None]
+    with torch.no_grad():
+        passes = [torch.flip(torch.softmax(model(torch.flip(x, d)), dim=1), d) for d in [(), (2,), (3,), (4,)]]
+    expected = torch.stack(passes).mean(dim=0)[0].numpy()
+    out = run_inference(model, volume, _plan("whole", tta=True, keep_probabilities=True))
+    assert out.probabilities is not None
+    np.testing.assert_allclose(out.probabilities, expected, atol=1e-5)
+    assert np.array_equal(out.labels, expected.argmax(axis=0))
+    plain = run_inference(model, volume, _plan("whole", keep_probabilities=True)).probabilities
+    assert plain is not None and np.abs(plain - expected).max() > 1e-3  # so the flips do matter for this network
+
+
 def test_threshold_applies_to_the_foreground_probability_of_binary_models():
     volume = np.full((8, 8, 8), 0.55, dtype=np.float32)  # p(foreground) = sigmoid(2) ≈ 0.88 after softmax
     low = run_inference(Threshold(), volume, _plan("whole", threshold=0.5)).labels

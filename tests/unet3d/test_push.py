@@ -86,6 +86,7 @@ def test_refused_directory_sends_no_request_to_the_hub(hub: FakeHub, tmp_path: P
     assert hub.log == []
 
 
+@pytest.mark.slow
 def test_unet3d_push_uploads_the_four_files_and_they_download_back(hub: FakeHub, tmp_path: Path) -> None:
     directory = write_tiny_model(tmp_path / "model", seed=3)
     (directory / "notes.txt").write_text("not part of a model")
@@ -114,6 +115,7 @@ def test_unet3d_push_uploads_the_four_files_and_they_download_back(hub: FakeHub,
     assert json.loads(again.stdout)["commit"] == commit  # nothing changed: no new commit
 
 
+@pytest.mark.slow
 def test_train_push_to_a_private_branch(hub: FakeHub, tmp_path: Path) -> None:
     directory = write_tiny_model(tmp_path / "model", seed=4)
     env = hub_env(hub.url, tmp_path / "hf-home", token=TOKEN)
@@ -134,6 +136,7 @@ def test_train_push_to_a_private_branch(hub: FakeHub, tmp_path: Path) -> None:
     assert "or is private: set HF_TOKEN" in denied.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("token", "message"),
     [(None, "401 Unauthorized"), ("hf_unknown", "401 Unauthorized"), (TOKEN, "403 Forbidden")],
