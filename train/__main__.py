@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -13,21 +14,15 @@ from typing import Any
 from unet3d import Unet3dError
 from unet3d.hub import push_model
 
-try:  # the service's venv has none of these: say how to get them instead of a traceback
-    import matplotlib  # noqa: F401
-    import nilearn  # noqa: F401
-    import optuna  # noqa: F401
-except ModuleNotFoundError as e:
-    sys.exit(
-        f"python -m train: error: training needs its extras ({e.name} is missing): "
-        "run scripts/setup.sh --train (or pip install -r requirements-train.txt)"
-    )
-
 from .config import ConfigError, load_config
 from .data import DatasetError, cases
-from .report import ComparisonError
+from .errors import ComparisonError
 from .search import SPACE
 from .trainer import CheckpointError
+
+# The training extras each command needs beyond the core (fit needs none: a bare GPU machine with the core's
+# dependencies trains); prepare-mni152 reads the template from nilearn unless --source names a folder.
+EXTRAS = {"prepare-mni152": ("nilearn",), "evaluate": ("matplotlib",), "search": ("optuna",)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +73,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="compare per-class Dice with this model's card (e.g. models/unet3d-brain-tissue); exit 1 beyond tolerance",
     )
     ev.add_argument("--tolerance", type=float, default=0.01, help="largest Dice difference --compare accepts")
+    ev.add_argument(
+        "--external-head",
+        type=Path,
+        help="a real full-head scan for the full-head consistency figures, e.g. mricron-data's "
+        "/usr/share/mricron/templates/ch2.nii.gz (with --external-stripped)",
+    )
+    ev.add_argument(
+        "--external-stripped",
+        type=Path,
+        help="the same scan skull-stripped; its voxels > 0 are the brain mask (e.g. .../ch2bet.nii.gz)",
+    )
 
     search = command(
         "search",
@@ -97,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     push.add_argument("--private", action="store_true", help="create the repo as private")
 
     args = parser.parse_args(argv)
+    _require_extras(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)
@@ -140,8 +147,14 @@ def _run(args: argparse.Namespace) -> int:
             update_card=args.update_card,
             compare=args.compare,
             tolerance=args.tolerance,
+            external=_external(args),
         )
         summary = {"mean": report["mean"], "mean_dice": report["mean_dice"]}
+        if "consistency" in report:
+            summary["consistency"] = {
+                where: {k: v for k, v in figures.items() if k not in ("cases", "files", "goals")}
+                for where, figures in report["consistency"].items()
+            }
         comparison = report.get("comparison")
         print(json.dumps(summary | ({"comparison": comparison} if comparison else {})))
         if comparison and not comparison["within_tolerance"]:
@@ -159,6 +172,27 @@ def _run(args: argparse.Namespace) -> int:
         sha = push_model(args.model, args.repo_id, revision=args.revision, private=args.private)
         print(json.dumps({"repo_id": args.repo_id, "commit": sha}))
     return 0
+
+
+def _external(args: argparse.Namespace) -> tuple[Path, Path] | None:
+    if (args.external_head is None) != (args.external_stripped is None):
+        raise ConfigError("--external-head and --external-stripped go together: the scan and the same scan stripped")
+    return None if args.external_head is None else (args.external_head, args.external_stripped)
+
+
+def _require_extras(args: argparse.Namespace) -> None:
+    """Exit with how to install them when the command's extras are missing (instead of a traceback)."""
+    needed = EXTRAS.get(args.command, ())
+    if args.command == "prepare-mni152" and args.source is not None:
+        needed = ()
+    for name in needed:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError:
+            sys.exit(
+                f"python -m train: error: {args.command} needs the training extras ({name} is missing): "
+                "run scripts/setup.sh --train (or pip install -r requirements-train.txt)"
+            )
 
 
 class _DefaultsShown(argparse.HelpFormatter):

@@ -21,6 +21,7 @@ from nibabel.processing import resample_from_to
 from scipy import ndimage
 
 from .augment import rotation_matrix
+from .provenance import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,18 @@ def template_dir() -> Path:
     import nilearn
 
     return Path(nilearn.__file__).parent / "datasets" / "data"
+
+
+def template_source(source: Path | None = None) -> dict[str, Any]:
+    """Where the template files came from: the package (and version) or folder, and each file's sha256."""
+    folder = source or template_dir()
+    if source is None:
+        from importlib.metadata import version
+
+        origin = f"nilearn {version('nilearn')} (PyPI), nilearn/datasets/data/"
+    else:
+        origin = str(source)
+    return {"origin": origin, "sha256": {name: sha256_of(folder / name) for name in FILES.values()}}
 
 
 def load_template(source: Path | None = None) -> tuple[nib.Nifti1Image, nib.Nifti1Image, nib.Nifti1Image]:
@@ -181,8 +194,11 @@ def build_case(
     return _reorient(out_image, geometry), _reorient(out_labels, geometry)
 
 
-def prepare(out: Path, *, source: Path | None = None, only: Callable[[str], bool] | None = None) -> dict[str, Any]:
-    """Write imagesTr/labelsTr (the template), imagesVal/labelsVal and imagesTs/labelsTs, and dataset.json."""
+def prepare(
+    out: Path, *, source: Path | None = None, only: Callable[[str], bool] | None = None, heads: bool = True
+) -> dict[str, Any]:
+    """Write imagesTr/labelsTr (the template), imagesVal/labelsVal and imagesTs/labelsTs, and dataset.json; with
+    `heads`, also the generated heads and the full-head validation and test cases (train/fullhead.py)."""
     template = load_template(source)
     t1, gm, wm = template
     for folder in ("imagesTr", "labelsTr", "imagesVal", "labelsVal", "imagesTs", "labelsTs"):
@@ -213,6 +229,15 @@ def prepare(out: Path, *, source: Path | None = None, only: Callable[[str], bool
                 }
             )
             logger.info("wrote %s", case.name)
+    extra: dict[str, Any] = {}
+    if heads:
+        from .fullhead import prepare_heads
+
+        extra = prepare_heads(out, template)
+        entries["validation"] += [
+            {"image": case["head"], "label": case["label"], "recipe": case["recipe"], "seed": case["seed"]}
+            for case in extra["fullhead"]["validation"]
+        ]
     dataset = {
         "name": "MNI152-brain-tissue",
         "description": "Brain tissue (GM/WM) on the MNI ICBM152 2009a T1; held-out perturbed copies for evaluation",
@@ -227,7 +252,9 @@ def prepare(out: Path, *, source: Path | None = None, only: Callable[[str], bool
             "test_seed": TEST_SEED,
             "script": "python -m train prepare-mni152",
         },
+        "sources": {"template": template_source(source)},
         **entries,
+        **extra,
     }
     (out / "dataset.json").write_text(json.dumps(dataset, indent=2), encoding="utf-8")
     return dataset
