@@ -36,10 +36,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     def command(name: str, text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text, formatter_class=_DefaultsShown)
 
-    prepare = command("prepare-mni152", "build the MNI152 brain-tissue dataset + held-out perturbed copies")
+    prepare = command(
+        "prepare-mni152",
+        "build the MNI152 brain-tissue dataset: the template, generated heads, held-out perturbed and full-head copies",
+    )
     prepare.add_argument("--out", required=True, type=Path, help="dataset folder to write")
     prepare.add_argument(
         "--source", type=Path, default=None, help="folder with the template files (default: nilearn's)"
+    )
+    prepare.add_argument("--jobs", type=_positive, default=1, help="worker processes building the cases")
+    prepare.add_argument(
+        "--no-test", action="store_true", help="skip the test cases (a GPU machine needs training + validation only)"
     )
     spheres = command("prepare-spheres", "build a tiny synthetic dataset (24³ spheres in shells) for smoke runs")
     spheres.add_argument("--out", required=True, type=Path, help="dataset folder to write (tiny.yaml reads data/tiny)")
@@ -116,8 +123,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "prepare-mni152":
         from .mni152 import prepare
 
-        dataset = prepare(args.out, source=args.source)
-        print(json.dumps({k: len(dataset[k]) for k in ("training", "validation", "test")}))
+        dataset = prepare(args.out, source=args.source, test=not args.no_test, jobs=args.jobs)
+        counts = {k: len(dataset[k]) for k in ("training", "validation", "test")}
+        heads = {"heads": len(dataset["heads"]["training"])} | {
+            f"fullhead_{split}": len(entries) for split, entries in dataset["fullhead"].items()
+        }
+        print(json.dumps(counts | heads))
     elif args.command == "prepare-spheres":
         from .synthetic import make_spheres_dataset
 

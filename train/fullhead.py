@@ -13,7 +13,9 @@ Written by `python -m train prepare-mni152` beside the skull-stripped copies:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ import torch
 
 from .config import SynthConfig
 from .head import TISSUES, Brain, Canvas, generate_head
-from .mni152 import Perturbation, build_case, tissue_labels
+from .mni152 import Perturbation, build_case, cached_template, tissue_labels
 from .synth import bank_from_arrays, synthesize
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,11 @@ FULLHEAD_CASES = {
     ),
 }
 FOLDERS = {"validation": "fullheadVal", "test": "fullheadTs"}
+CANVAS_FILES = {
+    "t1": "heads/canvas_t1.nii.gz",
+    "grey": "heads/canvas_grey.nii.gz",
+    "white": "heads/canvas_white.nii.gz",
+}
 SCANNER_SCALE = 600.0  # rendered intensities (white matter ≈ 1) in scanner-like units
 
 
@@ -56,44 +63,63 @@ def canvas_arrays(template: tuple[nib.Nifti1Image, ...]) -> tuple[Canvas, dict[s
     return canvas, arrays
 
 
-def prepare_heads(out: Path, template: tuple[nib.Nifti1Image, ...]) -> dict[str, Any]:
-    """Write heads/ and the full-head validation and test folders; returns their dataset.json entries."""
-    canvas, arrays = canvas_arrays(template)
-    brain = Brain.from_template(canvas, arrays["t1"], arrays["labels"])
+def head_calls(
+    out: Path, source: Path | None, *, test: bool = True
+) -> list[tuple[Callable[..., Any], tuple[Any, ...]]]:
+    """The jobs that write heads/ and the full-head folders (longest first); collect_heads turns their results
+    into dataset.json entries. The canvas files are written here, at once."""
+    canvas, arrays, _ = cached_brain(source)
     (out / "heads").mkdir(parents=True, exist_ok=True)
-    names = {"t1": "heads/canvas_t1.nii.gz", "grey": "heads/canvas_grey.nii.gz", "white": "heads/canvas_white.nii.gz"}
-    for key, name in names.items():
+    for key, name in CANVAS_FILES.items():
         _save(arrays[key].astype(np.uint8), canvas.affine, out / name)
-    training = []
-    for seed in HEAD_SEEDS["training"]:
-        name = f"heads/head_{seed:03d}.nii.gz"
-        _save(generate_head(brain, seed), canvas.affine, out / name)
-        training.append({"tissues": name, "seed": seed})
-        logger.info("wrote %s", name)
-    heads: dict[str, Any] = {
-        "generator": "train.head.generate_head",
-        "tissues": list(TISSUES),
-        "canvas": names,
-        "training": training,
-    }
-    fullhead = {split: _write_split(out, split, brain, arrays) for split in FOLDERS}
-    return {"heads": heads, "fullhead": fullhead}
+    splits = ["validation", "test"] if test else ["validation"]
+    calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
+        (write_fullhead_case, (out, split, seed, case, source))
+        for split in splits
+        for seed, case in zip(HEAD_SEEDS[split], FULLHEAD_CASES[split], strict=True)
+    ]
+    calls += [(write_head, (out, seed, source)) for seed in HEAD_SEEDS["training"]]
+    return calls
 
 
-def _write_split(out: Path, split: str, brain: Brain, arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    folder = out / FOLDERS[split]
-    folder.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for seed, case in zip(HEAD_SEEDS[split], FULLHEAD_CASES[split], strict=True):
-        images = render_case(brain, arrays, seed, case)
-        entry: dict[str, Any] = {"name": case.name, "seed": seed, "recipe": case.recipe()}
-        for kind, image in images.items():
-            # The label file is named by the case alone: dataset cases are named after their label file.
-            entry[kind] = f"{FOLDERS[split]}/{case.name}{'' if kind == 'label' else '_' + kind}.nii.gz"
-            nib.save(image, out / entry[kind])
-        entries.append(entry)
-        logger.info("wrote %s", case.name)
-    return entries
+def collect_heads(calls: list[tuple[Callable[..., Any], tuple[Any, ...]]], results: list[Any]) -> dict[str, Any]:
+    """dataset.json's "heads" and "fullhead" entries from the finished head_calls."""
+    training = [entry for (function, _), entry in zip(calls, results, strict=True) if function is write_head]
+    fullhead: dict[str, list[dict[str, Any]]] = {}
+    for (function, arguments), entry in zip(calls, results, strict=True):
+        if function is write_fullhead_case:
+            fullhead.setdefault(arguments[1], []).append(entry)
+    heads = {"generator": "train.head.generate_head", "tissues": list(TISSUES), "canvas": CANVAS_FILES}
+    return {"heads": {**heads, "training": training}, "fullhead": fullhead}
+
+
+def write_head(out: Path, seed: int, source: Path | None) -> dict[str, Any]:
+    """Generate and save one training head's tissue map (a job of head_calls)."""
+    canvas, _, brain = cached_brain(source)
+    name = f"heads/head_{seed:03d}.nii.gz"
+    _save(generate_head(brain, seed), canvas.affine, out / name)
+    logger.info("wrote %s", name)
+    return {"tissues": name, "seed": seed}
+
+
+def write_fullhead_case(out: Path, split: str, seed: int, case: Perturbation, source: Path | None) -> dict[str, Any]:
+    """Render and save one held-out full head (a job of head_calls); returns its dataset.json entry."""
+    _, arrays, brain = cached_brain(source)
+    (out / FOLDERS[split]).mkdir(parents=True, exist_ok=True)
+    entry: dict[str, Any] = {"name": case.name, "seed": seed, "recipe": case.recipe()}
+    for kind, image in render_case(brain, arrays, seed, case).items():
+        # The label file is named by the case alone: dataset cases are named after their label file.
+        entry[kind] = f"{FOLDERS[split]}/{case.name}{'' if kind == 'label' else '_' + kind}.nii.gz"
+        nib.save(image, out / entry[kind])
+    logger.info("wrote %s (%s)", case.name, split)
+    return entry
+
+
+@functools.lru_cache(maxsize=1)
+def cached_brain(source: Path | None) -> tuple[Canvas, dict[str, np.ndarray], Brain]:
+    """The template on the head canvas and its Brain (a distance transform: seconds), once per process."""
+    canvas, arrays = canvas_arrays(cached_template(source))
+    return canvas, arrays, Brain.from_template(canvas, arrays["t1"], arrays["labels"])
 
 
 def render_case(
