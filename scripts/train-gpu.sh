@@ -12,8 +12,11 @@
 set -uo pipefail
 KIT=${KIT:-.devcarry}
 CONFIG=${CONFIG:-train/configs/brain-tissue-synth.yaml}
-LIMIT_MIN=${LIMIT_MIN:-6.5}     # the trainer's own safety net: the schedule ends on the clock (card: time_limited)
-DEADLINE_S=${DEADLINE_S:-450}   # hard stop for both runs, counted from this script's start
+DEADLINE_S=${DEADLINE_S:-470}   # hard stop for both runs, counted from this script's start
+# The trainer's own safety net (card: time_limited): its clock starts with fit, after the data build, so the limit
+# is what is left before the deadline less the last epoch, the last validation and the export (at most 6.5 min).
+LIMIT_CAP_MIN=${LIMIT_CAP_MIN:-6.5}
+ENDGAME_S=${ENDGAME_S:-50}
 THREADS=${THREADS:-6}           # CPU threads per run (two runs on a 16-core machine)
 JOBS=${JOBS:-$(nproc)}          # worker processes building the data
 OUT=${OUT:?set OUT to the folder that comes back}
@@ -33,12 +36,17 @@ else
 fi
 python3 -c 'import torch, nibabel; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
   torch.cuda.get_device_name() if torch.cuda.is_available() else "", "nibabel", nibabel.__version__)'
-rm -rf "$RUNS/A" "$RUNS/B" "$RUNS/data"
-say "building the training + validation data with $JOBS workers"
-python3 -m train prepare-mni152 --out "$RUNS/data" --source "$KIT/template" --no-test --jobs "$JOBS" \
-  >"$OUT/prepare.log" 2>&1 || { tail -n 20 "$OUT/prepare.log"; say "data build failed"; exit 1; }
-tail -n 1 "$OUT/prepare.log"
-python3 - "$RUNS/data" "$KIT/manifest.json" "$OUT/data-check.json" <<'EOF'
+DATA=${DATA:-}                   # a rehearsal may name data built earlier; the GPU call builds it
+rm -rf "$RUNS/A" "$RUNS/B"
+if [ -z "$DATA" ]; then
+  DATA=$RUNS/data
+  rm -rf "$DATA"
+  say "building the training + validation data with $JOBS workers"
+  python3 -m train prepare-mni152 --out "$DATA" --source "$KIT/template" --no-test --jobs "$JOBS" \
+    >"$OUT/prepare.log" 2>&1 || { tail -n 20 "$OUT/prepare.log"; say "data build failed"; exit 1; }
+  tail -n 1 "$OUT/prepare.log"
+fi
+python3 - "$DATA" "$KIT/manifest.json" "$OUT/data-check.json" <<'EOF'
 import json, sys
 from pathlib import Path
 
@@ -52,9 +60,11 @@ EOF
 say "data ready"
 declare -A pids
 
+LIMIT_MIN=$(python3 -c "print(round(max(1.0, min($LIMIT_CAP_MIN, ($DEADLINE_S - $(elapsed) - $ENDGAME_S) / 60)), 2))")
+say "time_limit_min=$LIMIT_MIN"
 for run in A B; do
   python3 -m train fit --config "$CONFIG" --out "$RUNS/$run" --no-progress \
-    --set "data.root=$RUNS/data" --set "loop.time_limit_min=$LIMIT_MIN" --set "loop.num_threads=$THREADS" \
+    --set "data.root=$DATA" --set "loop.time_limit_min=$LIMIT_MIN" --set "loop.num_threads=$THREADS" \
     "$@" >"$OUT/$run.log" 2>&1 &
   pids[$run]=$!
   say "run $run started (pid ${pids[$run]})"
@@ -80,8 +90,28 @@ for run in A B; do
   say "run $run exit status $status"
   folder="$RUNS/$run"
   cp "$OUT/$run.log" "$folder/train.log" 2>/dev/null
+  if [ ! -d "$folder/model" ] && [ -f "$folder/last_checkpoint.pt" ]; then
+    # A run stopped before its export: keep its best validated weights (the checkpoint itself is too big to return).
+    python3 - "$folder" <<'EOF' || say "no weights could be salvaged from run $run"
+import json, sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+folder = Path(sys.argv[1])
+state = torch.load(folder / "last_checkpoint.pt", map_location="cpu", weights_only=True)
+weights = state["best_state"] or state["model"]
+save_file({k: v.contiguous() for k, v in weights.items()}, folder / "salvaged.safetensors")
+info = {k: state[k] for k in ("epoch", "step", "best_epoch", "best_metrics", "time_limited")}
+(folder / "salvaged.json").write_text(json.dumps({**info, "weights": "best" if state["best_state"] else "last"}))
+print("salvaged", info)
+EOF
+  fi
   members=()
-  for item in model metrics.csv config.yaml train.log; do [ -e "$folder/$item" ] && members+=("$item"); done
+  for item in model metrics.csv config.yaml train.log salvaged.safetensors salvaged.json; do
+    [ -e "$folder/$item" ] && members+=("$item")
+  done
   tar -czf "$OUT/run-$run.tar.gz" -C "$folder" "${members[@]}"
   say "run-$run.tar.gz: ${members[*]} ($(du -h "$OUT/run-$run.tar.gz" | cut -f1))"
   [ -f "$folder/model/model.yaml" ] && python3 - "$folder/model/model.yaml" <<'EOF'

@@ -101,7 +101,8 @@ def field_of_view(
     shape: Sequence[int], brain_extent: Sequence[tuple[int, int]], generator: torch.Generator, probability: float
 ) -> tuple[slice, slice, slice]:
     """A random box of the canvas, as a scan's field of view would cut a head: the neck anywhere from the canvas's
-    edge up to the brainstem, now and then the face, the vertex or a side; the brain stays inside (a few mm aside)."""
+    edge up to 12 mm above the brain's lowest voxel (the brainstem), now and then the face, the vertex or a side;
+    the rest of the brain stays inside. `brain_extent` is the brain's (first, last) voxel index per axis."""
 
     def draw(low: float, high: float) -> int:
         return int(low + (high - low) * float(torch.rand((), generator=generator)))
