@@ -55,3 +55,23 @@ def test_a_seed_fixes_a_synthetic_run_and_resume_is_exact(tiny_heads, tmp_path):
     for other in (again, resumed):
         for key, value in _weights(whole).items():
             assert torch.equal(value, _weights(other)[key]), key
+
+
+def test_the_full_head_recipe_stays_within_the_issues_bounds():
+    from helpers import ROOT
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from unet3d import UNet3D
+
+    recipe = load_config(ROOT / "train" / "configs" / "brain-tissue-synth.yaml")
+    assert recipe.synth.enabled and recipe.model.norm == "batch"  # BatchNorm: whole volume as good as patches
+
+    def flops(**arguments):
+        model = UNet3D(num_classes=3, in_channels=1, **arguments).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(1, 1, 32, 32, 32))
+        return counter.get_total_flops(), sum(p.numel() for p in model.parameters())
+
+    new, parameters = flops(**vars(recipe.model))
+    previous, _ = flops(base_channels=16, depth=4, norm="batch")
+    assert new <= 2 * previous and parameters * 4 <= 50 * 2**20
