@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -13,21 +14,15 @@ from typing import Any
 from unet3d import Unet3dError
 from unet3d.hub import push_model
 
-try:  # the service's venv has none of these: say how to get them instead of a traceback
-    import matplotlib  # noqa: F401
-    import nilearn  # noqa: F401
-    import optuna  # noqa: F401
-except ModuleNotFoundError as e:
-    sys.exit(
-        f"python -m train: error: training needs its extras ({e.name} is missing): "
-        "run scripts/setup.sh --train (or pip install -r requirements-train.txt)"
-    )
-
 from .config import ConfigError, load_config
 from .data import DatasetError, cases
-from .report import ComparisonError
+from .errors import ComparisonError
 from .search import SPACE
 from .trainer import CheckpointError
+
+# The training extras each command needs beyond the core (fit needs none: a bare GPU machine with the core's
+# dependencies trains); prepare-mni152 reads the template from nilearn unless --source names a folder.
+EXTRAS = {"prepare-mni152": ("nilearn",), "evaluate": ("matplotlib",), "search": ("optuna",)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,10 +36,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     def command(name: str, text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text, formatter_class=_DefaultsShown)
 
-    prepare = command("prepare-mni152", "build the MNI152 brain-tissue dataset + held-out perturbed copies")
+    prepare = command(
+        "prepare-mni152",
+        "build the MNI152 brain-tissue dataset: the template, generated heads, held-out perturbed and full-head copies",
+    )
     prepare.add_argument("--out", required=True, type=Path, help="dataset folder to write")
     prepare.add_argument(
         "--source", type=Path, default=None, help="folder with the template files (default: nilearn's)"
+    )
+    prepare.add_argument("--jobs", type=_positive, default=1, help="worker processes building the cases")
+    prepare.add_argument(
+        "--no-test", action="store_true", help="skip the test cases (a GPU machine needs training + validation only)"
     )
     spheres = command("prepare-spheres", "build a tiny synthetic dataset (24³ spheres in shells) for smoke runs")
     spheres.add_argument("--out", required=True, type=Path, help="dataset folder to write (tiny.yaml reads data/tiny)")
@@ -78,6 +80,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="compare per-class Dice with this model's card (e.g. models/unet3d-brain-tissue); exit 1 beyond tolerance",
     )
     ev.add_argument("--tolerance", type=float, default=0.01, help="largest Dice difference --compare accepts")
+    ev.add_argument(
+        "--external-head",
+        type=Path,
+        help="a real full-head scan for the full-head consistency figures, e.g. mricron-data's "
+        "/usr/share/mricron/templates/ch2.nii.gz (with --external-stripped)",
+    )
+    ev.add_argument(
+        "--external-stripped",
+        type=Path,
+        help="the same scan skull-stripped; its voxels > 0 are the brain mask (e.g. .../ch2bet.nii.gz)",
+    )
 
     search = command(
         "search",
@@ -97,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     push.add_argument("--private", action="store_true", help="create the repo as private")
 
     args = parser.parse_args(argv)
+    _require_extras(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)
@@ -109,8 +123,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "prepare-mni152":
         from .mni152 import prepare
 
-        dataset = prepare(args.out, source=args.source)
-        print(json.dumps({k: len(dataset[k]) for k in ("training", "validation", "test")}))
+        dataset = prepare(args.out, source=args.source, test=not args.no_test, jobs=args.jobs)
+        counts = {k: len(dataset[k]) for k in ("training", "validation", "test")}
+        heads = {"heads": len(dataset["heads"]["training"])} | {
+            f"fullhead_{split}": len(entries) for split, entries in dataset["fullhead"].items()
+        }
+        print(json.dumps(counts | heads))
     elif args.command == "prepare-spheres":
         from .synthetic import make_spheres_dataset
 
@@ -140,8 +158,14 @@ def _run(args: argparse.Namespace) -> int:
             update_card=args.update_card,
             compare=args.compare,
             tolerance=args.tolerance,
+            external=_external(args),
         )
         summary = {"mean": report["mean"], "mean_dice": report["mean_dice"]}
+        if "consistency" in report:
+            summary["consistency"] = {
+                where: {k: v for k, v in figures.items() if k not in ("cases", "files", "goals")}
+                for where, figures in report["consistency"].items()
+            }
         comparison = report.get("comparison")
         print(json.dumps(summary | ({"comparison": comparison} if comparison else {})))
         if comparison and not comparison["within_tolerance"]:
@@ -159,6 +183,27 @@ def _run(args: argparse.Namespace) -> int:
         sha = push_model(args.model, args.repo_id, revision=args.revision, private=args.private)
         print(json.dumps({"repo_id": args.repo_id, "commit": sha}))
     return 0
+
+
+def _external(args: argparse.Namespace) -> tuple[Path, Path] | None:
+    if (args.external_head is None) != (args.external_stripped is None):
+        raise ConfigError("--external-head and --external-stripped go together: the scan and the same scan stripped")
+    return None if args.external_head is None else (args.external_head, args.external_stripped)
+
+
+def _require_extras(args: argparse.Namespace) -> None:
+    """Exit with how to install them when the command's extras are missing (instead of a traceback)."""
+    needed = EXTRAS.get(args.command, ())
+    if args.command == "prepare-mni152" and args.source is not None:
+        needed = ()
+    for name in needed:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError:
+            sys.exit(
+                f"python -m train: error: {args.command} needs the training extras ({name} is missing): "
+                "run scripts/setup.sh --train (or pip install -r requirements-train.txt)"
+            )
 
 
 class _DefaultsShown(argparse.HelpFormatter):

@@ -62,6 +62,21 @@ class AugmentConfig:
 
 
 @dataclass
+class SynthConfig:
+    """Full-head training samples synthesised from generated heads (train/synth.py); off: the plain sampler."""
+
+    enabled: bool = False
+    # Relative weights of the three kinds of sample: the real brain in a generated head, the real skull-stripped
+    # template, random contrast from the tissue map.
+    head_weight: float = 0.45
+    stripped_weight: float = 0.3
+    synthetic_weight: float = 0.25
+    synthetic_stripped_probability: float = 0.25
+    fov_probability: float = 0.7
+    texture_std: list[float] = field(default_factory=lambda: [0.0, 0.08])
+
+
+@dataclass
 class OptimConfig:
     lr: float = 2e-3
     weight_decay: float = 3e-5
@@ -111,6 +126,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     card: CardConfig = field(default_factory=CardConfig)
@@ -129,7 +145,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from e
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections (model, data, augment, optim, loop, card)")
+        raise ConfigError(f"{path} must hold a mapping of sections (model, data, augment, synth, optim, loop, card)")
     for item in overrides or []:
         _apply_override(raw, item)
     return checked(from_dict(TrainConfig, raw, "config"))
@@ -205,6 +221,7 @@ def checked(config: TrainConfig) -> TrainConfig:
     _check_augment(config.augment)
     _check_optim(config.optim)
     _check_loop(config.loop)
+    _check_synth(config.synth)
     config.card.classes = [_class_entry(i, c) for i, c in enumerate(config.card.classes)]
     _require(len(config.card.classes) >= 2, "card.classes", config.card.classes, "must list background + classes")
     return config
@@ -290,6 +307,22 @@ _RANGES = {
     "blur_sigma": 0.0,
     "lowres_factor": 1.0,
 }
+
+
+def _check_synth(synth: SynthConfig) -> None:
+    weights = (synth.head_weight, synth.stripped_weight, synth.synthetic_weight)
+    for name, value in zip(("head_weight", "stripped_weight", "synthetic_weight"), weights, strict=True):
+        _require(value >= 0, f"synth.{name}", value, "must be >= 0")
+    _require(sum(weights) > 0, "synth.head_weight", weights, "and the other two weights must not all be 0")
+    _fraction("synth.synthetic_stripped_probability", synth.synthetic_stripped_probability)
+    _fraction("synth.fov_probability", synth.fov_probability)
+    texture = synth.texture_std
+    _require(
+        len(texture) == 2 and 0 <= texture[0] <= texture[1] < 1,
+        "synth.texture_std",
+        texture,
+        "must be [low, high] with 0 <= low <= high < 1",
+    )
 
 
 def _class_entry(position: int, entry: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ Brain Imaging Centre, free use with notice (see the dataset.json written next to
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from nibabel.processing import resample_from_to
 from scipy import ndimage
 
 from .augment import rotation_matrix
+from .parallel import run_jobs
+from .provenance import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +33,7 @@ NOTICE = (
     "MNI ICBM152 non-linear symmetric 2009a template, Copyright (C) 1993-2009 Louis Collins, McConnell Brain "
     "Imaging Centre, Montreal Neurological Institute, McGill University. Free use with this notice."
 )
+ORIGIN_NOTE = "ORIGIN"  # in a --source folder: one line naming where its template files came from
 VALIDATION_SEED = 1001
 TEST_SEED = 2002
 
@@ -78,6 +82,20 @@ def template_dir() -> Path:
     import nilearn
 
     return Path(nilearn.__file__).parent / "datasets" / "data"
+
+
+def template_source(source: Path | None = None) -> dict[str, Any]:
+    """Where the template files came from: the package (and version) or folder, and each file's sha256."""
+    folder = source or template_dir()
+    if source is None:
+        from importlib.metadata import version
+
+        origin = f"nilearn {version('nilearn')} (PyPI), nilearn/datasets/data/"
+    elif (source / ORIGIN_NOTE).is_file():  # a copy of the files (a GPU kit) says where they came from
+        origin = (source / ORIGIN_NOTE).read_text(encoding="utf-8").strip()
+    else:
+        origin = str(source)
+    return {"origin": origin, "sha256": {name: sha256_of(folder / name) for name in FILES.values()}}
 
 
 def load_template(source: Path | None = None) -> tuple[nib.Nifti1Image, nib.Nifti1Image, nib.Nifti1Image]:
@@ -181,11 +199,21 @@ def build_case(
     return _reorient(out_image, geometry), _reorient(out_labels, geometry)
 
 
-def prepare(out: Path, *, source: Path | None = None, only: Callable[[str], bool] | None = None) -> dict[str, Any]:
-    """Write imagesTr/labelsTr (the template), imagesVal/labelsVal and imagesTs/labelsTs, and dataset.json."""
+def prepare(
+    out: Path,
+    *,
+    source: Path | None = None,
+    only: Callable[[str], bool] | None = None,
+    heads: bool = True,
+    test: bool = True,
+    jobs: int = 1,
+) -> dict[str, Any]:
+    """Write imagesTr/labelsTr (the template), imagesVal/labelsVal and imagesTs/labelsTs, and dataset.json; with
+    `heads`, also the generated heads and the full-head validation and test cases (train/fullhead.py). Without
+    `test`, no test cases (what training needs, e.g. on a GPU machine); `jobs` worker processes build the cases."""
     template = load_template(source)
     t1, gm, wm = template
-    for folder in ("imagesTr", "labelsTr", "imagesVal", "labelsVal", "imagesTs", "labelsTs"):
+    for folder in ("imagesTr", "labelsTr", "imagesVal", "labelsVal", *(("imagesTs", "labelsTs") if test else ())):
         (out / folder).mkdir(parents=True, exist_ok=True)
     labels = tissue_labels(np.asarray(gm.dataobj) / 255.0, np.asarray(wm.dataobj) / 255.0)
     nib.save(t1, out / "imagesTr" / "mni152_0000.nii.gz")
@@ -193,26 +221,29 @@ def prepare(out: Path, *, source: Path | None = None, only: Callable[[str], bool
     entries: dict[str, list[dict[str, Any]]] = {
         "training": [{"image": "imagesTr/mni152_0000.nii.gz", "label": "labelsTr/mni152.nii.gz"}]
     }
-    for split, cases, seed, folder in (
-        ("validation", VALIDATION_CASES, VALIDATION_SEED, "Val"),
-        ("test", TEST_CASES, TEST_SEED, "Ts"),
-    ):
-        entries[split] = []
-        for case in cases:
-            if only is not None and not only(case.name):
-                continue
-            image, label = build_case(case, seed, template)
-            nib.save(image, out / f"images{folder}" / f"{case.name}_0000.nii.gz")
-            nib.save(label, out / f"labels{folder}" / f"{case.name}.nii.gz")
-            entries[split].append(
-                {
-                    "image": f"images{folder}/{case.name}_0000.nii.gz",
-                    "label": f"labels{folder}/{case.name}.nii.gz",
-                    "recipe": case.recipe(),
-                    "seed": seed,
-                }
-            )
-            logger.info("wrote %s", case.name)
+    splits = [("validation", VALIDATION_CASES, VALIDATION_SEED, "Val"), ("test", TEST_CASES, TEST_SEED, "Ts")]
+    chosen = [
+        (out, split, folder, case, seed, source)
+        for split, cases, seed, folder in splits[: 2 if test else 1]
+        for case in cases
+        if only is None or only(case.name)
+    ]
+    calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+    if heads:
+        from .fullhead import collect_heads, head_calls
+
+        calls = head_calls(out, source, test=test)  # the longest jobs first
+    results = run_jobs(calls + [(write_case, job) for job in chosen], jobs)
+    written = results[len(calls) :]
+    for split, _, _, _ in splits:
+        entries[split] = [entry for job, entry in zip(chosen, written, strict=True) if job[1] == split]
+    extra: dict[str, Any] = {}
+    if heads:
+        extra = collect_heads(calls, results[: len(calls)])
+        entries["validation"] += [
+            {"image": case["head"], "label": case["label"], "recipe": case["recipe"], "seed": case["seed"]}
+            for case in extra["fullhead"]["validation"]
+        ]
     dataset = {
         "name": "MNI152-brain-tissue",
         "description": "Brain tissue (GM/WM) on the MNI ICBM152 2009a T1; held-out perturbed copies for evaluation",
@@ -227,7 +258,31 @@ def prepare(out: Path, *, source: Path | None = None, only: Callable[[str], bool
             "test_seed": TEST_SEED,
             "script": "python -m train prepare-mni152",
         },
+        "sources": {"template": template_source(source)},
         **entries,
+        **extra,
     }
     (out / "dataset.json").write_text(json.dumps(dataset, indent=2), encoding="utf-8")
     return dataset
+
+
+def write_case(
+    out: Path, split: str, folder: str, case: Perturbation, seed: int, source: Path | None
+) -> dict[str, Any]:
+    """Build and save one perturbed copy; returns its dataset.json entry (a job of `prepare`)."""
+    image, label = build_case(case, seed, cached_template(source))
+    nib.save(image, out / f"images{folder}" / f"{case.name}_0000.nii.gz")
+    nib.save(label, out / f"labels{folder}" / f"{case.name}.nii.gz")
+    logger.info("wrote %s (%s)", case.name, split)
+    return {
+        "image": f"images{folder}/{case.name}_0000.nii.gz",
+        "label": f"labels{folder}/{case.name}.nii.gz",
+        "recipe": case.recipe(),
+        "seed": seed,
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def cached_template(source: Path | None) -> tuple[nib.Nifti1Image, nib.Nifti1Image, nib.Nifti1Image]:
+    """The template, loaded once per process (prepare's worker processes each keep one)."""
+    return load_template(source)

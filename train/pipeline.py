@@ -14,7 +14,7 @@ import yaml
 
 from .config import TrainConfig
 from .export import build_card, export_model, write_card
-from .report import compare_with_reference, evaluate_model
+from .provenance import training_data
 from .trainer import Trainer
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def fit_and_export(
         "validation": {k: round(v, 4) for k, v in result.best_metrics.items()}
         if "mIoU" in result.best_metrics
         else None,
+        "data": training_data(config.data.root, heads=config.synth.enabled),
     }
     model_dir = export_model(result.model, card, out / "model")
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
@@ -73,13 +74,23 @@ def evaluate_and_record(
     update_card: bool = False,
     compare: str | Path | None = None,
     tolerance: float = 0.01,
+    external: tuple[Path, Path] | None = None,
 ) -> dict[str, Any]:
     """Write the evaluation report; with `update_card`, store its means in the model's model.yaml; with
-    `compare`, add how far its per-class Dice lies from a reference model's card (report["comparison"])."""
+    `compare`, add how far its per-class Dice lies from a reference model's card (report["comparison"]).
+
+    The full-head consistency figures (train/consistency.py) join the report as report["consistency"]: on the
+    dataset's generated heads of `split` when it lists any, and on `external` (a real head scan and the same scan
+    skull-stripped, brain mask = stripped > 0) when given."""
+    from .report import compare_with_reference, evaluate_model  # matplotlib: evaluation's extra, not fit's
+
     report = evaluate_model(model, data, out, split=split, device=device, limit=limit)
+    consistency = _consistency(model, data, split, device, limit, external)
+    if consistency:
+        report["consistency"] = consistency
     if compare is not None:
         report["comparison"] = compare_with_reference(report, compare, tolerance=tolerance)
-        (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     if update_card:
         directory = Path(model)
         card = yaml.safe_load((directory / "model.yaml").read_text(encoding="utf-8"))
@@ -90,10 +101,40 @@ def evaluate_and_record(
             "mean_dice": report["mean_dice"],
             "mean_iou": report["mean_iou"],
             "date": dt.date.today().isoformat(),
-            "command": f"python -m train evaluate --model {model} --data {data} --out {out} --split {split}",
+            "command": _command(model, data, out, split, external),
         }
+        if consistency:
+            card["metrics"][split]["consistency"] = {
+                where: {k: v for k, v in figures.items() if k != "cases"} for where, figures in consistency.items()
+            }
         write_card(card, directory)
     return report
+
+
+def _consistency(
+    model: str | Path, data: Path, split: str, device: str, limit: int | None, external: tuple[Path, Path] | None
+) -> dict[str, Any]:
+    from .consistency import HeadCase, dataset_heads, evaluate_heads
+
+    figures = {}
+    generated = dataset_heads(data, split)[:limit] if limit else dataset_heads(data, split)
+    if generated:
+        figures["generated_heads"] = evaluate_heads(model, generated, device=device)
+    if external is not None:
+        head, stripped = (Path(p) for p in external)
+        for path in (head, stripped):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found (--external-head / --external-stripped)")
+        case = HeadCase(head.name.split(".")[0], head, stripped)
+        figures["external"] = evaluate_heads(model, [case], device=device, describe_files=True)
+    return figures
+
+
+def _command(model: str | Path, data: Path, out: Path, split: str, external: tuple[Path, Path] | None) -> str:
+    command = f"python -m train evaluate --model {model} --data {data} --out {out} --split {split}"
+    if external is not None:
+        command += f" --external-head {external[0]} --external-stripped {external[1]}"
+    return command
 
 
 def _dice_per_class(case: dict[str, Any]) -> dict[str, float | None]:

@@ -17,6 +17,7 @@ from unet3d.metrics import evaluate, mean_of
 from unet3d.options import Mode
 
 from .data import Case, DatasetError, cases, labelled_splits, load_pair, read_dataset
+from .errors import ComparisonError
 
 View = tuple[Case, tuple[float, float, float], np.ndarray, np.ndarray, np.ndarray]
 
@@ -80,10 +81,6 @@ def evaluate_model(
     _plot_grid(views, card, out / "predictions.png", errors=False)
     _plot_grid(views, card, out / "error_overlays.png", errors=True)
     return report
-
-
-class ComparisonError(ValueError):
-    """`--compare` cannot line the two evaluations up (the message says what is missing)."""
 
 
 def compare_with_reference(report: dict[str, Any], reference: str | Path, *, tolerance: float) -> dict[str, Any]:

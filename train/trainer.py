@@ -134,14 +134,18 @@ class Trainer:
             self.epoch += 1
             metrics: dict[str, float] = {"epoch": self.epoch, "train_loss": train_loss, "lr": self._lr()}
             stop = False
-            validated = self.dist.is_main and bool(validation) and self.epoch % config.loop.validate_every == 0
+            out_of_time = time.perf_counter() - started > 60 * (config.loop.time_limit_min or math.inf)
+            # The last epoch is validated too when the clock ends the run, so its (lowest learning-rate) weights
+            # can be the ones exported.
+            due = self.epoch % config.loop.validate_every == 0 or out_of_time
+            validated = self.dist.is_main and bool(validation) and due
             if validated:
                 metrics.update(self.validate(pairs))
             if self.dist.is_main and (validated or config.loop.monitor == "loss"):
                 stop = self._track(metrics)
                 if epoch_callback is not None and epoch_callback(self.epoch, metrics):
                     stop = True
-            if config.loop.time_limit_min and time.perf_counter() - started > 60 * config.loop.time_limit_min:
+            if out_of_time:
                 logger.info("time limit reached after epoch %d", self.epoch)
                 stop = True
                 self.time_limited = self.time_limited or self.epoch < config.loop.epochs
@@ -175,6 +179,10 @@ class Trainer:
 
     def _sampler(self) -> PatchSampler:
         data = self.config.data
+        if self.config.synth.enabled:
+            from .synth import head_sampler
+
+            return head_sampler(self.config, self.device, seed=self.config.loop.seed * 1000 + self.dist.rank)
         spacing = spacing3(data.spacing_mm) if data.spacing_mm else None
         training = cases(data.root, "training")
         if not training:

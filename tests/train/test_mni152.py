@@ -39,7 +39,7 @@ def test_resampled_copy_has_the_requested_spacing_and_labels_from_resampled_maps
 @pytest.mark.slow
 def test_prepare_writes_an_msd_folder_with_recipes_and_seeds(tmp_path):
     wanted = {VALIDATION_CASES[0].name, TEST_CASES[1].name}
-    dataset = prepare(tmp_path, only=lambda name: name in wanted)
+    dataset = prepare(tmp_path, only=lambda name: name in wanted, heads=False)
     written = json.loads((tmp_path / "dataset.json").read_text())
     assert written == json.loads(json.dumps(dataset))
     assert written["labels"] == {"0": "background", "1": "grey_matter", "2": "white_matter"}
@@ -52,3 +52,15 @@ def test_prepare_writes_an_msd_folder_with_recipes_and_seeds(tmp_path):
     for entry in [*written["training"], *written["validation"], *written["test"]]:
         assert (tmp_path / entry["image"]).exists() and (tmp_path / entry["label"]).exists()
     assert "McConnell" in written["reference"]
+
+
+def test_worker_processes_write_the_same_files_as_one_process(tiny_template, tiny_heads, tmp_path):
+    from train.provenance import sha256_of
+
+    dataset = prepare(tmp_path, source=tiny_template, test=False, jobs=2)
+    assert dataset["test"] == [] and "test" not in dataset["fullhead"]
+    names = [entry["tissues"] for entry in dataset["heads"]["training"]]
+    names += [entry[key] for entry in dataset["validation"] for key in ("image", "label")]
+    assert len(names) == 20 + 2 * 6
+    for name in names:
+        assert sha256_of(tmp_path / name) == sha256_of(tiny_heads / name), name

@@ -1,0 +1,124 @@
+"""Full-head consistency: does the model give the same answer with and without the skull, and nothing outside?
+
+For a head scan and the same scan skull-stripped (with its brain mask), two figures per case (issue 17's goals):
+- `outside_fraction`: grey + white matter labelled outside the brain mask in the full-head result, as a fraction
+  of all grey + white matter labelled there (goal ≤ 1%);
+- `agreement_dice`: per class, Dice between the full-head result and the skull-stripped result (goal ≥ 0.95).
+Where the case has reference labels, the Dice of each result against them too.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unet3d import Segmenter, load_volume
+from unet3d.metrics import dice
+
+from .data import DatasetError, read_dataset
+from .provenance import sha256_of
+
+OUTSIDE_LIMIT = 0.01
+AGREEMENT_LIMIT = 0.95
+
+
+@dataclass(frozen=True)
+class HeadCase:
+    """A full-head scan, the same scan skull-stripped, its brain mask (None: stripped > 0) and optional labels."""
+
+    name: str
+    head: Path
+    stripped: Path
+    brain: Path | None = None
+    label: Path | None = None
+
+
+def dataset_heads(root: str | Path, split: str) -> list[HeadCase]:
+    """The full-head cases dataset.json lists under "fullhead" for `split` ([] when it lists none)."""
+    root = Path(root)
+    listed = (read_dataset(root).get("fullhead") or {}).get(split) or []
+    found = []
+    for entry in listed:
+        paths = {key: root / entry[key] for key in ("head", "stripped", "brain", "label") if entry.get(key)}
+        for path in paths.values():
+            if not path.is_file():
+                raise DatasetError(f"{path} is missing (dataset.json lists it under 'fullhead' / {split!r})")
+        found.append(HeadCase(entry["name"], paths["head"], paths["stripped"], paths.get("brain"), paths.get("label")))
+    return found
+
+
+def measure_case(segmenter: Segmenter, case: HeadCase) -> dict[str, Any]:
+    """Both predictions of one case and its consistency figures (volumes in mL)."""
+    started = time.perf_counter()
+    full = segmenter.predict(case.head).mask
+    stripped_volume = load_volume(case.stripped)
+    stripped = segmenter.predict(stripped_volume).mask
+    if full.shape != stripped.shape:
+        raise DatasetError(f"{case.stripped}: shape {stripped.shape} differs from {case.head.name}'s {full.shape}")
+    brain = (load_volume(case.brain).data > 0.5) if case.brain else stripped_volume.data > 0
+    voxel_ml = stripped_volume.voxel_volume_ml
+    names = segmenter.card.class_names()
+    row: dict[str, Any] = {"case": case.name, **consistency(full, stripped, brain, names, voxel_ml)}
+    if case.label is not None:
+        reference = np.rint(load_volume(case.label).data).astype(np.uint8)
+        row["dice_full_vs_label"] = {n: _round(dice(full, reference, i)) for i, n in enumerate(names) if i}
+        row["dice_stripped_vs_label"] = {n: _round(dice(stripped, reference, i)) for i, n in enumerate(names) if i}
+    row["seconds"] = round(time.perf_counter() - started, 2)
+    return row
+
+
+def consistency(
+    full: np.ndarray, stripped: np.ndarray, brain: np.ndarray, names: list[str], voxel_ml: float
+) -> dict[str, Any]:
+    """The figures of one case from its two masks (same grid) and the brain mask (bool)."""
+    tissue = full > 0
+    labelled = int(tissue.sum())
+    outside = int((tissue & ~brain).sum())
+    return {
+        "outside_fraction": round(outside / labelled, 5) if labelled else None,
+        "outside_ml": round(outside * voxel_ml, 2),
+        "agreement_dice": {n: _round(dice(full, stripped, i)) for i, n in enumerate(names) if i},
+        "volume_ml_full": {n: round(float((full == i).sum()) * voxel_ml, 1) for i, n in enumerate(names) if i},
+        "volume_ml_stripped": {n: round(float((stripped == i).sum()) * voxel_ml, 1) for i, n in enumerate(names) if i},
+    }
+
+
+def summarise(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """Worst and mean figures over the cases, and whether every case meets the goals."""
+    fractions = [r["outside_fraction"] for r in rows if r["outside_fraction"] is not None]
+    agreement = {n: [r["agreement_dice"][n] for r in rows if r["agreement_dice"][n] is not None] for n in names[1:]}
+    passed = bool(fractions) and max(fractions) <= OUTSIDE_LIMIT
+    passed = passed and all(values and min(values) >= AGREEMENT_LIMIT for values in agreement.values())
+    return {
+        "goals": {"outside_fraction_at_most": OUTSIDE_LIMIT, "agreement_dice_at_least": AGREEMENT_LIMIT},
+        "outside_fraction": {"max": max(fractions, default=None), "mean": _mean(fractions)},
+        "agreement_dice": {n: {"min": min(v, default=None), "mean": _mean(v)} for n, v in agreement.items()},
+        "meets_goals": passed,
+        "cases": rows,
+    }
+
+
+def evaluate_heads(
+    model: str | Path, cases: list[HeadCase], *, device: str = "auto", describe_files: bool = False
+) -> dict[str, Any]:
+    """Measure every case with one loaded model; with `describe_files`, each file's sha256 too (external scans)."""
+    segmenter = Segmenter.from_pretrained(model, device=device)
+    rows = [measure_case(segmenter, case) for case in cases]
+    summary = summarise(rows, segmenter.card.class_names())
+    if describe_files:
+        summary["files"] = {
+            str(path): sha256_of(path) for case in cases for path in (case.head, case.stripped) if path is not None
+        }
+    return summary
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(float(np.mean(values)), 5) if values else None
