@@ -123,7 +123,7 @@ def test_raw_api_call_naming_a_server_file_is_refused_with_a_message(tiny_server
     assert "event: error" in stream
     assert "event: complete" not in stream
     assert "root:" not in stream
-    # Gradio's own check refuses it (api.callbacks.ReviewBlocks words the answer): one log line, no traceback.
+    # Gradio's own check refuses it (api.ui.errors.ReviewBlocks words the answer): one log line, no traceback.
     assert '"error": "Only files uploaded through this page are accepted' in stream
     log = tiny_server.logs()[logged_before:]
     assert f"Cannot move {(ROOT / server_path).resolve()} to the gradio cache dir" in log

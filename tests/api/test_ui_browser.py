@@ -12,7 +12,7 @@ import pytest
 from helpers import STRICT_KEY
 from PIL import Image
 
-from api.views import CONFUSED, FALSE_NEGATIVE, FALSE_POSITIVE
+from api.ui.rendering import CONFUSED, FALSE_NEGATIVE, FALSE_POSITIVE
 
 playwright = pytest.importorskip("playwright.sync_api")
 
