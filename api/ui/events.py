@@ -95,6 +95,10 @@ class ReviewEvents:
             ui.iou_plot: gr.LinePlot(color_map=colors),
         }
 
+    def example(self) -> str:
+        """The MNI152 T1 example, as the chosen volume."""
+        return str(EXAMPLE_VOLUME)
+
     def store_options(self, values: Values) -> Changes:
         """Remember the ticked options for the segmentation that follows."""
         ui, session = self.ui, values[self.ui.session]
@@ -239,7 +243,7 @@ class ReviewEvents:
         options: set[Any] = {ui.session, ui.uncertainty, ui.tta, ui.keep_probabilities}
         pressed = ui.segment.click(self.store_options, options, ui.session, **PRIVATE)
         self._segment_then_present(pressed, SEGMENT_API)
-        loaded = ui.example.click(lambda: str(EXAMPLE_VOLUME), None, ui.volume, **PRIVATE)
+        loaded = ui.example.click(self.example, None, ui.volume, **PRIVATE)
         self._segment_then_present(loaded.then(self.store_options, options, ui.session, **PRIVATE), PRIVATE)
         # /segment_with_options: the sidebar's TTA and probabilities boxes as its optional parameters (default off).
         ui.api_only.click(self.segment_with_options, [ui.volume, ui.tta, ui.keep_probabilities, ui.session],

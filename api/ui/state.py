@@ -66,7 +66,7 @@ def plane_indices(point: tuple[int, int, int]) -> tuple[int, int, int]:
     return z, y, x
 
 
-@dataclass
+@dataclass(eq=False)  # a tab is itself: two sessions are never "equal"
 class Session:
     """One browser tab: its review and what it needs to remember between events.
 

@@ -15,8 +15,6 @@ import numpy as np
 import pytest
 from helpers import STRICT_KEY
 
-from api.main import create_app
-
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_SCRIPT = textwrap.dedent(
     """
@@ -212,10 +210,6 @@ def test_ui_page_is_served_with_analytics_and_run_history_off(tiny_server):
     assert config["analytics_enabled"] is False
     assert config.get("run_history") is False
     assert config["footer_links"] == ["api"]
-
-
-def test_mounted_ui_is_marked_launched_so_gradio_checks_uploads():
-    assert create_app().state.blocks.has_launched is True
 
 
 def test_a_plain_path_instead_of_handle_file_says_how_to_send_the_file(tiny_server):

@@ -15,6 +15,7 @@ import gradio as gr
 import nibabel as nib
 import numpy as np
 import pytest
+from gradio.components.base import FormComponent
 from PIL import Image
 
 from api.service import SegmentationService
@@ -61,8 +62,8 @@ class Page:
         for component, value in changes.items():
             if isinstance(value, gr.components.Component):  # an update written as a component: gr.Slider(maximum=...)
                 self.updates[component] = value
-                if "value" in value.constructor_args:
-                    self.values[component] = value.constructor_args["value"]
+                if isinstance(value, FormComponent):  # the handlers give controls their value with their range
+                    self.values[component] = value.value
             else:
                 self.values[component] = value
         if self.ui.redraw in changes:
@@ -170,8 +171,7 @@ def test_a_page_opens_with_the_model_in_the_header_and_its_classes_to_toggle(pag
     ui = page.ui
     assert "shell, core" in page.values[ui.header] and "background" not in page.values[ui.header]
     assert page.values[ui.shown] == ["shell", "core"] and page.values[ui.surface_classes] == ["shell", "core"]
-    assert page.updates[ui.class_plot].constructor_args["color_map"] == {"background": "#000000", "shell": "#ff0000",
-                                                                          "core": "#00ff00"}  # fmt: skip
+    assert page.updates[ui.class_plot].color_map == {"background": "#000000", "shell": "#ff0000", "core": "#00ff00"}
     assert CURSOR_HINT in page.events.cursor(page.values)  # nothing segmented yet
 
 
@@ -229,8 +229,8 @@ def test_after_segmenting_the_page_shows_the_review(page, uploaded_volume):
     assert list(page.values[ui.class_table]["class"]) == ["background", "shell", "core"]
     assert "mL" in page.values[ui.legend]
     x, y, z = review.layers.shape
-    assert [page.updates[ui.sliders[p]].constructor_args["maximum"] for p in PLANES] == [z - 1, y - 1, x - 1]
-    assert all(page.updates[s].constructor_args["interactive"] for s in (*ui.sliders.values(), ui.window, ui.level))
+    assert [page.updates[ui.sliders[p]].maximum for p in PLANES] == [z - 1, y - 1, x - 1]
+    assert all(page.updates[s].interactive for s in (*ui.sliders.values(), ui.window, ui.level))
     for plane, index in zip(PLANES, page.indices(), strict=True):  # drawn through the foreground's centre
         assert Path(page.values[ui.images[plane]]).name == f"t1_{plane}_{index:03d}.png"
         picture = page.picture(plane)
@@ -291,7 +291,7 @@ def test_auto_window_brings_back_the_first_picture(page, uploaded_volume):
     page.segment(uploaded_volume)
     ui = page.ui
     first, width, level = page.picture("axial"), page.values[ui.window], page.values[ui.level]
-    page.move(ui.window, page.updates[ui.window].constructor_args["minimum"])
+    page.move(ui.window, page.updates[ui.window].minimum)
     assert not np.array_equal(page.picture("axial"), first)
     page.apply(page.events.auto_window(page.values))
     assert (page.values[ui.window], page.values[ui.level]) == (width, level)
