@@ -35,8 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from service import start_server  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from api.callbacks import ReviewCallbacks, ViewInputs  # noqa: E402
-from api.review import default_window, start_review  # noqa: E402
+from api.ui.review import default_window, start_review  # noqa: E402
+from api.ui.state import ViewInputs  # noqa: E402
+from api.ui.views import write_views  # noqa: E402
 from unet3d import Segmenter  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "models" / "unet3d-brain-tissue"
@@ -90,7 +91,6 @@ def concurrent_load(url: str, payload: bytes, name: str, clients: int) -> tuple[
 def render_times(prediction: Any, workdir: Path, moves: int = 30) -> dict[str, float]:
     review = start_review(prediction, workdir / "review")
     low, high = default_window(review.layers.image)
-    callbacks = ReviewCallbacks(lambda: None)
     z_size = review.layers.shape[2]
     times = []
     for k in range(moves):
@@ -99,7 +99,7 @@ def render_times(prediction: Any, workdir: Path, moves: int = 30) -> dict[str, f
             visible=tuple(c.name for c in review.classes[1:]), overlay="classes", crosshair=True,
         )  # fmt: skip
         started = time.perf_counter()
-        callbacks.render(review, inputs)
+        write_views(review, inputs)
         times.append((time.perf_counter() - started) * 1000)
     review.close()
     return {"median_ms": round(statistics.median(times), 1), "p95_ms": round(sorted(times)[int(0.95 * moves)], 1)}

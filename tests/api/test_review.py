@@ -1,4 +1,4 @@
-"""Review sessions: outputs on disk, canonical cached arrays, reference comparison, statistics."""
+"""Reviews: outputs on disk, canonical cached arrays, reference comparison, statistics and the status line."""
 
 from __future__ import annotations
 
@@ -10,16 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from api.review import (
-    agreement_table,
-    attach_reference,
-    class_table,
-    intensity_histograms,
-    iou_along_z,
-    most_uncertain,
-    normalised_entropy,
-    start_review,
-)
+from api.ui.figures import agreement_table, class_table, intensity_histograms, iou_along_z
+from api.ui.markup import status_markdown
+from api.ui.review import attach_reference, most_uncertain, normalised_entropy, start_review
 from unet3d import Segmenter
 from unet3d.errors import InvalidVolumeError
 from unet3d.geometry import to_canonical
@@ -168,8 +161,6 @@ def test_reference_with_non_integer_values_is_refused(segmenter, oblique_volume,
 
 
 def test_the_status_line_says_when_a_class_is_cut_by_the_edge_of_the_scan(segmenter, oblique_volume, tmp_path):
-    from api.panels import status_markdown
-
     review = start_review(segmenter.predict(oblique_volume), tmp_path / "work")
     shell, core = review.summary["classes"][1:]
     shell["touches_border"], core["touches_border"] = False, False

@@ -15,8 +15,6 @@ import numpy as np
 import pytest
 from helpers import STRICT_KEY
 
-from api.main import create_app
-
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_SCRIPT = textwrap.dedent(
     """
@@ -123,7 +121,7 @@ def test_raw_api_call_naming_a_server_file_is_refused_with_a_message(tiny_server
     assert "event: error" in stream
     assert "event: complete" not in stream
     assert "root:" not in stream
-    # Gradio's own check refuses it (api.callbacks.ReviewBlocks words the answer): one log line, no traceback.
+    # Gradio's own check refuses it (api.ui.errors.ReviewBlocks words the answer): one log line, no traceback.
     assert '"error": "Only files uploaded through this page are accepted' in stream
     log = tiny_server.logs()[logged_before:]
     assert f"Cannot move {(ROOT / server_path).resolve()} to the gradio cache dir" in log
@@ -212,10 +210,6 @@ def test_ui_page_is_served_with_analytics_and_run_history_off(tiny_server):
     assert config["analytics_enabled"] is False
     assert config.get("run_history") is False
     assert config["footer_links"] == ["api"]
-
-
-def test_mounted_ui_is_marked_launched_so_gradio_checks_uploads():
-    assert create_app().state.blocks.has_launched is True
 
 
 def test_a_plain_path_instead_of_handle_file_says_how_to_send_the_file(tiny_server):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -12,7 +13,7 @@ import pytest
 from helpers import STRICT_KEY
 from PIL import Image
 
-from api.views import CONFUSED, FALSE_NEGATIVE, FALSE_POSITIVE
+from api.ui.rendering import CONFUSED, FALSE_NEGATIVE, FALSE_POSITIVE
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -100,8 +101,25 @@ def click_slider(page, selector: str, fraction: float) -> None:
     page.mouse.click(box["x"] + box["width"] * fraction, box["y"] + box["height"] / 2)
 
 
-def wait_for_new_image(page, plane: str, before: str | None) -> None:
-    playwright.expect(page.locator(f"#{plane}-view img")).not_to_have_attribute("src", before or "", timeout=20_000)
+def wait_for_new_image(page, plane: str, before: str | None, *, index: int | None = None) -> None:
+    """Wait until the view of `plane` shows another picture than `before` (and, given `index`, that slice's).
+
+    Views are redrawn one request at a time, always with the latest values: after several moves a picture of an
+    earlier one can arrive first, so a step that moves a slider waits for the slice it asked for.
+    """
+    view = page.locator(f"#{plane}-view img")
+    playwright.expect(view).not_to_have_attribute("src", before or "", timeout=20_000)
+    if index is not None:  # a view's file name says which slice it shows
+        playwright.expect(view).to_have_attribute("src", re.compile(rf"_{plane}_{index:03d}\.png$"), timeout=20_000)
+
+
+def click_view(page, plane: str, x: float, y: float) -> None:
+    """Click the view of `plane` at (x, y), fractions of its width and height, once its picture has loaded: Gradio
+    maps a click on a picture that is still loading to no point."""
+    view = page.locator(f"#{plane}-view img")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=view.element_handle(), timeout=20_000)
+    box = view.bounding_box()
+    view.click(position={"x": box["width"] * x, "y": box["height"] * y})
 
 
 def slice_indices(page) -> list[str]:
@@ -112,7 +130,8 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     expect = playwright.expect
     page.goto(f"{brain_server.url}/ui/", wait_until="load")
     expect(page.locator("#segment-btn")).to_be_visible(timeout=30_000)
-    expect(page.locator("#app-header")).to_contain_text("unet3d-brain-tissue")
+    # Filled in by the page's load event, which waits for a free worker like any other event.
+    expect(page.locator("#app-header")).to_contain_text("unet3d-brain-tissue", timeout=30_000)
     expect(page.locator("#app-header")).to_contain_text("grey matter, white matter")  # as the legend lists them
     empty = page.locator("#mask-output .empty")  # one line saying what comes there, not a tall blank box
     hint = empty.evaluate("e => getComputedStyle(e, '::after').content")
@@ -164,9 +183,7 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
 
     # A click on the axial view moves the coronal and sagittal views to that point; the axial slice stays.
     before_indices, before = slice_indices(page), page.locator("#coronal-view img").get_attribute("src")
-    view = page.locator("#axial-view img")
-    box = view.bounding_box()
-    view.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.3})
+    click_view(page, "axial", 0.3, 0.3)
     wait_for_new_image(page, "coronal", before)
     after_indices = slice_indices(page)
     assert after_indices[0] == before_indices[0]
@@ -179,7 +196,7 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     for _ in range(3):
         page.mouse.wheel(0, -100)
     expect(page.locator("#axial-slider input[type=number]")).to_have_value(str(index + 3))
-    wait_for_new_image(page, "axial", before)
+    wait_for_new_image(page, "axial", before, index=index + 3)
     # The readout under the views names the crosshair's voxel in the file's own order (MNI152: RAS, so x, y, z).
     sagittal, coronal = slice_indices(page)[2], slice_indices(page)[1]
     expect(page.locator("#cursor")).to_contain_text(f"voxel ({sagittal}, {coronal}, {index + 3})")
@@ -188,9 +205,9 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     before = page.locator("#axial-view img").get_attribute("src")
     page.mouse.wheel(0, 100)
     expect(page.locator("#axial-slider input[type=number]")).to_have_value(str(index + 2))
-    # Wait for this redraw: a picture arriving later would be taken for the next step's (a view's address follows its
-    # content, so only a different picture has a new one).
-    wait_for_new_image(page, "axial", before)
+    # Wait for this slice's picture: one arriving later would be taken for the next step's (a view's address follows
+    # its content, so only a different picture has a new one).
+    wait_for_new_image(page, "axial", before, index=index + 2)
 
     # Window: a narrow one redraws the views, "Auto window" brings this volume's back (and redraws them again).
     auto_width = page.locator("#window input[type=number]").input_value()
@@ -199,8 +216,8 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     wait_for_new_image(page, "axial", before)
     before = page.locator("#axial-view img").get_attribute("src")
     page.locator("#auto-window").click()
-    wait_for_new_image(page, "axial", before)
     expect(page.locator("#window input[type=number]")).to_have_value(auto_width)
+    wait_for_new_image(page, "axial", before)
 
     # An overlay whose data is missing says so and falls back to the classes.
     page.locator("#overlay label", has_text="Errors vs reference").click()
@@ -222,7 +239,9 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     page.locator("#class-toggle label", has_text="grey matter").click()
     wait_for_new_image(page, "axial", before)
     assert orange(picture(page, "#axial-view")) < 0.2 * with_grey, "hiding grey matter left its overlay"
+    before = page.locator("#axial-view img").get_attribute("src")
     page.locator("#class-toggle label", has_text="grey matter").click()
+    wait_for_new_image(page, "axial", before)
 
     page.get_by_role("tab", name="Statistics").click()
     expect(page.locator("#class-histogram")).to_contain_text("grey matter", timeout=20_000)
@@ -232,6 +251,7 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     page.screenshot(path=str(ARTIFACTS / "ui-statistics.png"), full_page=True)
 
     reference = make_reference(page, tmp_path)
+    before = page.locator("#axial-view img").get_attribute("src")
     page.get_by_role("tab", name="Agreement").click()
     page.locator("#reference-input input[type=file]").set_input_files(str(reference))
     expect(page.locator("#agreement")).to_contain_text("mean (foreground)", timeout=60_000)
@@ -243,6 +263,7 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     page.screenshot(path=str(ARTIFACTS / "ui-agreement.png"), full_page=True)
 
     page.get_by_role("tab", name="Slices").click()
+    wait_for_new_image(page, "axial", before)  # redrawn with the errors
     assert tinted(picture(page, "#axial-view"), CONFUSED) > 100, "grey/white confusions are not coloured"
     before = page.locator("#axial-view img").get_attribute("src")
     page.locator("#class-toggle label", has_text="grey matter").click()

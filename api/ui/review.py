@@ -1,7 +1,8 @@
-"""A review session: one prediction's cached arrays, files and statistics (per user, kept in `gr.State`).
+"""A review: one prediction's cached arrays, files, reference comparison and crosshair readout (kept per browser tab
+in `state.Session`).
 
-Everything here is plain numpy / pandas so it can be tested without a browser; the Gradio callbacks in
-`api/callbacks.py` only translate between these objects and components.
+Everything here is plain numpy so it can be tested without a browser; the handlers in `events.py` only translate
+between these objects and components, and `figures.py` turns a review into plots and tables.
 """
 
 from __future__ import annotations
@@ -13,18 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from unet3d import ClassInfo, Prediction
 from unet3d.errors import InvalidVolumeError
 from unet3d.geometry import canonical_orientation, canonical_spacing, index_from_canonical, same_affine, to_canonical
 from unet3d.io import Volume, load_volume, stem_of
-from unet3d.metrics import evaluate, iou_along_axis
+from unet3d.metrics import evaluate
 from unet3d.stats import mask_labels
 
-from .views import Layers
+from .rendering import Layers
 
-HISTOGRAM_BINS = 64
 PROBABILITIES_SUFFIX = "_probabilities.nii.gz"
 
 
@@ -33,7 +32,7 @@ class Review:
     """What the UI needs after one segmentation, so that no interaction ever re-runs the model.
 
     Attributes:
-        layers: the canonical arrays drawn by `api.views`.
+        layers: the canonical arrays drawn by `rendering`.
         classes: the card's classes (index, name, colour).
         summary: the prediction summary (the /v1/predict JSON fields).
         workdir: private folder holding this session's output files; removed by `close`.
@@ -90,11 +89,6 @@ def start_review(prediction: Prediction, workdir: Path, *, save_probabilities: b
     return Review(
         layers, prediction.card.classes, summary, workdir, tuple(files), grid, orientation, volume.voxel_volume_ml
     )
-
-
-def pretty(name: str) -> str:
-    """Display name of a class: `grey_matter` → `grey matter`."""
-    return name.replace("_", " ")
 
 
 def normalised_entropy(probabilities: np.ndarray) -> np.ndarray:
@@ -206,87 +200,6 @@ def most_uncertain(layers: Layers) -> tuple[int, int, int] | None:
         return None
     entropy = layers.entropy.astype(np.float32)
     return tuple(int(np.argmax(entropy.sum(axis=tuple(a for a in range(3) if a != axis)))) for axis in range(3))  # type: ignore[return-value]
-
-
-def class_table(review: Review) -> pd.DataFrame:
-    """Voxels, mL and share of the whole scan per class (counts with thousands separators, for reading), and
-    whether a class reaches the scan's edge (its volume is then a lower bound: the status line says so)."""
-    rows = review.summary["classes"]
-    total = sum(r["voxels"] for r in rows) or 1
-    return pd.DataFrame(
-        {
-            "class": [pretty(r["name"]) for r in rows],
-            "voxels": [f"{r['voxels']:,}" for r in rows],
-            "volume (mL)": [round(r["volume_ml"], 2) for r in rows],
-            "share of scan (%)": [round(100 * r["voxels"] / total, 2) for r in rows],
-            "at scan edge": [_edge(r) for r in rows],
-        }
-    )
-
-
-def _edge(row: dict[str, Any]) -> str:
-    if row["index"] == 0 or row.get("touches_border") is None:  # background fills the edges; absent: nothing
-        return ""
-    return "yes" if row["touches_border"] else "no"
-
-
-def intensity_histograms(review: Review, bins: int = HISTOGRAM_BINS) -> pd.DataFrame:
-    """Per class, the share of its voxels in each intensity bin (window range), long format for a line plot."""
-    low, high = default_window(review.layers.image)
-    edges = np.linspace(low, high, bins + 1)
-    centres = (edges[:-1] + edges[1:]) / 2
-    image, mask = review.layers.image.reshape(-1), review.layers.mask.reshape(-1)
-    frames = []
-    for cls in review.classes:
-        values = image[mask == cls.index]
-        counts, _ = np.histogram(values, bins=edges)
-        share = 100 * counts / max(int(values.size), 1)
-        frames.append(
-            pd.DataFrame({"intensity": centres.round(3), "voxels (%)": share.round(4), "class": pretty(cls.name)})
-        )
-    return pd.concat(frames, ignore_index=True)
-
-
-def agreement_table(review: Review) -> pd.DataFrame:
-    """Per-class Dice, IoU and volumes against the reference, plus the foreground mean (empty without a reference).
-
-    A class absent from both masks has no Dice or IoU: those cells hold None (shown empty), as does a mean with no
-    foreground class to average.
-    """
-    columns = ["class", "Dice", "IoU", "predicted (mL)", "reference (mL)"]
-    if review.metrics is None:
-        return pd.DataFrame(columns=columns)
-    metrics = review.metrics
-    rows: list[list[Any]] = [
-        [pretty(c["name"]), _rounded(c["dice"], 4), _rounded(c["iou"], 4), round(c["volume_ml_pred"], 2),
-         round(c["volume_ml_ref"], 2)]
-        for c in metrics["classes"]
-    ]  # fmt: skip
-    rows.append(["mean (foreground)", _rounded(metrics["mean_dice"], 4), _rounded(metrics["mean_iou"], 4), None, None])
-    # object columns keep None (no score) as None rather than NaN; Gradio sends null and shows an empty cell
-    return pd.DataFrame(rows, columns=columns, dtype=object)
-
-
-def _rounded(value: float | None, digits: int) -> float | None:
-    """A score rounded for display; None stays None (a class absent from both masks has no score)."""
-    return None if value is None else round(value, digits)
-
-
-def iou_along_z(review: Review) -> pd.DataFrame | None:
-    """IoU of each foreground class in every axial slice (z = the superior axis) where the class is present.
-
-    None before a reference mask is attached.
-    """
-    reference = review.layers.reference
-    if reference is None:
-        return None
-    frames = []
-    for cls in review.classes[1:]:
-        values = iou_along_axis(review.layers.mask, reference, cls.index, axis=2)
-        keep = ~np.isnan(values)
-        slices = np.nonzero(keep)[0].astype(np.int64)
-        frames.append(pd.DataFrame({"axial slice": slices, "IoU": values[keep].round(4), "class": pretty(cls.name)}))
-    return pd.concat(frames, ignore_index=True)
 
 
 def _safe_stem(name: str) -> str:

@@ -1,4 +1,5 @@
-"""Orthogonal slice rendering: grey image with window/level, class / outline / error / uncertainty overlays, crosshair.
+"""One slice picture from a review's arrays: grey image with window/level, an overlay, the crosshair and the
+orientation letters; and the overlays themselves (`OVERLAYS`).
 
 Pure numpy + Pillow, no Gradio: arrays in, an `(H, W, 3)` uint8 picture out. Arrays are in closest-RAS voxel
 order `(x, y, z)` (see `unet3d.io.to_canonical`); views follow the radiological convention (patient right on the
@@ -7,6 +8,7 @@ viewer's left; sagittal with anterior on the left) and are drawn with square mil
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -15,7 +17,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 Plane = Literal["axial", "coronal", "sagittal"]
-Overlay = Literal["classes", "outlines", "errors", "uncertainty"]
 PLANES: tuple[Plane, ...] = ("axial", "coronal", "sagittal")
 # The array axis each plane slices through, and the screen letters (left, right, top, bottom).
 PLANE_AXIS: dict[Plane, int] = {"axial": 2, "coronal": 1, "sagittal": 0}
@@ -61,12 +62,12 @@ class Layers:
 
 @dataclass(frozen=True)
 class Style:
-    """How to draw: intensity window, overlay kind and opacity, visible classes, crosshair position."""
+    """How to draw: intensity window, overlay (a key of `OVERLAYS`) and opacity, visible classes, crosshair position."""
 
     window: tuple[float, float]
     opacity: float = 0.45
     visible: frozenset[int] = frozenset()
-    overlay: Overlay = "classes"
+    overlay: str = "classes"
     cursor: tuple[int, int, int] | None = None
 
 
@@ -77,19 +78,17 @@ def hex_to_rgb(color: str) -> tuple[int, int, int]:
 
 
 def render(layers: Layers, plane: Plane, index: int, style: Style) -> np.ndarray:
-    """Draw slice `index` of `plane` as an `(H, W, 3)` uint8 picture about `DISPLAY_PX` pixels on its long side."""
+    """Draw slice `index` of `plane` as an `(H, W, 3)` uint8 picture about `DISPLAY_PX` pixels on its long side.
+
+    An overlay whose data `layers` lacks is drawn as the classes (see `missing_overlay_data`).
+    """
     axis = PLANE_AXIS[plane]
     index = int(np.clip(index, 0, layers.shape[axis] - 1))
     grey = _window(_screen(_cut(layers.image, axis, index)), style.window)
-    width, height = display_size(layers, plane)
-    base = Image.fromarray(grey, "L").resize((width, height), Image.Resampling.BILINEAR).convert("RGBA")
-    if style.overlay == "outlines":  # drawn at the picture's resolution: thin lines, not voxel-sized blocks
-        top = Image.fromarray(_outlines(layers, axis, index, style, (width, height)), "RGBA")
-    else:
-        top = Image.fromarray(_overlay(layers, axis, index, style), "RGBA").resize(
-            (width, height), Image.Resampling.NEAREST
-        )
-    picture = Image.alpha_composite(base, top)
+    size = display_size(layers, plane)
+    base = Image.fromarray(grey, "L").resize(size, Image.Resampling.BILINEAR).convert("RGBA")
+    overlay = OVERLAYS[shown_overlay(layers, style.overlay)]
+    picture = Image.alpha_composite(base, Image.fromarray(overlay.draw(layers, axis, index, style, size), "RGBA"))
     _decorate(picture, layers, plane, style.cursor)
     return np.asarray(picture.convert("RGB"))
 
@@ -142,28 +141,23 @@ def _window(values: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
-def _overlay(layers: Layers, axis: int, index: int, style: Style) -> np.ndarray:
+# An overlay's drawing: (layers, axis, slice index, style, picture size) → RGBA at that size.
+Draw = Callable[[Layers, int, int, Style, tuple[int, int]], np.ndarray]
+
+
+def _classes(layers: Layers, axis: int, index: int, style: Style, size: tuple[int, int]) -> np.ndarray:
+    """The shown classes, filled in their colours."""
     mask = _screen(_cut(layers.mask, axis, index))
     rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
-    alpha = round(255 * float(np.clip(style.opacity, 0.0, 1.0)))
-    visible = np.isin(mask, list(style.visible)) if style.visible else np.zeros(mask.shape, dtype=bool)
-    if style.overlay == "uncertainty" and layers.entropy is not None:
-        entropy = _screen(_cut(layers.entropy, axis, index)).astype(np.float32)
-        rgba[..., :3] = _inferno_lut()[np.clip(entropy * 255, 0, 255).astype(np.uint8)]
-        # Twice the opacity: uncertainty is sparse (thin bands along boundaries) and vanishes at the class overlay's.
-        rgba[..., 3] = np.clip(entropy / 0.6, 0.0, 1.0) * min(2 * alpha, 255)
-        return rgba
-    lut = _class_lut(layers.colors)
-    if style.overlay == "errors" and layers.reference is not None:
-        return _error_overlay(rgba, mask, _screen(_cut(layers.reference, axis, index)), style.visible, lut, alpha)
-    rgba[..., :3] = lut[mask]
-    rgba[..., 3] = np.where(visible, alpha, 0)
-    return rgba
+    rgba[..., :3] = _class_lut(layers.colors)[mask]
+    rgba[..., 3] = np.where(_shown(mask, style), _alpha(style), 0)
+    return _enlarge(rgba, size)
 
 
 def _outlines(layers: Layers, axis: int, index: int, style: Style, size: tuple[int, int]) -> np.ndarray:
     """The shown classes' borders, 2 px on each side of a border (about 1 px once the page fits the picture into its
-    panel), each side in its class colour; insides clear."""
+    panel), each side in its class colour; insides clear. Drawn at the picture's resolution: thin lines, not
+    voxel-sized blocks."""
     mask = Image.fromarray(_screen(_cut(layers.mask, axis, index)), "L").resize(size, Image.Resampling.NEAREST)
     labels = np.asarray(mask)
     border = np.zeros(labels.shape, dtype=bool)
@@ -173,23 +167,24 @@ def _outlines(layers: Layers, axis: int, index: int, style: Style, size: tuple[i
         border[:-step] |= vertical
         border[:, step:] |= horizontal
         border[:, :-step] |= horizontal
-    drawn = border & np.isin(labels, list(style.visible)) if style.visible else np.zeros(labels.shape, dtype=bool)
     rgba = np.zeros((*labels.shape, 4), dtype=np.uint8)
     rgba[..., :3] = _class_lut(layers.colors)[labels]
     # At least 200/255 opaque: thin lines need more than areas to be seen.
-    rgba[..., 3] = np.where(drawn, max(round(255 * float(np.clip(style.opacity, 0.0, 1.0))), 200), 0)
+    rgba[..., 3] = np.where(border & _shown(labels, style), max(_alpha(style), 200), 0)
     return rgba
 
 
-def _error_overlay(
-    rgba: np.ndarray, mask: np.ndarray, reference: np.ndarray, shown: frozenset[int], lut: np.ndarray, alpha: int
-) -> np.ndarray:
-    # Per shown class: extra (prediction only), missed (reference only), or two shown classes confused.
-    predicted = np.isin(mask, list(shown))
-    expected = np.isin(reference, list(shown))
-    wrong = mask != reference
+def _errors(layers: Layers, axis: int, index: int, style: Style, size: tuple[int, int]) -> np.ndarray:
+    """Per shown class: extra (prediction only), missed (reference only), or two shown classes confused; agreement
+    faintly in the class colour."""
+    assert layers.reference is not None  # render draws this overlay only with one (shown_overlay)
+    mask = _screen(_cut(layers.mask, axis, index))
+    reference = _screen(_cut(layers.reference, axis, index))
+    rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
+    alpha = _alpha(style)
+    predicted, expected, wrong = _shown(mask, style), _shown(reference, style), mask != reference
     agree = predicted & ~wrong
-    rgba[agree, :3], rgba[agree, 3] = lut[mask[agree]], alpha // 3
+    rgba[agree, :3], rgba[agree, 3] = _class_lut(layers.colors)[mask[agree]], alpha // 3
     strong = max(alpha, 170)
     for region, color in (
         (wrong & predicted & ~expected, FALSE_POSITIVE),
@@ -197,7 +192,77 @@ def _error_overlay(
         (wrong & predicted & expected, CONFUSED),
     ):
         rgba[region, :3], rgba[region, 3] = hex_to_rgb(color), strong
-    return rgba
+    return _enlarge(rgba, size)
+
+
+def _uncertainty(layers: Layers, axis: int, index: int, style: Style, size: tuple[int, int]) -> np.ndarray:
+    """The voxel entropy on the inferno ramp; certain voxels stay clear."""
+    assert layers.entropy is not None  # render draws this overlay only with one (shown_overlay)
+    entropy = _screen(_cut(layers.entropy, axis, index)).astype(np.float32)
+    rgba = np.zeros((*entropy.shape, 4), dtype=np.uint8)
+    rgba[..., :3] = _inferno_lut()[np.clip(entropy * 255, 0, 255).astype(np.uint8)]
+    # Twice the opacity: uncertainty is sparse (thin bands along boundaries) and vanishes at the class overlay's.
+    rgba[..., 3] = np.clip(entropy / 0.6, 0.0, 1.0) * min(2 * _alpha(style), 255)
+    return _enlarge(rgba, size)
+
+
+@dataclass(frozen=True)
+class OverlayKind:
+    """One choice of the Overlay control.
+
+    Attributes:
+        label: what the page calls it.
+        draw: its drawing (see `Draw`).
+        needs: the `Layers` field it draws from, when that field may be missing (None: always available).
+        missing: what the user is told when `needs` is missing (the views then show the classes).
+    """
+
+    label: str
+    draw: Draw
+    needs: Literal["reference", "entropy"] | None = None
+    missing: str = ""
+
+
+# The overlays, in the order the page offers them. A new one is an entry here (and its drawing function above).
+OVERLAYS: dict[str, OverlayKind] = {
+    "classes": OverlayKind("Classes", _classes),
+    "outlines": OverlayKind("Outlines", _outlines),
+    "errors": OverlayKind("Errors vs reference", _errors, needs="reference",
+                          missing="Errors need a reference mask: upload one in the Agreement tab."),
+    "uncertainty": OverlayKind("Uncertainty", _uncertainty, needs="entropy",
+                               missing="No uncertainty map: tick 'Uncertainty map' and segment again."),
+}  # fmt: skip
+FALLBACK_OVERLAY = "classes"
+
+
+def missing_overlay_data(layers: Layers, overlay: str) -> str | None:
+    """Why `overlay` cannot be drawn from `layers`, as the user is told (None when it can); the views then show the
+    classes instead."""
+    kind = OVERLAYS.get(overlay)
+    if kind is None:
+        return f"Unknown overlay {overlay!r}: showing the classes."
+    if kind.needs is not None and getattr(layers, kind.needs) is None:
+        return f"{kind.missing} Showing the classes."
+    return None
+
+
+def shown_overlay(layers: Layers, overlay: str) -> str:
+    """The overlay the views show when `overlay` is chosen: itself, or the classes when its data is missing."""
+    return FALLBACK_OVERLAY if missing_overlay_data(layers, overlay) else overlay
+
+
+def _shown(labels: np.ndarray, style: Style) -> np.ndarray:
+    """Where `labels` holds a class the style shows."""
+    return np.isin(labels, list(style.visible)) if style.visible else np.zeros(labels.shape, dtype=bool)
+
+
+def _alpha(style: Style) -> int:
+    return round(255 * float(np.clip(style.opacity, 0.0, 1.0)))
+
+
+def _enlarge(rgba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A voxel-resolution overlay at the picture's size, each voxel a sharp block."""
+    return np.asarray(Image.fromarray(rgba, "RGBA").resize(size, Image.Resampling.NEAREST))
 
 
 def _decorate(picture: Image.Image, layers: Layers, plane: Plane, cursor: tuple[int, int, int] | None) -> None:

@@ -1,4 +1,4 @@
-"""3D surfaces: marching cubes → decimated binary glTF with normals and class colours."""
+"""The 3D surface: marching cubes → decimated binary glTF with normals and class colours."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from api.mesh import Surface, class_surface, with_nested_translucency, write_glb
+from api.ui.surface import Surface, class_surface, with_nested_translucency, write_glb
 
 
 def sphere_mask(shape=(40, 40, 40), radius=12.0, label=1) -> np.ndarray:

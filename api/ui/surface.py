@@ -1,7 +1,8 @@
-"""3D surfaces of mask classes: marching cubes on a downsampled, lightly smoothed mask → one binary glTF (.glb).
+"""The 3D surface tab: marching cubes on a downsampled, lightly smoothed mask → one binary glTF (.glb).
 
 Each class becomes its own mesh with per-vertex normals and the card's display colour; when several classes are
 drawn, all but the smallest are translucent so that nested structures (white matter inside grey matter) show.
+`surface_file` is what the tab shows for a review.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 from skimage import measure
+
+from .review import Review
 
 MAX_GRID = 128
 MAX_FACES = 90_000
@@ -114,6 +118,20 @@ def with_nested_translucency(surfaces: list[Surface], voxel_counts: Sequence[int
     return [
         Surface(s.positions, s.normals, s.faces, s.color, 1.0 if i == smallest else 0.4) for i, s in enumerate(surfaces)
     ]
+
+
+def surface_file(review: Review | None, names: list[str] | None) -> str | None:
+    """A .glb with the surfaces of the chosen classes (None when nothing is chosen or segmented)."""
+    if review is None or not names:
+        return None
+    chosen = [c for c in review.classes if c.name in names and c.index != 0]
+    voxels = {c["index"]: c["voxels"] for c in review.summary["classes"]}
+    pairs = [(class_surface(review.layers.mask, c.index, review.layers.spacing_mm, color=c.color), c) for c in chosen]
+    kept = [(s, c) for s, c in pairs if s is not None]
+    if not kept:
+        return None
+    surfaces = with_nested_translucency([s for s, _ in kept], [voxels[c.index] for _, c in kept])
+    return str(write_glb(surfaces, review.workdir / f"surface-{uuid.uuid4().hex[:8]}.glb"))
 
 
 def _block_mean(binary: np.ndarray, factor: int) -> np.ndarray:

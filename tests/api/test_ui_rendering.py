@@ -1,19 +1,21 @@
-"""Slice rendering: radiological orientation, square millimetres, overlays, window/level, crosshair."""
+"""Slice pictures: radiological orientation and its letters, square millimetres, overlays, window/level, crosshair."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from api.views import (
+from api.ui.rendering import (
     CONFUSED,
     FALSE_NEGATIVE,
     FALSE_POSITIVE,
+    OVERLAYS,
     PLANE_AXIS,
     Layers,
     Style,
     display_size,
     hex_to_rgb,
+    missing_overlay_data,
     render,
     voxel_at,
 )
@@ -133,20 +135,87 @@ def test_uncertainty_overlay_colours_only_uncertain_voxels():
     assert bottom.mean() < 5  # nothing but the orientation letters
 
 
-def test_crosshair_marks_the_cursor_position():
+def test_crosshair_crosses_at_the_cursor_and_leaves_the_voxel_under_it_visible():
     mask = np.zeros(SHAPE, np.uint8)
-    plain = render(layers_with(mask), "axial", 5, SOLID)
+    plain = render(layers_with(mask), "axial", 5, Style(window=(0.0, 1.0)))
     crossed = render(layers_with(mask), "axial", 5, Style(window=(0.0, 1.0), cursor=(4, 7, 5)))
-    changed = np.argwhere(np.any(crossed != plain, axis=-1))
-    cols = np.unique(changed[:, 1])
-    width = crossed.shape[1]
-    expected_col = (SHAPE[0] - 1 - 4 + 0.5) * width / SHAPE[0]
-    assert any(abs(c - expected_col) <= 1 for c in cols)
+    height, width = crossed.shape[:2]
+    # Radiological screen: x grows to the left, y (anterior) upwards.
+    column = round((SHAPE[0] - 1 - 4 + 0.5) * width / SHAPE[0])
+    row = round((SHAPE[1] - 1 - 7 + 0.5) * height / SHAPE[1])
+    changed = np.any(crossed != plain, axis=-1)
+    away = [r for r in range(height) if abs(r - row) > 20 and 40 < r < height - 40]  # off the letters and the gap
+    assert all(changed[r, column - 1 : column + 2].any() for r in away), "no vertical line through the cursor"
+    across = [c for c in range(width) if abs(c - column) > 20 and 40 < c < width - 40]
+    assert all(changed[row - 1 : row + 2, c].any() for c in across), "no horizontal line through the cursor"
+    assert not changed[row - 3 : row + 4, column - 3 : column + 4].any()  # the gap around the voxel
+    lines = np.argwhere(changed[40:-40, 40:-40]) + 40
+    assert all(abs(r - row) <= 1 or abs(c - column) <= 1 for r, c in lines)  # nothing drawn elsewhere
 
 
-def test_slice_index_is_clamped_to_the_volume():
-    picture = render(layers_with(np.zeros(SHAPE, np.uint8)), "axial", 10_000, SOLID)
-    assert picture.ndim == 3
+def test_a_slice_index_past_the_volume_shows_its_last_slice():
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[:, :, -1] = 1  # only the top slice holds the class
+    layers = layers_with(mask)
+    last = render(layers, "axial", SHAPE[2] - 1, SOLID)
+    assert coloured(last, RED).mean() > 0.9
+    assert np.array_equal(render(layers, "axial", 10_000, SOLID), last)
+    assert np.array_equal(render(layers, "axial", -5, SOLID), render(layers, "axial", 0, SOLID))
+    assert not coloured(render(layers, "axial", 0, SOLID), RED).any()
+
+
+def letter(picture: np.ndarray, side: str) -> np.ndarray:
+    """The bright pixels of the orientation letter at `side` of a picture, cropped to the letter."""
+    height, width = picture.shape[:2]
+    region = {
+        "left": (slice(height // 2 - 20, height // 2 + 20), slice(0, 40)),
+        "right": (slice(height // 2 - 20, height // 2 + 20), slice(width - 40, width)),
+        "top": (slice(0, 40), slice(width // 2 - 20, width // 2 + 20)),
+        "bottom": (slice(height - 40, height), slice(width // 2 - 20, width // 2 + 20)),
+    }[side]
+    bright = picture[region].min(axis=-1) > 150
+    rows, cols = np.nonzero(bright)
+    assert rows.size, f"no letter on the {side}"
+    return bright[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+
+def test_each_view_names_its_sides_with_the_patient_directions():
+    # A black image, no overlay, no crosshair: the letters are the only bright pixels.
+    pictures = {plane: render(layers_with(np.zeros(SHAPE, np.uint8)), plane, 5, SOLID) for plane in PLANE_AXIS}
+    for picture in pictures.values():
+        height, width = picture.shape[:2]
+        bright = picture.min(axis=-1) > 150
+        bright[height // 2 - 20 : height // 2 + 20, :40] = bright[height // 2 - 20 : height // 2 + 20, -40:] = False
+        bright[:40, width // 2 - 20 : width // 2 + 20] = bright[-40:, width // 2 - 20 : width // 2 + 20] = False
+        assert not bright.any(), "a bright pixel away from the four letters"
+    shown = {(plane, side): letter(pictures[plane], side) for plane in PLANE_AXIS
+             for side in ("left", "right", "top", "bottom")}  # fmt: skip
+    # The same letter drawn on two views is the same glyph: patient right on the viewer's left of axial and coronal
+    # views, anterior at the top of the axial view and on the left of the sagittal one, superior at the top of both.
+    same = [(("axial", "left"), ("coronal", "left")), (("axial", "right"), ("coronal", "right")),
+            (("axial", "top"), ("sagittal", "left")), (("axial", "bottom"), ("sagittal", "right")),
+            (("coronal", "top"), ("sagittal", "top")), (("coronal", "bottom"), ("sagittal", "bottom"))]  # fmt: skip
+    for one, other in same:
+        assert np.array_equal(shown[one], shown[other]), (one, other)
+    sides = [("axial", "left"), ("axial", "right"), ("axial", "top"), ("axial", "bottom"), ("coronal", "top"),
+             ("coronal", "bottom")]  # fmt: skip
+    letters = [shown[side] for side in sides]
+    for i, one in enumerate(letters):  # R, L, A, P, S, I: six different glyphs
+        assert all(not np.array_equal(one, other) for other in letters[i + 1 :])
+
+
+def test_an_overlay_without_its_data_is_drawn_as_the_classes_and_named():
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[:10] = 1
+    layers = layers_with(mask)
+    classes = render(layers, "axial", 5, SOLID)
+    for overlay, reason in (("errors", "Errors need a reference mask"), ("uncertainty", "No uncertainty map")):
+        assert reason in missing_overlay_data(layers, overlay)
+        drawn = render(layers, "axial", 5, Style(window=(0.0, 1.0), opacity=1.0, visible=frozenset({1, 2}),
+                                                 overlay=overlay))  # fmt: skip
+        assert np.array_equal(drawn, classes), overlay
+    assert all(missing_overlay_data(layers, name) is None for name in ("classes", "outlines"))
+    assert list(OVERLAYS) == ["classes", "outlines", "errors", "uncertainty"]  # the order the page offers them
 
 
 @pytest.mark.parametrize("plane", ["axial", "coronal", "sagittal"])

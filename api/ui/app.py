@@ -1,0 +1,83 @@
+"""The review UI as an app: the Blocks (layout + events), mounted into the FastAPI app at /ui, behind the API key.
+
+Named endpoints for gradio_client: `/segment` (a NIfTI file in; the mask file and the summary JSON out) and
+`/segment_with_options` (also tta and probabilities; the probabilities file as a third output).
+Every other event is private; a file path that was not uploaded through the page is refused with a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+from fastapi import FastAPI
+from pydantic import SecretStr
+from starlette.routing import Mount
+
+from ..cors import defer_mounted_cors
+from ..deps import key_matches
+from ..service import SegmentationService
+from . import theme
+from .errors import ReviewBlocks
+from .events import EXAMPLE_VOLUME, ReviewEvents
+from .layout import build_layout
+
+UI_PATH = "/ui"
+
+
+def build_ui(get_service: Callable[[], SegmentationService | None]) -> gr.Blocks:
+    """The review UI; `get_service` returns the loaded service (None until the lifespan has loaded it)."""
+    with ReviewBlocks(title="unet3d · segmentation review", analytics_enabled=False, delete_cache=(900, 3600)) as demo:
+        ReviewEvents(get_service, build_layout()).wire(demo)
+    return demo
+
+
+def mount_ui(app: FastAPI, blocks: gr.Blocks) -> None:
+    """Mount the UI at /ui with analytics and run history off, then close two holes of mounted Gradio apps.
+
+    Gradio 6.31 skips its "was this file uploaded?" check unless `has_launched` is set, which mount_gradio_app
+    never does: without the flag a raw API call naming /etc/passwd reaches the handlers (notes/stack-verified.md).
+    And its CORS middleware allows every origin with credentials on any non-localhost host: it is removed, so
+    UNET3D_ALLOW_ORIGINS (closed by default) governs /ui as it governs the API.
+    """
+    blocks.queue(max_size=64, default_concurrency_limit=None)
+    gr.mount_gradio_app(
+        app,
+        blocks,
+        path=UI_PATH,
+        footer_links=["api"],
+        run_history=False,
+        allowed_paths=[str(EXAMPLE_VOLUME.parent)],
+        show_error=False,
+        ssr_mode=False,
+        theme=theme.theme(),
+        css=theme.CSS,
+        js=theme.JS,
+    )
+    blocks.has_launched = True
+    defer_mounted_cors(mounted_app(app))
+
+
+def mounted_app(app: FastAPI) -> Any:
+    """The Gradio app mounted at /ui (a gradio.routes.App).
+
+    Raises:
+        RuntimeError: nothing is mounted there.
+    """
+    for route in app.routes:
+        if isinstance(route, Mount) and route.path == UI_PATH:
+            return route.app
+    raise RuntimeError(f"no app is mounted at {UI_PATH}")
+
+
+def require_key_for_ui(app: FastAPI, blocks: gr.Blocks, api_key: SecretStr | None) -> None:
+    """With UNET3D_API_KEY set, the UI asks for it too, on Gradio's login page (any user name, the key as password).
+
+    Gradio checks its login cookie on every route that runs or reads something (upload, call, queue, file=,
+    config, info); gradio_client logs in with `Client(url, auth=(name, key))`. The key is only known once the
+    settings are read (at startup), after the UI was mounted, hence the late assignment to Gradio's app.
+    """
+    key = api_key
+    mounted_app(app).auth = None if key is None else lambda _username, password: key_matches(password, key)
+    blocks.auth_message = "This unet3d server is protected by its API key: any user name, the key as password."

@@ -1,0 +1,120 @@
+"""What one browser tab keeps between events (`Session`), and the typed values the handlers read from the page.
+
+A `Session` lives in one `gr.State` per tab: the handlers change it in place and write it back, which restarts its
+time-to-live. Gradio drops it (and `Session.close` deletes the review's files) an hour after the last interaction
+or when the tab closes. Anything a new feature must remember across events for one user is a field here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import NO_REVIEW, user_error
+from .review import Review
+
+# A review (~100 MB for a 1 mm brain) is dropped after an hour without interaction, or when its tab closes.
+SESSION_TTL_S = 3600
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """The UI's segmentation options (the /segment API uses the defaults)."""
+
+    uncertainty: bool = True
+    tta: bool = False
+    save_probabilities: bool = False
+
+
+@dataclass(frozen=True)
+class ViewInputs:
+    """What the three views are drawn from, as the page's controls hold it.
+
+    Attributes:
+        indices: slice indices (axial, coronal, sagittal), as the sliders show them.
+        window: width of the grey window (intensity units).
+        level: centre of the grey window.
+        opacity: overlay opacity in [0, 1].
+        visible: names of the classes shown.
+        overlay: the chosen overlay (a key of `rendering.OVERLAYS`).
+        crosshair: whether the crosshair is drawn.
+    """
+
+    indices: tuple[int, int, int]
+    window: float
+    level: float
+    opacity: float
+    visible: tuple[str, ...]
+    overlay: str
+    crosshair: bool
+
+    @property
+    def point(self) -> tuple[int, int, int]:
+        """The crosshair's voxel (x, y, z) in the review's closest-RAS arrays."""
+        return point_at(self.indices)
+
+
+def point_at(indices: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The voxel (x, y, z) where the slices (axial, coronal, sagittal) meet: axial slices z, coronal y, sagittal x."""
+    axial, coronal, sagittal = (int(i) for i in indices)
+    return sagittal, coronal, axial
+
+
+def plane_indices(point: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Slice indices (axial, coronal, sagittal) through the voxel `point` (x, y, z): the inverse of `point_at`."""
+    x, y, z = (int(v) for v in point)
+    return z, y, x
+
+
+@dataclass(eq=False)  # a tab is itself: two sessions are never "equal"
+class Session:
+    """One browser tab: its review and what it needs to remember between events.
+
+    Attributes:
+        review: the review on screen (None before the first segmentation).
+        options: the segmentation options ticked when Segment was last pressed.
+        reference_owner: the uploaded volume the file in the reference box belongs to; None: whichever volume is
+            segmented next (see `owner_of_reference`).
+        redraws: how many times a handler asked for the views to be drawn again (see `redraw`).
+    """
+
+    review: Review | None = None
+    options: SegmentOptions = field(default_factory=SegmentOptions)
+    reference_owner: Path | None = None
+    redraws: int = 0
+
+    def require_review(self) -> Review:
+        """The review on screen.
+
+        Raises:
+            gr.Error: nothing has been segmented in this tab yet.
+        """
+        if self.review is None:
+            raise user_error(NO_REVIEW)
+        return self.review
+
+    def start(self, review: Review) -> None:
+        """Show a new review, deleting the previous one's files."""
+        previous, self.review = self.review, review
+        if previous is not None and previous.workdir != review.workdir:
+            previous.close()
+
+    def redraw(self) -> int:
+        """A new value for the page's redraw token (`Layout.redraw`): writing it there has the views drawn again."""
+        self.redraws += 1
+        return self.redraws
+
+    def owner_of_reference(self, chosen_volume: Path | None) -> Path | None:
+        """The volume a reference mask uploaded now belongs to: the chosen volume (None before any is chosen).
+
+        A reference uploaded before its volume was segmented (or while it is being segmented) waits in its box and is
+        compared once that segmentation finishes; one uploaded with no other volume chosen goes to the review shown.
+        """
+        if self.review is not None and chosen_volume is None:
+            return self.review.source
+        return chosen_volume
+
+    def close(self) -> None:
+        """Delete the review's files (Gradio calls this when the session expires or its tab closes)."""
+        if self.review is not None:
+            self.review.close()
