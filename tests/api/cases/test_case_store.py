@@ -127,7 +127,7 @@ def test_a_revision_off_the_grid_or_with_unknown_labels_is_refused(cases, tmp_pa
     shifted[0, 3] = 2.0
     with pytest.raises(InvalidVolumeError, match="not on the voxel grid"):
         cases.add_revision(case_id, 1, write(tmp_path / "a.nii.gz", blob_mask(), shifted), "a.nii.gz", "ann")
-    with pytest.raises(InvalidVolumeError, match="0 .. 2"):
+    with pytest.raises(InvalidVolumeError, match=r"0 \.\. 2"):
         cases.add_revision(case_id, 1, write(tmp_path / "b.nii.gz", blob_mask(7)), "b.nii.gz", "ann")
     assert cases.store.get_case(case_id).version == 1
 

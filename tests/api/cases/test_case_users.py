@@ -58,7 +58,7 @@ def test_the_directory_rereads_a_changed_file(tmp_path):
 def test_a_malformed_users_file_says_how_to_fix_it(tmp_path):
     path = tmp_path / "users"
     path.write_text("alice:secret\n")
-    with pytest.raises(UsersFileError, match="line 1 .*unet3d users add"):
+    with pytest.raises(UsersFileError, match=r"line 1 .*unet3d users add"):
         UserDirectory(path).names()
 
 
@@ -83,7 +83,7 @@ def test_credentials_come_from_basic_or_bearer_name_password():
 def test_a_signed_in_user_cannot_record_under_another_name():
     assert acting_name(Caller("ann"), None) == "ann"
     assert acting_name(Caller("ann"), "ann") == "ann"
-    with pytest.raises(ForbiddenError, match="signed in as 'ann'.*'bob'"):
+    with pytest.raises(ForbiddenError, match=r"signed in as 'ann'.*'bob'"):
         acting_name(Caller("ann"), "bob")
 
 
