@@ -19,7 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from unet3d import __version__
 from unet3d.errors import Unet3dError
 
-from . import cases
+from .cases.routes import router as cases_router
+from .cases.service import open_cases
 from .cors import SettingsCORSMiddleware
 from .docs import install_docs
 from .errors import StorageUnavailableError, install_error_handlers
@@ -63,7 +64,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.critical("unet3d: cannot load the model %r: %s; %s", settings.model, e, MODEL_SETTINGS_HINT)
         raise StartupError("the model cannot load") from e
     try:
-        app.state.cases = cases.open_cases(settings)
+        app.state.cases = open_cases(settings)
     except StorageUnavailableError as e:
         service.slots.shutdown()
         logger.critical("unet3d: the review storage cannot open: %s; then restart", e)
@@ -163,7 +164,7 @@ def create_app() -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(router)
     app.include_router(v1)
-    app.include_router(cases.router)
+    app.include_router(cases_router)
     install_docs(app)
     app.state.blocks = build_ui(lambda: getattr(app.state, "service", None))
     mount_ui(app, app.state.blocks)

@@ -15,16 +15,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from unet3d.card import load_card
 from unet3d.errors import ParameterError, Unet3dError
-from unet3d.hub import resolve_source
 
 from ..errors import ServiceError
 from ..settings import Settings
-from .database import database_url, migrate, open_engine
-from .importer import import_cases, plan_import
-from .service import CaseService
 from .users import UserDirectory, add_user, check_user_name
+
+# `unet3d users ...` imports no more than it needs: the database, torch and the server code load for `review` only.
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +71,9 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    from .importer import import_cases, plan_import
+    from .service import CaseService
+
     settings = Settings()
     items, refused = plan_import(Path(args.folder))
     service = CaseService.open(settings)
@@ -91,6 +91,8 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    from .database import database_url, migrate, open_engine
+
     settings = Settings()
     configured = settings.database_url.get_secret_value() if settings.database_url else None
     engine = open_engine(database_url(configured, settings.data_dir))
@@ -104,6 +106,9 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _card_names(settings: Settings) -> list[str] | None:
     """The served model's class names, for masks without a results.csv naming them (None when unavailable)."""
+    from unet3d.card import load_card
+    from unet3d.hub import resolve_source
+
     try:
         source = resolve_source(settings.model, settings.model_revision)
         return [c.name for c in load_card(source.directory / "model.yaml").classes]

@@ -31,9 +31,12 @@ ERROR_TEXT = {
 }
 
 
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The documented error answers of a route."""
-    return {status: {"model": ErrorDetail, "description": ERROR_TEXT[status]} for status in statuses}
+def errors(*statuses: int, **texts: str) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a route; `texts` (`e400="..."`) replace the usual descriptions."""
+    return {
+        status: {"model": ErrorDetail, "description": texts.get(f"e{status}", ERROR_TEXT[status])}
+        for status in statuses
+    }
 
 
 def get_cases(request: Request) -> CaseService:

@@ -119,7 +119,9 @@ def get_case(case_id: CaseId, response: Response, cases: CasesDep) -> CaseDetail
 
 
 @router.put(
-    "/cases/{case_id}/review", response_model=CaseDetail, responses=errors(401, 403, 404, 409, 412, 422, 428, 503)
+    "/cases/{case_id}/review",
+    response_model=CaseDetail,
+    responses=errors(400, 401, 403, 404, 409, 412, 422, 428, 503, e400="the body is not valid JSON"),
 )
 def review_case(
     case_id: CaseId,

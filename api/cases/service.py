@@ -28,6 +28,7 @@ from .masks import changed_voxels, check_mask, class_names, class_voxels, encode
 from .records import class_volumes
 from .schemas import CaseDetail, Verdict
 from .store import CaseStore, NewCase, NewMask, check_version
+from .users import UserDirectory, UsersFileError
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +186,20 @@ class CaseService:
         if not path.is_file():
             raise StorageUnavailableError(f"the mask file of case {case.id} revision {revision} is missing")
         return path
+
+
+def open_cases(settings: Settings) -> CaseService:
+    """Open the review storage at start-up: read the users file, prepare the files, migrate the database.
+
+    Raises:
+        StorageUnavailableError: any of them cannot be used (the message says which and what to set).
+    """
+    if settings.users_file is not None:
+        try:
+            UserDirectory(Path(settings.users_file)).names()
+        except UsersFileError as e:
+            raise StorageUnavailableError(f"{e}; fix UNET3D_USERS_FILE or unset it") from e
+    return CaseService.open(settings)
 
 
 def check_case_name(name: str) -> str:
