@@ -21,6 +21,12 @@ _SCORE = "score IS NULL OR (score >= 1 AND score <= 5)"
 
 
 def upgrade() -> None:
+    _create_cases()
+    _create_mask_revisions()
+    _create_reviews()
+
+
+def _create_cases() -> None:
     op.create_table(
         "cases",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -53,6 +59,9 @@ def upgrade() -> None:
     op.create_index("ix_cases_status_updated_at_id", "cases", ["status", "updated_at", "id"])
     op.create_index("ix_cases_reviewer_updated_at_id", "cases", ["reviewer", "updated_at", "id"])
     op.create_index("ix_cases_updated_at_id", "cases", ["updated_at", "id"])
+
+
+def _create_mask_revisions() -> None:
     op.create_table(
         "mask_revisions",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -69,6 +78,9 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["case_id"], ["cases.id"], name="fk_mask_revisions_case_id_cases", ondelete="CASCADE"),
         sa.UniqueConstraint("case_id", "revision", name="uq_mask_revisions_case_id_revision"),
     )
+
+
+def _create_reviews() -> None:
     op.create_table(
         "reviews",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
