@@ -57,11 +57,12 @@ RUN set -eux; \
     if ! getent passwd 1000 >/dev/null; then \
         useradd --uid 1000 --user-group --create-home --home-dir /home/user user; \
     fi; \
-    mkdir -p /home/user/app /home/user/.cache/huggingface /home/user/.cache/gradio; \
+    mkdir -p /home/user/app /home/user/.cache/huggingface /home/user/.cache/gradio /home/user/data; \
     chown -R 1000:1000 /home/user
 ENV HOME=/home/user \
     HF_HOME=/home/user/.cache/huggingface \
     GRADIO_TEMP_DIR=/home/user/.cache/gradio \
+    UNET3D_DATA_DIR=/home/user/data \
     MPLCONFIGDIR=/home/user/.cache/matplotlib \
     GRADIO_ANALYTICS_ENABLED=False \
     HF_HUB_DISABLE_TELEMETRY=1 \

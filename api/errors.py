@@ -51,6 +51,34 @@ class MalformedUploadError(ServiceError):
     """The request body is not the multipart form the endpoint documents."""
 
 
+class UserAuthenticationError(AuthenticationError):
+    """UNET3D_USERS_FILE is set and the request did not name a user with the right password."""
+
+
+class ForbiddenError(ServiceError):
+    """The signed-in user may not do this (e.g. record a verdict under another name)."""
+
+
+class CaseNotFoundError(ServiceError):
+    """No case (or mask revision) has the requested id."""
+
+
+class ConflictError(ServiceError):
+    """The change contradicts what is stored (a name taken, a revision that exists)."""
+
+
+class PreconditionFailedError(ServiceError):
+    """If-Match names a version of the case that is no longer the latest."""
+
+
+class PreconditionRequiredError(ServiceError):
+    """A change to a case came without If-Match."""
+
+
+class StorageUnavailableError(ServiceError):
+    """The case database or its file store cannot be reached right now."""
+
+
 # nginx's "client closed request": nobody reads the answer, but logs and metrics must not count a 5xx.
 CLIENT_CLOSED_REQUEST = 499
 
@@ -60,6 +88,12 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (ServiceBusyError, 503),
     (ModelNotLoadedError, 503),
     (AuthenticationError, 401),
+    (ForbiddenError, 403),
+    (CaseNotFoundError, 404),
+    (ConflictError, 409),
+    (PreconditionFailedError, 412),
+    (PreconditionRequiredError, 428),
+    (StorageUnavailableError, 503),
     (MalformedUploadError, 422),
     (UnsupportedFormatError, 415),
     (UnreadableVolumeError, 400),
@@ -92,8 +126,12 @@ def error_response(error: Exception) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(error, ServiceBusyError):
         headers["Retry-After"] = str(error.retry_after_s)
+    elif isinstance(error, UserAuthenticationError):
+        headers["WWW-Authenticate"] = 'Basic realm="unet3d", charset="UTF-8"'
     elif isinstance(error, AuthenticationError):
         headers["WWW-Authenticate"] = 'Bearer realm="unet3d"'
+    elif isinstance(error, StorageUnavailableError):
+        headers["Retry-After"] = "5"
     detail = _DETAILS.get(status) or str(error)
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 

@@ -19,9 +19,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from unet3d import __version__
 from unet3d.errors import Unet3dError
 
+from .cases.routes import router as cases_router
+from .cases.service import open_cases
 from .cors import SettingsCORSMiddleware
 from .docs import install_docs
-from .errors import install_error_handlers
+from .errors import StorageUnavailableError, install_error_handlers
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .routes import router, v1
 from .service import SegmentationService, SettingsConflictError
@@ -61,6 +63,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except Unet3dError as e:  # ModelLoadError, or CardError for an invalid model.yaml
         logger.critical("unet3d: cannot load the model %r: %s; %s", settings.model, e, MODEL_SETTINGS_HINT)
         raise StartupError("the model cannot load") from e
+    try:
+        app.state.cases = open_cases(settings)
+    except StorageUnavailableError as e:
+        service.slots.shutdown()
+        logger.critical("unet3d: the review storage cannot open: %s; then restart", e)
+        raise StartupError("the review storage cannot open") from e
     app.state.service = service
     source = service.segmenter.source
     metrics.model.info(
@@ -76,6 +84,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         app.state.service = None
         service.slots.shutdown()
+        app.state.cases.close()
+        app.state.cases = None
 
 
 class OneLineStartupFailure:
@@ -147,12 +157,14 @@ def create_app() -> FastAPI:
     )
     app.state.metrics = ServiceMetrics()
     app.state.service = None
+    app.state.cases = None
     install_error_handlers(app)
     app.add_middleware(OneLineStartupFailure)
     app.add_middleware(SettingsCORSMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(router)
     app.include_router(v1)
+    app.include_router(cases_router)
     install_docs(app)
     app.state.blocks = build_ui(lambda: getattr(app.state, "service", None))
     mount_ui(app, app.state.blocks)

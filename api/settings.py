@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -41,6 +43,10 @@ class Settings(BaseSettings):
     default_threshold: float | None = None
     clip_percentiles: Annotated[tuple[float, float] | None, NoDecode] = None
     pad_multiple: int | None = None
+    # Review storage (api/cases): volumes, masks and the default SQLite database live under data_dir.
+    data_dir: Path = Field(default_factory=lambda: default_data_dir())
+    database_url: SecretStr | None = None
+    users_file: Path | None = None
 
     @field_validator("allow_origins", mode="before")
     @classmethod
@@ -84,6 +90,13 @@ class Settings(BaseSettings):
     def overrides_clip_percentiles(self) -> bool:
         """True when UNET3D_CLIP_PERCENTILES was given (None then means "no clipping", not "use the card")."""
         return "clip_percentiles" in self.model_fields_set
+
+
+def default_data_dir() -> Path:
+    """`$XDG_DATA_HOME/unet3d`, else `~/.local/share/unet3d`: one place whatever the working directory, so that
+    `unet3d review import` and `unet3d serve` started from different folders share one database."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "unet3d"
 
 
 def _split_list(text: str) -> list[str]:

@@ -15,9 +15,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_server(
-    model: Path, workdir: Path, *, max_concurrency: int = 1, queue_size: int = 8, own_tmpdir: bool = False
+    model: Path,
+    workdir: Path,
+    *,
+    max_concurrency: int = 1,
+    queue_size: int = 8,
+    own_tmpdir: bool = False,
+    settings: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Launch the service with the given slots and queue; logs go to `workdir/server.log`."""
+    """Launch the service with the given slots and queue (and any other UNET3D_* `settings`); logs go to
+    `workdir/server.log`. Review data lives in `workdir/data` unless `settings` say otherwise."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -30,7 +37,9 @@ def start_server(
         HF_HUB_DISABLE_TELEMETRY="1",
         GRADIO_ANALYTICS_ENABLED="False",
         GRADIO_TEMP_DIR=str(workdir / "gradio"),
+        UNET3D_DATA_DIR=str(workdir / "data"),
     )
+    env.update(settings or {})
     if own_tmpdir:
         (workdir / "tmp").mkdir(exist_ok=True)
         env["TMPDIR"] = str(workdir / "tmp")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from typing import Any
 
 import numpy as np
@@ -24,11 +26,27 @@ from .stats import LabelMasks, label_masks, mask_statistics
 
 logger = logging.getLogger("unet3d")
 
+# Commands that other packages add: entry points `name = "module:function"` in this group; the function takes the
+# arguments after the command word and returns the exit code. They are imported only when their command runs.
+PLUGIN_GROUP = "unet3d.commands"
+# The serve extra's commands, also found by module path: an editable install whose metadata predates their entry
+# points (pip install -e . registers them) still runs them.
+KNOWN_PLUGINS = {
+    "review": ("api.cases.cli:review_main", "review cases: import a batch run or mask pairs, migrate the database"),
+    "users": ("api.cases.cli:users_main", "add reviewers to UNET3D_USERS_FILE, or list them"),
+}
+PluginMain = Callable[[Sequence[str]], int]
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
-    args = parser.parse_args(argv)
+    plugin = _plugin_for(arguments, parser)
+    if plugin is not None:
+        name, run = plugin
+        return run(arguments[arguments.index(name) + 1 :])
+    args = parser.parse_args(arguments)
     if args.command != "serve":  # the server logs like uvicorn, at INFO (api.main), whichever way it is started
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
@@ -43,6 +61,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return _stop_quietly_on_closed_pipe()
+
+
+def _plugin_for(arguments: list[str], parser: argparse.ArgumentParser) -> tuple[str, PluginMain] | None:
+    """The plugin command named by the first non-option argument, when it is not a built-in command."""
+    command = next((a for a in arguments if not a.startswith("-")), None)
+    built_in = {"predict", "evaluate", "stats", "info", "serve", "push"}
+    if command is None or command in built_in or "-h" in arguments[: arguments.index(command)]:
+        return None
+    found = [ep.value for ep in entry_points(group=PLUGIN_GROUP, name=command)]
+    target = found[0] if found else KNOWN_PLUGINS.get(command, ("", ""))[0]
+    if not target:
+        return None
+    module, _, function = target.partition(":")
+    try:
+        run: PluginMain = getattr(importlib.import_module(module), function)
+    except ImportError as e:
+        missing = getattr(e, "name", None) or str(e)
+        message = f"unet3d {command} needs the 'serve' extra ({missing} is missing): pip install 'unet3d[serve]'"
+        return command, lambda _: _fail(message)
+    return command, run
+
+
+def _fail(message: str) -> int:
+    print(f"unet3d: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _plugin_names() -> dict[str, str]:
+    """Plugin commands for the help text (metadata only: nothing is imported)."""
+    names = {name: text for name, (_, text) in KNOWN_PLUGINS.items()}
+    for ep in entry_points(group=PLUGIN_GROUP):
+        names.setdefault(ep.name, f"(from {ep.value.partition(':')[0]})")
+    return names
 
 
 def _stop_quietly_on_closed_pipe() -> int:
@@ -131,6 +182,8 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
     push.add_argument("--private", action="store_true")
     push.set_defaults(handler=_push)
+    for name, text in _plugin_names().items():
+        sub.add_parser(name, help=text, add_help=False)  # listed in --help; main() runs them before parsing
     return parser
 
 

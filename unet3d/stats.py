@@ -171,12 +171,24 @@ def label_masks(
 
 def _labels(data: np.ndarray, name: str, *, option: str | None) -> np.ndarray:
     """A mask's labels; with an `option` to vouch for it, refuses one that looks like an image."""
+    return image_free_labels(data, name, option=option) if option is not None else mask_labels(data, name)
+
+
+def image_free_labels(data: np.ndarray, name: str, *, option: str | None = None) -> np.ndarray:
+    """`mask_labels`, refusing a mask that looks like an image (`looks_like_an_image`).
+
+    Args:
+        option: the front end's way to vouch for such a mask (e.g. "--num-classes"), named in the message.
+
+    Raises:
+        LabelMaskError: not a label mask.
+    """
     labels = mask_labels(data, name)
-    if option is not None and looks_like_an_image(labels):
+    if looks_like_an_image(labels):
+        vouch = f" (if it is one, e.g. many small labelled objects, pass {option})" if option else ""
         raise LabelMaskError(
             f"{name} looks like an image, not a label mask: {np.unique(labels).size} distinct values and "
-            f"neighbouring voxels mostly differ; {_EXPECTED} (if it is one, e.g. many small labelled objects, "
-            f"pass {option})"
+            f"neighbouring voxels mostly differ; {_EXPECTED}{vouch}"
         )
     return labels
 

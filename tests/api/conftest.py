@@ -81,6 +81,7 @@ def service_env(tmp: Path, settings: dict[str, str]) -> dict[str, str]:
     (tmp / "tmp").mkdir(parents=True, exist_ok=True)
     env.update(QUIET_ENV)
     env.update({"TMPDIR": str(tmp / "tmp"), "GRADIO_TEMP_DIR": str(tmp / "gradio"), "PYTHONUNBUFFERED": "1"})
+    env["UNET3D_DATA_DIR"] = str(tmp / "data")  # review storage: private to this server unless settings say otherwise
     env.update(settings)
     return env
 
