@@ -9,6 +9,9 @@ So every test knows the truth (the array and the affine) as well as dcm2niix's o
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -166,9 +169,13 @@ def _set_pixels(ds: Dataset, frame: np.ndarray, spec: SeriesSpec) -> None:
 
 
 def encode(ds: Dataset) -> bytes:
-    """The Part 10 file bytes of a dataset."""
+    """The Part 10 file bytes of a dataset (explicit VR little endian under a transfer syntax pydicom does not know,
+    which is how a bogus one is written)."""
     buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
+    if UID(ds.file_meta.TransferSyntaxUID).is_transfer_syntax:
+        ds.save_as(buffer, enforce_file_format=True)
+    else:
+        ds.save_as(buffer, enforce_file_format=True, implicit_vr=False, little_endian=True)
     return buffer.getvalue()
 
 
@@ -208,3 +215,43 @@ def zip_folder(folder: Path, path: Path, *, prefix: str = "", compression: int =
 def read(path: Path) -> Dataset:
     """A written file, for tests that then alter one attribute."""
     return pydicom.dcmread(path)
+
+
+def dcm2niix_binary() -> Path:
+    """The dcm2niix executable the `dcm2niix` wheel (requirements-dev.txt) installs beside this interpreter."""
+    beside = Path(sys.executable).parent / "dcm2niix"
+    found = beside if beside.exists() else shutil.which("dcm2niix")
+    if found is None:
+        raise RuntimeError("dcm2niix is missing: pip install -r requirements-dev.txt")
+    return Path(found)
+
+
+def dcm2niix(folder: Path, out: Path) -> nib.Nifti1Image:
+    """dcm2niix's conversion of the one series in `folder` (uncompressed NIfTI), loaded."""
+    out.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [str(dcm2niix_binary()), "-z", "n", "-b", "n", "-f", "series", "-o", str(out), str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    written = sorted(out.glob("*.nii"))
+    if result.returncode != 0 or len(written) != 1:
+        raise AssertionError(f"dcm2niix wrote {[p.name for p in written]}:\n{result.stdout}\n{result.stderr}")
+    return nib.load(written[0])
+
+
+def canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The image reoriented (flips and axis swaps only) to the closest RAS order: two grids that are one set of
+    points in world space become equal arrays with equal affines."""
+    image = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine))
+    return np.asarray(image.dataobj, dtype=np.float64), image.affine
+
+
+def assert_same_world(data: np.ndarray, affine: np.ndarray, other_data: np.ndarray, other_affine: np.ndarray) -> None:
+    """Equal voxel values at equal world positions (affines within 1e-3 mm)."""
+    a, a_affine = canonical(data, affine)
+    b, b_affine = canonical(other_data, other_affine)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    np.testing.assert_allclose(a_affine, b_affine, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-4)

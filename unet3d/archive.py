@@ -2,8 +2,10 @@
 
 Nothing is ever extracted to disk: members are inflated straight into memory, so no entry name (`../../etc/x`,
 `/abs/path`, a symbolic link) can write anywhere, and there is no temp folder to clean. The bytes are needed in memory
-anyway (the DICOM reader parses them), and their total is capped before and while inflating: a zip bomb is refused
-after at most the cap, or once it inflates more than `max_ratio` times its compressed size, whichever comes first.
+anyway (the DICOM reader parses them). Caps: the number of entries and the sizes the zip's index declares are checked
+before anything is inflated (zipfile never inflates an entry past its declared size: a lying entry fails its CRC),
+and the running total is checked again after every MiB inflated: past the byte cap, or past `max_ratio` times the
+archive's compressed size, the read stops.
 """
 
 from __future__ import annotations
@@ -115,7 +117,10 @@ def _folder_files(folder: Path, max_files: int) -> list[Path]:
                 continue
             found.append(Path(directory) / name)
             if len(found) > max_files:
-                raise _too_many(f"the folder holds more than {max_files} files", max_files)
+                raise VolumeTooLargeError(
+                    f"the folder holds more files than the limit of {max_files}: send only the folder of the one "
+                    "series to segment"
+                )
     return found
 
 
@@ -156,11 +161,14 @@ def _read_zip(path: Path, limits: ArchiveLimits) -> Iterator[Member]:
         for info in entries:
             _check_entry(info)
         kept = [info for info in entries if not _is_skipped(info.filename)]
-        _check_total(sum(info.file_size for info in kept), limits.max_bytes, "the zip's files")
+        declared, compressed = sum(i.file_size for i in kept), sum(i.compress_size for i in kept)
+        _check_total(declared, limits.max_bytes, "the zip's files")
+        inflater = _Inflater(limits, compressed)
+        inflater.check(declared)  # the index alone gives most bombs away (zipfile never inflates past it)
     except BaseException:
         archive.close()
         raise
-    return _zip_members(archive, kept, _Inflater(limits))
+    return _zip_members(archive, kept, inflater)
 
 
 def _zip_members(archive: zipfile.ZipFile, entries: list[zipfile.ZipInfo], inflater: _Inflater) -> Iterator[Member]:
@@ -186,21 +194,24 @@ def _check_entry(info: zipfile.ZipInfo) -> None:
 
 
 class _Inflater:
-    """Inflates members one by one, keeping running totals for the byte and ratio caps."""
+    """Inflates members one by one, checking the running total against the byte and ratio caps.
 
-    def __init__(self, limits: ArchiveLimits) -> None:
+    The ratio is taken over the whole archive (its compressed bytes are known from the index): a series whose first
+    slices are blank (deflating 1000×) passes, a bomb does not.
+    """
+
+    def __init__(self, limits: ArchiveLimits, compressed: int) -> None:
         self.limits = limits
+        self.compressed = compressed
         self.inflated = 0
-        self.compressed = 0
 
     def inflate(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
-        self.compressed += info.compress_size
         chunks = []
         try:
             with archive.open(info) as stream:
                 while chunk := stream.read(_CHUNK_BYTES):
                     self.inflated += len(chunk)
-                    self._check()
+                    self.check(self.inflated)
                     chunks.append(chunk)
         except NotImplementedError as e:
             raise UnsupportedFormatError(
@@ -214,14 +225,15 @@ class _Inflater:
             ) from e
         return b"".join(chunks)
 
-    def _check(self) -> None:
+    def check(self, inflated: int) -> None:
+        """Refuse `inflated` bytes (so far, or declared) past the byte cap or `max_ratio` × the compressed size."""
         limit = self.limits.max_bytes
-        if limit is not None and self.inflated > limit:
+        if limit is not None and inflated > limit:
             raise VolumeTooLargeError(
                 f"the zip inflates to more than the limit of {limit / 2**20:.1f} MiB, whatever its index declares: "
                 "send only the series to segment (or raise the decompressed-size limit)"
             )
-        if self.inflated > self.limits.max_ratio * self.compressed + _RATIO_SLACK_BYTES:
+        if inflated > self.limits.max_ratio * self.compressed + _RATIO_SLACK_BYTES:
             raise VolumeTooLargeError(
                 f"the zip inflates more than {self.limits.max_ratio:g} times its compressed size, which no scan does "
                 "(a zip bomb?): zip the DICOM files of the series themselves"

@@ -23,10 +23,21 @@ logger = logging.getLogger(__name__)
 
 PIXEL_DATA = 0x7FE00010
 UNDEFINED_LENGTH = 0xFFFFFFFF  # encapsulated (compressed) pixel data
+DEFLATED = DeflatedExplicitVRLittleEndian
 MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR: an index of the files, not an image
 _PREAMBLE = 128
-_PARSE_ERRORS = (InvalidDicomError, ValueError, EOFError, OSError, KeyError, IndexError, struct.error, TypeError,
-                 NotImplementedError, AttributeError)  # fmt: skip
+_PARSE_ERRORS = (
+    InvalidDicomError,
+    ValueError,
+    EOFError,
+    OSError,
+    KeyError,
+    IndexError,
+    struct.error,
+    TypeError,
+    NotImplementedError,
+    AttributeError,
+)
 # Objects that share the image attributes (Rows, Columns) but are not a scan to segment.
 _NOT_SCANS = {
     "SEG": "a segmentation (SEG)",
@@ -123,21 +134,30 @@ def _parse(name: str, data: bytes) -> Instance | None:
         ) from e
     if not has_marker and not attributes.sop_class:  # forced parses accept too much: demand an object identity
         return None
+    if UID(attributes.sop_class).name.endswith("Image Storage") and not (attributes.rows and has_pixel_data):
+        # pydicom reads what it can of a cut or corrupted header without complaint: an image without pixels is one
+        raise UnreadableVolumeError(
+            f"'{shown(name)}' is a damaged DICOM file ({UID(attributes.sop_class).name} without its image data): "
+            "export the series again"
+        )
     return Instance(name, header, data, pixels, has_pixel_data, attributes)
 
 
 def _pixel_element(stream: io.BytesIO, header: Dataset) -> tuple[PixelElement | None, bool]:
-    """Where the pixel data element that `stop_before_pixels` stopped at lies (pydicom rewinds to its tag)."""
+    """Where the pixel data element that `stop_before_pixels` stopped at lies (pydicom rewinds to its tag); located
+    only for the uncompressed syntaxes, whose bytes are the pixels themselves."""
     meta = getattr(header, "file_meta", None)
-    if meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-        return None, True  # the dataset was inflated into another buffer: offsets here mean nothing
+    syntax = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else UID("")
     implicit, little = header.original_encoding
     if implicit is None or little is None:
         return None, False
     element = next(data_element_generator(stream, implicit, little, defer_size=0), None)
     if not isinstance(element, RawDataElement) or element.tag != PIXEL_DATA:
         return None, element is not None and element.tag >> 16 == 0x7FE0  # float/double pixel data
-    if element.length == UNDEFINED_LENGTH:
+    # Deflated data was inflated into another buffer (offsets here mean nothing); compressed and unknown syntaxes
+    # go to pydicom's decoders, which name what they cannot read.
+    native = not syntax or (syntax.is_transfer_syntax and not syntax.is_compressed and syntax != DEFLATED)
+    if element.length == UNDEFINED_LENGTH or not native:
         return None, True
     return PixelElement(int(element.value_tell), int(element.length)), True
 

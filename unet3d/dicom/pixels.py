@@ -8,6 +8,7 @@ openjpeg plugins), which are checked for before anything is decoded so the error
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -19,8 +20,18 @@ from ..errors import InvalidVolumeError, UnreadableVolumeError, UnsupportedForma
 from .geometry import Stack
 from .instances import Instance
 
-_DECODE_ERRORS = (ValueError, RuntimeError, EOFError, OSError, KeyError, IndexError, TypeError, AttributeError,
-                  NotImplementedError)  # fmt: skip
+logger = logging.getLogger(__name__)
+_DECODE_ERRORS = (
+    ValueError,
+    RuntimeError,
+    EOFError,
+    OSError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    NotImplementedError,
+)
 _GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
 
 
@@ -36,7 +47,7 @@ def check_pixel_format(instances: Sequence[Instance]) -> np.dtype:
         raise InvalidVolumeError(
             "the series mixes pixel formats (bits allocated or signedness differ between images): export it again"
         )
-    for syntax in sorted({instance.transfer_syntax for instance in instances if instance.pixels is None}):
+    for syntax in sorted({instance.transfer_syntax for instance in instances}):
         _check_decoder(syntax)
     return dtypes.pop()
 
@@ -60,7 +71,13 @@ def _stored_dtype(instance: Instance) -> np.dtype:
 def _check_decoder(syntax: UID) -> None:
     if not syntax:
         return  # no file meta: implicit VR little endian, uncompressed
-    named = f"{syntax} ({syntax.name})" if syntax.name != syntax else f"{syntax} (not a transfer syntax pydicom knows)"
+    if not syntax.is_transfer_syntax:
+        raise UnsupportedFormatError(
+            f"the images declare transfer syntax {str(syntax)[:64]}, which is not a standard DICOM transfer syntax "
+            "(a private or corrupt one), so their pixels cannot be interpreted: export the series again as "
+            "standard DICOM (e.g. Explicit VR Little Endian)"
+        )
+    named = f"{syntax} ({syntax.name})"
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError as e:
@@ -80,8 +97,8 @@ def decode_stack(stack: Stack, instances: Sequence[Instance], dtype: np.dtype) -
     its frames are copied, so the file bytes and the volume are never held twice over.
 
     Raises:
-        UnreadableVolumeError: pixel data that is truncated, disagrees with Rows × Columns × frames, or that the
-            decoder cannot decompress.
+        UnreadableVolumeError: pixel data that is truncated, shorter than Rows × Columns × frames, or that the
+            decoder cannot decompress (bytes after the image, which some exporters pad with, are ignored).
     """
     columns, rows, slices = stack.shape
     out = np.empty((slices, rows, columns), dtype=np.float32)  # C-order frames: each copy is contiguous
@@ -117,7 +134,11 @@ def _native_frames(instance: Instance, data: bytes, dtype: np.dtype, rows: int, 
             f"'{shown(instance.name)}' is truncated: its pixel data should hold {element.length} bytes, the file has "
             f"{max(present, 0)}; copy or export the series again"
         )
-    if element.length not in (expected, expected + 1):  # one padding byte keeps an odd length even
+    if element.length > expected + 1:  # one padding byte keeps an odd length even; more is trailing padding
+        logger.warning(
+            "%s: pixel data has %d bytes after the image; ignored", shown(instance.name), element.length - expected
+        )
+    if element.length < expected:
         raise UnreadableVolumeError(
             f"'{shown(instance.name)}': the pixel data holds {element.length} bytes, but Rows × Columns × frames × "
             f"bytes per pixel = {rows} × {columns} × {count} × {dtype.itemsize} = {expected}: the header and the "

@@ -21,7 +21,8 @@ from ..io import Volume
 from ..memory import describe, require_memory
 from ..provenance import SourceInfo
 from ..validation import check_header
-from .geometry import Stack, frames_of, grid_header, stack_frames
+from .frames import frames_of
+from .geometry import Stack, grid_header, stack_frames
 from .instances import read_instances
 from .pixels import check_pixel_format, decode_stack
 from .series import DicomReference, Series, select_series

@@ -3,7 +3,8 @@
 Written with highdicom: one segment per non-background class of the model card (name, colour), the algorithm
 identified (model id, revision, weights sha256), frames aligned to the source images (one per source frame and
 segment, empty ones included, so the SEG alone describes the whole referenced grid). highdicom copies from the
-source only the Patient and General Study module attributes a SEG must carry; nothing else about the patient.
+source only the Patient and General Study module attributes a SEG must carry, and credits the source's acquisition
+equipment, from which the site details (institution, station, serial number) are dropped here.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ logger = logging.getLogger(__name__)
 SERIES_NUMBER = 9900  # viewers sort series by number: the SEG lists after the scanner's own
 LOCAL_SCHEME = "99UNET3D"  # a private coding scheme (DICOM PS3.16 "99" prefix): classes have no SNOMED codes yet
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+_SITE_DETAILS = (
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "StationName",
+    "DeviceSerialNumber",
+)
 
 
 def write_dicom_seg(mask: np.ndarray, volume: Volume, card: ModelCard, source: ModelSource, path: str | Path) -> Path:
@@ -76,10 +84,20 @@ def write_dicom_seg(mask: np.ndarray, volume: Volume, card: ModelCard, source: M
         content_description=f"{card.name} {card.version}: research use, not for clinical use"[:64],
         omit_empty_frames=False,  # every source frame present: the SEG alone spans the referenced grid
     )
+    _drop_site_details(seg)
     target = Path(path) / f"{volume.stem}_seg.dcm" if Path(path).is_dir() else Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(target)
     return target
+
+
+def _drop_site_details(seg: hd.seg.Segmentation) -> None:
+    """highdicom credits the source's acquisition equipment with where it stands (institution, address, station,
+    serial number): nothing a SEG needs, and it narrows down who the patient is."""
+    for item in seg.get("ContributingEquipmentSequence", []):
+        for keyword in _SITE_DETAILS:
+            if keyword in item:
+                delattr(item, keyword)
 
 
 def _source_frames(mask: np.ndarray, reference: DicomReference) -> np.ndarray:
