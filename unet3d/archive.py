@@ -5,11 +5,14 @@ Nothing is ever extracted to disk: members are inflated straight into memory, so
 anyway (the DICOM reader parses them). Caps: the number of entries and the sizes the zip's index declares are checked
 before anything is inflated (zipfile never inflates an entry past its declared size: a lying entry fails its CRC),
 and the running total is checked again after every MiB inflated: past the byte cap, or past `max_ratio` times the
-archive's compressed size, the read stops.
+archive's compressed size, the read stops. Deflated entries are inflated with ISA-L (isal) when it is installed,
+with the same size and CRC checks as zipfile's: inflating is most of what reading a zipped series costs beyond
+reading the files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -18,9 +21,14 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from .errors import UnreadableVolumeError, UnsupportedFormatError, VolumeTooLargeError
 from .memory import require_memory
+
+_deflate: ModuleType = zlib
+with contextlib.suppress(ImportError):  # ISA-L's inflate: zlib's API at ~2× its speed (isal is pinned)
+    from isal import isal_zlib as _deflate
 
 MAX_FILES = 5000  # a 0.5 mm whole-body CT is ~2000 slices; more files than this is a whole archive, not a series
 MAX_RATIO = 100.0  # real scans deflate 2-10×; a bomb deflates 1000×
@@ -28,7 +36,6 @@ ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or the end re
 _CHUNK_BYTES = 1 << 20
 _RATIO_SLACK_BYTES = 1 << 20  # a few small blank slices deflate far more than MAX_RATIO: let the first MiB pass
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
-
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -206,24 +213,62 @@ class _Inflater:
         self.inflated = 0
 
     def inflate(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
-        chunks = []
         try:
-            with archive.open(info) as stream:
-                while chunk := stream.read(_CHUNK_BYTES):
-                    self.inflated += len(chunk)
-                    self.check(self.inflated)
-                    chunks.append(chunk)
+            if info.compress_type == zipfile.ZIP_DEFLATED and archive.filename:
+                return self._inflate_deflated(archive.filename, info)
+            return self._inflate_other(archive, info)
         except NotImplementedError as e:
             raise UnsupportedFormatError(
                 f"the zip entry '{shown(info.filename)}' uses a compression method that cannot be read "
                 f"(zip method {info.compress_type}): re-create the zip with standard deflate compression"
             ) from e
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+        except (zipfile.BadZipFile, zlib.error, _deflate.error, EOFError, OSError) as e:
             raise UnreadableVolumeError(
                 f"the zip is damaged: entry '{shown(info.filename)}' does not inflate to what the index declares "
                 "(truncated, or a bad checksum); re-create the zip"
             ) from e
+
+    def _inflate_other(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+        """Stored, bzip2 and lzma entries, through zipfile (which stops at the declared size and checks the CRC)."""
+        chunks = []
+        with archive.open(info) as stream:
+            while chunk := stream.read(_CHUNK_BYTES):
+                self.inflated += len(chunk)
+                self.check(self.inflated)
+                chunks.append(chunk)
         return b"".join(chunks)
+
+    def _inflate_deflated(self, path: str, info: zipfile.ZipInfo) -> bytes:
+        """A deflated entry, inflated by ISA-L when installed (about twice zlib's speed: inflating is most of the
+        extra cost of reading a zipped series), with zipfile's own checks: declared size and CRC."""
+        with open(path, "rb") as handle:
+            handle.seek(info.header_offset)
+            local = handle.read(30)
+            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                raise zipfile.BadZipFile("bad local file header")
+            handle.seek(
+                info.header_offset
+                + 30
+                + int.from_bytes(local[26:28], "little")
+                + int.from_bytes(local[28:30], "little")
+            )
+            remaining = handle.read(info.compress_size)
+        if len(remaining) != info.compress_size:
+            raise EOFError("the entry's compressed data is cut short")
+        inflater, chunks, size = _deflate.decompressobj(-15), [], 0
+        while remaining and not inflater.eof:
+            chunk = inflater.decompress(remaining, _CHUNK_BYTES)
+            remaining = inflater.unconsumed_tail
+            size += len(chunk)
+            self.inflated += len(chunk)
+            self.check(self.inflated)
+            if size > info.file_size:
+                raise zipfile.BadZipFile("the entry inflates past its declared size")
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        if size != info.file_size or zlib.crc32(data) != info.CRC:
+            raise zipfile.BadZipFile("size or CRC-32 differs from the index")
+        return data
 
     def check(self, inflated: int) -> None:
         """Refuse `inflated` bytes (so far, or declared) past the byte cap or `max_ratio` × the compressed size."""

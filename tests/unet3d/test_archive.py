@@ -87,6 +87,16 @@ def test_a_damaged_entry_is_reported_by_name_without_its_folders(tmp_path: Path)
     assert "Doe_Jane" not in str(raised.value)
 
 
+def test_an_invalid_deflate_stream_is_reported_as_damaged(tmp_path: Path):
+    archive = write_zip(tmp_path / "s.zip", {"IM0001": os.urandom(4000)})
+    data = bytearray(archive.read_bytes())
+    start = 30 + len("IM0001")
+    data[start : start + 8] = b"\xff" * 8  # block type 3: invalid in every deflate stream
+    archive.write_bytes(bytes(data))
+    with pytest.raises(UnreadableVolumeError, match="the zip is damaged"):
+        names(archive)
+
+
 def test_a_password_protected_zip_is_refused(tmp_path: Path):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:

@@ -116,3 +116,23 @@ def test_a_nifti_volume_reports_nifti_as_its_source():
         "images": None,
         "ignored_series": [],
     }
+
+
+def test_looks_like_dicom_tells_series_from_nifti(tmp_path: Path, volume_path: Path):
+    from unet3d.dicom import looks_like_dicom
+
+    data, affine = template(6)
+    files = write_series(tmp_path / "series", data, affine)
+    archive = zip_folder(tmp_path / "series", tmp_path / "renamed.bin")
+    assert looks_like_dicom(tmp_path / "series") and looks_like_dicom(archive) and looks_like_dicom(files)
+    assert looks_like_dicom(files[0])  # IM0001: no suffix, the DICM marker
+    assert not looks_like_dicom(volume_path) and not looks_like_dicom(tmp_path / "missing.nii.gz")
+
+
+def test_importing_unet3d_leaves_highdicom_unloaded():
+    import subprocess
+    import sys
+
+    code = "import sys, unet3d, unet3d.dicom; print('highdicom' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

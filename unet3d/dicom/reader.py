@@ -84,6 +84,21 @@ def load_dicom(
     return Volume(data, header.get_best_affine(), header, stack.shape, name or _display_name(source, chosen), info)
 
 
+def looks_like_dicom(source: DicomSource) -> bool:
+    """Whether `source` is for `load_dicom` rather than the NIfTI reader: a folder, a zip, several files, or one
+    file with the DICOM Part 10 marker (`DICM` after a 128-byte preamble) or a .dcm name."""
+    if not isinstance(source, str | Path):
+        return True
+    path = Path(source)
+    if path.is_dir() or is_zip(path) or path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with path.open("rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
 def _stack(series: Series) -> Stack:
     multi_frame = [i for i in series.instances if i.attributes.frames > 1]
     if multi_frame and len(series.instances) > 1:
