@@ -196,3 +196,20 @@ def test_a_mask_of_a_dicom_volume_is_saved_on_the_dcm2niix_grid(tmp_path: Path):
     np.testing.assert_array_equal(reread.affine, volume.affine)
     reference = dcm2niix(tmp_path / "series", tmp_path / "dcm2niix")
     assert_same_world(reread.data, reread.affine, (reference.get_fdata() > 200).astype(np.float32), reference.affine)
+
+
+def test_once_read_the_volume_keeps_no_file_bytes_alive(tmp_path: Path):
+    import gc
+    import tracemalloc
+
+    data = np.random.default_rng(0).integers(0, 1000, (256, 256, 8)).astype(np.float32)  # 128 kB of pixels a file
+    write_series(tmp_path / "series", data, np.eye(4))
+    tracemalloc.start()
+    try:
+        volume = load_dicom(tmp_path / "series")
+        gc.collect()
+        retained, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    headers = 8 * 25_000  # the parsed headers a SEG needs: ~20 kB of Python objects each
+    assert retained < volume.data.nbytes + headers, (retained, volume.data.nbytes)

@@ -126,6 +126,7 @@ def _parse(name: str, data: bytes) -> Instance | None:
         header = pydicom.dcmread(stream, stop_before_pixels=True, force=not has_marker)
         pixels, has_pixel_data = _pixel_element(stream, header)
         attributes = read_attributes(header)
+        header.buffer = None  # pydicom keeps the stream, and so the whole file, alive as long as the header
     except _PARSE_ERRORS as e:
         if not has_marker:
             return None
