@@ -2,6 +2,7 @@
 
 from .card import ClassInfo, ModelCard, load_card
 from .errors import (
+    AmbiguousSeriesError,
     CardError,
     InferenceError,
     InvalidVolumeError,
@@ -21,6 +22,7 @@ from .segmenter import Segmenter
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousSeriesError",
     "CardError",
     "ClassInfo",
     "InferenceError",

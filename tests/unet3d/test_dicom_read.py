@@ -1,5 +1,6 @@
 """`load_dicom` against the truth (the array and affine each series was written from) and against dcm2niix."""
 
+import shutil
 from pathlib import Path
 
 import highdicom as hd
@@ -162,8 +163,10 @@ def test_pydicoms_own_encodings_decode_to_the_same_pixels(name: str, tmp_path: P
 
 
 def test_pydicoms_ct_study_reads_its_series_and_skips_scout_and_dicomdir(tmp_path: Path):
-    study = Path(get_testdata_file("CT_small.dcm")).parent / "dicomdirtests" / "98892001"
-    volume = load_dicom(study)
+    tests = Path(get_testdata_file("CT_small.dcm")).parent / "dicomdirtests"
+    study = shutil.copytree(tests / "98892001", tmp_path / "export" / "98892001")
+    shutil.copy(tests / "DICOMDIR", tmp_path / "export" / "DICOMDIR")  # an index of 3 patients: not an image
+    volume = load_dicom(tmp_path / "export")
     assert volume.shape == (16, 16, 5)
     [scout] = volume.source.ignored_series
     assert (scout.description, scout.images, scout.reason) == ("Scout", 2, "localizer (ImageType LOCALIZER)")

@@ -78,7 +78,7 @@ def write_dicom_seg(mask: np.ndarray, volume: Volume, card: ModelCard, source: M
         manufacturer="unet3d",
         manufacturer_model_name=card.name[:64],
         software_versions=f"unet3d {_version()}",
-        device_serial_number=source.sha256[:16] or "unknown",
+        device_serial_number=source.sha256[:16] or "unknown",  # type 1: the weights' digest names this "device"
         series_description=f"{card.name} segmentation"[:64],
         content_label="UNET3D",
         content_description=f"{card.name} {card.version}: research use, not for clinical use"[:64],
