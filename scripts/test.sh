@@ -4,10 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
-if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  # The review-storage tests start a throwaway PostgreSQL cluster of their own (tests/pgcluster.py).
+# Debian packages the tests use, installed when missing: PostgreSQL (the review-storage tests start a throwaway
+# cluster of their own, tests/pgcluster.py) and dicom3tools (dciodvfy validates the DICOM SEG output).
+missing=()
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v dciodvfy >/dev/null 2>&1 || missing+=(dicom3tools)
+if ((${#missing[@]})); then
   sudo_cmd=$([[ $(id -u) -eq 0 ]] && echo "" || echo "sudo")
-  $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq postgresql >/dev/null
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False
 .venv/bin/ruff check .

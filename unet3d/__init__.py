@@ -2,6 +2,7 @@
 
 from .card import ClassInfo, ModelCard, load_card
 from .errors import (
+    AmbiguousSeriesError,
     CardError,
     InferenceError,
     InvalidVolumeError,
@@ -23,6 +24,7 @@ from .stats import mask_statistics
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousSeriesError",
     "CardError",
     "ClassInfo",
     "InferenceError",

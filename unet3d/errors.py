@@ -41,3 +41,7 @@ class InferenceError(Unet3dError, RuntimeError):
 
 class ParameterError(Unet3dError, ValueError):
     """A call option is out of range (threshold, overlap, mode, patch size, ...)."""
+
+
+class AmbiguousSeriesError(InvalidVolumeError):
+    """A DICOM upload holds more than one volumetric series; the message lists them and how to pick one."""

@@ -16,6 +16,7 @@ from .atomic import replacing
 from .errors import InvalidVolumeError, UnsupportedFormatError
 from .formats import NIFTI_SUFFIXES
 from .nifti import NiftiHeader, NiftiImage, check_header, check_nifti, open_nifti, read_nifti
+from .provenance import NIFTI_SOURCE, SourceInfo
 from .shapes import Shape3, Spacing3
 from .stats import label_problem, voxel_volume_ml
 
@@ -34,6 +35,7 @@ class Volume:
         header: a copy of the input header (qform, sform, their codes, units, NIfTI-1 or -2).
         stored_shape: the shape in the file, e.g. `(I, J, K, 1)` for a 4D volume with one frame.
         name: file name, for display and output names; never used as a path.
+        source: what was read (NIfTI, or which DICOM series and which were left out).
     """
 
     data: np.ndarray
@@ -41,6 +43,7 @@ class Volume:
     header: NiftiHeader
     stored_shape: tuple[int, ...]
     name: str = "volume.nii.gz"
+    source: SourceInfo = NIFTI_SOURCE
 
     def __repr__(self) -> str:  # the dataclass default would print every voxel and the whole header
         spacing = "×".join(f"{s:g}" for s in self.spacing_mm)
@@ -85,9 +88,9 @@ class Volume:
 
 
 def stem_of(name: str) -> str:
-    """`"t1.nii.gz"` → `"t1"`; only the final path component of `name` is used."""
+    """`"t1.nii.gz"` → `"t1"`, `"series.zip"` → `"series"`; only the final path component of `name` is used."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    for suffix in (".nii.gz", ".nii", ".gz"):
+    for suffix in (".nii.gz", ".nii", ".gz", ".zip"):
         if base.lower().endswith(suffix):
             return base[: -len(suffix)] or "volume"
     return base or "volume"

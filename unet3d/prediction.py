@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .card import ModelCard
+from .dicom.series import dicom_reference
 from .hub import ModelSource
 from .io import Volume, save_mask, save_probabilities
 
@@ -105,6 +106,27 @@ class Prediction:
         `<stem>_mask.nii.gz`); returns the path written."""
         started = time.perf_counter()
         written = save_mask(self.mask, self.volume, path)
+        self.timings_ms["encode"] = (time.perf_counter() - started) * 1000.0
+        return written
+
+    def save_dicom_seg(self, path: str | Path) -> Path:
+        """Write the mask as a DICOM Segmentation of the series the input was read from (see docs/dicom.md): one
+        segment per non-background class, named and coloured as in the model card, the model identified.
+
+        Args:
+            path: a .dcm file, or an existing folder (then `<folder>/<stem>_seg.dcm`).
+
+        Returns:
+            The path written.
+
+        Raises:
+            UnsupportedFormatError: the input was not a DICOM series (there are no images to reference).
+        """
+        dicom_reference(self.volume)  # refuse before highdicom is imported (~0.6 s)
+        from .dicom.seg import write_dicom_seg
+
+        started = time.perf_counter()
+        written = write_dicom_seg(self.mask, self.volume, self.card, self.source, path)
         self.timings_ms["encode"] = (time.perf_counter() - started) * 1000.0
         return written
 
