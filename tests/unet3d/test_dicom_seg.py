@@ -16,7 +16,8 @@ from pydicom.uid import generate_uid
 from unet3d import Segmenter, load_card, resolve_source
 from unet3d.dicom import load_dicom, read_dicom_seg, write_dicom_seg
 from unet3d.errors import InvalidVolumeError, UnsupportedFormatError
-from unet3d.io import Volume, load_volume, same_grid
+from unet3d.geometry import same_grid
+from unet3d.io import Volume, load_volume
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "unet3d-brain-tissue"
 CASES = {"axial": ("LPS", None), "sagittal": ("PIR", None), "oblique": ("LIP", (15.0, -20.0)), "multi-frame": None}
