@@ -16,6 +16,7 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
@@ -151,6 +152,20 @@ def _version() -> str:
     from .. import __version__  # imported late: unet3d/__init__ imports the modules that import this one
 
     return __version__
+
+
+def seg_references(path: str | Path) -> str | None:
+    """The SeriesInstanceUID a whole DICOM SEG file segments, or None when the file is missing, not a SEG, or cut
+    short (its pixel data shorter than its frames need). Headers and packed frames are read, nothing is unpacked."""
+    try:
+        seg = pydicom.dcmread(path)
+        frames = int(seg.get("NumberOfFrames", 1) or 1)
+        needed = math.ceil(frames * int(seg.Rows) * int(seg.Columns) * int(seg.BitsAllocated) / 8)
+        whole = seg.Modality == "SEG" and len(seg.PixelData) >= needed
+        referenced = [str(item.SeriesInstanceUID) for item in seg.ReferencedSeriesSequence]
+    except (InvalidDicomError, OSError, AttributeError, KeyError, TypeError, ValueError, EOFError):
+        return None
+    return referenced[0] if whole and len(referenced) == 1 else None
 
 
 def read_dicom_seg(
