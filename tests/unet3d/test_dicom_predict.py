@@ -165,3 +165,19 @@ def test_no_patient_name_id_or_birth_date_in_the_summary_repr_errors_or_logs(
     reports += [str(refused.value), caplog.text]
     phi = [*PHI, patient.name, patient.id, patient.birth_date, "Roe"]
     assert [value for value in phi for report in reports if value in report] == []
+
+
+def test_one_dcm_file_holding_the_whole_volume_is_read_on_its_own(series: Path, tmp_path: Path):
+    import highdicom as hd
+    from dicom_series import slice_datasets
+    from pydicom.uid import generate_uid
+
+    data, affine = template(6)
+    enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(
+        slice_datasets(data, affine, SeriesSpec()), generate_uid(), 5, generate_uid(), 1
+    )
+    enhanced.save_as(tmp_path / "enhanced.dcm")
+    volume, slices = load_volume(tmp_path / "enhanced.dcm"), load_volume(series)
+    assert volume.source.format == "dicom" and volume.source.images == 1
+    assert same_grid(volume, slices)
+    np.testing.assert_array_equal(volume.data, slices.data)
