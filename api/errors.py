@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from unet3d.errors import (
+    AmbiguousSeriesError,
     InferenceError,
     InvalidVolumeError,
     ModelLoadError,
@@ -98,6 +99,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (UnsupportedFormatError, 415),
     (UnreadableVolumeError, 400),
     (VolumeTooLargeError, 413),
+    (AmbiguousSeriesError, 422),  # several DICOM series: the detail lists them, ?series=UID picks one
     (InvalidVolumeError, 422),
     (ParameterError, 422),
     (InferenceError, 503),

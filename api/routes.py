@@ -6,7 +6,7 @@ import re
 import tempfile
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import anyio.to_thread
@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from unet3d.io import stem_of
+from unet3d.errors import ParameterError
 from unet3d.options import Mode
 
 from .deps import ServiceDep, SettingsDep, require_api_key
@@ -24,6 +24,7 @@ from .uploads import Upload, receive_upload, receive_uploads
 
 FAVICON = Path(__file__).resolve().parent / "static" / "favicon.svg"
 _UNSAFE_HEADER_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+OutputFormat = Literal["nifti", "dicom-seg"]
 
 router = APIRouter()
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["v1"])
@@ -33,9 +34,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "unreadable or corrupt file",
         401: "missing or wrong API key (only when UNET3D_API_KEY is set)",
-        413: "too large: bytes, decompressed bytes or voxels",
-        415: "not a NIfTI file (.nii / .nii.gz)",
-        422: "wrong dimensionality or data type, or an invalid parameter",
+        413: "too large: bytes, decompressed bytes, files or voxels",
+        415: "not a NIfTI file (.nii / .nii.gz) nor a DICOM series, or format=dicom-seg for a NIfTI input",
+        422: "wrong dimensionality or data type, an invalid parameter, or a DICOM upload that is not one series (the "
+        "detail lists the series: choose one with ?series=UID)",
         503: "busy (see Retry-After) or model not loaded",
     }.items()
 }
@@ -48,16 +50,23 @@ def _multipart_body(required: list[str], **fields: str) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
-_UPLOAD_BODY = _multipart_body(["file"], file="a .nii or .nii.gz volume")
+_UPLOAD_BODY = _multipart_body(
+    ["file"],
+    file="a .nii or .nii.gz volume, or a DICOM series: a .zip of it, or its files (.dcm) each as its own 'file' part "
+    "(at most 5000)",
+)
 _STATS_BODY = _multipart_body(
     ["mask"],
-    mask="an integer label mask (.nii or .nii.gz), e.g. what /v1/predict returned",
-    image="optional: the volume on the mask's grid, for intensities per class",
+    mask="an integer label mask (.nii or .nii.gz), e.g. what /v1/predict returned, or a DICOM SEG (.dcm)",
+    image="optional: the volume on the mask's grid, for intensities per class (NIfTI, or the DICOM series as a .zip "
+    "or .dcm parts)",
 )
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
 _PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
-        "description": "the summary JSON, or the mask (.nii.gz) with return_binary=true",
+        "content": {"application/gzip": _BINARY, "application/dicom": _BINARY},
+        "description": "the summary JSON; with return_binary=true the mask (.nii.gz, application/gzip), or with "
+        "format=dicom-seg too the DICOM SEG (.dcm, application/dicom)",
     },
     **{status: _ERRORS[status] for status in (400, 401, 413, 415, 422, 503)},
 }
@@ -113,17 +122,32 @@ async def predict(
     threshold: Annotated[float | None, Query(description="foreground cut-off in (0, 1), binary models")] = None,
     tta: Annotated[bool, Query(description="flip test-time augmentation (about 4× slower)")] = False,
     mode: Annotated[Mode, Query(description="whole pass, sliding window, or auto")] = "auto",
+    output_format: Annotated[
+        OutputFormat,
+        Query(
+            alias="format",
+            description="with return_binary=true, the file returned: nifti (the mask, .nii.gz) or dicom-seg (a DICOM "
+            "SEG of a DICOM input, .dcm)",
+        ),
+    ] = "nifti",
+    series: Annotated[
+        str | None,
+        Query(max_length=64, description="DICOM: the SeriesInstanceUID to read when the upload holds several series"),
+    ] = None,
 ) -> PredictionSummary | Response:
-    """Segment one uploaded volume (multipart field `file`); the mask is on the input's exact voxel grid."""
-    options = service.options(tta=tta, mode=mode, threshold=threshold)
+    """Segment one uploaded volume (multipart field `file`: NIfTI, or a DICOM series as a .zip or .dcm parts); the
+    mask is on the input's exact voxel grid, and can come back as a DICOM SEG of a DICOM input."""
+    options = service.options(tta=tta, mode=mode, threshold=threshold, series=series)
+    check_output_format(output_format, return_binary=return_binary)
     with service.slots.admit(), tempfile.TemporaryDirectory(prefix="unet3d-request-") as work:
-        upload = await receive_upload(request, Path(work), max_bytes=settings.max_upload_bytes)
-        await anyio.to_thread.run_sync(service.check, upload.path)
+        upload = await receive_upload(request, Path(work), max_bytes=settings.max_upload_bytes, dicom=True)
+        await anyio.to_thread.run_sync(partial(service.check, upload.source, dicom_seg=output_format == "dicom-seg"))
         if not return_binary:
             summary = await service.slots.run_async(partial(_summarise, service, upload, options))
             return PredictionSummary.model_validate(summary)
-        mask = await service.slots.run_async(partial(_encode, service, upload, options))
-    return Response(mask, media_type="application/gzip", headers={"Content-Disposition": _attachment(upload.filename)})
+        payload, name = await service.slots.run_async(partial(_encode, service, upload, options, output_format))
+    media_type = "application/dicom" if output_format == "dicom-seg" else "application/gzip"
+    return Response(payload, media_type=media_type, headers={"Content-Disposition": _attachment(name)})
 
 
 @v1.post(
@@ -140,33 +164,42 @@ async def stats(
         int | None, Query(ge=2, description="classes including background (default: the highest label + 1)")
     ] = None,
 ) -> MaskStatistics:
-    """Measure an existing mask (multipart field `mask`, optional `image` on its grid) without running the model.
+    """Measure an existing mask (multipart field `mask`: NIfTI or a DICOM SEG; optional `image` on its grid: NIfTI or
+    a DICOM series) without running the model.
 
     Per class: voxels, volume (mL), centroid (scanner mm), bounding box, whether it reaches the edge of the scan,
     and with an image the intensities under it. The classes take the served model's names when the labels fit it.
     """
     with service.slots.admit(), tempfile.TemporaryDirectory(prefix="unet3d-request-") as work:
-        uploads = await receive_uploads(
-            request, Path(work), max_bytes=settings.max_upload_bytes, required=("mask",), optional=("image",)
-        )
+        uploads = await receive_uploads(request, Path(work), max_bytes=settings.max_upload_bytes, required=("mask",),
+                                        optional=("image",), dicom=("mask", "image"))  # fmt: skip
         for upload in uploads.values():
-            await anyio.to_thread.run_sync(service.check, upload.path)
+            await anyio.to_thread.run_sync(service.check, upload.source)
         mask, image = uploads["mask"], uploads.get("image")
         job = partial(
             service.statistics,
             mask.path,
             name=mask.filename,
-            image=image.path if image else None,
-            image_name=image.filename if image else "",
+            image=image.source if image else None,
+            image_name=(image.name or "") if image else "",
             num_classes=num_classes,
         )
         return MaskStatistics.model_validate(await anyio.to_thread.run_sync(job))
 
 
-def _attachment(filename: str) -> str:
-    """`attachment` named `<stem>_mask.nii.gz`: an ASCII name for every client, and the exact (UTF-8) name as
-    RFC 6266's `filename*` where they differ (browsers prefer it; curl -OJ takes the ASCII one)."""
-    name = f"{stem_of(filename)}_mask.nii.gz"
+def check_output_format(output_format: OutputFormat, *, return_binary: bool) -> None:
+    """Refuse `format` without `return_binary=true` (it names the file returned; the JSON answer has no format)."""
+    if output_format != "nifti" and not return_binary:
+        raise ParameterError(
+            f"format={output_format} chooses the file returned with return_binary=true: add return_binary=true, or "
+            "leave format out for the JSON summary"
+        )
+
+
+def _attachment(name: str) -> str:
+    """`attachment` named `name` (`<stem>_mask.nii.gz`, `<stem>_seg.dcm`): an ASCII name for every client, and the
+    exact (UTF-8) name as RFC 6266's `filename*` where they differ (browsers prefer it; curl -OJ takes the ASCII one).
+    """
     ascii_name = _UNSAFE_HEADER_CHARS.sub("_", name)
     if ascii_name == name:
         return f'attachment; filename="{name}"'
@@ -174,10 +207,16 @@ def _attachment(filename: str) -> str:
 
 
 def _summarise(service: SegmentationService, upload: Upload, options: PredictOptions) -> dict[str, Any]:
-    return service.predict(upload.path, name=upload.filename, options=options).summary()
+    return service.predict(upload.source, name=upload.name, options=options).summary()
 
 
-def _encode(service: SegmentationService, upload: Upload, options: PredictOptions) -> bytes:
-    # No summary here: counting voxels per class costs ~0.15 s on a 1 mm brain, and nobody reads it.
-    prediction = service.predict(upload.path, name=upload.filename, options=options)
-    return prediction.save(upload.path.with_name("mask.nii.gz")).read_bytes()
+def _encode(
+    service: SegmentationService, upload: Upload, options: PredictOptions, output_format: OutputFormat
+) -> tuple[bytes, str]:
+    """The file asked for and its download name; no summary here: counting voxels per class costs ~0.15 s on a 1 mm
+    brain, and nobody reads it."""
+    prediction = service.predict(upload.source, name=upload.name, options=options)
+    work, stem = upload.path.parent, prediction.volume.stem
+    if output_format == "dicom-seg":
+        return prediction.save_dicom_seg(work / "mask.dcm").read_bytes(), f"{stem}_seg.dcm"
+    return prediction.save(work / "mask.nii.gz").read_bytes(), f"{stem}_mask.nii.gz"

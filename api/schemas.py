@@ -72,6 +72,34 @@ class Timings(BaseModel):
     encode: float = Field(description="writing the mask as .nii.gz, in ms; 0 when only the JSON was asked for")
 
 
+class IgnoredSeries(BaseModel):
+    """A series of a DICOM upload that was not read, and why."""
+
+    uid: str = Field(description="its SeriesInstanceUID")
+    description: str = Field(description='its SeriesDescription ("" when absent)')
+    images: int = Field(description="DICOM objects (files) it holds")
+    reason: str = Field(
+        description='why it was left out, e.g. "localizer (ImageType LOCALIZER)", "not selected", '
+        '"not an image: a structured report (SR)"'
+    )
+
+
+class InputSource(BaseModel):
+    """What the input was: a NIfTI file, or which series of a DICOM upload was read. Never a patient's name, ID or
+    birth date."""
+
+    format: Literal["nifti", "dicom"] = Field(description='"nifti", or "dicom" for a DICOM series (folder, zip, files)')
+    series_uid: str | None = Field(description="the DICOM SeriesInstanceUID read; null for NIfTI")
+    modality: str | None = Field(description='the DICOM Modality, e.g. "MR" or "CT"; null for NIfTI')
+    images: int | None = Field(
+        description="DICOM objects read: one per slice, or one multi-frame object; null for NIfTI"
+    )
+    ignored_series: list[IgnoredSeries] = Field(
+        description="the other series of the upload (localizers, reports, series not chosen) and why each was left "
+        "out; empty for NIfTI"
+    )
+
+
 class PredictionSummary(BaseModel):
     """The JSON answer of POST /v1/predict (also the `summary` output of the UI's /segment endpoint)."""
 
@@ -99,6 +127,7 @@ class PredictionSummary(BaseModel):
     classes: list[ClassVolume] = Field(description="one entry per class, background included")
     model: ModelRef = Field(description="the weights that made this prediction")
     timings_ms: Timings = Field(description="time per stage, in ms")
+    source: InputSource = Field(description="what was read: the format and, for DICOM, the series")
 
 
 class Intensity(BaseModel):

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from unet3d import Prediction, Segmenter
-from unet3d.errors import CardError, InvalidVolumeError, ModelLoadError, ParameterError
+from unet3d.errors import CardError, InvalidVolumeError, ModelLoadError, ParameterError, UnsupportedFormatError
+from unet3d.formats import looks_like_dicom
 from unet3d.geometry import same_grid
-from unet3d.io import Volume, check_volume, load_volume
+from unet3d.io import Volume, VolumeSource, check_volume, load_mask, load_volume
 from unet3d.options import Mode, check_threshold, resolve_threshold
 from unet3d.stats import label_masks, mask_statistics
 
@@ -36,6 +37,7 @@ class PredictOptions:
     mode: Mode = "auto"
     threshold: float | None = None
     probabilities: bool = False
+    series: str | None = None  # DICOM: the SeriesInstanceUID to read
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,13 @@ class SegmentationService:
         return info
 
     def options(
-        self, *, tta: bool = False, mode: Mode = "auto", threshold: float | None = None, probabilities: bool = False
+        self,
+        *,
+        tta: bool = False,
+        mode: Mode = "auto",
+        threshold: float | None = None,
+        probabilities: bool = False,
+        series: str | None = None,
     ) -> PredictOptions:
         """Per-request options with the deployment's default threshold (UNET3D_DEFAULT_THRESHOLD) filled in.
 
@@ -101,18 +109,36 @@ class SegmentationService:
                 one at all is the Segmenter's to say).
         """
         chosen = self.default_threshold if threshold is None else check_threshold(threshold)
-        return PredictOptions(tta=tta, mode=mode, threshold=chosen, probabilities=probabilities)
+        return PredictOptions(tta=tta, mode=mode, threshold=chosen, probabilities=probabilities, series=series)
 
-    def check(self, path: Path) -> None:
+    def check(self, path: VolumeSource, *, dicom_seg: bool = False) -> None:
         """Validate format, dimensionality, voxel count and decompressed size from the header alone (quick: the
-        data itself is verified when `predict` loads it)."""
+        data itself is verified when `predict` loads it); for a DICOM upload, what its zip index or file list
+        gives away (`unet3d.io.check_volume`). With `dicom_seg`, refuse an input that is not DICOM up front.
+
+        Raises:
+            UnsupportedFormatError: `dicom_seg` for a NIfTI input (a SEG must reference DICOM images).
+        """
+        if dicom_seg and not looks_like_dicom(path):
+            raise UnsupportedFormatError(
+                "format=dicom-seg returns a DICOM SEG, which references the DICOM images it segments, but the upload "
+                "is a NIfTI volume: ask for format=nifti (the default), or send the DICOM series (a .zip or its "
+                ".dcm files)"
+            )
         limits = self.limits
         check_volume(path, max_voxels=limits.max_voxels, max_decompressed_bytes=limits.max_decompressed_bytes)
 
     def statistics(
-        self, mask: Path, *, name: str, image: Path | None = None, image_name: str = "", num_classes: int | None = None
+        self,
+        mask: Path,
+        *,
+        name: str,
+        image: VolumeSource | None = None,
+        image_name: str = "",
+        num_classes: int | None = None,
     ) -> dict[str, Any]:
-        """Measure an uploaded label mask (and the image under it) without running the model.
+        """Measure an uploaded label mask (NIfTI, or a DICOM SEG) and the image under it (NIfTI or a DICOM series)
+        without running the model.
 
         The classes are named after this model's card when the mask's labels fit it (and `num_classes`, if given,
         is the card's count), else class_0, class_1, ...
@@ -121,7 +147,9 @@ class SegmentationService:
             InvalidVolumeError: the mask is not a label mask, has more than MAX_STATS_CLASSES classes, the image
                 lies on another grid, or `num_classes` does not exceed the highest label.
         """
-        labels_volume = self._load(mask, name)
+        limits = self.limits
+        labels_volume = load_mask(mask, max_voxels=limits.max_voxels,
+                                  max_decompressed_bytes=limits.max_decompressed_bytes, name=name)  # fmt: skip
         card = self.segmenter.card
         read = label_masks(
             [(name, labels_volume.data)], option="num_classes", num_classes=num_classes, names=card.class_names()
@@ -133,7 +161,7 @@ class SegmentationService:
             )
         intensities = None
         if image is not None:
-            under = self._load(image, image_name)
+            under = self._load(image, image_name or None)
             if not same_grid(under, labels_volume):
                 raise InvalidVolumeError(
                     f"image {under.shape} and mask {labels_volume.shape} are not on the same voxel grid (shape and "
@@ -147,9 +175,9 @@ class SegmentationService:
             class_names=read.names,
             image=intensities,
         )
-        return {"mask": name, "image": image_name if image is not None else None, **measured}
+        return {"mask": name, "image": (image_name or under.name) if image is not None else None, **measured}
 
-    def _load(self, path: Path, name: str) -> Volume:
+    def _load(self, path: VolumeSource, name: str | None) -> Volume:
         return load_volume(
             path,
             max_voxels=self.limits.max_voxels,
@@ -158,17 +186,19 @@ class SegmentationService:
         )
 
     def predict(
-        self, path: Path, *, name: str, options: PredictOptions, progress: Progress | None = None
+        self, path: VolumeSource, *, name: str | None, options: PredictOptions, progress: Progress | None = None
     ) -> Prediction:
-        """Load and segment one file within the limits; call inside `slots.run` so the slots hold.
+        """Load and segment one upload within the limits; call inside `slots.run` so the slots hold.
 
         Args:
-            path: a .nii/.nii.gz file the server wrote (never a client-chosen path).
-            name: display name for the summary and the output file names.
+            path: a .nii/.nii.gz file, a DICOM .zip or file, or DICOM files the server wrote (never a client-chosen
+                path).
+            name: display name for the summary and the output file names (None: the DICOM series names itself).
         """
         return self.segmenter.predict(
             path,
             name=name,
+            series=options.series,
             tta=options.tta,
             mode=options.mode,
             threshold=options.threshold,

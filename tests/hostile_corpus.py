@@ -264,8 +264,10 @@ CORPUS: list[Case] = [
     Case("gzipped-text-named-nii-gz", 415, NO_HEADER, lambda: gzip.compress(b"not a volume\n" * 100)),
     Case("png-named-nii-gz", 415, f"{NOT_GZIP}: it is a 2D picture", png),
     Case("png-named-nii", 415, f"{NO_HEADER}: it is a 2D picture", png, filename=b"scan.nii"),
-    Case("dicom-named-nii-gz", 415, f"{NOT_GZIP}: it is a DICOM file", dicom, ui=True),
-    Case("dicom-named-nii", 415, f"{NO_HEADER}: it is a DICOM file", dicom, filename=b"scan.nii"),
+    # unet3d reads DICOM series (a folder, a .zip, .dcm files); one named as NIfTI is refused with what to send.
+    Case("dicom-named-nii-gz", 415, f"{NOT_GZIP}: it is a DICOM file: send the whole series", dicom, ui=True),
+    Case("dicom-named-nii", 415, f"{NO_HEADER}: it is a DICOM file: send the whole series", dicom,
+         filename=b"scan.nii"),
     Case("gzip-named-nii", 415, "name it .nii.gz", nifti, filename=b"scan.nii"),
     Case("analyze-hdr", 415, "not a NIfTI file", analyze_header, filename=b"scan.hdr"),
     Case("analyze-img", 415, "not a NIfTI file", analyze_image, filename=b"scan.img"),

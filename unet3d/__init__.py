@@ -15,7 +15,7 @@ from .errors import (
     VolumeTooLargeError,
 )
 from .hub import ModelSource, push_model, resolve_source
-from .io import Volume, inspect_volume, load_volume, save_mask, volume_from_array
+from .io import Volume, inspect_volume, load_mask, load_volume, save_mask, volume_from_array
 from .model import UNet3D
 from .prediction import Prediction
 from .segmenter import Segmenter
@@ -45,6 +45,7 @@ __all__ = [
     "__version__",
     "inspect_volume",
     "load_card",
+    "load_mask",
     "load_volume",
     "mask_statistics",
     "push_model",

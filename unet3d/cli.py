@@ -19,7 +19,7 @@ from .card import load_card
 from .errors import ParameterError, Unet3dError
 from .geometry import same_grid
 from .hub import default_model, push_model, resolve_source
-from .io import load_volume
+from .io import load_mask, load_volume
 from .metrics import evaluate
 from .options import MODES
 from .stats import LabelMasks, label_masks, mask_statistics
@@ -118,9 +118,21 @@ def _parser() -> argparse.ArgumentParser:
         "case, written as each finishes); running the same command again skips the cases already done.",
     )
     predict.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help=".nii/.nii.gz files, folders or globs of them, or a .csv/.txt list"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help=".nii/.nii.gz files, DICOM series (a folder or .zip each), folders or globs of them, or a .csv/.txt list",
     )
     predict.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+    predict.add_argument(
+        "--dicom-seg",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="also write each DICOM input's mask as a DICOM SEG: to PATH (a .dcm file, or a folder for "
+        "<case>_seg.dcm), or beside the mask when PATH is left out",
+    )
+    predict.add_argument("--series", metavar="UID", help="the SeriesInstanceUID to read from a DICOM upload")
     _model_arguments(predict)
     predict.add_argument("--device", default=os.environ.get("UNET3D_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N")
     predict.add_argument("--mode", default="auto", choices=MODES)
@@ -148,8 +160,10 @@ def _parser() -> argparse.ArgumentParser:
         "(scanner mm), bounding box, whether it touches the edge of the field of view, and with --image the "
         "intensities under it.",
     )
-    stats.add_argument("mask", metavar="MASK")
-    stats.add_argument("--image", default=None, help="a volume on the mask's grid: intensity statistics per class")
+    stats.add_argument("mask", metavar="MASK", help="a .nii/.nii.gz label mask or a DICOM SEG (.dcm)")
+    stats.add_argument(
+        "--image", default=None, help="a volume (or DICOM series) on the mask's grid: intensity statistics per class"
+    )
     _class_arguments(stats, classes="highest label + 1", printed="measurements")
     stats.set_defaults(handler=_stats)
 
@@ -217,8 +231,8 @@ def _usage(message: str) -> Unet3dError:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    pred = load_volume(args.prediction)
-    ref = load_volume(args.reference)
+    pred = load_mask(args.prediction)
+    ref = load_mask(args.reference)
     if not same_grid(pred, ref):
         raise _usage(
             f"prediction {pred.shape} and reference {ref.shape} are not on the same voxel grid (shape and affine)"
@@ -236,7 +250,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    mask = load_volume(args.mask)
+    mask = load_mask(args.mask)
     image = load_volume(args.image) if args.image else None
     if image is not None and not same_grid(image, mask):
         raise _usage(

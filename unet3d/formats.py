@@ -1,13 +1,15 @@
-"""What a file is, from its name and first bytes: single-file NIfTI-1 or -2 (gzip-compressed or not) that unet3d
-reads, or what else it looks like and how to convert it."""
+"""What a file is, from its name and first bytes: single-file NIfTI-1 or -2 (gzip-compressed or not) or a DICOM series
+(a folder, a .zip, DICOM files) that unet3d reads, or what else it looks like and how to convert it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import nibabel as nib
 
+from .archive import ZIP_MAGIC
 from .errors import InvalidVolumeError, UnreadableVolumeError, UnsupportedFormatError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -17,11 +19,16 @@ _UNSUPPORTED_TYPES = {1: "binary (1 bit)", 32: "complex64", 128: "RGB24", 1792: 
                       2304: "RGBA32"}  # fmt: skip
 
 # What gets mistaken for NIfTI, by its first bytes (offset, magic) and by its name, with the way to convert it.
-_DICOM = "a DICOM file: convert the series to one NIfTI volume first, e.g. `dcm2niix -z y <series folder>`"
+_DICOM = (
+    "a DICOM file: send the whole series instead, as the folder holding its files or a .zip of it (one file is read "
+    "on its own only when it holds the whole volume, as an enhanced multi-frame object does)"
+)
+DICOM_MARKER = b"DICM"  # DICOM Part 10: these 4 bytes follow a 128-byte preamble
+DICOM_SUFFIXES = (".dcm",)
 _NRRD = "an NRRD file: convert it to NIfTI first, e.g. with 3D Slicer or SimpleITK"
 _META = "a MetaImage file: convert it to NIfTI first, e.g. with 3D Slicer or SimpleITK"
 _PICTURE = "a 2D picture: unet3d segments 3D volumes, so export the scan itself as NIfTI"
-_MAGIC = ((128, b"DICM", _DICOM), (0, b"NRRD", _NRRD), (0, b"ObjectType", _META), (0, b"\x89PNG", _PICTURE),
+_MAGIC = ((128, DICOM_MARKER, _DICOM), (0, b"NRRD", _NRRD), (0, b"ObjectType", _META), (0, b"\x89PNG", _PICTURE),
           (0, b"\xff\xd8\xff", _PICTURE))  # fmt: skip
 _SUFFIXES = {
     ".dcm": _DICOM, ".ima": _DICOM, ".nrrd": _NRRD, ".nhdr": _NRRD, ".mha": _META, ".mhd": _META,
@@ -39,6 +46,29 @@ def check_suffix(name: str) -> None:
         known = other_format(name=base)
         advice = f"; it looks like {known}" if known else ""
         raise UnsupportedFormatError(f"'{shown}' is not a NIfTI file: expected a .nii or .nii.gz file{advice}")
+
+
+def looks_like_dicom(source: str | Path | Sequence[str | Path]) -> bool:
+    """Whether `source` is for the DICOM reader rather than the NIfTI reader: a folder, several files, a zip (by
+    content, whatever its name), or a file named .dcm or carrying the DICOM Part 10 marker (`DICM` after 128 bytes).
+
+    A .nii/.nii.gz name is NIfTI without a look inside (its reader opens it once, and names DICOM content if that is
+    what it finds). `unet3d.io.load_volume` dispatches on this; a folder of NIfTI files is a DICOM source that holds
+    no DICOM.
+    """
+    if not isinstance(source, str | Path):
+        return True
+    path = Path(source)
+    if path.is_dir() or path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        return False
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return head[:4] in ZIP_MAGIC or head[128:] == DICOM_MARKER
 
 
 def other_format(head: bytes = b"", name: str = "") -> str | None:

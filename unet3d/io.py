@@ -1,9 +1,11 @@
 """Volumes in and out: `load_volume` (the one entry point from a path to a `Volume`), masks written on the input's
-exact grid. Reading a NIfTI file itself is `unet3d.nifti`'s one pass."""
+exact grid. Reading a NIfTI file itself is `unet3d.nifti`'s one pass; a DICOM series is `unet3d.dicom`'s (imported
+when one is read: it imports this module)."""
 
 from __future__ import annotations
 
 import gzip
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,10 @@ import nibabel as nib
 import numpy as np
 from nibabel.openers import Opener
 
+from .archive import is_zip
 from .atomic import replacing
-from .errors import InvalidVolumeError, UnsupportedFormatError
-from .formats import NIFTI_SUFFIXES
+from .errors import InvalidVolumeError, ParameterError, UnsupportedFormatError
+from .formats import NIFTI_SUFFIXES, looks_like_dicom
 from .nifti import NiftiHeader, NiftiImage, check_header, check_nifti, open_nifti, read_nifti
 from .provenance import NIFTI_SOURCE, SourceInfo
 from .shapes import Shape3, Spacing3
@@ -120,40 +123,91 @@ def inspect_volume(
     )
 
 
-def check_volume(path: str | Path, *, max_voxels: int | None = None, max_decompressed_bytes: int | None = None) -> None:
+VolumeSource = str | Path | Sequence[str | Path]
+"""What `load_volume` reads: a NIfTI file, a DICOM series (a folder, a .zip, a .dcm file) or a list of DICOM files."""
+
+
+def check_volume(
+    path: VolumeSource, *, max_voxels: int | None = None, max_decompressed_bytes: int | None = None
+) -> None:
     """Refuse, from its header alone, a file `load_volume` would refuse for its format, shape, type or size.
 
     A quick check before work is queued (the header is read, nothing more); `load_volume` checks it all again, and
-    the data, as it reads it. Raises as `inspect_volume`.
+    the data, as it reads it. Raises as `inspect_volume`. For a DICOM source (see `load_volume`) what can be known
+    before any file is read is checked: the file count, the sizes a zip declares, its entry names
+    (`unet3d.dicom.check_dicom`).
     """
+    if not isinstance(path, str | Path) or looks_like_dicom(path):
+        from .dicom import check_dicom
+
+        check_dicom(path, max_decompressed_bytes=max_decompressed_bytes)
+        return
     check_nifti(Path(path), max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes, verify_data=False)
 
 
 def load_volume(
+    path: VolumeSource,
+    *,
+    max_voxels: int | None = None,
+    max_decompressed_bytes: int | None = None,
+    name: str | None = None,
+    series: str | None = None,
+) -> Volume:
+    """Read a .nii/.nii.gz (NIfTI-1 or -2) or a DICOM series as float32, validating the header before the data.
+
+    A NIfTI file is read in one pass (`unet3d.nifti.read_nifti`): a .gz file is inflated exactly once. A folder, a
+    .zip (recognised by content, whatever its name), a .dcm file, a file carrying the DICOM marker, or a list of
+    files is a DICOM series, read by `unet3d.dicom.load_dicom` (see docs/dicom.md).
+
+    Args:
+        path: the file, folder or list of files to read.
+        max_voxels: refuse volumes with more voxels than this.
+        max_decompressed_bytes: refuse volumes whose data would inflate past this (for DICOM: also the upload's
+            files once inflated).
+        name: display name (e.g. an uploaded file's name); defaults to the file, zip or folder name.
+        series: DICOM only: the SeriesInstanceUID to read when the upload holds several volumetric series.
+
+    Returns:
+        The volume in its stored voxel order, never reoriented; `volume.source` says what was read.
+
+    Raises:
+        Unet3dError: as `inspect_volume` or `load_dicom`, and InvalidVolumeError for NaN or infinite voxels.
+        ParameterError: `series` given for a NIfTI file.
+    """
+    if not isinstance(path, str | Path) or looks_like_dicom(path):
+        from .dicom import load_dicom
+
+        return load_dicom(
+            path, series=series, max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes, name=name
+        )
+    if series is not None:
+        raise ParameterError(
+            f"a series UID picks one series of a DICOM upload, but '{Path(path).name}' is a NIfTI volume: leave "
+            "the series out"
+        )
+    read = read_nifti(Path(path), max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes)
+    return Volume(read.data, read.affine, read.header, read.stored_shape, name or Path(path).name)
+
+
+def load_mask(
     path: str | Path,
     *,
     max_voxels: int | None = None,
     max_decompressed_bytes: int | None = None,
     name: str | None = None,
 ) -> Volume:
-    """Read a .nii/.nii.gz (NIfTI-1 or -2) as float32, validating the header before the data.
-
-    The file is read in one pass (`unet3d.nifti.read_nifti`): a .gz file is inflated exactly once.
-
-    Args:
-        path: the file to read.
-        max_voxels: refuse volumes with more voxels than this.
-        max_decompressed_bytes: refuse volumes whose data would inflate past this.
-        name: display name (e.g. an uploaded file's name); defaults to the file name.
-
-    Returns:
-        The volume in its stored voxel order, never reoriented.
+    """Read a label mask: a NIfTI file as `load_volume` reads it, or a DICOM SEG (one DICOM file; its segment numbers
+    become the labels, on the grid its frames span: `unet3d.dicom.read_dicom_seg`).
 
     Raises:
-        Unet3dError: as `inspect_volume`, and InvalidVolumeError for NaN or infinite voxels.
+        Unet3dError: as `load_volume`; UnsupportedFormatError for a DICOM file that is not a SEG.
     """
-    read = read_nifti(Path(path), max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes)
-    return Volume(read.data, read.affine, read.header, read.stored_shape, name or Path(path).name)
+    if Path(path).is_file() and looks_like_dicom(path) and not is_zip(path):
+        from .dicom import read_dicom_seg
+
+        limits = {"max_voxels": max_voxels, "max_decompressed_bytes": max_decompressed_bytes}
+        return read_dicom_seg(path, name=name or Path(path).name, **limits)
+    return load_volume(path, max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes, name=name)
 
 
 def volume_from_array(

@@ -1,4 +1,5 @@
-"""`unet3d predict`: one volume to one file, or a cohort to a folder through a resumable batch run."""
+"""`unet3d predict`: one volume to one file, or a cohort to a folder through a resumable batch run; a DICOM input's
+mask can also be written as a DICOM SEG (`--dicom-seg`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .batch import (
 )
 from .batch.inputs import Source
 from .errors import ParameterError, Unet3dError
+from .formats import looks_like_dicom
 from .io import stem_of
 from .segmenter import Segmenter
 
@@ -37,36 +39,55 @@ def predict(args: argparse.Namespace) -> int:
     if _names_one_file(args.inputs, [s.path for s in sources], output):
         if args.shard or args.engine != "local":
             raise ParameterError("--shard and --engine ray run cohorts: pass -o a folder, e.g. -o masks/")
-        return _predict_one(args, sources[0].path, output, options)
+        seg = _single_seg_path(args.dicom_seg, sources[0].path, output)
+        return _predict_one(args, sources[0].path, output, options, seg)
     return _predict_cohort(args, sources, output, options)
 
 
-def _predict_one(args: argparse.Namespace, source: Path, target: Path, options: PredictOptions) -> int:
-    """One input, `-o` a file name: write that file (no results.csv), with a progress bar on a terminal."""
+def _predict_one(
+    args: argparse.Namespace, source: Path, target: Path, options: PredictOptions, seg: Path | None
+) -> int:
+    """One input, `-o` a file name: write that file (and the SEG; no results.csv), with a progress bar on a
+    terminal."""
     segmenter = Segmenter.from_pretrained(args.model, args.revision, device=args.device)
     with tqdm(total=100, desc=source.name, leave=False, file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
         try:
             progress = _bar_updater(bar)
-            prediction = segmenter.predict(
-                source, tta=options.tta, mode=options.mode, probabilities=options.probabilities, progress=progress
-            )
+            prediction = segmenter.predict(source, tta=options.tta, mode=options.mode, series=args.series,
+                                           probabilities=options.probabilities, progress=progress)  # fmt: skip
             prediction.save(target)
             if options.probabilities:
                 prediction.save_probabilities(
                     target.with_name(f"{stem_of(target.name).removesuffix('_mask')}_probabilities.nii.gz")
                 )
+            written = {"dicom_seg": str(prediction.save_dicom_seg(seg))} if seg is not None else {}
         except Unet3dError as e:
             bar.write(f"unet3d: error: {source}: {e}", file=sys.stderr)  # which input, as a cohort run says it
             return 1
     if args.json:
-        print(json.dumps({**prediction.summary(), "output": str(target)}), flush=True)
+        print(json.dumps({**prediction.summary(), "output": str(target), **written}), flush=True)
     return 0
+
+
+def _single_seg_path(option: str | None, source: Path, mask: Path) -> Path | None:
+    """Where `--dicom-seg` puts one input's SEG: the path given (a .dcm file, or a folder for `<stem>_seg.dcm`), or
+    with no value the mask's folder; refused up front for an input that is not DICOM."""
+    if option is None:
+        return None
+    if not looks_like_dicom(source):
+        raise ParameterError(
+            f"--dicom-seg writes a DICOM SEG, which must reference DICOM images, but '{source.name}' is not DICOM: "
+            "leave --dicom-seg out (the NIfTI mask is written), or segment the DICOM series itself"
+        )
+    return Path(option) if option else mask.parent
 
 
 def _predict_cohort(args: argparse.Namespace, sources: Sequence[Source], folder: Path, options: PredictOptions) -> int:
     """Inputs to a folder: a resumable batch run recorded in results.csv (see docs/batch.md)."""
     shard = parse_shard(args.shard) if args.shard else (0, 1)
-    cases = select_shard(plan_cases(sources, folder, probabilities=options.probabilities), *shard)
+    segs = _seg_folder(args.dicom_seg, folder)
+    planned = plan_cases(sources, folder, probabilities=options.probabilities, seg_folder=segs, series=args.series)
+    cases = select_shard(planned, *shard)
     folder.mkdir(parents=True, exist_ok=True)
     engine = _engine(args, options)
     batch = prepare_batch(cases, folder, engine, shard=shard, overwrite=args.overwrite)
@@ -83,6 +104,18 @@ def _predict_cohort(args: argparse.Namespace, sources: Sequence[Source], folder:
         print(f"unet3d: {report.failed} of {len(cases)} cases failed: see {report.results}", file=sys.stderr)
         return 1
     return 0
+
+
+def _seg_folder(option: str | None, folder: Path) -> Path | None:
+    """Where a batch's SEGs go: beside the masks (`--dicom-seg` alone), or in the folder given."""
+    if option is None:
+        return None
+    if option.lower().endswith(".dcm") and not Path(option).is_dir():
+        raise ParameterError(
+            f"--dicom-seg '{option}' names one file, but a batch writes one SEG per DICOM input: pass --dicom-seg "
+            "alone (each SEG beside its mask) or a folder"
+        )
+    return Path(option) if option else folder
 
 
 def _engine(args: argparse.Namespace, options: PredictOptions) -> Engine:
@@ -103,7 +136,8 @@ def _case_reporter(bar: Any, *, json_lines: bool) -> Callable[[Outcome], None]:
             failed += 1
             bar.write(f"unet3d: error: {outcome.case.input}: {outcome.error}", file=sys.stderr)  # above the bar
         elif json_lines and outcome.summary is not None:
-            print(json.dumps({**outcome.summary, "output": str(outcome.case.output)}), flush=True)
+            seg = {"dicom_seg": str(outcome.case.dicom_seg)} if outcome.case.dicom_seg is not None else {}
+            print(json.dumps({**outcome.summary, "output": str(outcome.case.output), **seg}), flush=True)
         bar.set_postfix(failed=failed, refresh=False)
         bar.update(1)
 
@@ -129,7 +163,8 @@ def _names_one_file(inputs: Sequence[str], files: Sequence[Path], output: Path) 
     """Whether `-o` names the one output file (DESIGN.md: one input → that file, else a folder); refuses an `-o`
     that is neither a NIfTI name nor a folder, and a file name for several inputs."""
     is_file_name = not output.is_dir() and output.name.lower().endswith((".nii", ".nii.gz"))
-    one_file = len(files) == 1 and Path(inputs[0]).is_file()
+    # One input that is itself the case: a file, or the folder of one DICOM series.
+    one_file = len(files) == 1 and (Path(inputs[0]).is_file() or files[0] == Path(inputs[0]))
     if is_file_name and one_file:
         return True
     several = f"{len(files)} inputs need" if len(files) > 1 else "a folder input needs"

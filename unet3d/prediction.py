@@ -99,6 +99,7 @@ class Prediction:
             ],
             "model": {"id": self.source.id, "revision": self.source.revision},
             "timings_ms": timings,
+            "source": self.volume.source.as_dict(),  # what was read (NIfTI, or which DICOM series); never PHI
         }
 
     def save(self, path: str | Path) -> Path:

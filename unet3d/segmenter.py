@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,7 +29,7 @@ from .shapes import Shape3
 
 logger = logging.getLogger(__name__)
 
-VolumeInput = str | Path | Volume | np.ndarray
+VolumeInput = str | Path | Sequence[str | Path] | Volume | np.ndarray
 
 
 class Segmenter:
@@ -102,11 +103,13 @@ class Segmenter:
         patch_size: int | Shape3 | None = None,
         overlap: float | None = None,
         name: str | None = None,
+        series: str | None = None,
     ) -> Prediction:
         """Segment one volume; the mask is on the input's voxel grid, whatever its orientation.
 
         Args:
-            volume: a .nii/.nii.gz path, a loaded `Volume`, or an `(I, J, K)` array. An array has no geometry: it
+            volume: a .nii/.nii.gz path, a DICOM series (a folder, a .zip, or a list of its files; see
+                `load_volume`), a loaded `Volume`, or an `(I, J, K)` array. An array has no geometry: it
                 is taken as 1 mm voxels in RAS order; wrap it with `volume_from_array(array, affine)` to give its
                 own (spacing matters: the model resamples to its card's spacing, and volumes are reported in mL).
             tta: average over flips along each axis (4× the time).
@@ -118,6 +121,7 @@ class Segmenter:
             overlap: sliding-window overlap in [0, 1).
             name: the input's display name for the summary and output names (default: the file's, or the
                 Volume's); e.g. an uploaded file's own name when `volume` is the server's copy of it.
+            series: the SeriesInstanceUID to read when a DICOM upload holds several volumetric series.
 
         Raises:
             ParameterError: an option is out of range or of the wrong type.
@@ -126,7 +130,7 @@ class Segmenter:
         report = _Reporter(progress)
         options = self._options(mode, threshold, patch_size, overlap, tta=tta, probabilities=probabilities)
         report("load", 0.0)
-        vol = self._load(volume, name)
+        vol = self._load(volume, name, series)
         report("preprocess", 0.0)
         prepared = prepare(vol, self.card)
         report("infer", 0.0)
@@ -148,23 +152,31 @@ class Segmenter:
         window, fraction = check_window(mode, patch_size, overlap, self.card.input.pad_to_multiple)
         return _Options(mode, resolved, window, fraction, tta, probabilities)
 
-    def _load(self, volume: VolumeInput, name: str | None) -> Volume:
+    def _load(self, volume: VolumeInput, name: str | None, series: str | None) -> Volume:
+        if isinstance(volume, str | Path):
+            return self._read(volume, name, series)
+        if isinstance(volume, list | tuple) and all(isinstance(p, str | Path) for p in volume):
+            return self._read([Path(p) for p in volume], name, series)  # the files of a DICOM series
+        if series is not None:
+            raise ParameterError("series= picks a series while reading a DICOM upload: pass its folder, zip or files")
         if isinstance(volume, np.ndarray):
             if volume.ndim == 4 and volume.shape[3] == 1:  # one frame, as a 4D file with one volume is read
                 volume = volume[..., 0]
             volume = volume_from_array(volume, max_voxels=self.max_voxels)
         if isinstance(volume, Volume):
             return volume if name is None else replace(volume, name=name)
-        if not isinstance(volume, str | Path):
-            raise ParameterError(
-                f"predict takes a .nii/.nii.gz path, a Volume or a numpy array, got {type(volume).__name__}: "
-                "for a nibabel image pass its file name, or volume_from_array(image.get_fdata(), image.affine)"
-            )
-        if not Path(volume).exists():
-            raise UnreadableVolumeError(f"no such file: '{volume}'")
-        return load_volume(
-            volume, max_voxels=self.max_voxels, max_decompressed_bytes=self.max_decompressed_bytes, name=name
+        raise ParameterError(
+            f"predict takes a .nii/.nii.gz path, a DICOM folder or .zip, a Volume or a numpy array, got "
+            f"{type(volume).__name__}: for a nibabel image pass its file name, or "
+            "volume_from_array(image.get_fdata(), image.affine)"
         )
+
+    def _read(self, source: str | Path | Sequence[str | Path], name: str | None, series: str | None) -> Volume:
+        """A file, folder or list of files, read within this segmenter's caps (`load_volume`)."""
+        if isinstance(source, str | Path) and not Path(source).exists():
+            raise UnreadableVolumeError(f"no such file: '{source}'")
+        limits = {"max_voxels": self.max_voxels, "max_decompressed_bytes": self.max_decompressed_bytes}
+        return load_volume(source, **limits, name=name, series=series)
 
     def _plan(self, prepared: Prepared, options: _Options) -> InferencePlan:
         spec = self.card.inference

@@ -1,7 +1,8 @@
 """The review UI as an app: the Blocks (layout + events), mounted into the FastAPI app at /ui, behind the API key.
 
-Named endpoints for gradio_client: `/segment` (a NIfTI file in; the mask file and the summary JSON out) and
-`/segment_with_options` (also tta and probabilities; the probabilities file as a third output).
+Named endpoints for gradio_client: `/segment` (a NIfTI file or a zipped DICOM series in; the mask file and the summary
+JSON out), `/segment_with_options` (also tta and probabilities; the probabilities file as a third output) and
+`/segment_dicom` (a zipped DICOM series in; the DICOM SEG, the mask file and the summary JSON out).
 Every other event is private; a file path that was not uploaded through the page is refused with a message.
 """
 

@@ -26,7 +26,10 @@ from ..errors import ServiceBusyError
 
 logger = logging.getLogger(__name__)
 
-NO_VOLUME = "Choose a volume first: upload a .nii or .nii.gz file, or click 'Try the MNI152 T1 example'."
+NO_VOLUME = (
+    "Choose a volume first: upload a .nii or .nii.gz file, a DICOM series (a .zip, or its .dcm files), or click "
+    "'Try the MNI152 T1 example'."
+)
 NO_REVIEW = "Segment a volume first."
 NOT_UPLOADED = "Only files uploaded through this page are accepted: upload the file again."
 NOT_A_FILE = (

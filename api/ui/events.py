@@ -3,8 +3,8 @@
 A handler reads the components it names as `{component: value}` (its inputs are a set) and returns
 `{component: new value}` for the components it changes; the others keep their values. The tab's `Session` is one of
 its inputs when it needs the review, and one of its outputs when it changes it (writing it back also restarts its
-time-to-live). Two handlers are named endpoints for gradio_client, with positional parameters: `/segment` and
-`/segment_with_options`. The service is reached through a getter, never a module global.
+time-to-live). Three handlers are named endpoints for gradio_client, with positional parameters: `/segment`,
+`/segment_with_options` and `/segment_dicom`. The service is reached through a getter, never a module global.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .figures import agreement_table, class_table, class_volumes, intensity_hist
 from .layout import Layout
 from .markup import cursor_html, header_html, legend_html, reference_waits, status_markdown
 from .rendering import OVERLAYS, PLANE_AXIS, PLANES, Plane, missing_overlay_data, shown_overlay
-from .review import PROBABILITIES_SUFFIX, Review
+from .review import PROBABILITIES_SUFFIX, SEG_SUFFIX, Review
 from .segmentation import segment_upload, with_reference
 from .state import SegmentOptions, Session, ViewInputs, point_at
 from .surface import surface_file
@@ -36,8 +36,13 @@ QUIET: dict[str, Any] = {**PRIVATE, "show_progress": "hidden", "trigger_mode": "
 # Shown by gradio_client's view_api() and the page's "Use via API".
 SEGMENT_API: dict[str, Any] = {
     "api_name": "segment",
-    "api_description": "Segment a NIfTI volume (.nii / .nii.gz): returns the mask (.nii.gz, uint8, on the input's "
-    "voxel grid) and the summary JSON (the fields of POST /v1/predict).",
+    "api_description": "Segment a NIfTI volume (.nii / .nii.gz) or a zipped DICOM series (.zip): returns the mask "
+    "(.nii.gz, uint8, on the input's voxel grid) and the summary JSON (the fields of POST /v1/predict).",
+}
+SEGMENT_DICOM_API: dict[str, Any] = {
+    "api_name": "segment_dicom",
+    "api_description": "Segment a zipped DICOM series (.zip): returns the mask as a DICOM SEG (.dcm, one segment per "
+    "class, referencing the series), the mask (.nii.gz) and the summary JSON.",
 }
 SEGMENT_WITH_OPTIONS_API: dict[str, Any] = {
     "api_name": "segment_with_options",
@@ -95,24 +100,39 @@ class ReviewEvents:
             ui.iou_plot: gr.LinePlot(color_map=colors),
         }
 
-    def example(self) -> str:
-        """The MNI152 T1 example, as the chosen volume."""
-        return str(EXAMPLE_VOLUME)
+    def example(self) -> tuple[str, None]:
+        """The MNI152 T1 example, as the chosen volume (and no DICOM files)."""
+        return str(EXAMPLE_VOLUME), None
+
+    def empty(self) -> None:
+        """Nothing: one upload box is emptied when the other is filled, so that Segment has one thing to read."""
 
     def store_options(self, values: Values) -> Changes:
         """Remember the ticked options for the segmentation that follows."""
         ui, session = self.ui, values[self.ui.session]
         session.options = SegmentOptions(uncertainty=bool(values[ui.uncertainty]), tta=bool(values[ui.tta]),
                                           save_probabilities=bool(values[ui.keep_probabilities]))  # fmt: skip
+        session.dicom_files = tuple(values[ui.dicom_files] or ())
         return {ui.session: session}
 
     def segment(
         self, volume: Any, session: Session, progress: Any = gr.Progress()
     ) -> tuple[str, dict[str, Any], Session]:
         """Segment the chosen volume: returns the mask file, the summary JSON and the session showing its review."""
-        review = segment_upload(self.service(), volume, session.options, progress)
+        review = segment_upload(self.service(), volume, session.options, progress, session.dicom_files)
         session.start(review)
         return str(review.files[0]), review.summary, session
+
+    def segment_dicom(
+        self, volume: Any, session: Session, progress: Any = gr.Progress()
+    ) -> tuple[str, str, dict[str, Any], Session]:
+        """Segment a zipped DICOM series: returns the DICOM SEG, the mask file, the summary JSON and the session."""
+        review = segment_upload(self.service(), volume, SegmentOptions(uncertainty=False), progress)
+        session.start(review)
+        seg = [str(f) for f in review.files if f.name.endswith(SEG_SUFFIX)]
+        if not seg:
+            raise user_error("This upload is not DICOM, so it has no DICOM SEG: send a zipped DICOM series.")
+        return seg[0], str(review.files[0]), review.summary, session
 
     def segment_with_options(
         self, volume: Any, tta: bool, probabilities: bool, session: Session, progress: Any = gr.Progress()
@@ -240,15 +260,19 @@ class ReviewEvents:
     def _wire_segmentation(self) -> None:
         """Segment button and example button: store the options, run /segment, then present the new review."""
         ui = self.ui
-        options: set[Any] = {ui.session, ui.uncertainty, ui.tta, ui.keep_probabilities}
+        options: set[Any] = {ui.session, ui.uncertainty, ui.tta, ui.keep_probabilities, ui.dicom_files}
         pressed = ui.segment.click(self.store_options, options, ui.session, **PRIVATE)
         self._segment_then_present(pressed, SEGMENT_API)
-        loaded = ui.example.click(self.example, None, ui.volume, **PRIVATE)
+        ui.volume.upload(self.empty, None, ui.dicom_files, **PRIVATE)
+        ui.dicom_files.upload(self.empty, None, ui.volume, **PRIVATE)
+        loaded = ui.example.click(self.example, None, [ui.volume, ui.dicom_files], **PRIVATE)
         self._segment_then_present(loaded.then(self.store_options, options, ui.session, **PRIVATE), PRIVATE)
         # /segment_with_options: the sidebar's TTA and probabilities boxes as its optional parameters (default off).
         ui.api_only.click(self.segment_with_options, [ui.volume, ui.tta, ui.keep_probabilities, ui.session],
                           [ui.mask_file, ui.summary, ui.probabilities_file, ui.session], concurrency_limit=None,
                           **SEGMENT_WITH_OPTIONS_API)  # fmt: skip
+        ui.api_only.click(self.segment_dicom, [ui.volume, ui.session], [ui.seg_file, ui.mask_file, ui.summary,
+                          ui.session], concurrency_limit=None, **SEGMENT_DICOM_API)  # fmt: skip
 
     def _segment_then_present(self, step: Any, visibility: dict[str, Any]) -> None:
         ui, images = self.ui, list(self.ui.images.values())

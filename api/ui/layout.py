@@ -16,9 +16,10 @@ from .rendering import OVERLAYS, PLANES, Plane
 from .state import SESSION_TTL_S, Session
 
 NIFTI_TYPES = [".nii", ".gz"]
+VOLUME_TYPES = [*NIFTI_TYPES, ".zip", ".dcm"]  # a DICOM series: zipped (a .dcm alone only if it holds the volume)
 VOLUME_API_HELP = (
-    "A NIfTI volume (.nii or .nii.gz, 3D, or 4D with one frame). Send a local file with gradio_client's "
-    "handle_file('t1.nii.gz'); the mask comes back on this volume's voxel grid."
+    "A NIfTI volume (.nii or .nii.gz, 3D, or 4D with one frame), or a DICOM series as a .zip. Send a local file with "
+    "gradio_client's handle_file('t1.nii.gz'); the mask comes back on this volume's voxel grid."
 )
 
 
@@ -29,6 +30,7 @@ class Layout:
     session: gr.State
     # Sidebar
     volume: gr.File
+    dicom_files: gr.File
     example: gr.Button
     uncertainty: gr.Checkbox
     tta: gr.Checkbox
@@ -38,6 +40,7 @@ class Layout:
     legend: gr.HTML
     api_only: gr.Button
     probabilities_file: gr.File
+    seg_file: gr.File
     # Above the tabs
     header: gr.HTML
     status: gr.Markdown
@@ -96,11 +99,14 @@ def build_layout() -> Layout:
 def _sidebar() -> dict[str, Any]:
     with gr.Group():
         volume = _described_for_api(
-            gr.File(label="Volume (.nii / .nii.gz)", file_types=NIFTI_TYPES, elem_id="volume-input"),
+            gr.File(label="Volume (.nii / .nii.gz, or a DICOM .zip)", file_types=VOLUME_TYPES, elem_id="volume-input"),
             VOLUME_API_HELP,
             # With a url, the API page writes the example as handle_file('t1.nii.gz'), the call to copy.
             example={"path": "t1.nii.gz", "url": "t1.nii.gz", "meta": {"_type": "gradio.FileData"}},
         )
+        # Several files in one box: the page's own upload of a series (the /segment API takes one file: a .zip).
+        dicom_files = gr.File(label="…or the DICOM files of one series", file_count="multiple", height=150,
+                              elem_id="dicom-input")  # fmt: skip
         example = gr.Button("Try the MNI152 T1 example", size="sm", elem_id="example-btn")
     with gr.Accordion("Options", open=False, elem_id="options"):
         uncertainty = gr.Checkbox(True, label="Uncertainty map (voxel entropy)")
@@ -116,12 +122,13 @@ def _sidebar() -> dict[str, Any]:
     segment = gr.Button("Segment", variant="primary", elem_id="segment-btn")
     mask_file = gr.File(label="Mask", interactive=False, elem_id="mask-output")
     legend = gr.HTML(markup.legend_html(None), elem_id="legend")
-    # The trigger and output of /segment_with_options, an endpoint for gradio_client only.
+    # The trigger and outputs of /segment_with_options and /segment_dicom, endpoints for gradio_client only.
     api_only = gr.Button(visible=False)
     probabilities_file = gr.File(label="Probabilities", visible=False, interactive=False)
-    return {"volume": volume, "example": example, "uncertainty": uncertainty, "tta": tta,
+    seg_file = gr.File(label="DICOM SEG", visible=False, interactive=False)
+    return {"volume": volume, "dicom_files": dicom_files, "example": example, "uncertainty": uncertainty, "tta": tta,
             "keep_probabilities": keep_probabilities, "segment": segment, "mask_file": mask_file, "legend": legend,
-            "api_only": api_only, "probabilities_file": probabilities_file}  # fmt: skip
+            "api_only": api_only, "probabilities_file": probabilities_file, "seg_file": seg_file}  # fmt: skip
 
 
 def _slices() -> dict[str, Any]:

@@ -14,7 +14,8 @@ from .rendering import CONFUSED, FALSE_NEGATIVE, FALSE_POSITIVE
 from .review import Review, cursor_info
 
 WELCOME = (
-    "Upload a T1-weighted volume (`.nii` / `.nii.gz`) or try the **MNI152 example**, then press **Segment**. "
+    "Upload a T1-weighted volume (`.nii` / `.nii.gz`, or a DICOM series: a `.zip` or its `.dcm` files) or try the "
+    "**MNI152 example**, then press **Segment**. "
     "Slices, statistics, agreement with a reference mask and a 3D surface appear here."
 )
 _LOGO = (
@@ -119,6 +120,18 @@ def reference_waits(volume: Path | None) -> str:
     )
 
 
+def source_text(source: dict[str, Any] | None) -> str:
+    """For a DICOM input: " (DICOM MR, series 1.2.3, 176 images; 1 series left out: localizer)"; "" for NIfTI."""
+    if not source or source.get("format") != "dicom":
+        return ""
+    text = f"DICOM {source.get('modality') or ''}, series {source.get('series_uid')}, {source.get('images')} images"
+    left = source.get("ignored_series") or []
+    if left:
+        reasons = "; ".join(sorted({str(s["reason"]) for s in left}))
+        text += f"; {len(left)} series left out: {reasons}"
+    return f" ({html.escape(' '.join(text.split()))})"
+
+
 def status_markdown(review: Review) -> str:
     """One line: file, grid, spacing, orientation, time and device; a second when a class is cut by the scan's edge."""
     s = review.summary
@@ -126,8 +139,9 @@ def status_markdown(review: Review) -> str:
     spacing = " × ".join(f"{v:.2f}" for v in s["spacing_mm"])
     seconds = s["runtime_ms"] / 1000
     line = (
-        f"**{html.escape(s['filename'])}** · {shape} voxels · {spacing} mm · {s['orientation']} · "
-        f"segmented in {seconds:.1f} s on {s['device']} ({s['mode']} pass{', TTA' if s.get('tta') else ''})"
+        f"**{html.escape(s['filename'])}**{source_text(s.get('source'))} · {shape} voxels · {spacing} mm · "
+        f"{s['orientation']} · segmented in {seconds:.1f} s on {s['device']} "
+        f"({s['mode']} pass{', TTA' if s.get('tta') else ''})"
     )
     cut = [pretty(c["name"]) for c in s["classes"][1:] if c.get("touches_border")]
     if not cut:

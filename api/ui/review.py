@@ -25,6 +25,7 @@ from unet3d.stats import mask_labels
 from .rendering import Layers
 
 PROBABILITIES_SUFFIX = "_probabilities.nii.gz"
+SEG_SUFFIX = "_seg.dcm"
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Review:
         classes: the card's classes (index, name, colour).
         summary: the prediction summary (the /v1/predict JSON fields).
         workdir: private folder holding this session's output files; removed by `close`.
-        files: downloadable outputs (mask, summary JSON, optional probabilities).
+        files: downloadable outputs (mask, summary JSON, optional probabilities, the DICOM SEG of a DICOM input).
         grid: the input's shape and affine, to check that a reference mask lies on the same grid.
         orientation: nibabel orientation array used to bring input-grid arrays to closest RAS.
         metrics: per-class agreement with the reference mask, once one is attached.
@@ -75,6 +76,8 @@ def start_review(prediction: Prediction, workdir: Path, *, save_probabilities: b
     summary_path = workdir / f"{stem}_summary.json"
     summary_path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     files.insert(1, summary_path)
+    if prediction.volume.source.format == "dicom":  # the mask as a DICOM SEG, to show beside the series in a viewer
+        files.append(prediction.save_dicom_seg(workdir / f"{stem}{SEG_SUFFIX}"))
     volume = prediction.volume
     orientation = canonical_orientation(volume)
     entropy = None if prediction.probabilities is None else normalised_entropy(prediction.probabilities)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -26,25 +27,30 @@ STAGE_LABELS = {
 }
 
 
-def segment_upload(service: SegmentationService, volume: Any, options: SegmentOptions, progress: Any) -> Review:
-    """Segment an uploaded volume into a new review (its files in a fresh folder), reporting each stage to
-    `progress` (a `gr.Progress`).
+def segment_upload(
+    service: SegmentationService, volume: Any, options: SegmentOptions, progress: Any, files: Sequence[Any] = ()
+) -> Review:
+    """Segment an uploaded volume (NIfTI, or a DICOM series as a .zip) or, with no volume, the uploaded DICOM `files`
+    of one series into a new review (its files in a fresh folder), reporting each stage to `progress` (a
+    `gr.Progress`).
 
     Raises:
-        gr.Error: the file is not an upload, not a readable volume, or the server is busy.
+        gr.Error: a file is not an upload, not a readable volume, or the server is busy.
     """
-    path = uploaded_path(volume)
+    source: Path | list[Path] = uploaded_path(volume) if volume or not files else [uploaded_path(f) for f in files]
+    first = source if isinstance(source, Path) else source[0]
+    name = display_name(first.name) if isinstance(source, Path) else None  # several files: the series names itself
     with user_errors():
-        service.check(path)
+        service.check(source)
         progress(0.0, desc="Waiting for a free inference slot")
         wanted = options.uncertainty or options.save_probabilities  # both are made from the probabilities
         predict_options = service.options(tta=options.tta, probabilities=wanted)
         report = partial(_report, progress)
-        job = partial(service.predict, path, name=display_name(path.name), options=predict_options, progress=report)
+        job = partial(service.predict, source, name=name, options=predict_options, progress=report)
         with service.slots.admit():
             prediction = service.slots.run(job)
         progress(0.96, desc="Writing the mask")
-        return replace(_start_review(prediction, save_probabilities=options.save_probabilities), source=path)
+        return replace(_start_review(prediction, save_probabilities=options.save_probabilities), source=first)
 
 
 def with_reference(service: SegmentationService, review: Review, reference: Any) -> Review:

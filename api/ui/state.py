@@ -76,12 +76,15 @@ class Session:
         reference_owner: the uploaded volume the file in the reference box belongs to; None: whichever volume is
             segmented next (see `owner_of_reference`).
         redraws: how many times a handler asked for the views to be drawn again (see `redraw`).
+        dicom_files: the files in the page's DICOM box when Segment was pressed (segmented when no volume is chosen;
+            the /segment API takes one file, a .zip, instead).
     """
 
     review: Review | None = None
     options: SegmentOptions = field(default_factory=SegmentOptions)
     reference_owner: Path | None = None
     redraws: int = 0
+    dicom_files: tuple[str, ...] = ()
 
     def require_review(self) -> Review:
         """The review on screen.

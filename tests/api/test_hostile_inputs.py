@@ -1,4 +1,5 @@
-"""The bad-input corpus (tests/hostile_corpus.py) against a real uvicorn process: POST /v1/predict, /v1/stats, the UI.
+"""The bad-input corpora (tests/hostile_corpus.py, tests/hostile_dicom.py) against a real uvicorn process: POST
+/v1/predict, /v1/stats, the UI.
 
 Every case must get the status DESIGN.md prescribes (or a 200 with the right mask where the NIfTI standard defines
 the result), a `detail` that says what is wrong without internals, and leave the server healthy, with no temp file
@@ -27,6 +28,9 @@ from hostile_corpus import (
     multipart,
     nifti,
 )
+from hostile_dicom import PHI, DicomCase, dicom_corpus
+
+from unet3d.dicom import read_dicom_seg
 
 SAFE_DISPOSITION = re.compile(
     r'attachment; filename="[A-Za-z0-9_-][A-Za-z0-9._-]*_mask\.nii\.gz"'
@@ -176,6 +180,60 @@ def test_memory_returns_to_the_baseline_after_the_whole_corpus(server) -> None:
     assert_still_healthy(server)
 
 
+def dicom_answer(case: DicomCase) -> tuple[int, str]:
+    """The status and message fragment under this server's caps (CAPS: 4 MiB inflated, 10^6 voxels): the corpus' voxel
+    case is capped tighter (its answer under these caps is a mask), and the byte cap meets the ratio bomb first."""
+    if "max_voxels" in case.limits:
+        return 200, "(33, 39, 32)"
+    if case.id == "zip-bomb-ratio":
+        return 413, "more than the limit of 4.0 MiB"
+    return case.status, case.fragment
+
+
+def dicom_detail_leaks(detail: str) -> list[str]:
+    """Internals in a detail; the zip's own entry name, quoted back to its sender, is none of the server's."""
+    return leaks(detail.replace("'/tmp/evil/IM9999'", "<entry>")) + [value for value in PHI if value in detail]
+
+
+@pytest.mark.parametrize("case", dicom_corpus(), ids=lambda case: case.id)
+def test_predict_answers_the_hostile_dicom_corpus_and_writes_nothing_outside_the_request(
+    server, case: DicomCase, tmp_path: Path
+) -> None:
+    status, fragment = dicom_answer(case)
+    files = {"file": ("export.zip", case.content(), "application/zip")}
+    response = httpx.post(f"{server.url}/v1/predict", params={"return_binary": "true", "format": "dicom-seg"},
+                          files=files, timeout=60)  # fmt: skip
+    assert response.status_code == status, response.text
+    if status == 200:
+        assert response.headers["content-type"] == "application/dicom"
+        (tmp_path / "seg.dcm").write_bytes(response.content)
+        assert str(read_dicom_seg(tmp_path / "seg.dcm").shape) == fragment
+    else:
+        detail = response.json()["detail"]
+        assert fragment in detail and dicom_detail_leaks(detail) == [], detail
+    assert not Path("/tmp/evil").exists()  # the zip-slip entries' targets
+    assert_still_healthy(server)
+
+
+@pytest.mark.parametrize("case", dicom_corpus(), ids=lambda case: case.id)
+def test_stats_answer_the_hostile_dicom_corpus_as_image_and_as_mask(server, case: DicomCase) -> None:
+    """As `image` beside a good mask, a file-level problem gets the status /v1/predict gives, anything else a 422
+    (another grid; several series); as `mask` a zip is a series, never a label mask: never a 500 or an internal."""
+    status, _ = dicom_answer(case)
+    content = case.content()
+    good = nifti(np.zeros(SHAPE, np.uint8))
+    as_image = {"mask": ("mask.nii.gz", good, "x"), "image": ("export.zip", content, "application/zip")}
+    as_mask = {"mask": ("export.zip", content, "application/zip")}
+    for files in (as_image, as_mask):
+        response = httpx.post(f"{server.url}/v1/stats", files=files, timeout=60)
+        if status in (400, 413, 415):
+            assert response.status_code == status, response.text
+        else:
+            assert response.status_code == 422, response.text
+        assert dicom_detail_leaks(response.json()["detail"]) == [], response.text
+    assert_still_healthy(server)
+
+
 @pytest.fixture(scope="module")
 def ui_client(server, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     from gradio_client import Client
@@ -202,4 +260,24 @@ def test_ui_segment_endpoint_refuses_hostile_input_with_a_clear_message(
     # the UI writes its messages as sentences: a fragment that opens the message starts with a capital there
     assert case.fragment in message or case.fragment[:1].upper() + case.fragment[1:] in message, message
     assert leaks(message) == [], message
+    assert_still_healthy(server)
+
+
+UI_DICOM_CASES = ("zip-slip-parent", "two-patients", "bogus-transfer-syntax", "two-volumetric-series")
+
+
+@pytest.mark.parametrize("case", [c for c in dicom_corpus() if c.id in UI_DICOM_CASES], ids=lambda case: case.id)
+def test_ui_segment_endpoint_refuses_hostile_dicom_with_a_clear_message(
+    server, ui_client, case: DicomCase, tmp_path: Path
+) -> None:
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    upload = tmp_path / "export.zip"
+    upload.write_bytes(case.content())
+    with pytest.raises(AppError) as refused:
+        ui_client.predict(handle_file(str(upload)), api_name="/segment")
+    message = str(refused.value)
+    assert case.fragment in message or case.fragment[:1].upper() + case.fragment[1:] in message, message
+    assert dicom_detail_leaks(message) == [], message
     assert_still_healthy(server)

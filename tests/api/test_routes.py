@@ -15,7 +15,7 @@ import pytest
 
 DESIGN_FIELDS = {
     "filename", "input_shape", "padded_shape", "spacing_mm", "runtime_ms", "device", "threshold_used",
-    "class_histogram", "classes", "model", "timings_ms",
+    "class_histogram", "classes", "model", "timings_ms", "source",
 }  # fmt: skip
 
 
@@ -433,11 +433,12 @@ def test_cors_allows_only_the_configured_origin(strict_server):
 def test_openapi_documents_the_contract(tiny_server):
     schema = httpx.get(f"{tiny_server.url}/openapi.json").json()
     predict = schema["paths"]["/v1/predict"]["post"]
-    assert {p["name"] for p in predict["parameters"]} == {"return_binary", "threshold", "tta", "mode"}
+    parameters = {p["name"] for p in predict["parameters"]}
+    assert parameters == {"return_binary", "threshold", "tta", "mode", "format", "series"}
     body = predict["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert body["required"] == ["file"]
     assert {"200", "400", "401", "413", "415", "422", "503"} <= set(predict["responses"])
-    assert "application/gzip" in predict["responses"]["200"]["content"]
+    assert {"application/gzip", "application/dicom"} <= set(predict["responses"]["200"]["content"])
     fields = set(schema["components"]["schemas"]["PredictionSummary"]["properties"])
     assert fields >= DESIGN_FIELDS
     assert {"/health", "/v1/model", "/metrics"} <= set(schema["paths"])

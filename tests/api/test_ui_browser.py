@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 import nibabel as nib
 import numpy as np
 import pytest
+from dicom_series import template, write_series, zip_folder
 from helpers import STRICT_KEY
 from PIL import Image
 
@@ -355,6 +356,37 @@ def test_a_reference_uploaded_before_segmenting_waits_for_its_volume(browser, ti
     page.get_by_role("tab", name="Downloads & summary").click()  # read-only results: no remove buttons
     expect(page.locator("#downloads a[download]")).to_have_count(2)
     expect(page.locator("#downloads .label-clear-button").first).to_be_hidden()
+    assert errors == [], f"uncaught errors in the page: {errors}"
+    context.close()
+
+
+def test_a_dicom_series_zipped_or_as_files_segments_and_offers_its_seg(browser, tiny_server, tmp_path):
+    """A zipped series in the volume box, then its files in the DICOM box: the status says DICOM, the series and its
+    modality, and the downloads hold the SEG."""
+    expect = playwright.expect
+    folder = tmp_path / "series"
+    write_series(folder, *template(6))
+    archive = zip_folder(folder, tmp_path / "series.zip", prefix="DICOM/")
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{tiny_server.url}/ui/", wait_until="load")
+    expect(page.locator("#segment-btn")).to_be_visible(timeout=30_000)
+
+    page.locator("#volume-input input[type=file]").set_input_files(str(archive))
+    expect(page.locator("#volume-input a[href$='/series.zip']")).to_be_visible(timeout=20_000)
+    page.locator("#segment-btn").click()
+    expect(page.locator("#status")).to_contain_text("series.zip (DICOM MR, series ", timeout=60_000)
+    page.get_by_role("tab", name="Downloads & summary").click()
+    expect(page.locator("#downloads a[href$='series_seg.dcm']")).to_be_visible(timeout=20_000)
+    expect(page.locator("#downloads a[download]")).to_have_count(3)
+
+    page.locator("#dicom-input input[type=file]").set_input_files([str(p) for p in sorted(folder.iterdir())])
+    expect(page.locator("#volume-input a")).to_have_count(0, timeout=20_000)  # one source at a time
+    page.locator("#segment-btn").click()
+    expect(page.locator("#status")).to_contain_text("T1 MPRAGE (DICOM MR, series ", timeout=60_000)
+    expect(page.locator("#downloads a[href$='T1_MPRAGE_seg.dcm']")).to_be_visible(timeout=20_000)
     assert errors == [], f"uncaught errors in the page: {errors}"
     context.close()
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import ROOT, sphere_volume, write_nifti
 
@@ -93,3 +94,24 @@ def test_a_ray_run_writes_the_same_masks_and_rows_as_a_local_run_and_resumes_ali
     statuses = {row["case"]: row["status"] for row in _rows(on_ray / "results.csv")}
     assert statuses == {"broken": "failed", "ghost": "failed", **{f"case{k}": "skipped" for k in range(4)}}
     assert not list(on_ray.glob("*.tmp-*"))
+
+
+def test_a_ray_run_reads_dicom_series_and_writes_their_segs_as_a_local_run_does(ray_address, tiny_model_dir, tmp_path):
+    from dicom_series import template, write_series, zip_folder
+
+    from unet3d.dicom import read_dicom_seg
+
+    inputs = tmp_path / "in"
+    write_series(inputs / "folder_case", *template(6))
+    zip_folder(inputs / "folder_case", inputs / "zipped_case.zip", prefix="DICOM/")
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    model = ["--model", str(tiny_model_dir), "--dicom-seg"]
+    assert main(["predict", str(inputs), "-o", str(local), *model]) == 0
+    command = [sys.executable, "-m", "unet3d.cli", "predict", str(inputs), "-o", str(on_ray), *model]
+    finished = subprocess.run([*command, "--engine", "ray", "--ray-address", ray_address], capture_output=True,
+                              text=True, timeout=400)  # fmt: skip
+    assert finished.returncode == 0, finished.stderr
+    for case in ("folder_case", "zipped_case"):
+        assert (on_ray / f"{case}_mask.nii.gz").read_bytes() == (local / f"{case}_mask.nii.gz").read_bytes()
+        back = read_dicom_seg(on_ray / f"{case}_seg.dcm")
+        assert np.array_equal(back.data, read_dicom_seg(local / f"{case}_seg.dcm").data)

@@ -1,4 +1,5 @@
-"""The bad-input corpus (tests/hostile_corpus.py) through `unet3d predict`: one line, no traceback, exit code 1.
+"""The bad-input corpora (tests/hostile_corpus.py, tests/hostile_dicom.py) through `unet3d predict`: one line, no
+traceback, exit code 1.
 
 Each file goes through the CLI's `main()` in this process (an exception escaping it fails the test, as a traceback
 would); one run of the installed console script on the whole corpus checks what a shell user sees.
@@ -17,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from hostile_corpus import FILE_CASES, SHAPE, Case, leaks
+from hostile_dicom import PHI, DicomCase, dicom_corpus
 
 from unet3d.cli import main
 
@@ -87,3 +89,29 @@ def test_console_script_reports_every_bad_file_on_one_line_and_exits_1(tiny_mode
     with open(tmp_path / "out" / "results.csv", newline="", encoding="utf-8") as file:
         statuses = [row["status"] for row in csv.DictReader(file)]
     assert sorted(statuses) == sorted(["failed"] * len(failing) + ["ok"] * len(written))
+
+
+@pytest.mark.parametrize("case", [c for c in dicom_corpus() if not c.limits], ids=lambda case: case.id)
+def test_cli_answers_the_hostile_dicom_corpus_with_one_line_and_writes_nothing_beside(
+    case: DicomCase, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each upload as the zip a PACS export gives (the CLI has no caps: the corpus' capped cases are HTTP's)."""
+    source = tmp_path / "inputs" / "export.zip"
+    source.parent.mkdir()
+    source.write_bytes(case.content())
+    output, seg = tmp_path / "out" / "mask.nii.gz", tmp_path / "out" / "mask.dcm"
+    code = main(["predict", str(source), "-o", str(output), "--dicom-seg", str(seg), "--model", str(tiny_model_dir),
+                 "--device", "cpu"])  # fmt: skip
+    stderr = capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(
+        ["export.zip", *(["mask.nii.gz", "mask.dcm"] if case.error is None else [])]
+    ), stderr  # nothing extracted, nothing left half-written
+    if case.error is None:
+        assert code == 0 and str(nib.load(output).shape) == case.fragment, stderr
+        return
+    assert code == 1 and stderr.count("\n") == 1 and stderr.startswith("unet3d: error: "), stderr
+    assert case.fragment in stderr
+    # The path the user gave, and the zip's own entry name quoted back to them, are not the program's internals.
+    shown = stderr.replace(str(source), "<input>").replace("'/tmp/evil/IM9999'", "<entry>")
+    assert leaks(shown) == [], stderr
+    assert [value for value in PHI if value in stderr] == []

@@ -220,7 +220,7 @@ def test_wrong_suffix_is_refused_before_reading(tmp_path):
 @pytest.mark.parametrize(
     ("name", "advice"),
     [
-        ("IM0001.dcm", "a DICOM file: convert the series to one NIfTI volume first, e.g. `dcm2niix -z y"),
+        ("IM0001.ima", "a DICOM file: send the whole series instead, as the folder holding its files or a .zip"),
         ("brain.mgz", "a FreeSurfer volume: convert it first with `mri_convert scan.mgz scan.nii.gz`"),
         ("ct.nrrd", "an NRRD file: convert it to NIfTI first"),
         ("ct.MHA", "a MetaImage file"),

@@ -137,7 +137,11 @@ def test_one_patch_size_means_a_cube_and_arrays_take_a_geometry(segmenter, volum
     ("given", "error", "message"),
     [
         (np.zeros((8, 8, 8), np.complex64), InvalidVolumeError, "expected an array of real numbers .* complex64"),
-        ([[[1.0]]], ParameterError, "predict takes a .nii/.nii.gz path, a Volume or a numpy array, got list"),
+        (
+            [[[1.0]]],
+            ParameterError,
+            "predict takes a .nii/.nii.gz path, a DICOM folder or .zip, a Volume or a numpy array, got list",
+        ),
         ("no/such/scan.nii.gz", UnreadableVolumeError, "no such file: 'no/such/scan.nii.gz'"),
     ],
 )

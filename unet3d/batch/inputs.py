@@ -1,15 +1,21 @@
-"""The cases of a batch run: inputs from files, folders, globs and CSV/text lists; case ids; output names; shards."""
+"""The cases of a batch run: inputs from files, folders, globs and CSV/text lists; case ids; output names; shards.
+
+A case is one volume: a NIfTI file, or one DICOM series (its folder, a .zip of it, or a .dcm file holding it all).
+"""
 
 from __future__ import annotations
 
 import csv
 import glob
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..archive import MAX_FILES, is_zip
 from ..errors import ParameterError
+from ..formats import looks_like_dicom
 from ..io import NIFTI_SUFFIXES, stem_of
 
 # A list of inputs is named by its suffix: a CSV with an `input` column (optional `case`), or one path per line.
@@ -37,16 +43,23 @@ class Case:
         input: the volume to segment.
         output: `<folder>/<case>_mask.nii.gz`, or the one file named by `-o`.
         probabilities: `<folder>/<case>_probabilities.nii.gz` when requested, else None.
+        dicom_seg: where the DICOM SEG goes (`<seg folder>/<case>_seg.dcm`), for a DICOM input when requested.
+        series: the SeriesInstanceUID to read from a DICOM input holding several series.
     """
 
     case: str
     input: Path
     output: Path
     probabilities: Path | None = None
+    dicom_seg: Path | None = None
+    series: str | None = None
 
 
 def find_sources(items: Sequence[str]) -> list[Source]:
-    """Expand command-line inputs: files, folders (their .nii/.nii.gz files), globs, and .csv/.txt lists.
+    """Expand command-line inputs: files, folders, globs, and .csv/.txt lists.
+
+    A folder that holds DICOM files itself is one series (one case); any other folder gives its .nii/.nii.gz files,
+    its .zip files and its subfolders that hold DICOM files (one series each).
 
     Raises:
         ParameterError: an input does not exist, a folder or glob holds no volumes, or a list is malformed.
@@ -55,9 +68,12 @@ def find_sources(items: Sequence[str]) -> list[Source]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if _is_volume_file(p))
+            found = folder_cases(path)
             if not found:
-                raise ParameterError(f"folder '{item}' holds no .nii or .nii.gz files")
+                raise ParameterError(
+                    f"folder '{item}' holds no .nii or .nii.gz files, DICOM files, or DICOM series (subfolders or "
+                    ".zip files)"
+                )
             sources.extend(Source(p) for p in found)
         elif path.is_file() and path.suffix.lower() == CSV_LIST_SUFFIX:
             sources.extend(read_csv_list(path))
@@ -66,9 +82,9 @@ def find_sources(items: Sequence[str]) -> list[Source]:
         elif path.is_file():
             sources.append(Source(path))
         elif _GLOB_CHARACTERS.search(item):
-            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if _is_volume_file(Path(p)))
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if _is_case(Path(p)))
             if not matches:
-                raise ParameterError(f"'{item}' matches no .nii or .nii.gz files")
+                raise ParameterError(f"'{item}' matches no .nii or .nii.gz files or DICOM series")
             sources.extend(Source(p) for p in matches)
         else:
             raise ParameterError(f"input '{item}' does not exist")
@@ -121,13 +137,43 @@ def check_case_id(case: str, where: str) -> None:
         )
 
 
-def plan_cases(sources: Sequence[Source], folder: Path, *, probabilities: bool = False) -> list[Case]:
+def folder_cases(folder: Path) -> list[Path]:
+    """The cases a folder holds: itself when it holds DICOM files (one series, read with any subfolders), else its
+    .nii/.nii.gz files, .zip files and subfolders holding DICOM files, sorted."""
+    children = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    if any(_is_dicom_file(p) for p in children):
+        return [folder]
+    return [p for p in children if _is_case(p)]
+
+
+def plan_cases(
+    sources: Sequence[Source],
+    folder: Path,
+    *,
+    probabilities: bool = False,
+    seg_folder: Path | None = None,
+    series: str | None = None,
+) -> list[Case]:
     """Give each source its case id and output paths in `folder`; refuses two cases with one id.
 
+    Args:
+        sources: the inputs.
+        folder: where the masks (and probabilities) go.
+        probabilities: also write `<case>_probabilities.nii.gz`.
+        seg_folder: write a DICOM SEG `<case>_seg.dcm` there for each DICOM input (NIfTI inputs have no images for
+            it to reference).
+        series: the SeriesInstanceUID to read (one input only: a UID names one series).
+
     Raises:
-        ParameterError: two inputs would write the same output (the same stem or `case`).
+        ParameterError: two inputs would write the same output (the same stem or `case`), or `series` is given for
+            several inputs.
     """
-    cases = [_case(source, folder, probabilities) for source in sources]
+    if series is not None and len(sources) != 1:
+        raise ParameterError(
+            f"--series picks one series of one DICOM input, but {len(sources)} inputs were given: segment that input "
+            "on its own"
+        )
+    cases = [_case(source, folder, probabilities, seg_folder, series) for source in sources]
     seen: dict[str, Source] = {}
     for case, source in zip(cases, sources, strict=True):
         if case.case in seen:
@@ -140,10 +186,11 @@ def plan_cases(sources: Sequence[Source], folder: Path, *, probabilities: bool =
     return cases
 
 
-def _case(source: Source, folder: Path, probabilities: bool) -> Case:
+def _case(source: Source, folder: Path, probabilities: bool, seg_folder: Path | None, series: str | None) -> Case:
     case = source.case or stem_of(source.path.name)
     extra = folder / f"{case}_probabilities.nii.gz" if probabilities else None
-    return Case(case, source.path, folder / f"{case}_mask.nii.gz", extra)
+    seg = seg_folder / f"{case}_seg.dcm" if seg_folder is not None and looks_like_dicom(source.path) else None
+    return Case(case, source.path, folder / f"{case}_mask.nii.gz", extra, seg, series)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -176,8 +223,29 @@ def select_shard(cases: Sequence[Case], index: int, count: int) -> list[Case]:
     return [case for case in cases if case.case in chosen]
 
 
-def _is_volume_file(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)
+def _is_case(path: Path) -> bool:
+    """A NIfTI file, a zip (by content), or a folder holding DICOM files."""
+    if path.is_file():
+        return path.name.lower().endswith(NIFTI_SUFFIXES) or is_zip(path)
+    return path.is_dir() and _holds_dicom(path)
+
+
+def _is_dicom_file(path: Path) -> bool:
+    return path.is_file() and looks_like_dicom(path) and not is_zip(path)
+
+
+def _holds_dicom(folder: Path) -> bool:
+    """Whether a DICOM file lies anywhere below `folder` (the walk stops at the first, or after MAX_FILES files)."""
+    seen = 0
+    for directory, subdirectories, files in os.walk(folder):
+        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+        for name in sorted(files):
+            if _is_dicom_file(Path(directory) / name):
+                return True
+            seen += 1
+            if seen >= MAX_FILES:
+                return False
+    return False
 
 
 def _relative_to(listing: Path, entry: str) -> Path:

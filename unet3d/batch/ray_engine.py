@@ -139,7 +139,8 @@ def _actor_model(source: ModelSource) -> dict[str, str | None]:
 def _case_row(case: Case) -> Row:
     probabilities = "" if case.probabilities is None else str(case.probabilities)
     row: Row = {"case": case.case, "input": str(case.input), "output": str(case.output)}
-    return {**row, "probabilities": probabilities, "error": "", "elapsed_ms": 0.0, "payload": None}
+    dicom = {"dicom_seg": str(case.dicom_seg or ""), "series": case.series or ""}
+    return {**row, "probabilities": probabilities, **dicom, "error": "", "elapsed_ms": 0.0, "payload": None}
 
 
 def _read(row: Row) -> Row:
@@ -147,7 +148,7 @@ def _read(row: Row) -> Row:
     _quiet()
     started = time.perf_counter()
     try:
-        row["payload"] = load_volume(row["input"])
+        row["payload"] = load_volume(row["input"], series=row["series"] or None)
     except Exception as e:  # recorded as the case's error; the run goes on
         row["error"] = describe_error(e)
     return _timed(row, started)
@@ -188,7 +189,7 @@ class _Segment:
 
 
 def _write(row: Row) -> Row:
-    """Stage 3 (a CPU task): write the mask (and probabilities), atomically as every unet3d write."""
+    """Stage 3 (a CPU task): write the mask (and probabilities, the DICOM SEG), atomically as every unet3d write."""
     prediction, row["payload"] = row["payload"], None
     if row["error"]:
         return row
@@ -198,6 +199,8 @@ def _write(row: Row) -> Row:
         prediction.save(row["output"])
         if row["probabilities"]:
             prediction.save_probabilities(row["probabilities"])
+        if row["dicom_seg"]:
+            prediction.save_dicom_seg(row["dicom_seg"])
     except Exception as e:
         row["error"] = describe_error(e)
     return _timed(row, started)

@@ -13,6 +13,7 @@ import numpy as np
 from ..atomic import TEMPORARY_MARK
 from ..card import ModelCard
 from ..errors import ParameterError, Unet3dError
+from ..formats import looks_like_dicom
 from ..geometry import same_affine
 from ..hub import ModelSource
 from ..io import MASK_DESCRIPTION, PROBABILITIES_DESCRIPTION, inspect_volume, load_volume
@@ -26,28 +27,47 @@ _CARRIED = ("qc_warnings", "model_id", "model_revision", "weights_sha256")
 
 
 def is_complete(case: Case) -> bool:
-    """Whether a case's outputs exist whole: readable NIfTI written by unet3d on its input's grid (and shape).
+    """Whether a case's outputs exist whole: readable NIfTI written by unet3d on its input's grid (and shape), and
+    the DICOM SEG when one is asked for (a whole file referencing the input's series).
 
-    The data is read through (a .gz file's checksum included); masks are renamed into place only once written, so
-    a file under the final name is either complete or was damaged later, and is then redone.
+    The data is read through (a .gz file's checksum included); outputs are renamed into place only once written, so
+    a file under the final name is either complete or was damaged later, and is then redone. A DICOM input's grid
+    comes from its headers (`inspect_dicom`: the files are parsed, no pixel is decoded).
     """
     try:
-        source = inspect_volume(case.input, verify_data=False)
+        shape, affine, series_uid = _input_grid(case)
         mask = inspect_volume(case.output)
         probabilities = _open_whole(case.probabilities) if case.probabilities else None
     except (Unet3dError, *READ_ERRORS):
         return False
-    if not (
-        _written_as(mask, MASK_DESCRIPTION) and mask.shape == source.shape and same_affine(mask.affine, source.affine)
-    ):
+    if not (_written_as(mask, MASK_DESCRIPTION) and mask.shape == shape and same_affine(mask.affine, affine)):
+        return False
+    if case.dicom_seg is not None and not _whole_seg(case.dicom_seg, series_uid):
         return False
     if probabilities is None:
         return True
     return (
         _written_as(probabilities, PROBABILITIES_DESCRIPTION)
-        and probabilities.shape[:3] == source.shape[:3]
-        and same_affine(probabilities.affine, source.affine)
+        and probabilities.shape[:3] == shape[:3]
+        and same_affine(probabilities.affine, affine)
     )
+
+
+def _input_grid(case: Case) -> tuple[tuple[int, ...], np.ndarray, str | None]:
+    """The input's stored shape and affine (and, for DICOM, its series UID), from headers only."""
+    if looks_like_dicom(case.input):
+        from ..dicom import inspect_dicom
+
+        grid = inspect_dicom(case.input, series=case.series)
+        return grid.shape, grid.affine, grid.series_uid
+    source = inspect_volume(case.input, verify_data=False)
+    return source.shape, source.affine, None
+
+
+def _whole_seg(path: Path, series_uid: str | None) -> bool:
+    from ..dicom.seg import seg_references
+
+    return series_uid is not None and seg_references(path) == series_uid
 
 
 def _open_whole(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
@@ -65,7 +85,8 @@ def remove_temporaries(folder: Path, cases: Sequence[Case]) -> int:
 
     Only the given cases' files are touched: another shard writing into the same folder keeps its own.
     """
-    ours = {path.name for case in cases for path in (case.output, case.probabilities) if path is not None}
+    outputs = [(case.output, case.probabilities, case.dicom_seg) for case in cases]
+    ours = {path.name for paths in outputs for path in paths if path is not None}
     pattern = re.compile(rf"(.+){re.escape(TEMPORARY_MARK)}\d+")
     removed = 0
     with os.scandir(folder) as entries:

@@ -150,11 +150,13 @@ def predict_case(segmenter: Segmenter, case: Case, options: PredictOptions) -> O
     started = time.perf_counter()
     try:
         prediction = segmenter.predict(
-            case.input, tta=options.tta, mode=options.mode, probabilities=options.probabilities
+            case.input, tta=options.tta, mode=options.mode, probabilities=options.probabilities, series=case.series
         )
         prediction.save(case.output)
         if case.probabilities is not None:
             prediction.save_probabilities(case.probabilities)
+        if case.dicom_seg is not None:
+            prediction.save_dicom_seg(case.dicom_seg)
         summary = prediction.summary()
     except Exception as e:  # one bad case must not stop a cohort: record it and go on
         return Outcome(case, "failed", error=describe_error(e), model=model)

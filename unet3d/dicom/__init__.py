@@ -7,13 +7,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .reader import DicomSource, load_dicom, looks_like_dicom
+from ..formats import looks_like_dicom
+from .reader import DicomGrid, DicomSource, check_dicom, inspect_dicom, load_dicom
 from .series import DicomReference
 
 if TYPE_CHECKING:
     from .seg import read_dicom_seg, write_dicom_seg
 
-__all__ = ["DicomReference", "DicomSource", "load_dicom", "looks_like_dicom", "read_dicom_seg", "write_dicom_seg"]
+__all__ = [
+    "DicomGrid",
+    "DicomReference",
+    "DicomSource",
+    "check_dicom",
+    "inspect_dicom",
+    "load_dicom",
+    "looks_like_dicom",
+    "read_dicom_seg",
+    "write_dicom_seg",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from ..errors import InvalidVolumeError
 from ..io import Volume
 from ..memory import describe, require_memory
 from ..nifti import check_header
-from ..provenance import SourceInfo
+from ..provenance import IgnoredSeries, SourceInfo
 from .frames import frames_of
 from .geometry import Stack, grid_header, stack_frames
 from .instances import read_instances
@@ -59,11 +60,7 @@ def load_dicom(
     Raises:
         Unet3dError: the subclass says what is wrong (see docs/dicom.md for each refusal); the message says what to do.
     """
-    members = read_members(source, ArchiveLimits(max_files=max_files, max_bytes=max_decompressed_bytes))
-    instances, files = read_instances(members)
-    chosen, ignored = select_series(instances, series, files=files)
-    del instances  # only the chosen series' bytes stay referenced
-    stack = _stack(chosen)
+    chosen, ignored, stack = _read_series(source, series, ArchiveLimits(max_files, max_decompressed_bytes))
     dtype = check_pixel_format(chosen.instances)
     header = grid_header(stack.shape, stack.affine, dtype)
     check_header(header, max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes)
@@ -84,19 +81,66 @@ def load_dicom(
     return Volume(data, header.get_best_affine(), header, stack.shape, name or _display_name(source, chosen), info)
 
 
-def looks_like_dicom(source: DicomSource) -> bool:
-    """Whether `source` is for `load_dicom` rather than the NIfTI reader: a folder, a zip, several files, or one
-    file with the DICOM Part 10 marker (`DICM` after a 128-byte preamble) or a .dcm name."""
-    if not isinstance(source, str | Path):
-        return True
-    path = Path(source)
-    if path.is_dir() or is_zip(path) or path.suffix.lower() == ".dcm":
-        return True
-    try:
-        with path.open("rb") as handle:
-            return handle.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
+def check_dicom(source: DicomSource, *, max_decompressed_bytes: int | None = None, max_files: int = MAX_FILES) -> None:
+    """Refuse, before any file is read, an upload `load_dicom` would refuse for its size: more files than
+    `max_files`, declared sizes past `max_decompressed_bytes`, a zip bomb given away by its index, unsafe zip entry
+    names or links. A quick check before work is queued; `load_dicom` checks it all again as it reads.
+
+    Raises:
+        Unet3dError: as `unet3d.archive.read_members`.
+    """
+    members = read_members(source, ArchiveLimits(max_files=max_files, max_bytes=max_decompressed_bytes))
+    close = getattr(members, "close", None)
+    if close is not None:  # a generator that has not started: closing it reads nothing
+        close()
+
+
+@dataclass(frozen=True)
+class DicomGrid:
+    """The grid a DICOM series would be read on, found from its headers without decoding a pixel.
+
+    Attributes:
+        shape: `(I, J, K)` as `load_dicom` returns it.
+        affine: its RAS affine, as `load_dicom` returns it.
+        series_uid: the SeriesInstanceUID chosen.
+    """
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    series_uid: str
+
+
+def inspect_dicom(
+    source: DicomSource,
+    *,
+    series: str | None = None,
+    max_decompressed_bytes: int | None = None,
+    max_files: int = MAX_FILES,
+) -> DicomGrid:
+    """The grid `load_dicom(source, series=series)` would return, from the headers alone (no pixel is decoded;
+    the files are read, so this costs about what parsing them does).
+
+    Raises:
+        Unet3dError: as `load_dicom`, for everything it checks before decoding.
+    """
+    chosen, _, stack = _read_series(source, series, ArchiveLimits(max_files, max_decompressed_bytes))
+    header = grid_header(stack.shape, stack.affine, check_pixel_format(chosen.instances))
+    return DicomGrid(stack.shape, header.get_best_affine(), chosen.uid)
+
+
+def _read_series(
+    source: DicomSource, series: str | None, limits: ArchiveLimits
+) -> tuple[Series, list[IgnoredSeries], Stack]:
+    """The chosen series, the ones left out, and its frames stacked on one checked grid."""
+    instances, files = read_instances(read_members(source, limits))
+    chosen, ignored = select_series(instances, series, files=files)
+    del instances  # only the chosen series' bytes stay referenced
+    if files == 1 and chosen.frames == 1:
+        raise InvalidVolumeError(
+            "the upload is a single DICOM image, one slice of a series: send the whole series, as the folder "
+            "holding its files or a .zip of it (over HTTP: the .zip, or every file as its own 'file' part)"
+        )
+    return chosen, ignored, _stack(chosen)
 
 
 def _stack(series: Series) -> Stack:

@@ -10,17 +10,20 @@ equipment, from which the site details (institution, station, serial number) are
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from ..atomic import replacing
 from ..card import ModelCard
-from ..errors import InvalidVolumeError, UnreadableVolumeError, UnsupportedFormatError
+from ..errors import InvalidVolumeError, UnreadableVolumeError, UnsupportedFormatError, VolumeTooLargeError
 from ..hub import ModelSource
 from ..io import Volume
 from ..provenance import SourceInfo
@@ -86,8 +89,8 @@ def write_dicom_seg(mask: np.ndarray, volume: Volume, card: ModelCard, source: M
     )
     _drop_site_details(seg)
     target = Path(path) / f"{volume.stem}_seg.dcm" if Path(path).is_dir() else Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(target)
+    with replacing(target) as file:  # a killed run leaves no half SEG under the final name (a resumed batch trusts it)
+        seg.save_as(file)
     return target
 
 
@@ -151,7 +154,27 @@ def _version() -> str:
     return __version__
 
 
-def read_dicom_seg(path: str | Path, *, name: str | None = None) -> Volume:
+def seg_references(path: str | Path) -> str | None:
+    """The SeriesInstanceUID a whole DICOM SEG file segments, or None when the file is missing, not a SEG, or cut
+    short (its pixel data shorter than its frames need). Headers and packed frames are read, nothing is unpacked."""
+    try:
+        seg = pydicom.dcmread(path)
+        frames = int(seg.get("NumberOfFrames", 1) or 1)
+        needed = math.ceil(frames * int(seg.Rows) * int(seg.Columns) * int(seg.BitsAllocated) / 8)
+        whole = seg.Modality == "SEG" and len(seg.PixelData) >= needed
+        referenced = [str(item.SeriesInstanceUID) for item in seg.ReferencedSeriesSequence]
+    except (InvalidDicomError, OSError, AttributeError, KeyError, TypeError, ValueError, EOFError):
+        return None
+    return referenced[0] if whole and len(referenced) == 1 else None
+
+
+def read_dicom_seg(
+    path: str | Path,
+    *,
+    name: str | None = None,
+    max_voxels: int | None = None,
+    max_decompressed_bytes: int | None = None,
+) -> Volume:
     """Read a DICOM SEG as a label mask on the grid of the frames it holds (voxel value = segment number).
 
     A SEG written by `write_dicom_seg` holds every source frame, so this is the referenced series' grid, equal
@@ -160,6 +183,8 @@ def read_dicom_seg(path: str | Path, *, name: str | None = None) -> Volume:
 
     Raises:
         UnsupportedFormatError: the file is not a DICOM SEG.
+        VolumeTooLargeError: its grid has more voxels than `max_voxels`, or more bytes than `max_decompressed_bytes`
+            once unpacked (checked before it is unpacked).
         InvalidVolumeError: the segments overlap (a label mask holds one class per voxel), or the frames do not
             form a regular 3D grid.
     """
@@ -169,6 +194,7 @@ def read_dicom_seg(path: str | Path, *, name: str | None = None) -> Volume:
         raise UnsupportedFormatError(f"'{Path(path).name}' is not a readable DICOM Segmentation (SEG)") from e
     except OSError as e:
         raise UnreadableVolumeError(f"cannot read '{Path(path).name}': {e.strerror or 'a read error'}") from e
+    _check_size(seg, max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes)
     try:
         volume = seg.get_volume(combine_segments=True, relabel=False, dtype=np.uint8)
     except (ValueError, RuntimeError) as e:
@@ -177,6 +203,27 @@ def read_dicom_seg(path: str | Path, *, name: str | None = None) -> Volume:
             "overlap or its frames do not form one 3D grid"
         ) from e
     return _as_volume(volume.array, volume.affine, name or Path(path).name, str(seg.SeriesInstanceUID))
+
+
+def _check_size(seg: hd.seg.Segmentation, *, max_voxels: int | None, max_decompressed_bytes: int | None) -> None:
+    """Apply the NIfTI caps to the grid the SEG's frames span (one slice per distinct frame position), unpacked."""
+    frames = int(seg.get("NumberOfFrames", 1) or 1)
+    try:
+        positions = {
+            tuple(float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient)
+            for item in seg.PerFrameFunctionalGroupsSequence
+        }
+        slices = len(positions) or frames
+    except (AttributeError, IndexError, TypeError, ValueError):
+        slices = frames
+    shape = (int(seg.get("Columns", 1) or 1), int(seg.get("Rows", 1) or 1), slices)
+    voxels = math.prod(shape)  # one byte each once unpacked
+    for limit in (max_voxels, max_decompressed_bytes):
+        if limit is not None and voxels > limit:
+            raise VolumeTooLargeError(
+                f"the SEG spans {voxels} voxels ({'×'.join(map(str, shape))}), more than the limit of {limit}: send "
+                "a SEG of a smaller series, or raise the limit"
+            )
 
 
 def _as_volume(array: np.ndarray, affine_lps: np.ndarray, name: str, series_uid: str) -> Volume:
