@@ -4,18 +4,19 @@ mask with one. Errors a user can fix come out as `gr.Error` messages (see `error
 from __future__ import annotations
 
 import shutil
-import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from unet3d import Prediction
 
 from ..service import SegmentationService
+from ..tempfiles import make_work_folder
 from ..uploads import display_name
 from .errors import uploaded_path, user_errors
 from .review import Review, attach_reference, start_review
+from .sessions import header_voxels
 from .state import SegmentOptions
 
 STAGE_LABELS = {
@@ -26,16 +27,27 @@ STAGE_LABELS = {
 }
 
 
-def segment_upload(service: SegmentationService, volume: Any, options: SegmentOptions, progress: Any) -> Review:
+def segment_upload(
+    service: SegmentationService,
+    volume: Any,
+    options: SegmentOptions,
+    progress: Any,
+    *,
+    reserve: Callable[[int], None] | None = None,
+) -> Review:
     """Segment an uploaded volume into a new review (its files in a fresh folder), reporting each stage to
-    `progress` (a `gr.Progress`).
+    `progress` (a `gr.Progress`); `reserve(voxels)` is called before the model runs, with the volume's voxels as its
+    header declares them (0 when it has no header to read), to hold memory for the review.
 
     Raises:
-        gr.Error: the file is not an upload, not a readable volume, or the server is busy.
+        gr.Error: the file is not an upload, not a readable volume, or the server (or the UI's memory) is busy.
     """
     path = uploaded_path(volume)
     with user_errors():
         service.check(path)
+        if reserve is not None:
+            progress(0.0, desc="Waiting for memory for the review")
+            reserve(header_voxels(path) or 0)
         progress(0.0, desc="Waiting for a free inference slot")
         wanted = options.uncertainty or options.save_probabilities  # both are made from the probabilities
         predict_options = service.options(tta=options.tta, probabilities=wanted)
@@ -66,7 +78,7 @@ def _report(progress: Any, fraction: float, stage: str) -> None:
 
 
 def _start_review(prediction: Prediction, *, save_probabilities: bool) -> Review:
-    workdir = Path(tempfile.mkdtemp(prefix="unet3d-ui-"))
+    workdir = make_work_folder("ui")
     try:
         return start_review(prediction, workdir, save_probabilities=save_probabilities)
     except BaseException:
