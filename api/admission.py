@@ -184,7 +184,8 @@ class GuardedBody:
         self.receive, self.rules, self.limit, self.on_complete = receive, rules, limit, on_complete
         self.started = self.last_byte = time.monotonic()
         self.received = 0
-        self.complete = False
+        self.complete = False  # nothing more to guard: the body ended, or was refused
+        self.ended = False  # its last part arrived
         self.refusal: Exception | None = None
 
     async def __call__(self) -> Message:
@@ -208,6 +209,7 @@ class GuardedBody:
                 )
             )
         if not message.get("more_body", False):
+            self.ended = True
             self._finish()
         return message
 
@@ -324,4 +326,12 @@ class _Reply:
         self.replaced = self.started = True
         if not isinstance(error, ClientDisconnect):
             logger.info("refused %s %s: %s", self.scope.get("method"), self.scope.get("path"), error)
-        await error_response(error)(self.scope, self.receive, self._send)
+        response = error_response(error)
+        if self.body_unread:  # else the connection stays open for whatever the client still sends: close it
+            response.headers["Connection"] = "close"
+        await response(self.scope, self.receive, self._send)
+
+    @property
+    def body_unread(self) -> bool:
+        """Whether the request has a body that was not received to its end."""
+        return _declared_length(self.scope)[0] and (self.body is None or not self.body.ended)
