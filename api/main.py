@@ -7,6 +7,7 @@ exits non-zero.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +32,7 @@ from .metrics import MetricsMiddleware, ServiceMetrics
 from .routes import router, v1
 from .service import SegmentationService, SettingsConflictError
 from .settings import Settings, get_settings
-from .tempfiles import TempQuota, remove_leftovers
+from .tempfiles import TempQuota, remove_leftovers, sweep_strays
 from .ui import UI_PATH, UPLOAD_TTL_S, build_ui, configure_ui, mount_ui, require_key_for_ui, upload_folder
 
 logger = logging.getLogger(__name__)
@@ -89,10 +90,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_ui(app.state.blocks, settings)
     require_key_for_ui(app, app.state.blocks, settings.api_key)
     restore_sigterm = _guard(app, settings, service)
+    strays = asyncio.create_task(sweep_strays(upload_folder()))
     logger.info("model %s@%s loaded on %s", source.id, source.revision, service.segmenter.device)
     try:
         yield
     finally:
+        strays.cancel()
         restore_sigterm()
         app.state.lifecycle.drain()
         app.state.service = None

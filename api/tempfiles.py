@@ -12,6 +12,7 @@ this new process's own: a container restarted) is a crash's leftover and is remo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -23,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import anyio.to_thread
 
 from unet3d.atomic import TEMPORARY_MARK
 
@@ -37,6 +40,7 @@ _ATOMIC_LEFTOVER = re.compile(re.escape(TEMPORARY_MARK) + r"(\d+)$")
 _GRADIO_CACHED = re.compile(r"^(?:[0-9a-f]{32,128}|tmp\w+)$")
 RETRY_FULL_S = 30
 MEASURE_EVERY_S = 2.0
+STRAY_SWEEP_S = 600.0
 
 
 def work_folder(kind: str) -> tempfile.TemporaryDirectory[str]:
@@ -174,6 +178,29 @@ def remove_leftovers(*, temp_dir: Path, upload_dir: Path, upload_ttl_s: float, d
     if swept.paths:
         logger.info("removed %d leftover temp file(s) of an earlier run (%.1f MiB)", swept.paths, swept.bytes / 2**20)
     return swept
+
+
+def remove_empty_strays(upload_dir: Path, older_than_s: float) -> int:
+    """Remove the empty `tmp…` files Gradio's File input leaves in its cache, one per event that takes a file (gradio
+    6.31, components/file.py `_process_single_file` opens one and never uses it), once older than `older_than_s`;
+    Gradio's own cache cleaning never sees them. Returns how many went."""
+    cutoff, removed = time.time() - older_than_s, 0
+    for path in _entries(upload_dir):
+        try:
+            stat = path.lstat()
+        except OSError:
+            continue
+        if path.name.startswith("tmp") and path.is_file() and stat.st_size == 0 and stat.st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+async def sweep_strays(upload_dir: Path, every_s: float = STRAY_SWEEP_S) -> None:
+    """Every `every_s`, `remove_empty_strays` of what is older than that (runs until cancelled)."""
+    while True:
+        await asyncio.sleep(every_s)
+        await anyio.to_thread.run_sync(remove_empty_strays, upload_dir, every_s)
 
 
 def _entries(folder: Path) -> list[Path]:

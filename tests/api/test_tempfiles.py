@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from api.errors import TempStorageFullError, error_response
-from api.tempfiles import TempQuota, make_work_folder, remove_leftovers, work_folder
+from api.tempfiles import TempQuota, make_work_folder, remove_empty_strays, remove_leftovers, work_folder
 
 DEAD_PID = 2**22 + 4321  # above Linux's pid_max: never a live process
 
@@ -84,3 +84,17 @@ def test_the_sweep_removes_a_crashs_leftovers_only(tmp_path: Path):
     assert [str(p) for p in gone if p.exists()] == []
     assert [str(p) for p in kept if not p.exists()] == []
     assert swept.paths == 6 and swept.bytes == 600
+
+
+def test_the_empty_files_gradios_file_input_leaves_behind_are_swept(tmp_path: Path):
+    gradio = tmp_path / "gradio"
+    gradio.mkdir()
+    old = time.time() - 1200
+    stray, fresh, partial = gradio / "tmpstray1", gradio / "tmpfresh1", gradio / "tmppartial"
+    stray.touch()
+    fresh.touch()
+    partial.write_bytes(b"x" * 10)  # an upload being received: never empty
+    os.utime(stray, (old, old))
+    os.utime(partial, (old, old))
+    assert remove_empty_strays(gradio, older_than_s=600) == 1
+    assert not stray.exists() and fresh.exists() and partial.exists()
