@@ -14,38 +14,26 @@ Every request of the app (the API, the review storage and the Gradio UI mounted 
 - **Slow bodies.** Any body that stops arriving for UNET3D_UPLOAD_STALL_S, or that after that long arrives slower
   than UNET3D_UPLOAD_MIN_RATE_KIB_S on average, is cut off: 408, and the route's temp files are removed.
 
-A body is cut by raising from the route's `receive()`: the error is a `ServiceError` (the routes' handlers map it)
-and a Starlette `MultiPartException`, which multipart parsers (Gradio's upload route, which cannot be changed,
-included) catch to delete their temp file before they answer. Whatever the route then answers is replaced by the
-refusal's own status and message; a client that disconnects mid-body is handled the same way (499).
+A body is cut off by raising from the route's `receive()` (`api/bodies.py`); whatever the route then answers is
+replaced by the refusal's own status and message, with `Connection: close` when the body was not read to its end.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from typing import Any
 
-from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from unet3d.errors import VolumeTooLargeError
 
+from .bodies import BodyRules, GuardedBody, declared_length
 from .clients import RateLimiter, TrustedProxies
-from .errors import (
-    RateLimitedError,
-    ServiceError,
-    ShuttingDownError,
-    TooManyUploadsError,
-    UploadTimeoutError,
-    error_response,
-)
+from .errors import RateLimitedError, ServiceError, ShuttingDownError, TooManyUploadsError, error_response
 from .lifecycle import Lifecycle
 from .limits import RESTART_RETRY_S
 from .settings import Settings
@@ -57,40 +45,6 @@ UPLOAD_BYTES = 64 * 1024  # a larger body (or one of unknown length) is an uploa
 ENVELOPE_BYTES = 256 * 1024  # multipart framing and small fields beside the files
 PROBES = frozenset({"/health", "/ready", "/metrics"})
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-class UploadCutError(UploadTimeoutError, MultiPartException):
-    """A body cut off for stalling or crawling, as raised into the route (see the module docstring)."""
-
-    def __init__(self, message: str) -> None:
-        UploadTimeoutError.__init__(self, message)
-        self.message = message
-
-
-class BodyTooLargeError(VolumeTooLargeError, MultiPartException):
-    """A body of undeclared length that passed what it reserved."""
-
-    def __init__(self, message: str) -> None:
-        VolumeTooLargeError.__init__(self, message)
-        self.message = message
-
-
-class ClientGoneError(ClientDisconnect, MultiPartException):
-    """The client disconnected mid-body."""
-
-    def __init__(self) -> None:
-        ClientDisconnect.__init__(self)
-        self.message = "the client disconnected during the upload"
-
-
-@dataclass(frozen=True)
-class BodyRules:
-    """How fast a body must arrive (UNET3D_UPLOAD_STALL_S, UNET3D_UPLOAD_MIN_RATE_KIB_S) and the size reserved
-    for one of unknown length."""
-
-    stall_s: float
-    min_rate_bytes_s: float
-    undeclared_bytes: int
 
 
 class UploadPlaces:
@@ -152,13 +106,16 @@ class Admission:
         self.lifecycle = lifecycle
 
     def counts_toward_rate(self, scope: Scope) -> bool:
-        path = scope.get("path", "")
+        """Whether the request spends a token of its client's bucket (see the module docstring)."""
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        if root and path.startswith(root):  # served under a prefix (uvicorn --root-path): the app's own path
+            path = path[len(root) :]
         if path in PROBES:
             return False
         return scope.get("method", "GET") not in _READS or path.startswith("/v1/")
 
     @contextmanager
-    def upload(self, scope: Scope, client: str, declared: int | None) -> Iterator[Callable[[], None]]:
+    def upload(self, client: str, declared: int | None) -> Iterator[Callable[[], None]]:
         """Admit an upload of `declared` bytes (None: unknown): a place, and its size in the temp quota.
 
         Yields the function that gives the place back (once the body is complete); the quota is held until the
@@ -175,82 +132,6 @@ class Admission:
             stack.callback(give_back)
             stack.enter_context(self.quota.reserve(self.rules.undeclared_bytes if declared is None else declared))
             yield give_back
-
-
-class GuardedBody:
-    """A `receive` that enforces the body rules and cuts the body off by raising (see the module docstring)."""
-
-    def __init__(self, receive: Receive, rules: BodyRules, limit: int | None, on_complete: Callable[[], None]) -> None:
-        self.receive, self.rules, self.limit, self.on_complete = receive, rules, limit, on_complete
-        self.started = self.last_byte = time.monotonic()
-        self.received = 0
-        self.complete = False  # nothing more to guard: the body ended, or was refused
-        self.ended = False  # its last part arrived
-        self.refusal: Exception | None = None
-
-    async def __call__(self) -> Message:
-        if self.complete:
-            return await self.receive()
-        try:
-            async with asyncio.timeout(self._deadline() - time.monotonic()):
-                message = await self.receive()
-        except TimeoutError:
-            raise self._refuse(UploadCutError(self._why_cut())) from None
-        if message["type"] == "http.disconnect":
-            self._finish()
-            raise self._refuse(ClientGoneError())
-        self.received += len(message.get("body", b""))
-        self.last_byte = time.monotonic()
-        if self.limit is not None and self.received > self.limit:
-            raise self._refuse(
-                BodyTooLargeError(
-                    f"the body passed {self.limit / 2**20:.3g} MiB without a Content-Length: send a smaller file, or "
-                    "declare its length"
-                )
-            )
-        if not message.get("more_body", False):
-            self.ended = True
-            self._finish()
-        return message
-
-    def _deadline(self) -> float:
-        """When the body is cut if nothing more arrives: stalled, or below the minimum average rate."""
-        stalled = self.last_byte + self.rules.stall_s
-        if self.rules.min_rate_bytes_s <= 0:
-            return stalled
-        crawling = self.started + max(self.rules.stall_s, self.received / self.rules.min_rate_bytes_s)
-        return min(stalled, crawling)
-
-    def _why_cut(self) -> str:
-        elapsed = time.monotonic() - self.started
-        if time.monotonic() - self.last_byte >= 0.9 * self.rules.stall_s:  # both deadlines may fall together
-            reason = f"nothing arrived for {self.rules.stall_s:g} s (UNET3D_UPLOAD_STALL_S)"
-        else:
-            reason = (
-                f"{self.received / 1024 / elapsed:.2f} KiB/s is below the {self.rules.min_rate_bytes_s / 1024:g} "
-                "KiB/s the server needs (UNET3D_UPLOAD_MIN_RATE_KIB_S)"
-            )
-        return f"the upload was cut off after {self.received:,} bytes: {reason}; nothing was kept, send it again"
-
-    def _refuse(self, error: Exception) -> Exception:
-        self.refusal = error
-        self._finish()
-        return error
-
-    def _finish(self) -> None:
-        if not self.complete:
-            self.complete = True
-            self.on_complete()
-
-
-def _declared_length(scope: Scope) -> tuple[bool, int | None]:
-    """Whether the request has a body, and its declared length (None: chunked, unknown)."""
-    headers = dict(scope.get("headers", ()))
-    length = headers.get(b"content-length")
-    if length is not None:
-        size = int(length) if length.strip().isdigit() else 0
-        return size > 0, size
-    return b"chunked" in headers.get(b"transfer-encoding", b"").lower(), None
 
 
 class AdmissionMiddleware:
@@ -273,7 +154,7 @@ class AdmissionMiddleware:
             client = admission.proxies.client_of(scope)
             if admission.counts_toward_rate(scope):
                 admission.limiter.take(client)
-            has_body, declared = _declared_length(scope)
+            has_body, declared = declared_length(scope)
             if not has_body:
                 await self.app(scope, receive, reply.send)
             elif declared is not None and declared <= UPLOAD_BYTES:
@@ -281,8 +162,9 @@ class AdmissionMiddleware:
                 reply.body = body
                 await self.app(scope, body, reply.send)
             else:
-                with admission.upload(scope, client, declared) as give_back:
-                    body = GuardedBody(receive, admission.rules, None if declared else _limit(admission), give_back)
+                with admission.upload(client, declared) as give_back:
+                    limit = None if declared else admission.rules.undeclared_bytes  # what it reserved
+                    body = GuardedBody(receive, admission.rules, limit, give_back)
                     reply.body = body
                     await self.app(scope, body, reply.send)
         except Exception as error:
@@ -294,10 +176,6 @@ class AdmissionMiddleware:
         refusal = reply.refusal()
         if refusal is not None and not reply.replaced:
             await reply.refuse(refusal)
-
-
-def _limit(admission: Admission) -> int:
-    return admission.rules.undeclared_bytes
 
 
 class _Reply:
@@ -334,4 +212,4 @@ class _Reply:
     @property
     def body_unread(self) -> bool:
         """Whether the request has a body that was not received to its end."""
-        return _declared_length(self.scope)[0] and (self.body is None or not self.body.ended)
+        return declared_length(self.scope)[0] and (self.body is None or not self.body.ended)

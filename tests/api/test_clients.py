@@ -7,9 +7,12 @@ import time
 import pytest
 from pydantic import ValidationError
 
+from api.admission import Admission
 from api.clients import RateLimiter, TrustedProxies
 from api.errors import RateLimitedError, error_response
+from api.lifecycle import Lifecycle
 from api.settings import Settings
+from api.tempfiles import TempQuota
 
 
 def scope(peer: str, *forwarded: str) -> dict:
@@ -63,3 +66,15 @@ def test_a_rate_of_zero_limits_nothing_and_the_buckets_stay_bounded():
     for i in range(1000):
         on.take(f"client-{i}")
     assert len(on) == 1000
+
+
+def test_the_rate_limit_counts_work_and_the_api_never_probes_nor_the_pages_files():
+    admission = Admission(Settings(rate_limit=1), TempQuota(2**30, kept=[]), Lifecycle())
+
+    def counts(method: str, path: str, root: str = "") -> bool:
+        return admission.counts_toward_rate({"method": method, "path": root + path, "root_path": root})
+
+    assert counts("GET", "/v1/model") and counts("POST", "/v1/predict") and counts("PUT", "/v1/cases/1/review")
+    assert counts("POST", "/ui/gradio_api/upload") and counts("POST", "/ui/gradio_api/queue/join")
+    assert not any(counts("GET", path) for path in ("/health", "/ready", "/metrics", "/ui/", "/ui/assets/index.js"))
+    assert not counts("GET", "/health", root="/unet3d") and counts("GET", "/v1/model", root="/unet3d")
