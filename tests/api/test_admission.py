@@ -173,11 +173,15 @@ def test_a_stalled_upload_holds_no_slot_so_a_real_request_is_served(guarded, nif
 
 def test_gradios_upload_route_gets_the_same_limits_and_keeps_no_partial_file(guarded):
     upload = RawUpload(guarded, "/ui/gradio_api/upload", length=900_000, client="203.0.113.3")
-    upload.send(b'--b\r\nContent-Disposition: form-data; name="files"; filename="t1.nii.gz"\r\n\r\n' + b"x" * 300_000)
-    time.sleep(0.5)
-    assert len(gradio_leftovers(guarded)) == 1  # Gradio's own temp file, half written
-    status, headers, body = upload.answer()
-    upload.close()
+    try:
+        upload.send(b'--b\r\nContent-Disposition: form-data; name="files"; filename="t1.nii.gz"\r\n\r\n')
+        deadline = time.monotonic() + 20
+        while not gradio_leftovers(guarded):  # keep it coming until Gradio has its own temp file, half written
+            assert time.monotonic() < deadline and upload.crawl(b"x" * 20_000), "Gradio never began the upload"
+            time.sleep(0.1)
+        status, headers, body = upload.answer()  # then nothing more: it stalls
+    finally:
+        upload.close()
     assert status == 408 and headers["content-type"] == "application/json"
     assert "UNET3D_UPLOAD_STALL_S" in json.loads(body)["detail"]
     settled(guarded)
