@@ -94,6 +94,12 @@ ENV UNET3D_MODEL=${UNET3D_MODEL} \
     HF_HUB_OFFLINE=1
 
 EXPOSE ${PORT}
+# Liveness: /health answers whenever the process does (a failing check means restart it). Load balancers and
+# Kubernetes' readinessProbe use /ready instead, which is 503 while the model loads and from SIGTERM on.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/health' % os.environ['PORT'], timeout=4)"]
-CMD ["sh", "-c", "exec uvicorn api.main:app --host 0.0.0.0 --port \"${PORT:-8000}\" --timeout-graceful-shutdown 5"]
+# `unet3d serve`: uvicorn with the graceful timeout (UNET3D_GRACEFUL_SHUTDOWN_S) and the proxies it may believe
+# (UNET3D_TRUSTED_PROXIES) from the settings; SIGTERM drains, then exits 0. Every hostile-traffic limit but the rate
+# limit is on by default; the Space turns that one on with its variables (space/publish.py).
+STOPSIGNAL SIGTERM
+CMD ["sh", "-c", "exec python -m unet3d.cli serve --host 0.0.0.0 --port \"${PORT:-8000}\""]

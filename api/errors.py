@@ -32,14 +32,6 @@ class ServiceError(Exception):
     """Base class of the errors the service raises itself (not the library)."""
 
 
-class ServiceBusyError(ServiceError):
-    """Every inference slot is taken and the wait queue is full."""
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
 class ModelNotLoadedError(ServiceError):
     """A request arrived before the model finished loading (or after shutdown began)."""
 
@@ -80,6 +72,38 @@ class StorageUnavailableError(ServiceError):
     """The case database or its file store cannot be reached right now."""
 
 
+class RetryLaterError(ServiceError):
+    """A refusal that passes with time: the answer carries Retry-After (seconds)."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(int(retry_after_s), 1)
+
+
+class ServiceBusyError(RetryLaterError):
+    """Every inference slot is taken and the wait queue is full (or the UI's session memory is)."""
+
+
+class ShuttingDownError(RetryLaterError):
+    """The server is draining before a restart: it takes no new work."""
+
+
+class TooManyUploadsError(RetryLaterError):
+    """Every upload place (UNET3D_MAX_UPLOADS, all clients together) is taken."""
+
+
+class RateLimitedError(RetryLaterError):
+    """This client sends faster than UNET3D_RATE_LIMIT, or holds UNET3D_MAX_UPLOADS_PER_CLIENT uploads already."""
+
+
+class TempStorageFullError(RetryLaterError):
+    """The upload would take the temp files past UNET3D_TEMP_QUOTA_MB (or past the free disk space)."""
+
+
+class UploadTimeoutError(ServiceError):
+    """The client stopped sending its body, or sent it below UNET3D_UPLOAD_MIN_RATE_KIB_S."""
+
+
 # nginx's "client closed request": nobody reads the answer, but logs and metrics must not count a 5xx.
 CLIENT_CLOSED_REQUEST = 499
 
@@ -87,6 +111,11 @@ CLIENT_CLOSED_REQUEST = 499
 STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (ClientDisconnect, CLIENT_CLOSED_REQUEST),
     (ServiceBusyError, 503),
+    (ShuttingDownError, 503),
+    (TooManyUploadsError, 503),
+    (RateLimitedError, 429),
+    (TempStorageFullError, 507),
+    (UploadTimeoutError, 408),
     (ModelNotLoadedError, 503),
     (AuthenticationError, 401),
     (ForbiddenError, 403),
@@ -126,7 +155,7 @@ def error_response(error: Exception) -> JSONResponse:
     """The JSON error response for `error`, with Retry-After / WWW-Authenticate where the status needs it."""
     status = status_for(error)
     headers: dict[str, str] = {}
-    if isinstance(error, ServiceBusyError):
+    if isinstance(error, RetryLaterError):
         headers["Retry-After"] = str(error.retry_after_s)
     elif isinstance(error, UserAuthenticationError):
         headers["WWW-Authenticate"] = 'Basic realm="unet3d", charset="UTF-8"'

@@ -7,10 +7,12 @@ exits non-zero.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from pathlib import Path
 
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -19,16 +21,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from unet3d import __version__
 from unet3d.errors import Unet3dError
 
+from .admission import Admission, AdmissionMiddleware
 from .cases.routes import router as cases_router
 from .cases.service import open_cases
 from .cors import SettingsCORSMiddleware
 from .docs import install_docs
 from .errors import StorageUnavailableError, install_error_handlers
+from .lifecycle import Lifecycle
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .routes import router, v1
 from .service import SegmentationService, SettingsConflictError
-from .settings import get_settings
-from .ui import UI_PATH, build_ui, mount_ui, require_key_for_ui
+from .settings import Settings, get_settings
+from .tempfiles import TempQuota, remove_leftovers, sweep_strays
+from .ui import UI_PATH, UPLOAD_TTL_S, build_ui, configure_ui, mount_ui, require_key_for_ui, upload_folder
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +59,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except ValidationError as e:
         logger.critical("unet3d: invalid UNET3D_* settings (fix them and restart): %s", _describe_settings_error(e))
         raise StartupError("invalid settings") from e
+    remove_leftovers(
+        temp_dir=Path(tempfile.gettempdir()),
+        upload_dir=upload_folder(),
+        upload_ttl_s=UPLOAD_TTL_S,
+        data_dir=settings.data_dir,
+    )
     metrics: ServiceMetrics = app.state.metrics
     try:
         service = SegmentationService.from_settings(settings, observe_seconds=metrics.observe_inference)
@@ -76,16 +87,35 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     metrics.queue_depth.set_function(lambda: service.slots.waiting)
     metrics.in_progress.set_function(lambda: service.slots.running)
-    _limit_ui_uploads(app.state.blocks, settings.max_upload_bytes)
+    configure_ui(app.state.blocks, settings)
     require_key_for_ui(app, app.state.blocks, settings.api_key)
+    restore_sigterm = _guard(app, settings, service)
+    strays = asyncio.create_task(sweep_strays(upload_folder()))
     logger.info("model %s@%s loaded on %s", source.id, source.revision, service.segmenter.device)
     try:
         yield
     finally:
+        strays.cancel()
+        restore_sigterm()
+        app.state.lifecycle.drain()
         app.state.service = None
         service.slots.shutdown()
         app.state.cases.close()
         app.state.cases = None
+
+
+def _guard(app: FastAPI, settings: Settings, service: SegmentationService) -> Callable[[], None]:
+    """Admission (rate limit, uploads, temp quota) and the drain on SIGTERM; returns what undoes the SIGTERM hook."""
+    lifecycle = Lifecycle()
+    lifecycle.on_drain(service.slots.drain)
+    app.state.lifecycle = lifecycle
+    quota = TempQuota(settings.temp_quota_bytes, kept=[upload_folder()])
+    app.state.admission = Admission(settings, quota, lifecycle)
+    metrics: ServiceMetrics = app.state.metrics
+    metrics.uploads_in_flight.set_function(lambda: app.state.admission.places.in_flight)
+    metrics.temp_bytes.set_function(quota.usage)
+    metrics.ui_session_bytes.set_function(lambda: app.state.blocks.review_events.memory.budget.total)
+    return lifecycle.drain_on_sigterm(settings.drain_s)
 
 
 class OneLineStartupFailure:
@@ -144,12 +174,6 @@ def _describe_settings_error(error: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors())
 
 
-def _limit_ui_uploads(blocks: Any, max_bytes: int) -> None:
-    # Gradio reads the cap per upload from the Blocks, and the browser reads it from the config built at mount.
-    blocks.max_file_size = max_bytes
-    blocks.config["max_file_size"] = max_bytes
-
-
 def create_app() -> FastAPI:
     """Build the app: /health, /metrics, /v1/*, OpenAPI docs and the Gradio review UI at /ui."""
     app = FastAPI(
@@ -158,8 +182,11 @@ def create_app() -> FastAPI:
     app.state.metrics = ServiceMetrics()
     app.state.service = None
     app.state.cases = None
+    app.state.admission = None
+    app.state.lifecycle = Lifecycle()
     install_error_handlers(app)
     app.add_middleware(OneLineStartupFailure)
+    app.add_middleware(AdmissionMiddleware, get_admission=lambda: app.state.admission)
     app.add_middleware(SettingsCORSMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(router)

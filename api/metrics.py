@@ -46,6 +46,17 @@ class ServiceMetrics:
             "unet3d_inference_in_progress", "Predictions running right now.", registry=self.registry
         )
         self.model = Info("unet3d_model", "The loaded model.", registry=self.registry)
+        self.uploads_in_flight = Gauge(
+            "unet3d_uploads_in_flight", "Uploads being received (bodies over 64 KiB).", registry=self.registry
+        )
+        self.temp_bytes = Gauge(
+            "unet3d_temp_bytes",
+            "Temp storage reserved by uploads plus kept by the UI, in bytes.",
+            registry=self.registry,
+        )
+        self.ui_session_bytes = Gauge(
+            "unet3d_ui_session_bytes", "Memory held for the review UI's tabs, in bytes.", registry=self.registry
+        )
 
     def observe_inference(self, seconds: float) -> None:
         self.inference.observe(seconds)

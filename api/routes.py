@@ -1,9 +1,8 @@
-"""HTTP routes: /health, /metrics, /favicon.ico and the /v1 API (model card, predict, stats)."""
+"""HTTP routes: /health, /ready, /metrics, /favicon.ico and the /v1 API (model card, predict, stats)."""
 
 from __future__ import annotations
 
 import re
-import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,8 +17,11 @@ from unet3d.errors import ParameterError
 from unet3d.options import Mode
 
 from .deps import ServiceDep, SettingsDep, require_api_key
-from .schemas import ErrorDetail, Health, MaskStatistics, ModelInfo, ModelRef, PredictionSummary
+from .errors import ModelNotLoadedError, ShuttingDownError, StorageUnavailableError
+from .limits import RESTART_RETRY_S
+from .schemas import ErrorDetail, Health, MaskStatistics, ModelInfo, ModelRef, PredictionSummary, Readiness
 from .service import PredictOptions, SegmentationService
+from .tempfiles import work_folder
 from .uploads import Upload, receive_upload, receive_uploads
 
 FAVICON = Path(__file__).resolve().parent / "static" / "favicon.svg"
@@ -34,13 +36,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "unreadable or corrupt file",
         401: "missing or wrong API key (only when UNET3D_API_KEY is set)",
+        408: "the upload stalled or arrived too slowly (UNET3D_UPLOAD_STALL_S, UNET3D_UPLOAD_MIN_RATE_KIB_S)",
         413: "too large: bytes, decompressed bytes, files or voxels",
         415: "not a NIfTI file (.nii / .nii.gz) nor a DICOM series, or format=dicom-seg for a NIfTI input",
         422: "wrong dimensionality or data type, an invalid parameter, or a DICOM upload that is not one series (the "
         "detail lists the series: choose one with ?series=UID)",
-        503: "busy (see Retry-After) or model not loaded",
+        429: "this client sends too fast or holds too many uploads (see Retry-After)",
+        503: "busy, receiving too many uploads or restarting (see Retry-After), or model not loaded",
+        507: "the server's temp storage is full (see Retry-After); nothing was written",
     }.items()
 }
+_UPLOAD_STATUSES = (400, 401, 408, 413, 415, 422, 429, 503, 507)
 
 
 def _multipart_body(required: list[str], **fields: str) -> dict[str, Any]:
@@ -68,7 +74,7 @@ _PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "the summary JSON; with return_binary=true the mask (.nii.gz, application/gzip), or with "
         "format=dicom-seg too the DICOM SEG (.dcm, application/dicom)",
     },
-    **{status: _ERRORS[status] for status in (400, 401, 413, 415, 422, 503)},
+    **{status: _ERRORS[status] for status in _UPLOAD_STATUSES},
 }
 
 
@@ -82,6 +88,25 @@ async def health(request: Request) -> Health:
     return Health(
         model_loaded=True, device=str(service.segmenter.device), model=ModelRef(id=source.id, revision=source.revision)
     )
+
+
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    tags=["service"],
+    responses={503: {"model": ErrorDetail, "description": "not ready: loading, restarting or storage closed"}},
+)
+async def ready(request: Request) -> Readiness:
+    """Readiness, for load balancers and Kubernetes' readinessProbe: 200 once the model is loaded and the review
+    storage open, 503 during startup and from the moment a restart begins (SIGTERM). Liveness is /health."""
+    state = request.app.state
+    if state.lifecycle.draining:
+        raise ShuttingDownError("the server is restarting: send new work elsewhere", RESTART_RETRY_S)
+    if getattr(state, "service", None) is None:
+        raise ModelNotLoadedError("the model is not loaded yet")
+    if getattr(state, "cases", None) is None:
+        raise StorageUnavailableError("the review storage is not open")
+    return Readiness()
 
 
 @router.get("/metrics", tags=["service"], response_class=Response)
@@ -136,16 +161,19 @@ async def predict(
     ] = None,
 ) -> PredictionSummary | Response:
     """Segment one uploaded volume (multipart field `file`: NIfTI, or a DICOM series as a .zip or .dcm parts); the
-    mask is on the input's exact voxel grid, and can come back as a DICOM SEG of a DICOM input."""
+    mask is on the input's exact voxel grid, and can come back as a DICOM SEG of a DICOM input.
+
+    An inference slot is taken once the upload is complete and valid: a client still sending holds none."""
     options = service.options(tta=tta, mode=mode, threshold=threshold, series=series)
     check_output_format(output_format, return_binary=return_binary)
-    with service.slots.admit(), tempfile.TemporaryDirectory(prefix="unet3d-request-") as work:
+    with work_folder("request") as work:
         upload = await receive_upload(request, Path(work), max_bytes=settings.max_upload_bytes, dicom=True)
         await anyio.to_thread.run_sync(partial(service.check, upload.source, dicom_seg=output_format == "dicom-seg"))
-        if not return_binary:
-            summary = await service.slots.run_async(partial(_summarise, service, upload, options))
-            return PredictionSummary.model_validate(summary)
-        payload, name = await service.slots.run_async(partial(_encode, service, upload, options, output_format))
+        with service.slots.admit():
+            if not return_binary:
+                summary = await service.slots.run_async(partial(_summarise, service, upload, options))
+                return PredictionSummary.model_validate(summary)
+            payload, name = await service.slots.run_async(partial(_encode, service, upload, options, output_format))
     media_type = "application/dicom" if output_format == "dicom-seg" else "application/gzip"
     return Response(payload, media_type=media_type, headers={"Content-Disposition": _attachment(name)})
 
@@ -153,7 +181,7 @@ async def predict(
 @v1.post(
     "/stats",
     response_model=MaskStatistics,
-    responses={status: _ERRORS[status] for status in (400, 401, 413, 415, 422, 503)},
+    responses={status: _ERRORS[status] for status in _UPLOAD_STATUSES},
     openapi_extra=_STATS_BODY,
 )
 async def stats(
@@ -170,7 +198,7 @@ async def stats(
     Per class: voxels, volume (mL), centroid (scanner mm), bounding box, whether it reaches the edge of the scan,
     and with an image the intensities under it. The classes take the served model's names when the labels fit it.
     """
-    with service.slots.admit(), tempfile.TemporaryDirectory(prefix="unet3d-request-") as work:
+    with work_folder("request") as work:
         uploads = await receive_uploads(request, Path(work), max_bytes=settings.max_upload_bytes, required=("mask",),
                                         optional=("image",), dicom=("mask", "image"))  # fmt: skip
         for upload in uploads.values():
@@ -184,7 +212,8 @@ async def stats(
             image_name=(image.name or "") if image else "",
             num_classes=num_classes,
         )
-        return MaskStatistics.model_validate(await anyio.to_thread.run_sync(job))
+        with service.slots.admit():
+            return MaskStatistics.model_validate(await anyio.to_thread.run_sync(job))
 
 
 def check_output_format(output_format: OutputFormat, *, return_binary: bool) -> None:

@@ -14,12 +14,19 @@ class ModelRef(BaseModel):
     revision: str = Field(description='resolved commit sha for Hub models, "local" for local files')
 
 
+class Readiness(BaseModel):
+    """Ready for traffic: the model is loaded, the review storage open, and no restart has begun."""
+
+    status: Literal["ready"] = Field(default="ready", description='always "ready" (otherwise the answer is a 503)')
+
+
 class Health(BaseModel):
-    """Liveness and readiness in one answer."""
+    """Liveness (and whether the model is loaded; `GET /ready` is the readiness probe)."""
 
     status: Literal["ok"] = Field(default="ok", description='always "ok": the process answers (liveness)')
     model_loaded: bool = Field(
-        description="true once the model is loaded and /v1/* can answer (readiness); false during startup or shutdown"
+        description="true once the model is loaded and /v1/* can answer; false during startup or shutdown "
+        "(GET /ready is the readiness probe)"
     )
     device: str = Field(description='where inference runs, e.g. "cpu" or "cuda:0"; "none" while no model is loaded')
     model: ModelRef = Field(description="the loaded weights")

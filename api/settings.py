@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from unet3d.hub import default_model
 from unet3d.options import Precision, check_clip_percentiles, check_pad_multiple, check_threshold
 
+from .clients import check_proxies
+
 _NONE_WORDS = {"none", "null", "off", "false"}
 
 
@@ -47,6 +49,22 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: default_data_dir())
     database_url: SecretStr | None = None
     users_file: Path | None = None
+    # Hostile traffic (api/admission.py, api/clients.py, api/tempfiles.py): see docs/http.md#settings.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    rate_limit: float = Field(default=0.0, ge=0)
+    rate_burst: int = Field(default=60, ge=1, le=100_000)
+    max_uploads: int = Field(default=32, ge=1, le=10_000)
+    max_uploads_per_client: int = Field(default=4, ge=1, le=10_000)
+    upload_stall_s: float = Field(default=15.0, gt=0, le=3600)
+    upload_min_rate_kib_s: float = Field(default=8.0, ge=0)
+    temp_quota_mb: float = Field(default=8192.0, gt=0)
+    # The review UI's per-tab data (api/ui/sessions.py).
+    session_memory_mb: float = Field(default=2048.0, gt=0)
+    session_wait_s: float = Field(default=10.0, ge=0, le=600)
+    session_ttl_s: float = Field(default=3600.0, gt=0)
+    # Restarts (api/lifecycle.py, api/server.py).
+    drain_s: float = Field(default=0.0, ge=0, le=600)
+    graceful_shutdown_s: float = Field(default=8.0, ge=0, le=3600)
 
     @field_validator("allow_origins", mode="before")
     @classmethod
@@ -54,6 +72,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return _split_list(value)
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _split_list(value)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        return check_proxies(value)
 
     @field_validator("clip_percentiles", mode="before")
     @classmethod
@@ -85,6 +115,14 @@ class Settings(BaseSettings):
     @property
     def max_decompressed_bytes(self) -> int:
         return int(self.max_decompressed_mb * 2**20)
+
+    @property
+    def temp_quota_bytes(self) -> int:
+        return int(self.temp_quota_mb * 2**20)
+
+    @property
+    def session_memory_bytes(self) -> int:
+        return int(self.session_memory_mb * 2**20)
 
     @property
     def overrides_clip_percentiles(self) -> bool:

@@ -9,7 +9,8 @@ The Space is the service image: the root `Dockerfile` byte for byte, the package
 requirements, with a Space card (`sdk: docker`) as the Space's README.md: `space/README.md` for the shipped model, a
 card written from the model's own model.yaml for another. Another model is chosen with the Space variables
 UNET3D_MODEL / UNET3D_MODEL_REVISION, which a Docker Space passes to the build as build arguments (the image bakes
-the model in, verified) and to the container as environment.
+the model in, verified) and to the container as environment. Every Space also gets `PUBLIC_SETTINGS`: the per-client
+rate limit (off in the image, for local use) and the proxies whose X-Forwarded-For names the visitor.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ CARD = Path(__file__).resolve().parent / "README.md"
 FILES = ("Dockerfile", ".dockerignore", "requirements.txt", "pyproject.toml", "model.yaml")
 FOLDERS = ("unet3d", "api")
 SHIPPED_MODEL = "models/unet3d-brain-tissue"
+# A public Space faces anonymous traffic: limit each visitor (docs/hardening.md), who is known by the address the
+# Hub's proxy forwards. The proxy reaches the container from a private network (RFC 1918 and shared address space).
+PUBLIC_SETTINGS = {
+    "UNET3D_RATE_LIMIT": "10",
+    "UNET3D_RATE_BURST": "200",
+    "UNET3D_TRUSTED_PROXIES": "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10",
+}
 IGNORED = ("__pycache__", "*.py[cod]", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".DS_Store", ".env*", "*.pem")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -88,7 +96,8 @@ def assemble(
         revision: with a Hub `model`: the branch, tag or commit sha to serve (pin a sha).
 
     Returns:
-        The Space's files, relative to `target`, sorted; and the Space variables the model needs.
+        The Space's files, relative to `target`, sorted; and the Space variables: the model's, and
+        `PUBLIC_SETTINGS`.
     """
     check_card(read_card(card), dockerfile_port(root / "Dockerfile"))
     if target.exists() and not target.is_dir():
@@ -122,7 +131,8 @@ def assemble(
         (target / "models").mkdir()
         (target / "models" / "README.md").write_text(f"The model comes from the Hub: {model}.\n", encoding="utf-8")
     (target / "README.md").write_text(card_text, encoding="utf-8")
-    return sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()), variables
+    files = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
+    return files, {**variables, **PUBLIC_SETTINGS}
 
 
 def _model_name(directory: Path) -> str:

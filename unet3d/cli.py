@@ -352,15 +352,15 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    try:
-        import uvicorn
-    except ImportError:
-        print("unet3d: error: serving needs the 'serve' extra: pip install 'unet3d[serve]'", file=sys.stderr)
-        return 1
     # The app reads its settings from the environment when it starts, in this process.
     options = {"UNET3D_MODEL": args.model, "UNET3D_MODEL_REVISION": args.revision, "UNET3D_DEVICE": args.device}
     os.environ.update({name: value for name, value in options.items() if value is not None})
-    uvicorn.run("api.main:app", host=args.host, port=args.port)
+    try:  # by name: the library never imports the service (api/server.py passes the settings on to uvicorn)
+        serve = importlib.import_module("api.server").serve
+    except ImportError as e:
+        missing = getattr(e, "name", None) or str(e)
+        return _fail(f"serving needs the 'serve' extra ({missing} is missing): pip install 'unet3d[serve]'")
+    serve(args.host, args.port)
     return 0
 
 

@@ -21,13 +21,17 @@ ERROR_TEXT = {
     "users file and UNET3D_API_KEY is set",
     403: "signed in as someone else than the name in the request",
     404: "no such case or mask revision",
+    408: "the upload stalled or arrived too slowly (UNET3D_UPLOAD_STALL_S, UNET3D_UPLOAD_MIN_RATE_KIB_S)",
     409: "the change contradicts what is stored, e.g. a case name that is taken",
     412: "If-Match names an old version: someone changed the case since you loaded it; reload and retry",
     413: "too large: bytes, decompressed bytes or voxels",
     415: "not a NIfTI file (.nii / .nii.gz)",
     422: "an invalid parameter, or a mask that is not a label mask on the case's grid",
     428: "If-Match is missing: send the case's ETag",
-    503: "busy (see Retry-After), model not loaded, or the review database unavailable",
+    429: "this client sends too fast or holds too many uploads (see Retry-After)",
+    503: "busy, receiving too many uploads or restarting (see Retry-After), model not loaded, or the review database "
+    "unavailable",
+    507: "the server's temp storage is full (see Retry-After); nothing was written",
 }
 
 

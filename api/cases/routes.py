@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +12,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
 from ..deps import ServiceDep, SettingsDep
+from ..tempfiles import work_folder
 from ..uploads import receive_uploads
 from .access import CallerDep, acting_name, require_case_access
 from .export import reviews_csv
@@ -67,7 +67,7 @@ def list_cases(
     "/cases",
     status_code=201,
     response_model=CaseDetail,
-    responses=errors(400, 401, 403, 409, 413, 415, 422, 503),
+    responses=errors(400, 401, 403, 408, 409, 413, 415, 422, 429, 503, 507),
     openapi_extra=_multipart(
         ["volume"],
         volume="the scan (.nii or .nii.gz)",
@@ -87,27 +87,28 @@ async def create_case(
     author: Annotated[str | None, Query(max_length=100, description="who made an uploaded mask")] = None,
 ) -> CaseDetail:
     """Create a case from a volume (multipart `volume`) and either a mask (`mask`) or the model's prediction."""
-    with service.slots.admit(), tempfile.TemporaryDirectory(prefix="unet3d-case-") as work:
+    with work_folder("case") as work:
         uploads = await receive_uploads(
             request, Path(work), max_bytes=settings.max_upload_bytes, required=("volume",), optional=("mask",)
         )
         for upload in uploads.values():
             await anyio.to_thread.run_sync(service.check, upload.path)
         volume, mask = uploads["volume"], uploads.get("mask")
-        if mask is None:
-            prediction = await service.slots.run_async(
-                partial(service.predict, volume.path, name=volume.filename, options=service.options())
-            )
-            job = partial(
-                cases.create_from_prediction, volume.path, prediction, name=name, summary=prediction.summary()
-            )
-        else:
-            who = acting_name(caller, author, role="author") if (author or caller.user) else "upload"
-            job = partial(
-                cases.create_from_mask, volume.path, volume.filename, mask.path, mask.filename, name=name,
-                card_names=[c.name for c in service.segmenter.card.classes], provenance=Provenance(author=who),
-            )  # fmt: skip
-        case = await anyio.to_thread.run_sync(job)
+        with service.slots.admit():  # once the upload is complete and valid: a client still sending holds none
+            if mask is None:
+                prediction = await service.slots.run_async(
+                    partial(service.predict, volume.path, name=volume.filename, options=service.options())
+                )
+                job = partial(
+                    cases.create_from_prediction, volume.path, prediction, name=name, summary=prediction.summary()
+                )
+            else:
+                who = acting_name(caller, author, role="author") if (author or caller.user) else "upload"
+                job = partial(
+                    cases.create_from_mask, volume.path, volume.filename, mask.path, mask.filename, name=name,
+                    card_names=[c.name for c in service.segmenter.card.classes], provenance=Provenance(author=who),
+                )  # fmt: skip
+            case = await anyio.to_thread.run_sync(job)
     response.headers["Location"] = f"/v1/cases/{case.id}"
     return with_etag(response, case)
 
@@ -144,7 +145,7 @@ def review_case(
     "/cases/{case_id}/masks",
     status_code=201,
     response_model=CaseDetail,
-    responses=errors(400, 401, 403, 404, 409, 412, 413, 415, 422, 428, 503),
+    responses=errors(400, 401, 403, 404, 408, 409, 412, 413, 415, 422, 428, 429, 503, 507),
     openapi_extra=_multipart(["mask"], mask="the corrected label mask (.nii or .nii.gz) on the case's grid"),
 )
 async def add_mask(
@@ -160,7 +161,7 @@ async def add_mask(
     """Save a corrected mask as the case's next revision (its parent: the latest). Requires If-Match."""
     version = expected_version(if_match, case_id)
     who = acting_name(caller, author, role="author")
-    with tempfile.TemporaryDirectory(prefix="unet3d-case-") as work:
+    with work_folder("case") as work:
         uploads = await receive_uploads(request, Path(work), max_bytes=settings.max_upload_bytes, required=("mask",))
         mask = uploads["mask"]
         number = await anyio.to_thread.run_sync(

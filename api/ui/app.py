@@ -9,29 +9,53 @@ Every other event is private; a file path that was not uploaded through the page
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI
+from gradio.utils import get_upload_folder
 from pydantic import SecretStr
 from starlette.routing import Mount
 
 from ..cors import defer_mounted_cors
 from ..deps import key_matches
 from ..service import SegmentationService
+from ..settings import Settings
 from . import theme
 from .errors import ReviewBlocks
 from .events import EXAMPLE_VOLUME, ReviewEvents
 from .layout import build_layout
 
 UI_PATH = "/ui"
+UPLOAD_TTL_S = 3600  # Gradio deletes what it cached (uploads, pictures) after this long; it looks every 15 minutes
 
 
-def build_ui(get_service: Callable[[], SegmentationService | None]) -> gr.Blocks:
+def build_ui(get_service: Callable[[], SegmentationService | None]) -> ReviewBlocks:
     """The review UI; `get_service` returns the loaded service (None until the lifespan has loaded it)."""
-    with ReviewBlocks(title="unet3d · segmentation review", analytics_enabled=False, delete_cache=(900, 3600)) as demo:
-        ReviewEvents(get_service, build_layout()).wire(demo)
-    return demo
+    blocks = ReviewBlocks(
+        title="unet3d · segmentation review", analytics_enabled=False, delete_cache=(900, UPLOAD_TTL_S)
+    )
+    with blocks:
+        blocks.review_events = ReviewEvents(get_service, build_layout())
+        blocks.review_events.wire(blocks)
+    return blocks
+
+
+def configure_ui(blocks: ReviewBlocks, settings: Settings) -> None:
+    """Apply the settings read at startup: the upload cap, the tabs' memory budget and their time to live.
+
+    Gradio reads the upload cap from the Blocks, and the browser from the config built at mount.
+    """
+    blocks.max_file_size = settings.max_upload_bytes
+    blocks.config["max_file_size"] = settings.max_upload_bytes
+    blocks.review_events.memory.configure(settings)
+    blocks.review_events.ui.session.time_to_live = settings.session_ttl_s
+
+
+def upload_folder() -> Path:
+    """Where Gradio keeps uploads and the files it serves (GRADIO_TEMP_DIR)."""
+    return Path(get_upload_folder())
 
 
 def mount_ui(app: FastAPI, blocks: gr.Blocks) -> None:

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from unet3d.errors import Unet3dError
 
-from ..errors import ServiceBusyError
+from ..errors import ServiceBusyError, ShuttingDownError
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ def user_errors() -> Iterator[None]:
         raise user_error(str(e)) from e
     except ServiceBusyError as e:
         raise user_error(f"The server is busy with other segmentations: try again in about {e.retry_after_s} s.") from e
+    except ShuttingDownError as e:
+        raise user_error(f"The server is restarting: try again in about {e.retry_after_s} s.") from e
 
 
 class ReviewBlocks(gr.Blocks):
@@ -86,7 +88,12 @@ class ReviewBlocks(gr.Blocks):
     InvalidPathError, a plain string where a file belongs (gradio_client without handle_file) with pydantic's
     ValidationError — both answered as `{"error": null}` under `show_error=False` — and a file of another type with a
     gr.Error; all three are logged with a full traceback.
+
+    Attributes:
+        review_events: the page's handlers (`build_ui` sets them), reached at startup to apply the settings.
     """
+
+    review_events: Any
 
     async def preprocess_data(
         self, block_fn: BlockFunction, inputs: list[Any], state: SessionState | None, explicit_call: bool = False

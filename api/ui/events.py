@@ -23,6 +23,7 @@ from .markup import cursor_html, header_html, legend_html, reference_waits, stat
 from .rendering import OVERLAYS, PLANE_AXIS, PLANES, Plane, missing_overlay_data, shown_overlay
 from .review import PROBABILITIES_SUFFIX, SEG_SUFFIX, Review
 from .segmentation import segment_upload, with_reference
+from .sessions import SessionMemory, close_tab
 from .state import SegmentOptions, Session, ViewInputs, point_at
 from .surface import surface_file
 from .views import auto_window, clicked_indices, initial_indices, most_uncertain_indices, window_range, write_views
@@ -55,9 +56,13 @@ SEGMENT_WITH_OPTIONS_API: dict[str, Any] = {
 class ReviewEvents:
     """The UI's event handlers, bound to a getter of the loaded service and to the page's `Layout`."""
 
-    def __init__(self, get_service: Callable[[], SegmentationService | None], ui: Layout) -> None:
+    def __init__(
+        self, get_service: Callable[[], SegmentationService | None], ui: Layout, memory: SessionMemory | None = None
+    ) -> None:
         self._get_service = get_service
         self.ui = ui
+        self.memory = memory or SessionMemory()
+        self._blocks: gr.Blocks | None = None
 
     def service(self) -> SegmentationService:
         service = self._get_service()
@@ -70,6 +75,8 @@ class ReviewEvents:
         ui = self.ui
         plots = [ui.class_plot, ui.intensity_plot, ui.iou_plot]
         demo.load(self.startup, None, [ui.header, ui.legend, ui.shown, ui.surface_classes, *plots], **PRIVATE)
+        self._blocks = demo
+        demo.unload(self.closed)
         self._wire_segmentation()
         self._wire_views()
         compare_out = [ui.session, ui.agreement, ui.iou_plot, ui.overlay, ui.redraw, ui.reference]
@@ -78,7 +85,11 @@ class ReviewEvents:
         for event in (ui.surface_tab.select, ui.surface_classes.input):
             event(self.surface, {ui.session, ui.surface_classes}, ui.surface, **PRIVATE)
 
-    # Page load and segmentation
+    # Page load and close, segmentation
+
+    def closed(self, request: gr.Request) -> None:
+        """A tab has closed (Gradio's `unload`): its review goes now, not when Gradio would drop it (an hour later)."""
+        close_tab(self._blocks, request)
 
     def startup(self) -> Changes:
         """Header, legend, class toggles and plot colours from the model card, when a page loads."""
@@ -119,8 +130,7 @@ class ReviewEvents:
         self, volume: Any, session: Session, progress: Any = gr.Progress()
     ) -> tuple[str, dict[str, Any], Session]:
         """Segment the chosen volume: returns the mask file, the summary JSON and the session showing its review."""
-        review = segment_upload(self.service(), volume, session.options, progress, session.dicom_files)
-        session.start(review)
+        review = self._segment(volume, session, session.options, progress)
         return str(review.files[0]), review.summary, session
 
     def segment_dicom(
@@ -140,8 +150,7 @@ class ReviewEvents:
         """Segment with test-time augmentation and/or the class probabilities: returns the mask file, the summary
         JSON, the probabilities file (None unless asked for) and the session showing the review."""
         options = SegmentOptions(uncertainty=False, tta=bool(tta), save_probabilities=bool(probabilities))
-        review = segment_upload(self.service(), volume, options, progress)
-        session.start(review)
+        review = self._segment(volume, session, options, progress)
         saved = [str(f) for f in review.files if f.name.endswith(PROBABILITIES_SUFFIX)]
         return str(review.files[0]), review.summary, saved[0] if saved else None, session
 
@@ -304,6 +313,21 @@ class ReviewEvents:
         ui.auto_window.click(self.auto_window, {ui.session}, [ui.window, ui.level, ui.redraw, ui.session], **PRIVATE)
 
     # Helpers
+
+    def _segment(self, volume: Any, session: Session, options: SegmentOptions, progress: Any) -> Review:
+        """Segment `volume` into the tab's new review, its memory held in the UI's budget: room for the new review
+        beside the one shown while it is made, then for the new one alone."""
+        shown = 0 if session.review is None else session.review.layers.image.size
+        try:
+            review = segment_upload(self.service(), volume, options, progress, session.dicom_files,
+                                    reserve=lambda voxels: session.reserve(self.memory, voxels + shown))  # fmt: skip
+        except BaseException:
+            if session.memory is not None:
+                session.reserve(self.memory, shown)  # smaller than what it held: never waits
+            raise
+        session.start(review)
+        session.reserve(self.memory, review.layers.image.size)
+        return review
 
     def _indices(self, values: Values) -> tuple[int, int, int]:
         axial, coronal, sagittal = (int(values[self.ui.sliders[plane]]) for plane in PLANES)

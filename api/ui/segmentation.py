@@ -4,8 +4,7 @@ mask with one. Errors a user can fix come out as `gr.Error` messages (see `error
 from __future__ import annotations
 
 import shutil
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -14,9 +13,11 @@ from typing import Any
 from unet3d import Prediction
 
 from ..service import SegmentationService
+from ..tempfiles import make_work_folder
 from ..uploads import display_name
 from .errors import uploaded_path, user_errors
 from .review import Review, attach_reference, start_review
+from .sessions import header_voxels
 from .state import SegmentOptions
 
 STAGE_LABELS = {
@@ -28,20 +29,30 @@ STAGE_LABELS = {
 
 
 def segment_upload(
-    service: SegmentationService, volume: Any, options: SegmentOptions, progress: Any, files: Sequence[Any] = ()
+    service: SegmentationService,
+    volume: Any,
+    options: SegmentOptions,
+    progress: Any,
+    files: Sequence[Any] = (),
+    *,
+    reserve: Callable[[int], None] | None = None,
 ) -> Review:
     """Segment an uploaded volume (NIfTI, or a DICOM series as a .zip) or, with no volume, the uploaded DICOM `files`
     of one series into a new review (its files in a fresh folder), reporting each stage to `progress` (a
-    `gr.Progress`).
+    `gr.Progress`); `reserve(voxels)` is called before the model runs, with the volume's voxels as its header
+    declares them (0 when it has no NIfTI header to read), to hold memory for the review.
 
     Raises:
-        gr.Error: a file is not an upload, not a readable volume, or the server is busy.
+        gr.Error: a file is not an upload, not a readable volume, or the server (or the UI's memory) is busy.
     """
     source: Path | list[Path] = uploaded_path(volume) if volume or not files else [uploaded_path(f) for f in files]
     first = source if isinstance(source, Path) else source[0]
     name = display_name(first.name) if isinstance(source, Path) else None  # several files: the series names itself
     with user_errors():
         service.check(source)
+        if reserve is not None:
+            progress(0.0, desc="Waiting for memory for the review")
+            reserve(header_voxels(first) or 0)
         progress(0.0, desc="Waiting for a free inference slot")
         wanted = options.uncertainty or options.save_probabilities  # both are made from the probabilities
         predict_options = service.options(tta=options.tta, probabilities=wanted)
@@ -72,7 +83,7 @@ def _report(progress: Any, fraction: float, stage: str) -> None:
 
 
 def _start_review(prediction: Prediction, *, save_probabilities: bool) -> Review:
-    workdir = Path(tempfile.mkdtemp(prefix="unet3d-ui-"))
+    workdir = make_work_folder("ui")
     try:
         return start_review(prediction, workdir, save_probabilities=save_probabilities)
     except BaseException:

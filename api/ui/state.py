@@ -1,8 +1,9 @@
 """What one browser tab keeps between events (`Session`), and the typed values the handlers read from the page.
 
 A `Session` lives in one `gr.State` per tab: the handlers change it in place and write it back, which restarts its
-time-to-live. Gradio drops it (and `Session.close` deletes the review's files) an hour after the last interaction
-or when the tab closes. Anything a new feature must remember across events for one user is a field here.
+time-to-live. Gradio drops it (and `Session.close` deletes the review's files and lets go of its arrays) when it has
+not changed for UNET3D_SESSION_TTL_S or when the tab closes (`sessions.py`). Anything a new feature must remember
+across events for one user is a field here.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from pathlib import Path
 
 from .errors import NO_REVIEW, user_error
 from .review import Review
+from .sessions import SessionMemory
 
-# A review (~100 MB for a 1 mm brain) is dropped after an hour without interaction, or when its tab closes.
+# A review (~70 MB for a 1 mm brain) is dropped after an hour without interaction (UNET3D_SESSION_TTL_S sets it at
+# startup), or when its tab closes.
 SESSION_TTL_S = 3600
 
 
@@ -78,6 +81,7 @@ class Session:
         redraws: how many times a handler asked for the views to be drawn again (see `redraw`).
         dicom_files: the files in the page's DICOM box when Segment was pressed (segmented when no volume is chosen;
             the /segment API takes one file, a .zip, instead).
+        memory: the budget the review counts against, once the tab has reserved room in it (`reserve`).
     """
 
     review: Review | None = None
@@ -85,6 +89,7 @@ class Session:
     reference_owner: Path | None = None
     redraws: int = 0
     dicom_files: tuple[str, ...] = ()
+    memory: SessionMemory | None = None
 
     def require_review(self) -> Review:
         """The review on screen.
@@ -96,6 +101,15 @@ class Session:
             raise user_error(NO_REVIEW)
         return self.review
 
+    def reserve(self, memory: SessionMemory, voxels: int) -> None:
+        """Hold room in `memory` for a review of `voxels` voxels, in place of this tab's current one.
+
+        Raises:
+            VolumeTooLargeError, ServiceBusyError: as `SessionMemory.reserve`.
+        """
+        memory.reserve(self, voxels)
+        self.memory = memory
+
     def start(self, review: Review) -> None:
         """Show a new review, deleting the previous one's files."""
         previous, self.review = self.review, review
@@ -105,6 +119,8 @@ class Session:
     def redraw(self) -> int:
         """A new value for the page's redraw token (`Layout.redraw`): writing it there has the views drawn again."""
         self.redraws += 1
+        if self.memory is not None:
+            self.memory.touch(self)
         return self.redraws
 
     def owner_of_reference(self, chosen_volume: Path | None) -> Path | None:
@@ -118,6 +134,10 @@ class Session:
         return chosen_volume
 
     def close(self) -> None:
-        """Delete the review's files (Gradio calls this when the session expires or its tab closes)."""
-        if self.review is not None:
-            self.review.close()
+        """Delete the review's files and let go of its arrays (Gradio calls this when the session expires or its tab
+        closes; whatever still refers to the session, e.g. Gradio's closed-session records, holds no review)."""
+        review, self.review = self.review, None
+        if review is not None:
+            review.close()
+        if self.memory is not None:
+            self.memory.release(self)

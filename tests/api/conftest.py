@@ -116,8 +116,15 @@ def launch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
     """Start a server with the given settings (stopped at the end of the session, or earlier by its user)."""
     servers: list[Server] = []
 
-    def launch(settings: dict[str, str], name: str = "server") -> Server:
-        servers.append(start_server(tmp_path_factory.mktemp(name), settings))
+    def launch(
+        settings: dict[str, str],
+        name: str = "server",
+        *,
+        command: Sequence[str] | None = None,
+        home: Path | None = None,
+    ) -> Server:
+        """`home`: the server's folder (its TMPDIR, Gradio and data folders), e.g. with files planted beforehand."""
+        servers.append(start_server(home or tmp_path_factory.mktemp(name), settings, command=command))
         return servers[-1]
 
     yield launch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import threading
 import time
@@ -9,8 +10,9 @@ import time
 import anyio
 import pytest
 
-from api.errors import ServiceBusyError
-from api.limits import InferenceSlots
+from api.errors import ServiceBusyError, ShuttingDownError
+from api.limits import InferenceSlots, MemoryBudget
+from unet3d.errors import VolumeTooLargeError
 
 
 def test_admission_is_refused_past_slots_plus_queue():
@@ -120,3 +122,93 @@ def test_jobs_see_the_callers_context_variables():
     marker.set("caller")
     slots = InferenceSlots(max_concurrency=1, queue_size=0)
     assert slots.run(marker.get) == "caller"
+
+
+# ---- the drain before a restart -------------------------------------------------------------------------------------
+
+
+def test_a_drain_refuses_new_work_drops_queued_jobs_and_lets_the_running_one_finish():
+    slots = InferenceSlots(max_concurrency=1, queue_size=2)
+    started, release = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def running() -> str:
+        started.set()
+        release.wait(5)
+        return "done"
+
+    def run(name: str, job) -> None:
+        try:
+            results[name] = slots.run(job)
+        except ShuttingDownError as e:
+            results[name] = e
+
+    first = threading.Thread(target=run, args=("running", running))
+    first.start()
+    assert started.wait(5)
+    second = threading.Thread(target=run, args=("queued", lambda: "never"))
+    second.start()
+    time.sleep(0.1)
+    slots.drain()
+    with pytest.raises(ShuttingDownError) as refused:
+        slots.admit().__enter__()
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert results["running"] == "done"
+    assert isinstance(results["queued"], ShuttingDownError) and results["queued"].retry_after_s >= 1
+    assert "restarting" in str(refused.value)
+
+
+def test_a_drained_async_job_answers_shutting_down_not_cancelled():
+    slots = InferenceSlots(max_concurrency=1, queue_size=2)
+    release = threading.Event()
+
+    async def main() -> list[object]:
+        blocker = asyncio.ensure_future(slots.run_async(lambda: release.wait(5)))
+        await asyncio.sleep(0.05)
+        queued = asyncio.ensure_future(slots.run_async(lambda: "never"))
+        await asyncio.sleep(0.05)
+        slots.drain()
+        release.set()
+        return await asyncio.gather(blocker, queued, return_exceptions=True)
+
+    ran, dropped = asyncio.run(main())
+    assert ran is True and isinstance(dropped, ShuttingDownError)
+
+
+# ---- the review UI's memory budget ----------------------------------------------------------------------------------
+
+
+def test_a_budget_holds_each_owners_latest_reservation():
+    budget = MemoryBudget(100, wait_s=0, expires_after_s=60)
+    budget.reserve("a", 60)
+    budget.reserve("a", 30)  # replaces, never adds up
+    budget.reserve("b", 70)
+    assert budget.total == 100 and budget.held("a") == 30 and budget.owners == 2
+    with pytest.raises(ServiceBusyError) as busy:
+        budget.reserve("c", 1)
+    assert 5 <= busy.value.retry_after_s <= 60
+    budget.release("b")
+    budget.reserve("c", 70)
+    assert budget.total == 100
+
+
+def test_a_reservation_waits_for_room_then_gives_up():
+    budget = MemoryBudget(100, wait_s=2.0, expires_after_s=60)
+    budget.reserve("a", 100)
+    threading.Timer(0.3, budget.release, args=("a",)).start()
+    started = time.monotonic()
+    budget.reserve("b", 100)  # waits until "a" lets go
+    assert 0.2 < time.monotonic() - started < 1.5
+    impatient = MemoryBudget(100, wait_s=0.3, expires_after_s=60)
+    impatient.reserve("a", 100)
+    started = time.monotonic()
+    with pytest.raises(ServiceBusyError):
+        impatient.reserve("b", 1)
+    assert 0.25 < time.monotonic() - started < 1.5
+
+
+def test_a_review_larger_than_the_whole_budget_is_refused_at_once():
+    with pytest.raises(VolumeTooLargeError, match="UNET3D_SESSION_MEMORY_MB"):
+        MemoryBudget(100, wait_s=10, expires_after_s=60).reserve("a", 101)

@@ -293,7 +293,9 @@ def test_health_and_metrics_need_no_key(strict_server):
     assert httpx.get(f"{strict_server.url}/metrics").status_code == 200
 
 
-def test_predict_returns_503_with_retry_after_when_slots_and_queue_are_full(strict_server, nifti):
+def test_an_upload_still_arriving_holds_no_inference_slot(strict_server, nifti):
+    """One slot and no queue: a client trickling its upload in must not turn another client's request into a 503
+    (the slot is taken once an upload is complete; tests/api/test_admission.py has the 503 when it really is busy)."""
     payload = nifti.encode(nifti.blob())
     head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="slow.nii.gz"\r\n\r\n'
     holding = threading.Event()
@@ -302,7 +304,7 @@ def test_predict_returns_503_with_retry_after_when_slots_and_queue_are_full(stri
     def slow_body() -> Iterator[bytes]:
         yield head
         holding.set()
-        time.sleep(2.0)  # the request holds the only admission while its upload trickles in
+        time.sleep(2.0)  # well under UNET3D_UPLOAD_STALL_S: slow, not stalled
         yield payload + b"\r\n--b--\r\n"
 
     def send_slow() -> None:
@@ -317,13 +319,11 @@ def test_predict_returns_503_with_retry_after_when_slots_and_queue_are_full(stri
     worker.start()
     assert holding.wait(10)
     time.sleep(0.5)
-    busy = httpx.post(f"{strict_server.url}/v1/predict", headers={"X-API-Key": "s3cret-key"}, files=upload(payload))
-    health = httpx.get(f"{strict_server.url}/health", timeout=2)
+    meanwhile = httpx.post(
+        f"{strict_server.url}/v1/predict", headers={"X-API-Key": "s3cret-key"}, files=upload(payload)
+    )
     worker.join(30)
-    assert busy.status_code == 503
-    assert int(busy.headers["retry-after"]) >= 1
-    assert "busy" in busy.json()["detail"]
-    assert health.status_code == 200
+    assert meanwhile.status_code == 200, meanwhile.text
     assert result["slow"].status_code == 200, result["slow"].text
 
 

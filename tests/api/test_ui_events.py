@@ -182,11 +182,14 @@ def test_segment_returns_mask_summary_and_a_session_with_the_review(service, lay
     assert summary["filename"] == "t1.nii.gz"
     assert session.require_review().layers.entropy is not None and session.review.source == uploaded_volume
     stages = [desc for _, desc in progress.calls]
-    assert stages[0] == "Waiting for a free inference slot"
+    assert stages[:2] == ["Waiting for memory for the review", "Waiting for a free inference slot"]
     assert {"Loading the volume", "Preprocessing", "Running the network", "Post-processing"} <= set(stages)
     fractions = [f for f, _ in progress.calls]
     assert fractions == sorted(fractions)
+    # the review's memory counts against the UI's budget (8 bytes a voxel) until the tab closes
+    assert events.memory.budget.held(id(session)) == session.review.layers.image.size * 8
     session.close()
+    assert session.review is None and events.memory.budget.total == 0
 
 
 def test_segmenting_again_replaces_and_cleans_the_previous_review(page, uploaded_volume):

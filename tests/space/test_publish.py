@@ -17,6 +17,7 @@ from hubserver import FakeHub, get_json, hub_env, run, uvicorn_service
 from space.publish import (
     FILES,
     FOLDERS,
+    PUBLIC_SETTINGS,
     SHIPPED_MODEL,
     PublishError,
     assemble,
@@ -117,7 +118,8 @@ def test_publish_creates_a_docker_space_and_mirrors_the_folder(tmp_path: Path) -
     assert set(files) == {".gitattributes", *source_files()}  # stale.py deleted
     assert files["Dockerfile"] == (ROOT / "Dockerfile").read_bytes()
     assert files["README.md"] == (ROOT / "space" / "README.md").read_bytes()
-    assert hub.repos[("space", "acme/unet3d")].variables == {}  # the shipped model needs no variable
+    # the shipped model needs no variable; the limits of a public service are on
+    assert hub.repos[("space", "acme/unet3d")].variables == PUBLIC_SETTINGS
 
 
 def publish(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -144,7 +146,7 @@ def own_model_space(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dic
 
 def test_a_space_for_ones_own_model_holds_that_model_and_names_it(own_model_space) -> None:
     space, answer = own_model_space
-    assert answer["variables"] == {"UNET3D_MODEL": "models/tiny-test"}
+    assert answer["variables"] == {"UNET3D_MODEL": "models/tiny-test", **PUBLIC_SETTINGS}
     assert "models/tiny-test/model.safetensors" in answer["files"]
     assert not [f for f in answer["files"] if f.startswith(SHIPPED_MODEL)]
     card = read_card(space / "README.md")
@@ -159,7 +161,8 @@ def test_a_space_for_a_hub_model_pins_it_with_variables(tmp_path: Path) -> None:
                      "--dry-run", str(tmp_path / "space"))  # fmt: skip
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
-    assert answer["variables"] == {"UNET3D_MODEL": "acme/seg-model", "UNET3D_MODEL_REVISION": "a" * 40}
+    pinned = {"UNET3D_MODEL": "acme/seg-model", "UNET3D_MODEL_REVISION": "a" * 40}
+    assert answer["variables"] == {**pinned, **PUBLIC_SETTINGS}
     assert [f for f in answer["files"] if f.startswith("models/")] == ["models/README.md"]
     assert read_card(tmp_path / "space" / "README.md")["models"] == ["acme/seg-model"]
 
@@ -193,7 +196,7 @@ def test_publishing_ones_own_model_sets_the_space_variable_first(own_model_space
         assert result.returncode == 0, result.stderr
         repo = hub.repos[("space", "acme/tiny-seg")]
         writes = [r.path for r in hub.requests("POST") if "/variables" in r.path or "/commit/" in r.path]
-    assert repo.variables == {"UNET3D_MODEL": "models/tiny-test"}
+    assert repo.variables == {"UNET3D_MODEL": "models/tiny-test", **PUBLIC_SETTINGS}
     assert writes[0].endswith("/variables") and writes[-1].endswith("/commit/main")
     assert "models/tiny-test/model.safetensors" in hub.files("acme/tiny-seg", repo_type="space")
 
