@@ -15,7 +15,9 @@ from typing import Any
 
 import gradio as gr
 
+from ..cases.service import CaseService
 from ..service import SegmentationService
+from .caseevents import CaseEvents, wire_cases
 from .errors import chosen_path, user_error
 from .figures import agreement_table, class_table, class_volumes, intensity_histograms, iou_plot, plot_colors, pretty
 from .layout import Layout
@@ -50,9 +52,15 @@ SEGMENT_WITH_OPTIONS_API: dict[str, Any] = {
 class ReviewEvents:
     """The UI's event handlers, bound to a getter of the loaded service and to the page's `Layout`."""
 
-    def __init__(self, get_service: Callable[[], SegmentationService | None], ui: Layout) -> None:
+    def __init__(
+        self,
+        get_service: Callable[[], SegmentationService | None],
+        ui: Layout,
+        get_cases: Callable[[], CaseService | None] = lambda: None,
+    ) -> None:
         self._get_service = get_service
         self.ui = ui
+        self.cases = CaseEvents(self, get_cases)
 
     def service(self) -> SegmentationService:
         service = self._get_service()
@@ -72,6 +80,7 @@ class ReviewEvents:
             event(self.compare, {ui.session, ui.volume, ui.reference}, compare_out, **PRIVATE)
         for event in (ui.surface_tab.select, ui.surface_classes.input):
             event(self.surface, {ui.session, ui.surface_classes}, ui.surface, **PRIVATE)
+        wire_cases(self.cases, demo)
 
     # Page load and segmentation
 
@@ -109,9 +118,10 @@ class ReviewEvents:
     def segment(
         self, volume: Any, session: Session, progress: Any = gr.Progress()
     ) -> tuple[str, dict[str, Any], Session]:
-        """Segment the chosen volume: returns the mask file, the summary JSON and the session showing its review."""
-        review = segment_upload(self.service(), volume, session.options, progress)
-        session.start(review)
+        """Segment the chosen volume: returns the mask file, the summary JSON and the session showing its review
+        (kept as a stored case when the review database is open)."""
+        review, prediction = segment_upload(self.service(), volume, session.options, progress)
+        session.start(self.cases.keep(session, review, prediction))
         return str(review.files[0]), review.summary, session
 
     def segment_with_options(
@@ -120,7 +130,8 @@ class ReviewEvents:
         """Segment with test-time augmentation and/or the class probabilities: returns the mask file, the summary
         JSON, the probabilities file (None unless asked for) and the session showing the review."""
         options = SegmentOptions(uncertainty=False, tta=bool(tta), save_probabilities=bool(probabilities))
-        review = segment_upload(self.service(), volume, options, progress)
+        review, prediction = segment_upload(self.service(), volume, options, progress)
+        review = self.cases.keep(session, review, prediction)
         session.start(review)
         saved = [str(f) for f in review.files if f.name.endswith(PROBABILITIES_SUFFIX)]
         return str(review.files[0]), review.summary, saved[0] if saved else None, session
@@ -256,11 +267,19 @@ class ReviewEvents:
         progress_on = [ui.mask_file, *images]
         segmented = step.then(self.segment, [ui.volume, ui.session], outputs, concurrency_limit=None,
                               show_progress_on=progress_on, **visibility)  # fmt: skip
+        self.then_present(segmented, then=self.cases.then_show_case)
+
+    def then_present(self, step: Any, then: Callable[[Any], Any] | None = None) -> None:
+        """After `step` succeeds, show the session's review in every tab (`present`), run `then` (another step of
+        the chain), and draw the 3D surface last (it takes longest)."""
+        ui = self.ui
         present_in = {ui.session, ui.reference, ui.overlay}
         present_out = [ui.status, ui.legend, *ui.sliders.values(), ui.window, ui.level, ui.overlay, ui.redraw,
                        ui.class_plot, ui.class_table, ui.intensity_plot, ui.downloads, ui.agreement, ui.iou_plot,
                        ui.reference, ui.session]  # fmt: skip
-        shown = segmented.success(self.present, present_in, present_out, **PRIVATE)
+        shown = step.success(self.present, present_in, present_out, **PRIVATE)
+        if then is not None:
+            shown = then(shown)
         shown.then(self.surface, {ui.session, ui.surface_classes}, ui.surface, show_progress="minimal", **PRIVATE)
 
     def _wire_views(self) -> None:

@@ -26,9 +26,11 @@ STAGE_LABELS = {
 }
 
 
-def segment_upload(service: SegmentationService, volume: Any, options: SegmentOptions, progress: Any) -> Review:
+def segment_upload(
+    service: SegmentationService, volume: Any, options: SegmentOptions, progress: Any
+) -> tuple[Review, Prediction]:
     """Segment an uploaded volume into a new review (its files in a fresh folder), reporting each stage to
-    `progress` (a `gr.Progress`).
+    `progress` (a `gr.Progress`); the prediction comes too, for the review store.
 
     Raises:
         gr.Error: the file is not an upload, not a readable volume, or the server is busy.
@@ -44,7 +46,8 @@ def segment_upload(service: SegmentationService, volume: Any, options: SegmentOp
         with service.slots.admit():
             prediction = service.slots.run(job)
         progress(0.96, desc="Writing the mask")
-        return replace(_start_review(prediction, save_probabilities=options.save_probabilities), source=path)
+        review = _start_review(prediction, save_probabilities=options.save_probabilities)
+        return replace(review, source=path), prediction
 
 
 def with_reference(service: SegmentationService, review: Review, reference: Any) -> Review:

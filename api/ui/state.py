@@ -10,11 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cases.store import CaseQuery
 from .errors import NO_REVIEW, user_error
 from .review import Review
 
 # A review (~100 MB for a 1 mm brain) is dropped after an hour without interaction, or when its tab closes.
 SESSION_TTL_S = 3600
+WORKLIST_PAGE = 25
+NO_CASE = "Open a case first: pick one in the Worklist tab, or segment a volume."
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,23 @@ def plane_indices(point: tuple[int, int, int]) -> tuple[int, int, int]:
     return z, y, x
 
 
+@dataclass(frozen=True)
+class OpenCase:
+    """The case on screen, as this tab loaded it: verdicts are made from `version` (a newer one is refused).
+
+    Attributes:
+        id: the case id.
+        version: the case's version when it was loaded, or when this tab last changed it.
+        name: its name.
+        position: its index in the worklist's order when it was opened from there (next/previous start from it).
+    """
+
+    id: int
+    version: int
+    name: str
+    position: int | None = None
+
+
 @dataclass(eq=False)  # a tab is itself: two sessions are never "equal"
 class Session:
     """One browser tab: its review and what it needs to remember between events.
@@ -76,12 +96,18 @@ class Session:
         reference_owner: the uploaded volume the file in the reference box belongs to; None: whichever volume is
             segmented next (see `owner_of_reference`).
         redraws: how many times a handler asked for the views to be drawn again (see `redraw`).
+        case: the stored case on screen (None before one is opened or stored).
+        reviewer: the name typed in this tab (used when the server has no login).
+        worklist: the worklist's filters, order and page.
     """
 
     review: Review | None = None
     options: SegmentOptions = field(default_factory=SegmentOptions)
     reference_owner: Path | None = None
     redraws: int = 0
+    case: OpenCase | None = None
+    reviewer: str = ""
+    worklist: CaseQuery = field(default_factory=lambda: CaseQuery(limit=WORKLIST_PAGE))
 
     def require_review(self) -> Review:
         """The review on screen.
@@ -92,6 +118,16 @@ class Session:
         if self.review is None:
             raise user_error(NO_REVIEW)
         return self.review
+
+    def require_case(self) -> OpenCase:
+        """The stored case on screen.
+
+        Raises:
+            gr.Error: no case is open in this tab.
+        """
+        if self.case is None:
+            raise user_error(NO_CASE)
+        return self.case
 
     def start(self, review: Review) -> None:
         """Show a new review, deleting the previous one's files."""
