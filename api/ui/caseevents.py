@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any, cast
 import gradio as gr
 
 from unet3d import ModelCard, Prediction
-from unet3d.errors import ParameterError, Unet3dError
+from unet3d.errors import Unet3dError
 
-from ..cases.http import expected_version
-from ..cases.schemas import MAX_NOTE, VERDICTS, CaseDetail, CasePage, Verdict
+from ..cases.schemas import MAX_NOTE, CaseDetail, CasePage, Verdict
 from ..cases.service import CaseService
 from ..cases.store import CaseQuery
 from ..errors import ServiceError
@@ -27,6 +26,7 @@ from .casereview import case_card, case_review, keep_prediction
 from .errors import case_errors, user_error
 from .identity import reviewer_name
 from .review import Review, attach_reference
+from .reviewapi import REVIEW_API, record_from_api
 from .state import OpenCase, Session
 from .viewer import payload
 from .views import auto_window
@@ -43,13 +43,6 @@ NOT_OPEN = "The review database is not open yet: try again in a few seconds."
 LAST_CASE = "There is no case after this one in the worklist's order."
 FIRST_CASE = "This is the first case in the worklist's order."
 PRIVATE: dict[str, Any] = {"api_visibility": "private"}
-REVIEW_API: dict[str, Any] = {
-    "api_name": "review",
-    "api_description": "Record a verdict for a case: case_id, verdict (accepted, needs_correction or rejected), "
-    "score (1-5, or None), note, reviewer (with a login: yours or empty), etag (the case's ETag or version you "
-    "reviewed; empty: as it is now; an old one is refused with a message to reload). Returns the case JSON (as "
-    "GET /v1/cases/{id}) after the verdict.",
-}
 
 
 class CaseEvents:
@@ -311,46 +304,10 @@ class CaseEvents:
     ) -> dict[str, Any]:
         """Record a verdict for a case: returns the case (the JSON of GET /v1/cases/{id}) after it."""
         with case_errors(f"Case {case_id}"):
-            number, chosen = _case_number(case_id), _verdict(verdict)
             store = self.cases()
-            version = _version(etag, number) or store.store.get_case(number).version
-            who = reviewer_name(getattr(request, "username", None), None, reviewer or None)
-            case = store.record_review(number, version, verdict=chosen, score=_score(score),
-                                       note=str(note or "")[:MAX_NOTE], reviewer=who)  # fmt: skip
-        return case.model_dump(mode="json")
-
-
-def _case_number(value: Any) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if not 1 <= number <= 2**62 or number != value:
-        raise ParameterError(f"case_id must be a case's id (a whole number from 1), got {value!r}")
-    return number
-
-
-def _verdict(value: Any) -> Verdict:
-    if value not in VERDICTS:
-        raise ParameterError(f"verdict must be one of {', '.join(VERDICTS)}, got {value!r}")
-    return cast(Verdict, value)
-
-
-def _score(value: Any) -> int | None:
-    if value in (None, "", 0):
-        return None
-    if not isinstance(value, int | float) or value != int(value) or not 1 <= value <= 5:
-        raise ParameterError(f"score must be a whole number from 1 to 5 (or empty), got {value!r}")
-    return int(value)
-
-
-def _version(etag: Any, case_id: int) -> int | None:
-    """The case version a script says it reviewed: an ETag (`"12.3"`), a bare version (`3`), or nothing (None:
-    the case as it is now)."""
-    text = str(etag or "").strip()
-    if not text:
-        return None
-    return int(text) if text.isdigit() else expected_version(text, case_id)
+            answer = record_from_api(store, getattr(request, "username", None), case_id=case_id, verdict=verdict,
+                                     score=score, note=note, reviewer=reviewer, etag=etag)  # fmt: skip
+        return answer
 
 
 def wire_cases(cases: CaseEvents, demo: gr.Blocks) -> None:
