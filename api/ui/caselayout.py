@@ -78,17 +78,18 @@ def case_bar_section() -> dict[str, Any]:
             parts["note"] = gr.Textbox(label="Note", placeholder="optional", max_length=10_000, scale=3,
                                        min_width=200, elem_id="verdict-note")  # fmt: skip
         with gr.Row(elem_id="case-actions"):
-            parts["previous"] = gr.Button("◀ Previous (k)", size="sm", elem_id="case-prev")
-            parts["next"] = gr.Button("Next (j) ▶", size="sm", elem_id="case-next")
-            parts["next_unreviewed"] = gr.Button("Next unreviewed", size="sm", elem_id="next-unreviewed")
-            parts["reload"] = gr.Button("Reload case", size="sm", elem_id="case-reload")
+            small: dict[str, Any] = {"size": "sm", "min_width": 90}
+            parts["previous"] = gr.Button("◀ Previous (k)", elem_id="case-prev", **small)
+            parts["next"] = gr.Button("Next (j) ▶", elem_id="case-next", **small)
+            parts["next_unreviewed"] = gr.Button("Next unreviewed", elem_id="next-unreviewed", **small)
+            parts["reload"] = gr.Button("Reload case", elem_id="case-reload", **small)
             variants: dict[str, Literal["primary", "secondary", "stop"]] = {
                 "accepted": "primary", "needs_correction": "secondary", "rejected": "stop"
             }  # fmt: skip
             buttons = {}
             for verdict, label in VERDICT_LABELS.items():
                 text, variant = f"{label} ({VERDICT_KEYS[verdict]})", variants[verdict]
-                buttons[verdict] = gr.Button(text, size="sm", variant=variant, elem_id=f"verdict-{verdict}")
+                buttons[verdict] = gr.Button(text, variant=variant, elem_id=f"verdict-{verdict}", **small)
             parts["verdicts"] = buttons
     return parts
 

@@ -215,7 +215,10 @@
     const drawn = await state.nv.saveImage({ filename: "", isSaveDrawing: true, volumeByIndex: 0 });
     const form = new FormData();
     form.append("mask", new File([await gzip(drawn)], `${payload.case}_drawn.nii.gz`, { type: "application/gzip" }));
-    const author = payload.author ? `?author=${encodeURIComponent(payload.author)}` : "";
+    // The name typed in the page may be newer than the one the viewer was given (it is sent when the box loses focus).
+    const typed = document.querySelector("#reviewer-name input, #reviewer-name textarea");
+    const name = (typed && typed.value.trim()) || payload.author;
+    const author = name ? `?author=${encodeURIComponent(name)}` : "";
     let answer;
     try {
       answer = await fetch(payload.save + author, { method: "POST", body: form, headers: { "If-Match": payload.etag } });
@@ -319,6 +322,7 @@
     canvas.focus = (options) => focus({ ...options, preventScroll: true });
     await nv.attachToCanvas(canvas);
     nv.setSliceType(nv.sliceTypeMultiplanar);
+    nv.setMultiplanarLayout(niivue.MULTIPLANAR_TYPE.GRID);  // 2 × 2: each view larger than in one row
     nv.onLocationChange = readout;
     nv.onDrawingChanged = (action) => action === "draw" && recordStroke();
     state.nv = nv;
