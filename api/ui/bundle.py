@@ -2,10 +2,12 @@
 
 NiiVue (npm `@niivue/niivue`, BSD-2-Clause) is pinned in `api/ui/static/package.json` and `package-lock.json`, and
 installed into `api/ui/static/node_modules/` (gitignored: third-party code never enters the repository) by
-`scripts/setup.sh` (`npm ci`). The image build has no node: `python -m api.ui.bundle --cache DIR` takes the npm
-tarball named in the lock from DIR (the offline build's wheelhouse) or from the npm registry, checks it against the
-lock's sha512 integrity and unpacks it where npm would. The app serves `dist/niivue.umd.js` from it (no CDN: hospitals
-run offline); when it is missing, the server says so at start-up and the viewer says so in the page.
+`scripts/setup.sh` (`npm ci`). The image build has no node: `python api/ui/bundle.py --from DIR` (this file runs on
+its own, standard library only) takes the npm tarball named in the lock from DIR (the offline build's wheelhouse) or
+else from the npm registry, checks it against the lock's sha512 integrity and unpacks it where npm would;
+`--download-to DIR` only fetches it (what scripts/container-smoke.sh puts beside the wheels). The app serves
+`dist/niivue.umd.js` from it (no CDN: hospitals run offline); when it is missing, the server says so at start-up
+and the viewer says so in the page.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 STATIC = Path(__file__).resolve().parent / "static"
 PACKAGE = "@niivue/niivue"
@@ -32,7 +35,7 @@ NIIVUE_SCRIPT = NIIVUE_DIR / "dist" / "niivue.umd.js"
 DEFAULT_REGISTRY = "https://registry.npmjs.org"
 INSTALL_HINT = (
     "the NiiVue viewer is not installed: run scripts/setup.sh, or 'npm ci --omit=optional' in api/ui/static "
-    "(or 'python -m api.ui.bundle' where there is no npm), then restart the server"
+    "(or 'python api/ui/bundle.py' where there is no npm), then restart the server"
 )
 
 
@@ -85,17 +88,16 @@ def check_integrity(data: bytes, integrity: str) -> None:
         raise RuntimeError(f"the NiiVue tarball does not match package-lock.json (sha512 {actual[:16]}...)")
 
 
-def fetch(pin: Pin, cache: Path | None, registry: str) -> bytes:
-    """The tarball from `cache` when it holds it, else from the registry (then also saved into `cache`)."""
-    cached = cache / pin.tarball if cache is not None else None
+def fetch(pin: Pin, folder: Path | None, registry: str) -> bytes:
+    """The tarball, from `folder` when it holds one that matches the lock, else from the registry (checked)."""
+    cached = folder / pin.tarball if folder is not None else None
     if cached is not None and cached.is_file():
-        return cached.read_bytes()
+        data = cached.read_bytes()
+        check_integrity(data, pin.integrity)
+        return data
     with urllib.request.urlopen(pin.url(registry), timeout=120) as answer:
         data = bytes(answer.read())
-    if cached is not None:
-        check_integrity(data, pin.integrity)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        cached.write_bytes(data)
+    check_integrity(data, pin.integrity)
     return data
 
 
@@ -103,31 +105,41 @@ def unpack(data: bytes, target: Path = NIIVUE_DIR) -> None:
     """Unpack the npm tarball's `package/` folder into `target`, replacing what was there."""
     with tempfile.TemporaryDirectory(dir=target.parent if target.parent.is_dir() else None) as work:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-            archive.extractall(work, filter="data")  # refuses absolute paths, links out and devices
+            members = archive.getmembers()
+            for member in members:  # an npm tarball holds files and folders under package/, nothing else
+                parts = Path(member.name).parts
+                if not (member.isfile() or member.isdir()) or member.name.startswith("/") or ".." in parts:
+                    raise RuntimeError(f"the NiiVue tarball holds an unexpected entry: {member.name[:80]!r}")
+            # Python's own check too where it has one (3.11.4+; an older Debian python3 may lack it).
+            safe: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            archive.extractall(work, members=members, **safe)
         shutil.rmtree(target, ignore_errors=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(Path(work) / "package"), target)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m api.ui.bundle [--cache DIR] [--download-only]`: install (or only fetch) the pinned NiiVue."""
-    parser = argparse.ArgumentParser(prog="python -m api.ui.bundle", description=main.__doc__)
-    parser.add_argument("--cache", type=Path, help="folder holding (or receiving) the npm tarball, e.g. ./wheels")
-    parser.add_argument("--download-only", action="store_true", help="only put the tarball into --cache")
+    """Install the pinned NiiVue (from --from DIR when it holds the tarball, else the registry), or with
+    --download-to DIR only put the tarball there."""
+    parser = argparse.ArgumentParser(prog="python api/ui/bundle.py", description=main.__doc__)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--from", dest="source", type=Path, help="a folder that may hold the tarball, e.g. ./wheels")
+    where.add_argument("--download-to", type=Path, help="only fetch the tarball into this folder")
     parser.add_argument("--registry", default=os.environ.get("NPM_CONFIG_REGISTRY", DEFAULT_REGISTRY))
     args = parser.parse_args(argv)
-    if args.download_only and args.cache is None:
-        parser.error("--download-only needs --cache")
     pin = pinned()
     try:
-        data = fetch(pin, args.cache, args.registry)
-        check_integrity(data, pin.integrity)
-    except (OSError, RuntimeError) as e:
-        print(f"NiiVue {pin.version}: {e}", file=sys.stderr)
-        return 1
-    if not args.download_only:
+        data = fetch(pin, args.source or args.download_to, args.registry)
+        if args.download_to is not None:
+            args.download_to.mkdir(parents=True, exist_ok=True)
+            (args.download_to / pin.tarball).write_bytes(data)
+            print(f"NiiVue {pin.version}: {args.download_to / pin.tarball}")
+            return 0
         unpack(data)
-        print(f"NiiVue {pin.version} installed in {NIIVUE_DIR}")
+    except (OSError, RuntimeError) as e:
+        print(f"NiiVue {pin.version} could not be installed: {e}", file=sys.stderr)
+        return 1
+    print(f"NiiVue {pin.version} installed in {NIIVUE_DIR}")
     return 0
 
 
