@@ -74,6 +74,7 @@ def open_page(page, url: str) -> None:
     name = page.locator("#reviewer-name").get_by_role("textbox")
     name.fill("ann")
     name.press("Enter")
+    page.locator("#app-header").click()  # out of the box: the tab keeps the name
 
 
 def open_case(page, name: str, case_id: int, revision: int) -> None:
@@ -148,10 +149,12 @@ def test_a_cohort_review_in_the_browser(browser, review_server, tmp_path):
     assert (revision["author"], revision["parent"], revision["source"]) == ("ann", 0, "correction")
     assert revision["changed_voxels"]["1"]["added"] == painted  # every voxel painted became class 1
 
-    # A reload starts a new tab session: the correction is there, listed and shown.
+    # A reload starts a new session of the page: the correction is there, listed and shown, and the tab still
+    # knows who is reviewing.
     page.reload(wait_until="load")
-    open_page(page, review_server.url)
-    expect(page.locator("#worklist")).to_contain_text("brain-a")
+    page.get_by_role("tab", name="Worklist").click()
+    expect(page.locator("#worklist")).to_contain_text("brain-a", timeout=30_000)
+    expect(page.locator("#reviewer-name").get_by_role("textbox")).to_have_value("ann")
     open_case(page, "brain-a", first["id"], 1)
     expect(page.locator("#revisions tr[data-revision='1']")).to_contain_text("ann")
     shown = page.evaluate("() => window.unet3dViewer.state().labels")

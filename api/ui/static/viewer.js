@@ -272,6 +272,32 @@
     root.querySelector(".nv-save").addEventListener("click", save);
   }
 
+  // Leaving a case with an unsaved correction asks first (the next case would replace the drawing).
+  const LEAVING = "#case-next, #case-prev, #next-unreviewed, #case-reload, #worklist [role=gridcell]";
+  const unsaved = () => Boolean(state.baseline && state.nv && state.nv.drawBitmap && changedSince(state.baseline));
+  document.addEventListener("click", (event) => {
+    const leaving = event.target.closest && event.target.closest(LEAVING);
+    if (leaving && unsaved() && !window.confirm("Your correction of this case is not saved. Leave it anyway?")) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+    }
+  }, true);
+  window.addEventListener("beforeunload", (event) => { if (unsaved()) event.preventDefault(); });
+
+  // The reviewer's name, typed once per tab, is kept by the tab (sessionStorage) through a reload of the page.
+  function rememberName() {
+    const box = document.querySelector("#reviewer-name input, #reviewer-name textarea");
+    if (!box || box.dataset.remembered) return;
+    box.dataset.remembered = "true";
+    const saved = window.sessionStorage.getItem("unet3d-reviewer");
+    if (saved && !box.value && !box.readOnly && !box.disabled) {
+      box.value = saved;
+      box.dispatchEvent(new Event("input", { bubbles: true }));
+    }
+    box.addEventListener("change", () => window.sessionStorage.setItem("unet3d-reviewer", box.value.trim()));
+  }
+  new MutationObserver(rememberName).observe(document.documentElement, { childList: true, subtree: true });
+
   function typing(target) {
     return target && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName));
   }
