@@ -61,7 +61,8 @@ class CaseEvents:
         return found
 
     def card(self) -> ModelCard | None:
-        service = self.events._get_service()
+        """The served model's card (class names and colours), None while it loads."""
+        service = self.events.loaded_service()
         return None if service is None else service.segmenter.card
 
     # A segmentation becomes a case

@@ -22,7 +22,6 @@ from unet3d.hub import ModelSource
 from ..cases.schemas import CaseDetail
 from ..cases.service import MAX_CASE_NAME, CaseService
 from ..errors import ConflictError
-from ..uploads import display_name
 from .review import Review, start_review
 
 logger = logging.getLogger(__name__)
@@ -100,11 +99,6 @@ def case_card(classes: list[str], card: ModelCard | None) -> ModelCard:
         for index, name in enumerate(classes)
     )
     return ModelCard(name="stored case", version="-", classes=infos)
-
-
-def case_title(case: CaseDetail) -> str:
-    """How the page names a case: its name and id."""
-    return f"{display_name(case.name)} (case {case.id})"
 
 
 def _nifti_copy(prediction: Prediction, workdir: Path) -> Path:

@@ -62,6 +62,10 @@ class ReviewEvents:
         self.ui = ui
         self.cases = CaseEvents(self, get_cases)
 
+    def loaded_service(self) -> SegmentationService | None:
+        """The service, or None while the model loads."""
+        return self._get_service()
+
     def service(self) -> SegmentationService:
         service = self._get_service()
         if service is None:

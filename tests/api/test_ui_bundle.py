@@ -91,3 +91,21 @@ def test_without_the_tarball_and_without_network_the_install_says_why(tmp_path, 
     code = bundle.main(["--from", str(tmp_path), "--registry", "http://127.0.0.1:9"])
     assert code == 1
     assert "NiiVue 0.69.0 could not be installed" in capsys.readouterr().err
+
+
+def test_without_niivue_the_server_says_how_to_install_it(monkeypatch, tmp_path, caplog):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from api.ui.viewer import install_viewer_assets, viewer_markup
+
+    monkeypatch.setattr(bundle, "NIIVUE_SCRIPT", tmp_path / "missing" / "niivue.umd.js")
+    app = FastAPI()
+    with caplog.at_level("WARNING", logger="api.ui.viewer"):
+        install_viewer_assets(app)
+    assert "the NiiVue viewer is not installed: run scripts/setup.sh" in caplog.text  # at start-up
+    client = TestClient(app)
+    missing = client.get("/viewer-assets/niivue.umd.js")
+    assert missing.status_code == 404 and "npm ci --omit=optional" in missing.json()["detail"]
+    assert client.get("/viewer-assets/viewer.js").status_code == 200  # the page's own code still loads
+    assert "not installed" in viewer_markup()  # what the Viewer tab says when the script does not load

@@ -173,7 +173,10 @@
 
   async function show(payload) {
     state.payload = payload || null;
-    if (!payload) return;
+    if (!payload) {
+      say("Open a case in the Worklist tab (or segment a volume): it is shown here, ready to correct.");
+      return;
+    }
     const key = `${payload.case}/${payload.revision}`;
     if (!state.nv || (state.loaded === key && !payload.reload) || state.loading === key) return;
     state.loading = key;
