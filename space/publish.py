@@ -36,7 +36,10 @@ CARD = Path(__file__).resolve().parent / "README.md"
 FILES = ("Dockerfile", ".dockerignore", "requirements.txt", "pyproject.toml", "model.yaml")
 FOLDERS = ("unet3d", "api")
 SHIPPED_MODEL = "models/unet3d-brain-tissue"
-IGNORED = ("__pycache__", "*.py[cod]", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".DS_Store", ".env*", "*.pem")
+# node_modules: the review viewer's NiiVue, installed locally by npm; the Space's image build fetches its own copy
+# (a Space is a git repository: third-party bundles stay out of it, as out of ours).
+IGNORED = ("__pycache__", "*.py[cod]", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".DS_Store", ".env*", "*.pem",
+           "node_modules")  # fmt: skip
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
