@@ -219,11 +219,14 @@ class CaseEvents:
             case = self.cases().store.get_case(session.case.id)
         return self._case_views(session, case)
 
+    def case_outputs(self) -> list[Any]:
+        """What `show_case` changes: case bar, viewer, revisions, verdict history, comparison choices, worklist."""
+        c = self.c
+        return [c.case_info, c.viewer, c.revisions, c.history, c.compare_with, c.table, c.pager]
+
     def then_show_case(self, step: Any) -> Any:
         """`step`, then `show_case` (a link of the chains that open or store a case)."""
-        c = self.c
-        shown = [c.case_info, c.viewer, c.revisions, c.history, c.compare_with, c.table, c.pager]
-        return step.then(self.show_case, {self.ui.session}, shown, **PRIVATE)
+        return step.then(self.show_case, {self.ui.session}, self.case_outputs(), **PRIVATE)
 
     def _case_views(self, session: Session, case: CaseDetail) -> Changes:
         c = self.c
@@ -323,7 +326,7 @@ def wire_cases(cases: CaseEvents, demo: gr.Blocks) -> None:
         changed(cases.filter_worklist, filters, listed, **PRIVATE)
     c.previous_page.click(cases.turn_page(-1), {ui.session}, listed, **PRIVATE)
     c.next_page.click(cases.turn_page(1), {ui.session}, listed, **PRIVATE)
-    shown = [c.case_info, c.viewer, c.revisions, c.history, c.compare_with, c.table, c.pager]
+    shown = cases.case_outputs()
     opening = [(c.table.select, cases.open_row), (c.next.click, cases.step(1)), (c.previous.click, cases.step(-1)),
                (c.next_unreviewed.click, cases.next_unreviewed), (c.reload.click, cases.reload)]  # fmt: skip
     for trigger, handler in opening:
