@@ -16,7 +16,9 @@
 #   HF_ENDPOINT            the Hub (or a mirror) UNET3D_MODEL is downloaded from at build time.
 #   PORT                   the port uvicorn listens on (also settable at run time with -e PORT=...).
 # Air-gapped builders: put a wheelhouse in ./wheels (`pip download -r requirements.txt -d wheels`, gitignored);
-# when it holds wheels, pip installs from it alone (--no-index) and never reaches an index.
+# when it holds wheels, pip installs from it alone (--no-index) and never reaches an index. The review UI's viewer
+# (NiiVue, pinned in api/ui/static/package-lock.json) comes from the same folder when it holds its npm tarball
+# (`python api/ui/bundle.py --download-to wheels`), else from the npm registry; either way checked against the lock.
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
@@ -76,6 +78,10 @@ COPY --chown=1000:1000 unet3d ./unet3d
 COPY --chown=1000:1000 api ./api
 COPY --chown=1000:1000 models ./models
 USER 1000
+
+# NiiVue for the review UI's viewer, into api/ui/static/node_modules as npm would put it (no node in the image).
+RUN --mount=type=bind,target=/tmp/context \
+    python api/ui/bundle.py --from /tmp/context/wheels
 
 # Optional: bake a Hub model into the image's cache (downloaded, loaded strictly and checked against its card now).
 ARG UNET3D_MODEL=""

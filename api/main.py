@@ -88,7 +88,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics.queue_depth.set_function(lambda: service.slots.waiting)
     metrics.in_progress.set_function(lambda: service.slots.running)
     configure_ui(app.state.blocks, settings)
-    require_key_for_ui(app, app.state.blocks, settings.api_key)
+    require_key_for_ui(app, app.state.blocks, settings.api_key, settings.users_file)
     restore_sigterm = _guard(app, settings, service)
     strays = asyncio.create_task(sweep_strays(upload_folder()))
     logger.info("model %s@%s loaded on %s", source.id, source.revision, service.segmenter.device)
@@ -193,7 +193,7 @@ def create_app() -> FastAPI:
     app.include_router(v1)
     app.include_router(cases_router)
     install_docs(app)
-    app.state.blocks = build_ui(lambda: getattr(app.state, "service", None))
+    app.state.blocks = build_ui(lambda: getattr(app.state, "service", None), lambda: getattr(app.state, "cases", None))
     mount_ui(app, app.state.blocks)
     return app
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Build the service image from the root Dockerfile with podman and check it from outside, on loopback:
-#   /health is 200, POST /v1/predict of the MNI152 T1 returns a mask with the input's shape and affine, /ui/ serves,
+#   /health is 200, POST /v1/predict of the MNI152 T1 returns a mask with the input's shape and affine, /ui/ serves
+#   (with the review viewer's NiiVue bundle, built into the image from the wheelhouse's npm tarball),
 #   the processes inside run as uid 1000 and none as root, the HEALTHCHECK passes, and a second build that bakes in a
 #   Hub model (from a loopback FakeHub, pinned to a commit sha) serves it with HF_HUB_OFFLINE=1.
 # Works on a fresh Debian machine without a container engine or registry access: installs podman from Debian
 # packages, builds a base image with debootstrap when BASE_IMAGE cannot be pulled, installs Python packages from a
-# wheelhouse (pip download into ./wheels). Always removes its containers and images.
+# wheelhouse (pip download into ./wheels, with NiiVue's npm tarball beside the wheels). Always removes its containers
+# and images.
 #
 # Usage: scripts/container-smoke.sh            (as root, or with sudo; about 3-5 minutes, 1-2 with warm caches)
 # Env:   BASE_IMAGE (default python:3.11-slim), UNET3D_SMOKE_CACHE (default ~/.cache/unet3d-container: the
@@ -127,6 +129,7 @@ choose_base() {
 prepare_wheelhouse() {
   if ls "$ROOT"/wheels/*.whl >/dev/null 2>&1; then
     step "using the existing wheelhouse ./wheels"
+    "$PY" api/ui/bundle.py --download-to "$ROOT/wheels" >/dev/null || fail "NiiVue's npm tarball for ./wheels"
     return
   fi
   local stamp
@@ -140,6 +143,9 @@ prepare_wheelhouse() {
   else
     step "wheelhouse: cached in $CACHE/wheels"
   fi
+  # The review viewer's NiiVue as api/ui/static/package-lock.json pins it (a cached copy that matches is kept).
+  "$PY" api/ui/bundle.py --download-to "$CACHE/wheels" >/dev/null || fail "NiiVue's npm tarball"
+
   MADE_WHEELS=1
   cp -al "$CACHE/wheels" "$ROOT/wheels" 2>/dev/null || cp -r "$CACHE/wheels" "$ROOT/wheels"
 }
@@ -211,6 +217,11 @@ EOF
   code=$(curl -sS -o "$WORK/ui.html" -w '%{http_code}' "$url/ui/")
   if [[ $code != 200 ]] || ! grep -qi gradio "$WORK/ui.html"; then fail "/ui/ answered $code"; fi
   echo "  /ui/ 200 ($(wc -c <"$WORK/ui.html") bytes)"
+  code=$(curl -sS -o "$WORK/niivue.js" -w '%{http_code}' "$url/ui/viewer-assets/niivue.umd.js")
+  [[ $code == 200 ]] || fail "the viewer's NiiVue: /ui/viewer-assets/niivue.umd.js answered $code"
+  tar -xzOf "$ROOT"/wheels/niivue-niivue-*.tgz package/dist/niivue.umd.js | cmp -s - "$WORK/niivue.js" ||
+    fail "the image serves another NiiVue than the pinned tarball's"
+  echo "  /ui/viewer-assets/niivue.umd.js 200, the pinned NiiVue"
 
   local uids
   podman top "$name" user huser pid args | sed 's/^/  top: /'

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv with everything the service needs (with --train, also the training extras; with --dev, everything the
-# tests need too). Idempotent.
+# tests need too), and the review UI's browser viewer (NiiVue, from the npm registry as api/ui/static/package-lock.json
+# pins it, into the gitignored api/ui/static/node_modules). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requirements=requirements.txt
@@ -18,3 +19,9 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r "$requirements"
 .venv/bin/python -m pip install -q --no-deps -e .
+# npm ci installs exactly the lock; without npm, the same pinned tarball is fetched and checked (sha512) by Python.
+if command -v npm >/dev/null 2>&1; then
+  npm ci --prefix api/ui/static --omit=optional --no-audit --no-fund --loglevel=error
+else
+  .venv/bin/python api/ui/bundle.py
+fi

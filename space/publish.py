@@ -44,7 +44,10 @@ PUBLIC_SETTINGS = {
     "UNET3D_RATE_BURST": "200",
     "UNET3D_TRUSTED_PROXIES": "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10",
 }
-IGNORED = ("__pycache__", "*.py[cod]", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".DS_Store", ".env*", "*.pem")
+# node_modules: the review viewer's NiiVue, installed locally by npm; the Space's image build fetches its own copy
+# (a Space is a git repository: third-party bundles stay out of it, as out of ours).
+IGNORED = ("__pycache__", "*.py[cod]", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".DS_Store", ".env*", "*.pem",
+           "node_modules")  # fmt: skip
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 

@@ -18,6 +18,17 @@ One noun per module:
 - `figures`: the plots' and tables' data frames.  `markup`: the page's HTML and Markdown.
 - `surface`: the 3D surface (.glb).  `theme`: theme, CSS, page script.  `errors`: how the UI refuses (`gr.Error`).
 
+The review of stored cases (issue 19), beside the single-scan review above:
+
+- `caselayout`: its components (case bar, Worklist and Viewer tabs, revision comparison, `/review`'s hidden inputs),
+  kept in `Layout.cases`.  `caseevents`: their handlers (`CaseEvents`) and wiring; `reviewapi`: gradio_client's
+  `/review`.  `worklist`: the worklist's query, table, case bar and revision list (plain functions).
+- `casereview`: a fresh segmentation becomes a case; a stored case becomes a `Review` (so every tab shows it).
+- `viewer`: the browser viewer (NiiVue, `static/viewer.js`, `static/viewer.css`): its markup, what it is told
+  about a case, its assets.  `bundle`: where NiiVue is installed and how (npm, or the lock's tarball).
+- `casefiles`: the routes inside the mount that the viewer reads and writes (volume, masks, a saved correction,
+  reviews.csv), behind the UI's login.  `identity`: the login modes and the name a verdict is recorded under.
+
 Adding an overlay: one entry in `rendering.OVERLAYS` (its label, its drawing function beside it, and — when it draws
 data a review may lack — the `Layers` field it needs and what to tell the user without it). The Overlay control, the
 fallback to the classes and its warning follow from that entry. New data for it: a `Layers` field, filled in

@@ -1,9 +1,11 @@
-"""The review UI as an app: the Blocks (layout + events), mounted into the FastAPI app at /ui, behind the API key.
+"""The review UI as an app: the Blocks (layout + events), mounted into the FastAPI app at /ui, behind its login.
 
 Named endpoints for gradio_client: `/segment` (a NIfTI file or a zipped DICOM series in; the mask file and the summary
-JSON out), `/segment_with_options` (also tta and probabilities; the probabilities file as a third output) and
-`/segment_dicom` (a zipped DICOM series in; the DICOM SEG, the mask file and the summary JSON out).
-Every other event is private; a file path that was not uploaded through the page is refused with a message.
+JSON out), `/segment_with_options` (also tta and probabilities; the probabilities file as a third output),
+`/segment_dicom` (a zipped DICOM series in; the DICOM SEG, the mask file and the summary JSON out) and `/review` (a
+verdict for a stored case; the case JSON out). Every other event is private; a file path that was not uploaded
+through the page is refused with a message. Inside the mount, the viewer's assets and the case files it reads and
+writes (`viewer.install_viewer_assets`, `casefiles.install_case_files`) sit behind the same login.
 """
 
 from __future__ import annotations
@@ -18,26 +20,33 @@ from gradio.utils import get_upload_folder
 from pydantic import SecretStr
 from starlette.routing import Mount
 
+from ..cases.service import CaseService
 from ..cors import defer_mounted_cors
-from ..deps import key_matches
 from ..service import SegmentationService
 from ..settings import Settings
 from . import theme
+from .casefiles import install_case_files
 from .errors import ReviewBlocks
 from .events import EXAMPLE_VOLUME, ReviewEvents
+from .identity import ui_login
 from .layout import build_layout
+from .viewer import HEAD, install_viewer_assets
 
 UI_PATH = "/ui"
 UPLOAD_TTL_S = 3600  # Gradio deletes what it cached (uploads, pictures) after this long; it looks every 15 minutes
 
 
-def build_ui(get_service: Callable[[], SegmentationService | None]) -> ReviewBlocks:
-    """The review UI; `get_service` returns the loaded service (None until the lifespan has loaded it)."""
+def build_ui(
+    get_service: Callable[[], SegmentationService | None],
+    get_cases: Callable[[], CaseService | None] = lambda: None,
+) -> ReviewBlocks:
+    """The review UI; `get_service` returns the loaded service and `get_cases` the review store (each None until
+    the lifespan has opened it)."""
     blocks = ReviewBlocks(
         title="unet3d · segmentation review", analytics_enabled=False, delete_cache=(900, UPLOAD_TTL_S)
     )
     with blocks:
-        blocks.review_events = ReviewEvents(get_service, build_layout())
+        blocks.review_events = ReviewEvents(get_service, build_layout(), get_cases)
         blocks.review_events.wire(blocks)
     return blocks
 
@@ -79,9 +88,13 @@ def mount_ui(app: FastAPI, blocks: gr.Blocks) -> None:
         theme=theme.theme(),
         css=theme.CSS,
         js=theme.JS,
+        head=HEAD,
     )
     blocks.has_launched = True
-    defer_mounted_cors(mounted_app(app))
+    mounted = mounted_app(app)
+    defer_mounted_cors(mounted)
+    install_viewer_assets(mounted)
+    install_case_files(mounted, lambda: getattr(app.state, "cases", None))
 
 
 def mounted_app(app: FastAPI) -> Any:
@@ -96,13 +109,16 @@ def mounted_app(app: FastAPI) -> Any:
     raise RuntimeError(f"no app is mounted at {UI_PATH}")
 
 
-def require_key_for_ui(app: FastAPI, blocks: gr.Blocks, api_key: SecretStr | None) -> None:
-    """With UNET3D_API_KEY set, the UI asks for it too, on Gradio's login page (any user name, the key as password).
+def require_key_for_ui(
+    app: FastAPI, blocks: gr.Blocks, api_key: SecretStr | None, users_file: Path | None = None
+) -> None:
+    """The UI's login (`identity.ui_login`): with UNET3D_USERS_FILE a user of the file and their password; else with
+    UNET3D_API_KEY any user name and the key as password; else none.
 
     Gradio checks its login cookie on every route that runs or reads something (upload, call, queue, file=,
-    config, info); gradio_client logs in with `Client(url, auth=(name, key))`. The key is only known once the
-    settings are read (at startup), after the UI was mounted, hence the late assignment to Gradio's app.
+    config, info, and the case files); gradio_client logs in with `Client(url, auth=(name, password))`. The
+    settings are only known at startup, after the UI was mounted, hence the late assignment to Gradio's app.
     """
-    key = api_key
-    mounted_app(app).auth = None if key is None else lambda _username, password: key_matches(password, key)
-    blocks.auth_message = "This unet3d server is protected by its API key: any user name, the key as password."
+    login, message = ui_login(api_key, users_file)
+    mounted_app(app).auth = login
+    blocks.auth_message = message

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from unet3d.errors import Unet3dError
 
-from ..errors import ServiceBusyError, ShuttingDownError
+from ..errors import PreconditionFailedError, ServiceBusyError, ServiceError, ShuttingDownError
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,27 @@ def user_errors() -> Iterator[None]:
         raise user_error(f"The server is busy with other segmentations: try again in about {e.retry_after_s} s.") from e
     except ShuttingDownError as e:
         raise user_error(f"The server is restarting: try again in about {e.retry_after_s} s.") from e
+
+
+STALE = (
+    "{name} changed since this tab loaded it (someone else recorded a verdict or saved a correction): press "
+    "'Reload case' to see the change, then try again."
+)
+
+
+@contextmanager
+def case_errors(name: str = "The case") -> Iterator[None]:
+    """Turn the review store's refusals into messages: a stale change says to reload, the others say what is wrong
+    (storage problems included: the user can only retry)."""
+    try:
+        with user_errors():
+            yield
+    except PreconditionFailedError as e:
+        logger.info("UI change refused: %s", e)
+        raise user_error(STALE.format(name=name)) from e
+    except ServiceError as e:
+        logger.info("UI request refused: %s", e)
+        raise user_error(str(e)) from e
 
 
 class ReviewBlocks(gr.Blocks):

@@ -15,7 +15,9 @@ from typing import Any
 
 import gradio as gr
 
+from ..cases.service import CaseService
 from ..service import SegmentationService
+from .caseevents import CaseEvents, wire_cases
 from .errors import chosen_path, user_error
 from .figures import agreement_table, class_table, class_volumes, intensity_histograms, iou_plot, plot_colors, pretty
 from .layout import Layout
@@ -57,12 +59,21 @@ class ReviewEvents:
     """The UI's event handlers, bound to a getter of the loaded service and to the page's `Layout`."""
 
     def __init__(
-        self, get_service: Callable[[], SegmentationService | None], ui: Layout, memory: SessionMemory | None = None
+        self,
+        get_service: Callable[[], SegmentationService | None],
+        ui: Layout,
+        get_cases: Callable[[], CaseService | None] = lambda: None,
+        memory: SessionMemory | None = None,
     ) -> None:
         self._get_service = get_service
         self.ui = ui
         self.memory = memory or SessionMemory()
         self._blocks: gr.Blocks | None = None
+        self.cases = CaseEvents(self, get_cases)
+
+    def loaded_service(self) -> SegmentationService | None:
+        """The service, or None while the model loads."""
+        return self._get_service()
 
     def service(self) -> SegmentationService:
         service = self._get_service()
@@ -84,6 +95,7 @@ class ReviewEvents:
             event(self.compare, {ui.session, ui.volume, ui.reference}, compare_out, **PRIVATE)
         for event in (ui.surface_tab.select, ui.surface_classes.input):
             event(self.surface, {ui.session, ui.surface_classes}, ui.surface, **PRIVATE)
+        wire_cases(self.cases, demo)
 
     # Page load and close, segmentation
 
@@ -129,7 +141,8 @@ class ReviewEvents:
     def segment(
         self, volume: Any, session: Session, progress: Any = gr.Progress()
     ) -> tuple[str, dict[str, Any], Session]:
-        """Segment the chosen volume: returns the mask file, the summary JSON and the session showing its review."""
+        """Segment the chosen volume: returns the mask file, the summary JSON and the session showing its review
+        (kept as a stored case when the review database is open)."""
         review = self._segment(volume, session, session.options, progress)
         return str(review.files[0]), review.summary, session
 
@@ -137,8 +150,7 @@ class ReviewEvents:
         self, volume: Any, session: Session, progress: Any = gr.Progress()
     ) -> tuple[str, str, dict[str, Any], Session]:
         """Segment a zipped DICOM series: returns the DICOM SEG, the mask file, the summary JSON and the session."""
-        review = segment_upload(self.service(), volume, SegmentOptions(uncertainty=False), progress)
-        session.start(review)
+        review = self._segment(volume, session, SegmentOptions(uncertainty=False), progress)
         seg = [str(f) for f in review.files if f.name.endswith(SEG_SUFFIX)]
         if not seg:
             raise user_error("This upload is not DICOM, so it has no DICOM SEG: send a zipped DICOM series.")
@@ -289,11 +301,19 @@ class ReviewEvents:
         progress_on = [ui.mask_file, *images]
         segmented = step.then(self.segment, [ui.volume, ui.session], outputs, concurrency_limit=None,
                               show_progress_on=progress_on, **visibility)  # fmt: skip
+        self.then_present(segmented, then=self.cases.then_show_case)
+
+    def then_present(self, step: Any, then: Callable[[Any], Any] | None = None) -> None:
+        """After `step` succeeds, show the session's review in every tab (`present`), run `then` (another step of
+        the chain), and draw the 3D surface last (it takes longest)."""
+        ui = self.ui
         present_in = {ui.session, ui.reference, ui.overlay}
         present_out = [ui.status, ui.legend, *ui.sliders.values(), ui.window, ui.level, ui.overlay, ui.redraw,
                        ui.class_plot, ui.class_table, ui.intensity_plot, ui.downloads, ui.agreement, ui.iou_plot,
                        ui.reference, ui.session]  # fmt: skip
-        shown = segmented.success(self.present, present_in, present_out, **PRIVATE)
+        shown = step.success(self.present, present_in, present_out, **PRIVATE)
+        if then is not None:
+            shown = then(shown)
         shown.then(self.surface, {ui.session, ui.surface_classes}, ui.surface, show_progress="minimal", **PRIVATE)
 
     def _wire_views(self) -> None:
@@ -316,15 +336,17 @@ class ReviewEvents:
 
     def _segment(self, volume: Any, session: Session, options: SegmentOptions, progress: Any) -> Review:
         """Segment `volume` into the tab's new review, its memory held in the UI's budget: room for the new review
-        beside the one shown while it is made, then for the new one alone."""
+        beside the one shown while it is made, then for the new one alone. The review is kept as a stored case when
+        the review database is open."""
         shown = 0 if session.review is None else session.review.layers.image.size
         try:
-            review = segment_upload(self.service(), volume, options, progress, session.dicom_files,
+            review, prediction = segment_upload(self.service(), volume, options, progress, session.dicom_files,
                                     reserve=lambda voxels: session.reserve(self.memory, voxels + shown))  # fmt: skip
         except BaseException:
             if session.memory is not None:
                 session.reserve(self.memory, shown)  # smaller than what it held: never waits
             raise
+        review = self.cases.keep(session, review, prediction)
         session.start(review)
         session.reserve(self.memory, review.layers.image.size)
         return review

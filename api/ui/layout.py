@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 
 from . import markup
+from .caselayout import CaseLayout, case_bar_section, compare_section, review_api_section, viewer_tab, worklist_tab
 from .rendering import OVERLAYS, PLANES, Plane
 from .state import SESSION_TTL_S, Session
 
@@ -72,6 +73,9 @@ class Layout:
     # Downloads & summary
     downloads: gr.File
     summary: gr.JSON
+    # The tabs, and the review of stored cases (case bar, Worklist and Viewer tabs, revision comparison, /review)
+    tabs: gr.Tabs
+    cases: CaseLayout
 
 
 def build_layout() -> Layout:
@@ -81,19 +85,26 @@ def build_layout() -> Layout:
         parts |= _sidebar()
     parts["header"] = gr.HTML(markup.header_html(None), elem_id="app-header")
     parts["status"] = gr.Markdown(markup.WELCOME, elem_id="status")
-    with gr.Tabs():
+    review = case_bar_section()
+    with gr.Tabs(elem_id="tabs") as tabs:
         with gr.Tab("Slices", id="slices"):
             parts |= _slices()
+        with gr.Tab("Viewer", id="viewer"):
+            review |= viewer_tab()
+        with gr.Tab("Worklist", id="worklist"):
+            review |= worklist_tab()
         with gr.Tab("Statistics", id="statistics"):
             parts |= _statistics()
         with gr.Tab("Agreement", id="agreement"):
+            review |= compare_section()
             parts |= _agreement()
         with gr.Tab("3D surface", id="surface") as surface_tab:
             parts |= _surface()
         with gr.Tab("Downloads & summary", id="downloads"):
             parts["downloads"] = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="downloads")
             parts["summary"] = gr.JSON(label="Summary", open=True, elem_id="summary")
-    return Layout(surface_tab=surface_tab, **parts)
+    review |= review_api_section()
+    return Layout(surface_tab=surface_tab, tabs=tabs, cases=CaseLayout(**review), **parts)
 
 
 def _sidebar() -> dict[str, Any]:

@@ -138,10 +138,13 @@ def status_markdown(review: Review) -> str:
     shape = " × ".join(str(n) for n in s["input_shape"][:3])
     spacing = " × ".join(f"{v:.2f}" for v in s["spacing_mm"])
     seconds = s["runtime_ms"] / 1000
+    if s["device"] == "stored":  # a stored case's mask revision (casereview.stored_prediction): nothing ran
+        done = f"case {review.case_id}, mask revision {review.revision}"
+    else:
+        done = f"segmented in {seconds:.1f} s on {s['device']} ({s['mode']} pass{', TTA' if s.get('tta') else ''})"
     line = (
         f"**{html.escape(s['filename'])}**{source_text(s.get('source'))} · {shape} voxels · {spacing} mm · "
-        f"{s['orientation']} · segmented in {seconds:.1f} s on {s['device']} "
-        f"({s['mode']} pass{', TTA' if s.get('tta') else ''})"
+        f"{s['orientation']} · {done}"
     )
     cut = [pretty(c["name"]) for c in s["classes"][1:] if c.get("touches_border")]
     if not cut:

@@ -42,6 +42,8 @@ class Review:
         orientation: nibabel orientation array used to bring input-grid arrays to closest RAS.
         metrics: per-class agreement with the reference mask, once one is attached.
         source: the uploaded volume this review segmented (a reference uploaded for another volume waits for its own).
+        case_id: the stored case this review shows (None when it was not stored).
+        revision: the case's mask revision shown (0: the prediction).
     """
 
     layers: Layers
@@ -54,6 +56,8 @@ class Review:
     voxel_ml: float
     metrics: dict[str, Any] | None = field(default=None)
     source: Path | None = field(default=None)
+    case_id: int | None = field(default=None)
+    revision: int = field(default=0)
 
     @property
     def class_names(self) -> list[str]:

@@ -36,11 +36,12 @@ def segment_upload(
     files: Sequence[Any] = (),
     *,
     reserve: Callable[[int], None] | None = None,
-) -> Review:
+) -> tuple[Review, Prediction]:
     """Segment an uploaded volume (NIfTI, or a DICOM series as a .zip) or, with no volume, the uploaded DICOM `files`
     of one series into a new review (its files in a fresh folder), reporting each stage to `progress` (a
     `gr.Progress`); `reserve(voxels)` is called before the model runs, with the volume's voxels as its header
-    declares them (0 when it has no NIfTI header to read), to hold memory for the review.
+    declares them (0 when it has no NIfTI header to read), to hold memory for the review. The prediction comes too,
+    for the review store.
 
     Raises:
         gr.Error: a file is not an upload, not a readable volume, or the server (or the UI's memory) is busy.
@@ -61,7 +62,8 @@ def segment_upload(
         with service.slots.admit():
             prediction = service.slots.run(job)
         progress(0.96, desc="Writing the mask")
-        return replace(_start_review(prediction, save_probabilities=options.save_probabilities), source=first)
+        review = _start_review(prediction, save_probabilities=options.save_probabilities)
+        return replace(review, source=first), prediction
 
 
 def with_reference(service: SegmentationService, review: Review, reference: Any) -> Review:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cases.store import CaseQuery
 from .errors import NO_REVIEW, user_error
 from .review import Review
 from .sessions import SessionMemory
@@ -18,6 +19,8 @@ from .sessions import SessionMemory
 # A review (~70 MB for a 1 mm brain) is dropped after an hour without interaction (UNET3D_SESSION_TTL_S sets it at
 # startup), or when its tab closes.
 SESSION_TTL_S = 3600
+WORKLIST_PAGE = 25
+NO_CASE = "Open a case first: pick one in the Worklist tab, or segment a volume."
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,23 @@ def plane_indices(point: tuple[int, int, int]) -> tuple[int, int, int]:
     return z, y, x
 
 
+@dataclass(frozen=True)
+class OpenCase:
+    """The case on screen, as this tab loaded it: verdicts are made from `version` (a newer one is refused).
+
+    Attributes:
+        id: the case id.
+        version: the case's version when it was loaded, or when this tab last changed it.
+        name: its name.
+        position: its index in the worklist's order when it was opened from there (next/previous start from it).
+    """
+
+    id: int
+    version: int
+    name: str
+    position: int | None = None
+
+
 @dataclass(eq=False)  # a tab is itself: two sessions are never "equal"
 class Session:
     """One browser tab: its review and what it needs to remember between events.
@@ -82,6 +102,9 @@ class Session:
         dicom_files: the files in the page's DICOM box when Segment was pressed (segmented when no volume is chosen;
             the /segment API takes one file, a .zip, instead).
         memory: the budget the review counts against, once the tab has reserved room in it (`reserve`).
+        case: the stored case on screen (None before one is opened or stored).
+        reviewer: the name typed in this tab (used when the server has no login).
+        worklist: the worklist's filters, order and page.
     """
 
     review: Review | None = None
@@ -90,6 +113,9 @@ class Session:
     redraws: int = 0
     dicom_files: tuple[str, ...] = ()
     memory: SessionMemory | None = None
+    case: OpenCase | None = None
+    reviewer: str = ""
+    worklist: CaseQuery = field(default_factory=lambda: CaseQuery(limit=WORKLIST_PAGE))
 
     def require_review(self) -> Review:
         """The review on screen.
@@ -109,6 +135,16 @@ class Session:
         """
         memory.reserve(self, voxels)
         self.memory = memory
+
+    def require_case(self) -> OpenCase:
+        """The stored case on screen.
+
+        Raises:
+            gr.Error: no case is open in this tab.
+        """
+        if self.case is None:
+            raise user_error(NO_CASE)
+        return self.case
 
     def start(self, review: Review) -> None:
         """Show a new review, deleting the previous one's files."""

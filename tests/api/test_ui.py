@@ -71,7 +71,7 @@ def test_gradio_client_in_another_process_segments_through_the_segment_endpoint(
     assert "A NIfTI volume" in volume_parameter["python_type"]["description"]
     assert volume_parameter["example_input"]["url"] == "t1.nii.gz"
     assert [r["component"] for r in endpoint["returns"]] == ["File", "Json"]
-    assert list(answer["endpoints"]) == ["/segment", "/segment_with_options", "/segment_dicom"]
+    assert list(answer["endpoints"]) == ["/segment", "/segment_with_options", "/segment_dicom", "/review"]
     assert "the mask (.nii.gz" in endpoint["description"] and "state" not in endpoint["description"]
     assert answer["mask"].endswith("t1_mask.nii.gz")
     assert answer["summary"]["filename"] == "t1.nii.gz"

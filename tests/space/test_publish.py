@@ -36,7 +36,8 @@ def source_files() -> set[str]:
     for folder in (*FOLDERS, SHIPPED_MODEL):
         for path in (ROOT / folder).rglob("*"):
             relative = path.relative_to(ROOT)
-            if path.is_file() and "__pycache__" not in relative.parts and path.suffix != ".pyc":
+            skipped = {"__pycache__", "node_modules"} & set(relative.parts)  # node_modules: NiiVue, installed by npm
+            if path.is_file() and not skipped and path.suffix != ".pyc":
                 expected.add(str(relative))
     return expected
 
