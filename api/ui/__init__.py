@@ -8,6 +8,8 @@ One noun per module:
 - `layout`: the components and where they sit, no behaviour; `Layout` names each one.
 - `events`: every handler (`ReviewEvents`) and the wiring of the page's events to them; the gradio_client endpoints
   `/segment`, `/segment_with_options` and `/segment_dicom`.
+- `endpoints`: the names and descriptions gradio_client sees for `/segment`, `/segment_with_options` and
+  `/segment_dicom`.
 - `state`: what a browser tab keeps between events (`Session`) and the typed values handlers read (`ViewInputs`,
   `SegmentOptions`).
 - `segmentation`: the service calls for an uploaded file (segment a volume into a review, compare a reference).

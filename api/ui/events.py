@@ -18,6 +18,7 @@ import gradio as gr
 from ..cases.service import CaseService
 from ..service import SegmentationService
 from .caseevents import CaseEvents, wire_cases
+from .endpoints import SEGMENT_API, SEGMENT_DICOM_API, SEGMENT_WITH_OPTIONS_API
 from .errors import chosen_path, user_error
 from .figures import agreement_table, class_table, class_volumes, intensity_histograms, iou_plot, plot_colors, pretty
 from .layout import Layout
@@ -36,23 +37,6 @@ Changes = dict[Any, Any]  # what it changes: component → new value (or a gr.up
 EXAMPLE_VOLUME = Path(__file__).resolve().parents[1] / "examples" / "mni152_t1.nii.gz"
 PRIVATE: dict[str, Any] = {"api_visibility": "private"}
 QUIET: dict[str, Any] = {**PRIVATE, "show_progress": "hidden", "trigger_mode": "always_last", "concurrency_limit": None}
-# Shown by gradio_client's view_api() and the page's "Use via API".
-SEGMENT_API: dict[str, Any] = {
-    "api_name": "segment",
-    "api_description": "Segment a NIfTI volume (.nii / .nii.gz) or a zipped DICOM series (.zip): returns the mask "
-    "(.nii.gz, uint8, on the input's voxel grid) and the summary JSON (the fields of POST /v1/predict).",
-}
-SEGMENT_DICOM_API: dict[str, Any] = {
-    "api_name": "segment_dicom",
-    "api_description": "Segment a zipped DICOM series (.zip): returns the mask as a DICOM SEG (.dcm, one segment per "
-    "class, referencing the series), the mask (.nii.gz) and the summary JSON.",
-}
-SEGMENT_WITH_OPTIONS_API: dict[str, Any] = {
-    "api_name": "segment_with_options",
-    "api_description": "Segment a NIfTI volume with options: tta (test-time augmentation over flips, about 4× "
-    "slower) and probabilities (also return the class probabilities, float32 (I, J, K, C) .nii.gz on the input's "
-    "grid). Returns the mask, the summary JSON and the probabilities file (None unless asked for).",
-}
 
 
 class ReviewEvents:
