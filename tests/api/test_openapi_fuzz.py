@@ -49,5 +49,6 @@ def test_generated_requests_never_get_a_server_error(tiny_server, strict_server,
     finished = fuzz(server.url, tmp_path, *headers)
     assert finished.returncode == 0, finished.stdout[-6000:]
     assert generated_cases(finished.stdout) >= 60
-    # /health, /metrics, /v1/model, /v1/predict, /v1/stats and the 8 operations of /v1/cases and /v1/reviews.csv
-    assert "Tested: 13" in finished.stdout
+    # /health, /ready, /metrics, /v1/model, /v1/predict, /v1/stats and the 8 operations of /v1/cases and
+    # /v1/reviews.csv
+    assert "14 selected / 14 total" in finished.stdout
