@@ -30,6 +30,7 @@ class Layout:
     # Sidebar
     volume: gr.File
     example: gr.Button
+    example_head: gr.Button
     uncertainty: gr.Checkbox
     tta: gr.Checkbox
     keep_probabilities: gr.Checkbox
@@ -41,6 +42,7 @@ class Layout:
     # Above the tabs
     header: gr.HTML
     status: gr.Markdown
+    qc_banner: gr.HTML
     # Slices
     images: dict[Plane, gr.Image]
     sliders: dict[Plane, gr.Slider]
@@ -78,6 +80,7 @@ def build_layout() -> Layout:
         parts |= _sidebar()
     parts["header"] = gr.HTML(markup.header_html(None), elem_id="app-header")
     parts["status"] = gr.Markdown(markup.WELCOME, elem_id="status")
+    parts["qc_banner"] = gr.HTML("", visible=False, elem_id="qc-banner")  # the prediction's QC warnings, if any
     with gr.Tabs():
         with gr.Tab("Slices", id="slices"):
             parts |= _slices()
@@ -102,6 +105,7 @@ def _sidebar() -> dict[str, Any]:
             example={"path": "t1.nii.gz", "url": "t1.nii.gz", "meta": {"_type": "gradio.FileData"}},
         )
         example = gr.Button("Try the MNI152 T1 example", size="sm", elem_id="example-btn")
+        example_head = gr.Button("Try a full-head T1", size="sm", elem_id="example-head-btn")
     with gr.Accordion("Options", open=False, elem_id="options"):
         uncertainty = gr.Checkbox(True, label="Uncertainty map (voxel entropy)")
         tta = _described_for_api(
@@ -119,7 +123,7 @@ def _sidebar() -> dict[str, Any]:
     # The trigger and output of /segment_with_options, an endpoint for gradio_client only.
     api_only = gr.Button(visible=False)
     probabilities_file = gr.File(label="Probabilities", visible=False, interactive=False)
-    return {"volume": volume, "example": example, "uncertainty": uncertainty, "tta": tta,
+    return {"volume": volume, "example": example, "example_head": example_head, "uncertainty": uncertainty, "tta": tta,
             "keep_probabilities": keep_probabilities, "segment": segment, "mask_file": mask_file, "legend": legend,
             "api_only": api_only, "probabilities_file": probabilities_file}  # fmt: skip
 
