@@ -49,6 +49,7 @@ EVIDENCE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 ANATOMY = {"brain_ml_min": ("spacing_x0.5",), "brain_ml_max": ("spacing_x1.5",)}
 GEOMETRIC = {"fov_fraction"}
+LOW_IS_BAD = {"structure", "t1_contrast", "fov_fraction"}
 OUTSIDE_LIMIT = 0.05
 
 
@@ -146,12 +147,16 @@ def _choose(
     good, bad = _of(values, name, passes), _of(values, name, catches)
     if not good or not bad:
         raise ValueError(f"no values to calibrate {name} on ({len(good)} to pass, {len(bad)} to catch)")
-    high_bad = statistics.median(bad) > statistics.median(good)
+    # Which side is bad: where the negatives lie (a model that cannot tell them apart gets the usual side).
+    high_bad = statistics.median(bad) > statistics.median(good) or (
+        statistics.median(bad) == statistics.median(good) and name not in LOW_IS_BAD
+    )
     ok = max(good) if high_bad else min(good)
     nearest = min(bad) if high_bad else max(bad)
+    warn = ok
     if (nearest > ok) if high_bad else (nearest < ok):
         warn = float(np.sqrt(ok * nearest)) if name in GEOMETRIC and ok > 0 and nearest > 0 else (ok + nearest) / 2
-    else:  # overlap: warn about none of the validation scans
+    if _round(warn) == _round(ok):  # overlap (or a negative at ok): warn about none of the validation scans
         warn = ok + (1 if high_bad else -1) * max(abs(ok) * 0.1, 0.01)
     limit = QCLimit(_round(ok), _round(warn))
     return limit, _figures(limit, good, passes, bad, catches)

@@ -12,8 +12,8 @@ from train.qc_calibration import _choose
 from train.qc_cases import QCCase, _cut, _inverted, _padded, _rescaled, calibration_cases
 from unet3d import load_card, volume_from_array
 
-NAMES = [{"name": n, "color": c} for n, c in (("background", "#000000"), ("grey_matter", "#e69f00"),
-                                              ("white_matter", "#56b4e9"))]  # fmt: skip
+NAMES = [{"index": i, "name": n, "color": c} for i, (n, c) in enumerate((("background", "#000000"),
+          ("grey_matter", "#e69f00"), ("white_matter", "#56b4e9")))]  # fmt: skip
 
 
 def cases(kind: str, numbers: list[float], name: str) -> list[tuple[QCCase, dict[str, float | None]]]:
