@@ -4,7 +4,8 @@ inference measured). `checks.py` compares them with the card's limits; `python -
 limits from the same numbers measured on validation scans.
 
 The prepared grid is in closest-RAS order (axis 0 left→right, 1 posterior→anterior, 2 inferior→superior) at the
-card's spacing; most measures sample it every second voxel (`STEP`), which keeps QC to a few hundred milliseconds.
+card's spacing; most measures sample it every second voxel (`STEP`), which keeps QC to tens of milliseconds on a
+1 mm brain (`python bench/qc.py`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class Measures:
 
     Attributes:
         air_fraction: share of the raw voxels below AIR_HU (air on a CT in Hounsfield units).
-        structure: correlation of neighbouring prepared voxels (≈ 0 for noise, > 0.9 for any MRI).
+        structure: correlation of prepared voxels STEP apart, the mean over the three axes (≈ 0 for noise, > 0.9 for
+            any MRI).
         uncertainty: mean normalised entropy of the class probabilities inside the predicted foreground (None when
             nothing is foreground).
         foreground_ml: volume of every non-background class, mL (with the header's voxel size).
