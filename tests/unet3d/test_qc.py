@@ -283,3 +283,6 @@ def test_the_cli_json_and_the_batch_manifest_carry_the_warnings(tmp_path, capsys
         rows = {row["case"]: row for row in csv.DictReader(file)}
     assert "CT scan" in rows["ct"]["qc_warnings"] and "CT scan" not in rows["mri"]["qc_warnings"]
     assert rows["ct"]["qc_warnings"] == "; ".join(by_name["ct.nii.gz"]["warnings"])
+    one = ["predict", str(inputs / "ct.nii.gz"), "-o", str(tmp_path / "ct_mask.nii.gz"), "--model", str(model)]
+    assert main(one) == 0
+    assert "unet3d: QC warning: ct.nii.gz: This looks like a CT scan" in capsys.readouterr().err
