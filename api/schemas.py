@@ -75,7 +75,9 @@ class Timings(BaseModel):
     load: float = Field(description="reading and decoding the uploaded file, in ms")
     preprocess: float = Field(description="reorientation, intensity clipping, foreground crop and resampling, in ms")
     infer: float = Field(description="network passes (whole volume or sliding window, TTA flips) and labelling, in ms")
-    postprocess: float = Field(description="mapping the mask back to the input's voxel grid and cleaning it, in ms")
+    postprocess: float = Field(
+        description="mapping the mask back to the input's voxel grid, cleaning it and quality control, in ms"
+    )
     encode: float = Field(description="writing the mask as .nii.gz, in ms; 0 when only the JSON was asked for")
 
 
@@ -107,6 +109,20 @@ class InputSource(BaseModel):
     )
 
 
+class QualityControl(BaseModel):
+    """How far the prediction can be trusted (docs/http.md#quality-control lists the warnings)."""
+
+    score: float | None = Field(
+        description="in [0, 1]: 1 when nothing looked unusual, below 0.5 when there is at least one warning (the "
+        "score of the worst check: intensities, structure, contrast, skull-stripping, orientation, cut-off, field of "
+        "view, brain volume, uncertainty)"
+    )
+    warnings: list[str] = Field(
+        description="plain-language warnings, each saying what looks wrong and what to do (e.g. that the model "
+        "expects a skull-stripped scan); empty when nothing looked wrong"
+    )
+
+
 class PredictionSummary(BaseModel):
     """The JSON answer of POST /v1/predict (also the `summary` output of the UI's /segment endpoint)."""
 
@@ -135,6 +151,7 @@ class PredictionSummary(BaseModel):
     model: ModelRef = Field(description="the weights that made this prediction")
     timings_ms: Timings = Field(description="time per stage, in ms")
     source: InputSource = Field(description="what was read: the format and, for DICOM, the series")
+    qc: QualityControl = Field(description="quality control: a score and warnings on what looks wrong")
 
 
 class Intensity(BaseModel):

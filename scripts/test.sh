@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
 # Debian packages the tests use, installed when missing: PostgreSQL (the review-storage tests start a throwaway
-# cluster of their own, tests/pgcluster.py) and dicom3tools (dciodvfy validates the DICOM SEG output).
+# cluster of their own, tests/pgcluster.py), dicom3tools (dciodvfy validates the DICOM SEG output) and mricron-data
+# (the Colin27 head and its skull-stripped brain, which QC is checked on: tests/train/test_qc_outcomes.py).
 missing=()
 command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v dciodvfy >/dev/null 2>&1 || missing+=(dicom3tools)
+[[ -f /usr/share/mricron/templates/ch2.nii.gz ]] || missing+=(mricron-data)
 if ((${#missing[@]})); then
   sudo_cmd=$([[ $(id -u) -eq 0 ]] && echo "" || echo "sudo")
   $sudo_cmd apt-get update -qq

@@ -1,4 +1,4 @@
-"""`python -m train {prepare-mni152,fit,evaluate,search,push}`."""
+"""`python -m train {prepare-mni152,fit,evaluate,calibrate-qc,search,push}`."""
 
 from __future__ import annotations
 
@@ -92,6 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the same scan skull-stripped; its voxels > 0 are the brain mask (e.g. .../ch2bet.nii.gz)",
     )
 
+    qc = command(
+        "calibrate-qc",
+        "choose a model's QC limits and prior on a dataset's validation scans and synthetic negatives (never the test "
+        "split) and write them into its model.yaml as qc:",
+    )
+    qc.add_argument("--model", required=True, type=Path, help="model directory (its model.yaml and README.md change)")
+    qc.add_argument("--data", required=True, type=Path, help="dataset folder with validation scans, e.g. data/mni152")
+    qc.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
     search = command(
         "search",
         "Optuna search (TPE, median pruning on loop.monitor) over "
@@ -175,6 +184,11 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+    elif args.command == "calibrate-qc":
+        from .qc_calibration import calibrate_model
+
+        section = calibrate_model(args.model, args.data, device=args.device)
+        print(json.dumps({"skull_stripped_input": section["skull_stripped_input"], "limits": section["limits"]}))
     elif args.command == "search":
         from .search import search
 

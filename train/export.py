@@ -14,6 +14,12 @@ from unet3d.hub import check_model_dir
 from .config import TrainConfig
 
 CARD_HEADER = "# unet3d model card: classes, input contract, inference defaults and measured metrics.\n"
+QC_NOTE = (
+    "Every prediction's summary carries `qc: {score, warnings}`, judged against these limits (a check scores 1 at "
+    "`ok`, 0.5 at `warn`, and warns beyond it). They were chosen on validation scans and synthetic negatives, never "
+    "the test set, by the command below; model.yaml also holds the prior map of an upright brain that the orientation "
+    "and contrast checks compare with."
+)
 
 
 def build_card(config: TrainConfig, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -98,6 +104,10 @@ def model_readme(card: dict[str, Any]) -> str:
     ]
     if metrics:
         lines += ["", "## Measured metrics", "```yaml", yaml.safe_dump(metrics, sort_keys=False).strip(), "```"]
+    qc = card.get("qc")
+    if qc:  # the limits and how they were chosen; the prior (numbers only) stays in model.yaml
+        shown = yaml.safe_dump({k: v for k, v in qc.items() if k != "prior"}, sort_keys=False).strip()
+        lines += ["", "## Quality control", QC_NOTE, "```yaml", shown, "```"]
     training = card.get("training")
     if training:
         lines += ["", "## Training", "```yaml", yaml.safe_dump(training, sort_keys=False).strip(), "```"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
 import logging
 import os
@@ -41,6 +42,8 @@ PluginMain = Callable[[Sequence[str]], int]
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if isinstance(sys.stderr, io.TextIOWrapper):  # a file name that is not UTF-8 is shown escaped, as Python's own
+        sys.stderr.reconfigure(errors="backslashreplace")  # stderr does, whatever stream it was given
     parser = _parser()
     plugin = _plugin_for(arguments, parser)
     if plugin is not None:

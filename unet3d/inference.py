@@ -23,6 +23,7 @@ from .errors import InferenceError
 from .planning import InferencePlan
 from .preprocessing import pad_to_multiple, unpad
 from .shapes import Shape3, shape3
+from .uncertainty import EntropyMeter
 from .windows import SlabAggregator, window_grid
 
 logger = logging.getLogger(__name__)
@@ -33,11 +34,13 @@ _TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))
 
 @dataclass
 class InferenceOutput:
-    """Labels (and, when the plan keeps them, probabilities) on the prepared grid, and the plan that ran."""
+    """Labels (and, when the plan keeps them, probabilities) on the prepared grid, the plan that ran, and the mean
+    uncertainty inside the predicted foreground (`uncertainty.EntropyMeter`; None when nothing is foreground)."""
 
     labels: np.ndarray
     probabilities: np.ndarray | None
     plan: InferencePlan
+    uncertainty: float | None = None
 
 
 @torch.inference_mode()
@@ -88,9 +91,10 @@ def _run(model: nn.Module, volume: np.ndarray, plan: InferencePlan, progress: Pr
     padded, pads = pad_to_multiple(volume, multiple)
     patch = plan.window(padded.shape)  # padding out to the full patch would change the labels near the edges
     within = None if progress is None else partial(_infer_progress, progress)
+    meter = EntropyMeter()
     if not plan.is_stitched:
-        labels = _whole_labels(model, padded, plan, within)
-        return InferenceOutput(np.ascontiguousarray(unpad(labels, pads)), None, plan)
+        labels = _whole_labels(model, padded, plan, within, meter)
+        return InferenceOutput(np.ascontiguousarray(unpad(labels, pads)), None, plan, meter.mean)
     num_classes = int(getattr(model, "num_classes", 0)) or _probe_classes(model, plan, multiple)
     grid = shape3(padded.shape)
     aggregator = SlabAggregator(
@@ -100,6 +104,7 @@ def _run(model: nn.Module, volume: np.ndarray, plan: InferencePlan, progress: Pr
         threshold=plan.threshold,
         blending=plan.blending,
         keep_probabilities=plan.keep_probabilities,
+        meter=meter,
     )
     windows = list(window_grid(grid, patch, plan.overlap))
     source = torch.from_numpy(np.ascontiguousarray(padded))
@@ -117,16 +122,22 @@ def _run(model: nn.Module, volume: np.ndarray, plan: InferencePlan, progress: Pr
         labels=np.ascontiguousarray(unpad(labels, pads)),
         probabilities=None if probabilities is None else np.ascontiguousarray(unpad(probabilities, pads)),
         plan=plan,
+        uncertainty=meter.mean,
     )
 
 
 def _whole_labels(
-    model: nn.Module, padded: np.ndarray, plan: InferencePlan, within: Callable[[float], None] | None
+    model: nn.Module,
+    padded: np.ndarray,
+    plan: InferencePlan,
+    within: Callable[[float], None] | None,
+    meter: EntropyMeter,
 ) -> np.ndarray:
-    """Argmax straight from the logits of one pass: no softmax, no blending buffers."""
+    """Argmax straight from the logits of one pass: no softmax, no blending buffers (the meter samples its own)."""
     x = torch.from_numpy(np.ascontiguousarray(padded))[None, None]
     x = x.to(plan.device, memory_format=memory_format_for(plan.device))
     logits = _logits(model, x, plan, within)
+    meter.add_logits(logits[0])
     if logits.shape[1] == 1:
         return (logits[0, 0] >= 0).to(torch.uint8).cpu().numpy()
     return logits[0].argmax(dim=0).to(torch.uint8).cpu().numpy()

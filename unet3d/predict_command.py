@@ -64,6 +64,8 @@ def _predict_one(
         except Unet3dError as e:
             bar.write(f"unet3d: error: {source}: {e}", file=sys.stderr)  # which input, as a cohort run says it
             return 1
+    for warning in prediction.qc.warnings if prediction.qc is not None else ():  # advice: the exit code stays 0
+        print(f"unet3d: QC warning: {source.name}: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps({**prediction.summary(), "output": str(target), **written}), flush=True)
     return 0

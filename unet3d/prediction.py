@@ -13,6 +13,7 @@ from .card import ModelCard
 from .dicom.series import dicom_reference
 from .hub import ModelSource
 from .io import Volume, save_mask, save_probabilities
+from .qc import QC
 
 STAGES = ("load", "preprocess", "infer", "postprocess", "encode")
 
@@ -33,6 +34,7 @@ class Prediction:
         network_shape: the padded shape the network saw (after cropping/resampling).
         threshold_used: the binary threshold applied, None for argmax models.
         timings_ms: milliseconds per stage (load, preprocess, infer, postprocess, encode).
+        qc: how far the prediction can be trusted (`unet3d.qc`); None only for a Prediction built by hand.
     """
 
     mask: np.ndarray
@@ -46,6 +48,7 @@ class Prediction:
     probabilities: np.ndarray | None = None
     tta: bool = False
     timings_ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    qc: QC | None = None
 
     def __repr__(self) -> str:  # the dataclass default would print the mask and the whole input volume
         classes = ", ".join(f"{c.name}: {n}" for c, n in zip(self.card.classes, self.class_voxels(), strict=True))
@@ -100,6 +103,7 @@ class Prediction:
             "model": {"id": self.source.id, "revision": self.source.revision},
             "timings_ms": timings,
             "source": self.volume.source.as_dict(),  # what was read (NIfTI, or which DICOM series); never PHI
+            "qc": self.qc.as_dict() if self.qc is not None else {"score": None, "warnings": []},
         }
 
     def save(self, path: str | Path) -> Path:

@@ -25,6 +25,7 @@ from .options import PRECISIONS, Mode, Precision, check_choice, check_window, re
 from .planning import InferencePlan, memory_budget_mb, network_shape, plan_inference, predict_peak_bytes
 from .postprocess import postprocess
 from .prediction import Prediction
+from .qc import assess
 from .shapes import Shape3
 
 logger = logging.getLogger(__name__)
@@ -141,8 +142,9 @@ class Segmenter:
         mask, probs = restore(output.labels, output.probabilities, prepared, options.threshold, keep=probabilities)
         cleanup = self.card.postprocess
         postprocess(mask, largest_component=cleanup.largest_component, holes=cleanup.fill_holes)
+        qc = assess(vol, prepared, output.labels, mask, output.uncertainty, self.card)
         report("postprocess", 1.0)
-        return self._prediction(vol, prepared, output, mask, probs, report.timings())
+        return replace(self._prediction(vol, prepared, output, mask, probs, report.timings()), qc=qc)
 
     def _options(
         self, mode: Mode, threshold: object, patch_size: object, overlap: object, *, tta: bool, probabilities: bool

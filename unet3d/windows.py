@@ -10,6 +10,7 @@ import torch
 from .options import Blending
 from .postprocess import labels_from_probabilities
 from .shapes import Shape3
+from .uncertainty import EntropyMeter
 
 
 def window_starts(size: int, patch: int, overlap: float) -> list[int]:
@@ -57,6 +58,7 @@ class SlabAggregator:
         threshold: foreground cut-off for binary models (None: argmax), see `labels_from_probabilities`.
         blending: "gaussian" (MONAI's importance map) or "constant" weights.
         keep_probabilities: also keep the blended `(C, I, J, K)` probabilities.
+        meter: measures the uncertainty of each finished slab, when given.
     """
 
     def __init__(
@@ -68,8 +70,9 @@ class SlabAggregator:
         threshold: float | None,
         blending: Blending,
         keep_probabilities: bool,
+        meter: EntropyMeter | None = None,
     ) -> None:
-        self.shape, self.patch, self.threshold = shape, patch, threshold
+        self.shape, self.patch, self.threshold, self.meter = shape, patch, threshold, meter
         depth = min(patch[0], shape[0])
         self.acc = torch.zeros((num_classes, depth, shape[1], shape[2]))
         self.weight_sum = torch.zeros((depth, shape[1], shape[2]))
@@ -101,6 +104,8 @@ class SlabAggregator:
         blended = self.acc[:, :count] / self.weight_sum[:count].clamp_min(1e-8)
         region = slice(self.base, upto)
         self.labels[region] = labels_from_probabilities(blended, self.threshold).numpy()
+        if self.meter is not None:
+            self.meter.add_probabilities(blended)
         if self.probabilities is not None:
             self.probabilities[:, region] = blended.numpy()
         kept = self.acc.shape[1] - count

@@ -22,7 +22,7 @@ from .endpoints import SEGMENT_API, SEGMENT_DICOM_API, SEGMENT_WITH_OPTIONS_API
 from .errors import chosen_path, user_error
 from .figures import agreement_table, class_table, class_volumes, intensity_histograms, iou_plot, plot_colors, pretty
 from .layout import Layout
-from .markup import cursor_html, header_html, legend_html, reference_waits, status_markdown
+from .markup import cursor_html, header_html, legend_html, qc_banner_html, reference_waits, status_markdown
 from .rendering import OVERLAYS, PLANE_AXIS, PLANES, Plane, missing_overlay_data, shown_overlay
 from .review import PROBABILITIES_SUFFIX, SEG_SUFFIX, Review
 from .segmentation import segment_upload, with_reference
@@ -35,6 +35,8 @@ Values = dict[Any, Any]  # a handler's inputs: component → value
 Changes = dict[Any, Any]  # what it changes: component → new value (or a gr.update)
 
 EXAMPLE_VOLUME = Path(__file__).resolve().parents[1] / "examples" / "mni152_t1.nii.gz"
+# A generated full head (skull, scalp, neck; api/examples/NOTICE.md): what a scanner gives before skull-stripping.
+EXAMPLE_HEAD = EXAMPLE_VOLUME.parent / "fullhead_t1.nii.gz"
 PRIVATE: dict[str, Any] = {"api_visibility": "private"}
 QUIET: dict[str, Any] = {**PRIVATE, "show_progress": "hidden", "trigger_mode": "always_last", "concurrency_limit": None}
 
@@ -114,6 +116,10 @@ class ReviewEvents:
     def empty(self) -> None:
         """Nothing: one upload box is emptied when the other is filled, so that Segment has one thing to read."""
 
+    def example_head(self) -> tuple[str, None]:
+        """The full-head T1 example, as the chosen volume (and no DICOM files)."""
+        return str(EXAMPLE_HEAD), None
+
     def store_options(self, values: Values) -> Changes:
         """Remember the ticked options for the segmentation that follows."""
         ui, session = self.ui, values[self.ui.session]
@@ -160,8 +166,10 @@ class ReviewEvents:
         ui, session = self.ui, values[self.ui.session]
         compared = self._compare_waiting_reference(session, values[ui.reference])
         review = session.require_review()
+        banner = qc_banner_html(review.summary)
         changes: Changes = {
             ui.status: status_markdown(review),
+            ui.qc_banner: gr.HTML(banner, visible=bool(banner)),
             ui.legend: legend_html(review.classes, [c["volume_ml"] for c in review.summary["classes"]]),
             **self._opened_sliders(review),
             ui.overlay: "errors" if compared else shown_overlay(review.layers, values[ui.overlay] or "classes"),
@@ -263,15 +271,16 @@ class ReviewEvents:
     # Wiring
 
     def _wire_segmentation(self) -> None:
-        """Segment button and example button: store the options, run /segment, then present the new review."""
+        """Segment button and example buttons: store the options, run /segment, then present the new review."""
         ui = self.ui
         options: set[Any] = {ui.session, ui.uncertainty, ui.tta, ui.keep_probabilities, ui.dicom_files}
         pressed = ui.segment.click(self.store_options, options, ui.session, **PRIVATE)
         self._segment_then_present(pressed, SEGMENT_API)
         ui.volume.upload(self.empty, None, ui.dicom_files, **PRIVATE)
         ui.dicom_files.upload(self.empty, None, ui.volume, **PRIVATE)
-        loaded = ui.example.click(self.example, None, [ui.volume, ui.dicom_files], **PRIVATE)
-        self._segment_then_present(loaded.then(self.store_options, options, ui.session, **PRIVATE), PRIVATE)
+        for button, chosen in ((ui.example, self.example), (ui.example_head, self.example_head)):
+            loaded = button.click(chosen, None, [ui.volume, ui.dicom_files], **PRIVATE)
+            self._segment_then_present(loaded.then(self.store_options, options, ui.session, **PRIVATE), PRIVATE)
         # /segment_with_options: the sidebar's TTA and probabilities boxes as its optional parameters (default off).
         ui.api_only.click(self.segment_with_options, [ui.volume, ui.tta, ui.keep_probabilities, ui.session],
                           [ui.mask_file, ui.summary, ui.probabilities_file, ui.session], concurrency_limit=None,
@@ -292,9 +301,9 @@ class ReviewEvents:
         the chain), and draw the 3D surface last (it takes longest)."""
         ui = self.ui
         present_in = {ui.session, ui.reference, ui.overlay}
-        present_out = [ui.status, ui.legend, *ui.sliders.values(), ui.window, ui.level, ui.overlay, ui.redraw,
-                       ui.class_plot, ui.class_table, ui.intensity_plot, ui.downloads, ui.agreement, ui.iou_plot,
-                       ui.reference, ui.session]  # fmt: skip
+        present_out = [ui.status, ui.qc_banner, ui.legend, *ui.sliders.values(), ui.window, ui.level, ui.overlay,
+                       ui.redraw, ui.class_plot, ui.class_table, ui.intensity_plot, ui.downloads, ui.agreement,
+                       ui.iou_plot, ui.reference, ui.session]  # fmt: skip
         shown = step.success(self.present, present_in, present_out, **PRIVATE)
         if then is not None:
             shown = then(shown)

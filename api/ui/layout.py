@@ -33,6 +33,7 @@ class Layout:
     volume: gr.File
     dicom_files: gr.File
     example: gr.Button
+    example_head: gr.Button
     uncertainty: gr.Checkbox
     tta: gr.Checkbox
     keep_probabilities: gr.Checkbox
@@ -45,6 +46,7 @@ class Layout:
     # Above the tabs
     header: gr.HTML
     status: gr.Markdown
+    qc_banner: gr.HTML
     # Slices
     images: dict[Plane, gr.Image]
     sliders: dict[Plane, gr.Slider]
@@ -85,6 +87,7 @@ def build_layout() -> Layout:
         parts |= _sidebar()
     parts["header"] = gr.HTML(markup.header_html(None), elem_id="app-header")
     parts["status"] = gr.Markdown(markup.WELCOME, elem_id="status")
+    parts["qc_banner"] = gr.HTML("", visible=False, elem_id="qc-banner")  # the prediction's QC warnings, if any
     review = case_bar_section()
     with gr.Tabs(elem_id="tabs") as tabs:
         with gr.Tab("Slices", id="slices"):
@@ -119,6 +122,7 @@ def _sidebar() -> dict[str, Any]:
         dicom_files = gr.File(label="…or the DICOM files of one series", file_count="multiple", height=150,
                               elem_id="dicom-input")  # fmt: skip
         example = gr.Button("Try the MNI152 T1 example", size="sm", elem_id="example-btn")
+        example_head = gr.Button("Try a full-head T1", size="sm", elem_id="example-head-btn")
     with gr.Accordion("Options", open=False, elem_id="options"):
         uncertainty = gr.Checkbox(True, label="Uncertainty map (voxel entropy)")
         tta = _described_for_api(
@@ -137,7 +141,8 @@ def _sidebar() -> dict[str, Any]:
     api_only = gr.Button(visible=False)
     probabilities_file = gr.File(label="Probabilities", visible=False, interactive=False)
     seg_file = gr.File(label="DICOM SEG", visible=False, interactive=False)
-    return {"volume": volume, "dicom_files": dicom_files, "example": example, "uncertainty": uncertainty, "tta": tta,
+    return {"volume": volume, "dicom_files": dicom_files, "example": example, "example_head": example_head,
+            "uncertainty": uncertainty, "tta": tta,
             "keep_probabilities": keep_probabilities, "segment": segment, "mask_file": mask_file, "legend": legend,
             "api_only": api_only, "probabilities_file": probabilities_file, "seg_file": seg_file}  # fmt: skip
 

@@ -14,8 +14,8 @@ from .rendering import CONFUSED, FALSE_NEGATIVE, FALSE_POSITIVE
 from .review import Review, cursor_info
 
 WELCOME = (
-    "Upload a T1-weighted volume (`.nii` / `.nii.gz`, or a DICOM series: a `.zip` or its `.dcm` files) or try the "
-    "**MNI152 example**, then press **Segment**. "
+    "Upload a T1-weighted volume (`.nii` / `.nii.gz`, or a DICOM series: a `.zip` or its `.dcm` files) or try an "
+    "example (the **MNI152** brain or a **full head**), then press **Segment**. "
     "Slices, statistics, agreement with a reference mask and a 3D surface appear here."
 )
 _LOGO = (
@@ -155,3 +155,14 @@ def status_markdown(review: Review) -> str:
         names = ", ".join(cut)
         note = f"{names} reach the edge of the scan: they may go on outside it, so their volumes are lower bounds."
     return f"{line}  \n{note}"
+
+
+def qc_banner_html(summary: dict[str, Any]) -> str:
+    """The QC warnings of a segmentation as a banner (role "alert"); "" when nothing looked wrong."""
+    warnings = (summary.get("qc") or {}).get("warnings") or []
+    if not warnings:
+        return ""
+    score = summary["qc"].get("score")
+    title = "Check this segmentation before trusting it" + (f" (QC score {score:.2f})" if score is not None else "")
+    items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)
+    return f'<div class="qc-banner" role="alert"><div class="qc-title">{html.escape(title)}</div><ul>{items}</ul></div>'

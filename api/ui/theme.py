@@ -36,6 +36,11 @@ CSS = """
 #legend .ramp-labels { display: flex; justify-content: space-between; font-size: 0.75rem;
   color: var(--body-text-color-subdued); }
 #status { min-height: 2.2em; }
+#qc-banner .qc-banner { border: 1px solid #f59e0b; border-left: 6px solid #d97706; background: #fffbeb;
+  color: #78350f; border-radius: 10px; padding: 8px 14px; }
+#qc-banner .qc-title { font-weight: 650; margin-bottom: 2px; }
+#qc-banner ul { margin: 0; padding-left: 1.2em; }
+#qc-banner li { margin: 2px 0; font-size: 0.92rem; }
 #cursor .cursor { font-size: 0.88rem; font-variant-numeric: tabular-nums; color: var(--body-text-color-subdued);
   padding: 2px 4px; }
 #cursor .cursor b { color: var(--body-text-color); font-weight: 600; }

@@ -15,7 +15,7 @@ import pytest
 
 DESIGN_FIELDS = {
     "filename", "input_shape", "padded_shape", "spacing_mm", "runtime_ms", "device", "threshold_used",
-    "class_histogram", "classes", "model", "timings_ms", "source",
+    "class_histogram", "classes", "model", "timings_ms", "source", "qc",
 }  # fmt: skip
 
 
@@ -65,6 +65,8 @@ def test_predict_returns_the_design_json_fields(tiny_server, nifti):
     assert sum(c["voxels"] for c in summary["classes"]) == volume.size
     assert summary["class_histogram"] == {str(c["index"]): c["voxels"] for c in summary["classes"]}
     assert sum(c["volume_ml"] for c in summary["classes"]) == pytest.approx(volume.size / 1000.0)
+    assert set(summary["qc"]) == {"score", "warnings"} and 0 <= summary["qc"]["score"] <= 1
+    assert (summary["qc"]["score"] < 0.5) == bool(summary["qc"]["warnings"])
 
 
 def test_predict_binary_returns_mask_with_the_input_geometry(tiny_server, nifti, tmp_path):

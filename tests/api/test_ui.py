@@ -104,6 +104,7 @@ def test_segment_with_options_adds_tta_and_the_probabilities_file(tiny_server, r
     assert "None when false" in parameters["probabilities"]["python_type"]["description"]
     plain_mask, plain_summary, no_probabilities = answer["plain"]
     assert no_probabilities is None and plain_summary["filename"] == "t1.nii.gz" and plain_summary["tta"] is False
+    assert set(plain_summary["qc"]) == {"score", "warnings"}  # /segment's summary carries the QC verdict too
     mask, summary, probabilities = answer["full"]
     source = nib.load(volume)
     assert nib.load(mask).shape == source.shape and nib.load(plain_mask).shape == source.shape

@@ -143,6 +143,7 @@ def test_review_flow_in_a_real_browser(page, hosts, page_errors, brain_server, t
     expect(page.locator("#mask-output")).to_contain_text("Running the network", timeout=60_000)  # stage progress
     expect(page.locator("#mask-output a[href*='mni152_t1_mask.nii.gz']")).to_be_visible(timeout=SEGMENT_TIMEOUT_MS)
     expect(page.locator("#status")).to_contain_text("197 × 233 × 189 voxels")
+    expect(page.locator("#qc-banner")).to_be_hidden()  # QC found nothing wrong with the skull-stripped template
     name = page.locator("#mask-output td.filename")  # the whole name, wrapped if need be, not cut in the middle
     width, room, shown = name.evaluate("e => [e.scrollWidth, e.clientWidth, getComputedStyle(e, '::before').content]")
     assert width <= room and shown == '"mni152_t1_mask.nii.gz"', f"the mask's name is cut in the sidebar: {shown}"
@@ -308,6 +309,28 @@ def make_reference(page, tmp_path: Path) -> Path:
     reference = tmp_path / "reference.nii.gz"
     nib.save(nib.Nifti1Image(labels, image.affine, image.header), reference)
     return reference
+
+
+def test_the_full_head_example_gets_a_qc_banner_asking_for_a_skull_stripped_scan(browser, brain_server):
+    expect = playwright.expect
+    page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+    try:
+        page.goto(f"{brain_server.url}/ui/", wait_until="load")
+        expect(page.locator("#app-header")).to_contain_text("unet3d-brain-tissue", timeout=30_000)
+        page.locator("#example-head-btn").click()
+        mask_link = page.locator("#mask-output a[href*='fullhead_t1_mask.nii.gz']")
+        expect(mask_link).to_be_visible(timeout=SEGMENT_TIMEOUT_MS)
+        banner = page.locator("#qc-banner .qc-banner")
+        expect(banner).to_be_visible()
+        expect(banner).to_contain_text("trained on skull-stripped brains only")
+        expect(banner).to_contain_text("Skull-strip the scan first")
+        expect(banner).to_have_attribute("role", "alert")
+        banner_box, views_box = banner.bounding_box(), page.locator("#axial-view").bounding_box()
+        assert banner_box["y"] + banner_box["height"] <= views_box["y"], "the banner is not above the views"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "ui-qc-banner.png"), full_page=True)
+    finally:
+        page.context.close()
 
 
 def test_a_reference_uploaded_before_segmenting_waits_for_its_volume(browser, tiny_server, nifti, tmp_path):

@@ -435,3 +435,45 @@ def test_saving_probabilities_does_not_need_the_uncertainty_map(page, uploaded_v
     names = [Path(f).name for f in page.values[ui.downloads]]
     assert names == ["t1_mask.nii.gz", "t1_summary.json", "t1_probabilities.nii.gz"]
     assert page.session.require_review().layers.entropy is not None  # made from the probabilities anyway
+
+
+LENIENT_BRAIN_CARD = {
+    "name": "tiny-brain", "version": "0.0.1",
+    "classes": [{"name": "background", "color": "#000000"}, {"name": "grey_matter", "color": "#e69f00"},
+                {"name": "white_matter", "color": "#56b4e9"}],
+    "input": {"channels": 1, "clip_percentiles": [1, 99], "pad_to_multiple": 4, "spacing_mm": None},
+    "inference": {"patch_size": [16, 16, 16], "overlap": 0.25, "crop_foreground": False},
+    # A random network's mask: only the CT check keeps its default limit, the rest cannot warn.
+    "qc": {"limits": {"uncertainty": {"ok": 0.5, "warn": 1.5}, "cut_fraction": {"ok": 0.5, "warn": 1.5},
+                      "structure": {"ok": 0.5, "warn": -1.5}, "fov_fraction": {"ok": 0.01, "warn": 0.0},
+                      "brain_ml_min": {"ok": 0.001, "warn": 0.0}, "brain_ml_max": {"ok": 1e6, "warn": 1e7}}},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def brain_page(tmp_path_factory):
+    from helpers import write_tiny_model
+
+    model = write_tiny_model(tmp_path_factory.mktemp("tiny-brain"), card=LENIENT_BRAIN_CARD)
+    service = SegmentationService.from_settings(Settings(UNET3D_MODEL=str(model), queue_size=0))
+    with gr.Blocks():
+        layout = build_layout()
+    page = Page(ReviewEvents(lambda: service, layout))
+    yield page
+    page.session.close()
+
+
+def test_the_qc_warnings_show_as_a_banner_above_the_views_and_only_then(brain_page, upload_folder, nifti):
+    ui = brain_page.ui
+    assert brain_page.updates.get(ui.qc_banner) is None and ui.qc_banner.visible is False  # nothing before
+    ct = np.where(nifti.blob() > 300, 40.0, -1000.0).astype(np.float32)  # Hounsfield units
+    for name, data, shown in (("ct", ct, True), ("mri", np.abs(ct), False)):
+        path = upload_folder / name / f"{name}.nii.gz"
+        path.parent.mkdir()
+        path.write_bytes(nifti.encode(data))
+        brain_page.segment(path)
+        banner, warnings = brain_page.updates[ui.qc_banner], brain_page.values[ui.summary]["qc"]["warnings"]
+        assert banner.visible is shown and bool(warnings) is shown
+        if shown:
+            assert 'role="alert"' in banner.value and "CT scan" in banner.value
+            assert all(w.split(":")[0] in banner.value for w in warnings)
