@@ -71,8 +71,14 @@ class InferencePlan:
 
     @property
     def is_stitched(self) -> bool:
-        """Whether probabilities are blended in buffers (a whole pass with plain argmax needs none)."""
-        return self.mode == "sliding" or self.tta or self.keep_probabilities or self.threshold is not None
+        """Whether probabilities are blended in buffers (a whole pass needs none)."""
+        return self.mode == "sliding"
+
+    @property
+    def needs_probabilities(self) -> bool:
+        """Whether labels come from probabilities (TTA averages them, a threshold cuts them, or they are kept)
+        rather than straight from the logits."""
+        return self.tta or self.keep_probabilities or self.threshold is not None
 
 
 def plan_inference(
@@ -168,8 +174,9 @@ def predict_bytes(
     stitch_bytes: float,
     resampled: bool,
     probabilities: bool,
+    on_host: bool = True,
 ) -> float:
-    """A low estimate of the peak bytes of one `Segmenter.predict` once the volume is read, the volume included.
+    """A low estimate of the peak host bytes of one `Segmenter.predict` once the volume is read, the volume included.
 
     Args:
         input_voxels: voxels of the input grid (the mask's).
@@ -180,8 +187,12 @@ def predict_bytes(
         stitch_bytes: the sliding window's blending buffers.
         resampled: whether class probabilities are resized back to the input grid.
         probabilities: whether the caller asked for the probabilities.
+        on_host: whether the network runs on the host; on a GPU every grid but the input's lives in the GPU's own
+            memory, and the host holds the volume, its pinned copy, the mask and any probabilities asked for.
     """
     per_class = 4 * num_classes
+    if not on_host:
+        return _PEAK_SHARE * (9 + (per_class if probabilities else 0)) * input_voxels
     if resampled:  # probabilities on both grids: stitched on the network's, resized onto the input's
         per_input, per_network = 2 + per_class, 20 + per_class
     else:  # no full probability map unless asked for one
@@ -213,4 +224,5 @@ def predict_peak_bytes(
         stitch_bytes=stitch_bytes(prepared_shape, window, num_classes) if plan.is_stitched else 0,
         resampled=resampled,
         probabilities=probabilities,
+        on_host=on_host,
     )

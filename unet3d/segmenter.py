@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from .card import ModelCard, load_card
-from .device import prepare_network, resolve_device
+from .device import prepare_network, resolve_device, stage, synchronize, to_host
 from .errors import ParameterError, UnreadableVolumeError
 from .geometry import Prepared, prepare, restore
 from .hub import CARD_NAME, ModelSource, load_unet, resolve_source
-from .inference import InferenceOutput, Progress, run_inference
+from .inference import Progress, run_inference
 from .io import Volume, load_volume, volume_from_array
 from .memory import describe, require_memory
 from .model import UNet3D
@@ -123,22 +123,45 @@ class Segmenter:
             ParameterError: an option is out of range or of the wrong type.
             Unet3dError: the volume cannot be segmented (unreadable, invalid, too large); the message says why.
         """
-        report = _Reporter(progress)
+        report = _Reporter(progress, self.device)
         options = self._options(mode, threshold, patch_size, overlap, tta=tta, probabilities=probabilities)
+        return self._finish(self._segment(self._read(volume, name, report), options, report), report)
+
+    def _read(self, volume: VolumeInput, name: str | None, report: _Reporter) -> _Read:
+        """Host stage: the volume read and staged for the device (a pinned copy for a GPU)."""
         report("load", 0.0)
-        vol = self._load(volume, name)
+        loaded = self._load(volume, name)
+        return _Read(loaded, stage(loaded.data, self.device))
+
+    def _segment(self, read: _Read, options: _Options, report: _Reporter) -> _Segmented:
+        """Device stage: prepare, plan, infer and restore where the network runs; only the uint8 mask (and any
+        probabilities asked for) come back to the host."""
         report("preprocess", 0.0)
-        prepared = prepare(vol, self.card)
+        prepared = prepare(read.volume, self.card, self.device, staged=read.staged)
         report("infer", 0.0)
         plan = self._plan(prepared, options)
-        self._require_memory(vol, prepared, plan, probabilities=probabilities)
+        self._require_memory(read.volume, prepared, plan, probabilities=options.probabilities)
         output = run_inference(self.network, prepared.array, plan, lambda f, _: report("infer", f))
         report("postprocess", 0.0)
-        mask, probs = restore(output.labels, output.probabilities, prepared, options.threshold, keep=probabilities)
+        mask, probs = restore(
+            output.labels, output.probabilities, prepared, options.threshold, keep=options.probabilities
+        )
+        # The mask comes back in Fortran order, as NIfTI stores voxels: writing it then copies nothing.
+        host_mask = to_host(mask.permute(2, 1, 0)).T
+        host_probabilities = None if probs is None else to_host(probs)
+        return _Segmented(read.volume, prepared, output.plan, host_mask, host_probabilities)
+
+    def _finish(self, segmented: _Segmented, report: _Reporter) -> Prediction:
+        """Host stage: the card's clean-up on the mask, then the `Prediction`.
+
+        Quality control belongs here: it has the mask, the prepared image (`segmented.prepared`, on the device) and
+        the probabilities when they were kept.
+        """
+        report("postprocess", 0.5)
         cleanup = self.card.postprocess
-        postprocess(mask, largest_component=cleanup.largest_component, holes=cleanup.fill_holes)
+        postprocess(segmented.mask, largest_component=cleanup.largest_component, holes=cleanup.fill_holes)
         report("postprocess", 1.0)
-        return self._prediction(vol, prepared, output, mask, probs, report.timings())
+        return self._prediction(segmented, report.timings())
 
     def _options(
         self, mode: Mode, threshold: object, patch_size: object, overlap: object, *, tta: bool, probabilities: bool
@@ -195,32 +218,44 @@ class Segmenter:
             resampled=prepared.resampled,
             probabilities=probabilities,
         )
-        held = volume.data.nbytes + prepared.array.nbytes  # in the estimate, but already allocated
+        on_host = prepared.array.device.type == "cpu"
+        held = volume.data.nbytes + (prepared.array.nbytes if on_host else 0)  # in the estimate, already allocated
         require_memory(needed - held, f"segmenting {describe(volume.data.shape)}")
 
-    def _prediction(
-        self,
-        volume: Volume,
-        prepared: Prepared,
-        output: InferenceOutput,
-        mask: np.ndarray,
-        probabilities: np.ndarray | None,
-        timings_ms: dict[str, float],
-    ) -> Prediction:
-        ran = output.plan  # the plan that ran: an out-of-memory retry may have slid the window or moved to the CPU
+    def _prediction(self, segmented: _Segmented, timings_ms: dict[str, float]) -> Prediction:
+        ran = segmented.plan  # the plan that ran: an out-of-memory retry may have slid the window or moved to the CPU
         return Prediction(
-            mask=mask,
-            volume=volume,
+            mask=segmented.mask,
+            volume=segmented.volume,
             card=self.card,
             source=self.source,
             device=str(ran.device),
             mode=ran.mode,
-            network_shape=network_shape(prepared.shape, ran.pad_multiple),
+            network_shape=network_shape(segmented.prepared.shape, ran.pad_multiple),
             threshold_used=ran.threshold,
-            probabilities=probabilities,
+            probabilities=segmented.probabilities,
             tta=ran.tta,
             timings_ms=timings_ms,
         )
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A volume read, and its voxels staged for the device."""
+
+    volume: Volume
+    staged: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _Segmented:
+    """What the device stage hands to the host: the mask `(I, J, K)` (and probabilities) on the input grid."""
+
+    volume: Volume
+    prepared: Prepared
+    plan: InferencePlan
+    mask: np.ndarray
+    probabilities: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -236,7 +271,11 @@ class _Options:
 
 
 class _Reporter:
-    """Tracks time per stage and forwards overall progress (stages weighted by their usual cost)."""
+    """Tracks time per stage and forwards overall progress (stages weighted by their usual cost).
+
+    On a GPU each change of stage waits for the device's queued work, so that a stage's time is its own, not the
+    asynchronous tail of the one before. `pause` stops the clock (a cohort's case waiting between two threads).
+    """
 
     WEIGHTS: ClassVar[dict[str, tuple[float, float]]] = {
         "load": (0.0, 0.05),
@@ -245,22 +284,29 @@ class _Reporter:
         "postprocess": (0.9, 1.0),
     }
 
-    def __init__(self, callback: Progress | None) -> None:
+    def __init__(self, callback: Progress | None, device: torch.device) -> None:
         self.callback = callback
+        self.device = device
         self.stage: str | None = None
         self.started = time.perf_counter()
         self.elapsed: dict[str, float] = {}
 
     def __call__(self, stage: str, fraction: float) -> None:
-        now = time.perf_counter()
         if stage != self.stage:
-            if self.stage is not None:
-                self.elapsed[self.stage] = self.elapsed.get(self.stage, 0.0) + (now - self.started) * 1000.0
-            self.stage, self.started = stage, now
+            self.pause()
+            self.stage, self.started = stage, time.perf_counter()
         if self.callback is not None and stage in self.WEIGHTS:
             low, high = self.WEIGHTS[stage]
             self.callback(low + (high - low) * fraction, stage)
 
+    def pause(self) -> None:
+        """End the current stage's clock (the next call starts a stage again)."""
+        if self.stage is not None:
+            synchronize(self.device)
+            elapsed = (time.perf_counter() - self.started) * 1000.0
+            self.elapsed[self.stage] = self.elapsed.get(self.stage, 0.0) + elapsed
+        self.stage = None
+
     def timings(self) -> dict[str, float]:
-        self("done", 0.0)
+        self.pause()
         return {stage: self.elapsed.get(stage, 0.0) for stage in ("load", "preprocess", "infer", "postprocess")}

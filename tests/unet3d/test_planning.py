@@ -1,5 +1,7 @@
 """Planning: whole pass or sliding window, and the memory estimates behind the choice and the up-front refusal."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -76,14 +78,29 @@ def test_predict_estimates_grow_with_the_grids_the_classes_and_the_probabilities
     assert predict_bytes(10**6, 10**6, **{**base, "num_classes": 10, "resampled": True}) > small
 
 
-def test_a_stitched_run_counts_its_blending_buffers_and_a_plain_whole_pass_does_not():
+def test_a_stitched_run_counts_its_blending_buffers_and_a_whole_pass_only_the_probabilities_it_keeps():
     model = UNet3D(num_classes=3, base_channels=4, depth=2)
     shape = (32, 32, 32)
     whole = plan_inference(model, shape, mode="whole", memory_budget_mb=10, **OPTIONS)
-    stitched = plan_inference(model, shape, mode="whole", memory_budget_mb=10, keep_probabilities=True, **OPTIONS)
+    kept = plan_inference(model, shape, mode="whole", memory_budget_mb=10, keep_probabilities=True, **OPTIONS)
+    stitched = plan_inference(model, shape, mode="sliding", memory_budget_mb=10, keep_probabilities=True, **OPTIONS)
     options = {"input_voxels": 32**3, "prepared_shape": shape, "num_classes": 3, "resampled": False}
     plain = predict_peak_bytes(model, whole, probabilities=False, **options)
+    with_probabilities = predict_peak_bytes(model, kept, probabilities=True, **options)
     blended = predict_peak_bytes(model, stitched, probabilities=True, **options)
-    buffers = stitch_bytes(shape, shape, 3)
-    assert buffers == 4 * 4 * 32**3
-    assert blended - plain == pytest.approx(0.85 * (buffers + 4 * 3 * 32**3))
+    assert with_probabilities - plain == pytest.approx(0.85 * 4 * 3 * 32**3)  # no blending buffers for one pass
+    window = stitched.window(shape)
+    buffers = stitch_bytes(shape, window, 3)
+    assert window == (8, 8, 8) and buffers == 4 * 4 * 8 * 32**2
+    precision = whole.precision
+    fewer_activations = whole_pass_bytes(model, window, precision, 4) - whole_pass_bytes(model, shape, precision, 4)
+    assert blended - with_probabilities == pytest.approx(0.85 * (buffers + 0.75 * fewer_activations))
+
+
+def test_on_a_gpu_the_host_holds_only_the_input_grid():
+    model = UNet3D(num_classes=3, base_channels=4, depth=2)
+    planned = plan_inference(model, (32,) * 3, mode="whole", memory_budget_mb=10, **OPTIONS)
+    plan = replace(planned, device=torch.device("cuda"))  # planned on the CPU: no GPU is needed to estimate
+    options = {"input_voxels": 10**6, "prepared_shape": (32,) * 3, "num_classes": 3, "resampled": True}
+    assert predict_peak_bytes(model, plan, probabilities=False, **options) == pytest.approx(0.85 * 9 * 10**6)
+    assert predict_peak_bytes(model, plan, probabilities=True, **options) == pytest.approx(0.85 * 21 * 10**6)

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from unet3d.errors import InvalidVolumeError
 from unet3d.preprocessing import normalize_minmax, pad_to_multiple, unpad
@@ -34,14 +35,16 @@ def test_constant_volume_is_a_clear_error():
 
 @pytest.mark.parametrize("shape", [(16, 16, 16), (17, 5, 31), (1, 2, 3)])
 def test_pad_then_unpad_round_trips(shape):
-    volume = np.random.default_rng(0).random(shape).astype(np.float32)
+    volume = torch.from_numpy(np.random.default_rng(0).random(shape).astype(np.float32))
     padded, pads = pad_to_multiple(volume, 16)
     assert all(s % 16 == 0 for s in padded.shape)
-    assert np.array_equal(unpad(padded, pads), volume)
+    assert torch.equal(unpad(padded, pads), volume)
+    assert all(before <= after <= before + 1 for before, after in pads)  # split evenly, the odd voxel after
 
 
 def test_pad_handles_leading_channel_axes():
-    volume = np.ones((3, 5, 6, 7), dtype=np.float32)
+    volume = torch.ones((3, 5, 6, 7))
     padded, pads = pad_to_multiple(volume, 4)
-    assert padded.shape == (3, 8, 8, 8)
+    assert padded.shape == (3, 8, 8, 8) and pads == ((1, 2), (1, 1), (0, 1))
+    assert torch.equal(padded[:, 1:6, 1:7, 0:7], volume) and padded.sum() == volume.sum()  # zeros around it
     assert unpad(padded, pads).shape == volume.shape
