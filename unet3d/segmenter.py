@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +22,7 @@ from .io import Volume, load_volume, volume_from_array
 from .memory import describe, require_memory
 from .model import UNet3D
 from .options import PRECISIONS, Mode, Precision, check_choice, check_window, resolve_threshold
+from .pipeline import CaseResult, predict_cohort
 from .planning import InferencePlan, memory_budget_mb, network_shape, plan_inference, predict_peak_bytes
 from .postprocess import postprocess
 from .prediction import Prediction
@@ -123,9 +125,58 @@ class Segmenter:
             ParameterError: an option is out of range or of the wrong type.
             Unet3dError: the volume cannot be segmented (unreadable, invalid, too large); the message says why.
         """
-        report = _Reporter(progress, self.device)
+        report = self.reporter(progress)
         options = self._options(mode, threshold, patch_size, overlap, tta=tta, probabilities=probabilities)
         return self._finish(self._segment(self._read(volume, name, report), options, report), report)
+
+    def predict_many(
+        self,
+        inputs: Iterable[VolumeInput],
+        outputs: str | Path | Sequence[str | Path | None] | None = None,
+        *,
+        probabilities_outputs: str | Path | Sequence[str | Path | None] | None = None,
+        tta: bool = False,
+        mode: Mode = "auto",
+        probabilities: bool = False,
+        threshold: float | None = None,
+        patch_size: int | Shape3 | None = None,
+        overlap: float | None = None,
+        prefetch: int = 2,
+        workers: int | None = None,
+    ) -> Iterator[CaseResult]:
+        """Segment a cohort, overlapping the stages: while the network runs on one volume, worker threads read the
+        next ones and write (and summarise) the previous ones. Same masks as `predict`, in input order.
+
+        Example:
+            >>> for case in seg.predict_many(["a.nii.gz", "b.nii.gz"], "masks/"):
+            ...     print(case.input, case.output if case.error is None else case.error)
+
+        Args:
+            inputs: paths, `Volume`s or arrays (as `predict` takes), read lazily, `prefetch` ahead.
+            outputs: where masks go: a folder (`<folder>/<stem>_mask.nii.gz`), one path (or None) per input, or
+                None (keep them in memory only, in `CaseResult.prediction`).
+            probabilities_outputs: likewise for the probabilities (needs `probabilities=True`).
+            tta, mode, probabilities, threshold, patch_size, overlap: as for `predict`, for every input.
+            prefetch: volumes read ahead and results waiting to be written (memory: about 2·prefetch volumes).
+            workers: reader and writer threads each (default: one per four cores, 1 to 4).
+
+        Yields:
+            One `CaseResult` per input; a case that fails carries its `error` and the cohort goes on.
+
+        Raises:
+            ParameterError: an option is out of range (before any volume is read).
+        """
+        options = self._options(mode, threshold, patch_size, overlap, tta=tta, probabilities=probabilities)
+        if probabilities_outputs is not None and not probabilities:
+            raise ParameterError("probabilities_outputs needs probabilities=True")
+        for named in (outputs, probabilities_outputs):
+            if isinstance(named, list | tuple) and isinstance(inputs, Sized) and len(named) != len(inputs):
+                raise ParameterError(f"{len(inputs)} inputs but {len(named)} output paths: give one per input")
+        return predict_cohort(self, inputs, outputs, probabilities_outputs, options, prefetch=prefetch, workers=workers)
+
+    def reporter(self, progress: Progress | None) -> _Reporter:
+        """A stage clock for one case on this segmenter's device."""
+        return _Reporter(progress, self.device)
 
     def _read(self, volume: VolumeInput, name: str | None, report: _Reporter) -> _Read:
         """Host stage: the volume read and staged for the device (a pinned copy for a GPU)."""
@@ -133,7 +184,7 @@ class Segmenter:
         loaded = self._load(volume, name)
         return _Read(loaded, stage(loaded.data, self.device))
 
-    def _segment(self, read: _Read, options: _Options, report: _Reporter) -> _Segmented:
+    def _segment(self, read: _Read, options: PredictCall, report: _Reporter) -> _Segmented:
         """Device stage: prepare, plan, infer and restore where the network runs; only the uint8 mask (and any
         probabilities asked for) come back to the host."""
         report("preprocess", 0.0)
@@ -165,11 +216,11 @@ class Segmenter:
 
     def _options(
         self, mode: Mode, threshold: object, patch_size: object, overlap: object, *, tta: bool, probabilities: bool
-    ) -> _Options:
+    ) -> PredictCall:
         """The call's options, checked before the volume is read (the card's defaults are filled in by `_plan`)."""
         resolved = resolve_threshold(threshold, self.model.num_classes)
         window, fraction = check_window(mode, patch_size, overlap, self.card.input.pad_to_multiple)
-        return _Options(mode, resolved, window, fraction, tta, probabilities)
+        return PredictCall(mode, resolved, window, fraction, tta, probabilities)
 
     def _load(self, volume: VolumeInput, name: str | None) -> Volume:
         if isinstance(volume, np.ndarray):
@@ -189,7 +240,7 @@ class Segmenter:
             volume, max_voxels=self.max_voxels, max_decompressed_bytes=self.max_decompressed_bytes, name=name
         )
 
-    def _plan(self, prepared: Prepared, options: _Options) -> InferencePlan:
+    def _plan(self, prepared: Prepared, options: PredictCall) -> InferencePlan:
         spec = self.card.inference
         return plan_inference(
             self.network,
@@ -259,8 +310,8 @@ class _Segmented:
 
 
 @dataclass(frozen=True)
-class _Options:
-    """One `predict` call's options, checked; None means the card's default."""
+class PredictCall:
+    """One `predict` (or `predict_many`) call's options, checked; None means the card's default."""
 
     mode: Mode
     threshold: float | None
@@ -273,8 +324,8 @@ class _Options:
 class _Reporter:
     """Tracks time per stage and forwards overall progress (stages weighted by their usual cost).
 
-    On a GPU each change of stage waits for the device's queued work, so that a stage's time is its own, not the
-    asynchronous tail of the one before. `pause` stops the clock (a cohort's case waiting between two threads).
+    On a GPU the end of a device stage waits for the device's queued work, so that a stage's time is its own, not
+    the asynchronous tail of the one before. `pause` stops the clock (a cohort's case waiting between two threads).
     """
 
     WEIGHTS: ClassVar[dict[str, tuple[float, float]]] = {
@@ -283,6 +334,7 @@ class _Reporter:
         "infer": (0.1, 0.9),
         "postprocess": (0.9, 1.0),
     }
+    ON_DEVICE: ClassVar[frozenset[str]] = frozenset({"preprocess", "infer"})
 
     def __init__(self, callback: Progress | None, device: torch.device) -> None:
         self.callback = callback
@@ -301,8 +353,9 @@ class _Reporter:
 
     def pause(self) -> None:
         """End the current stage's clock (the next call starts a stage again)."""
-        if self.stage is not None:
+        if self.stage in self.ON_DEVICE:  # their work is queued on a GPU: it is done when the device says so
             synchronize(self.device)
+        if self.stage is not None:
             elapsed = (time.perf_counter() - self.started) * 1000.0
             self.elapsed[self.stage] = self.elapsed.get(self.stage, 0.0) + elapsed
         self.stage = None
