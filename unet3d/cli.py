@@ -21,7 +21,7 @@ from .geometry import same_grid
 from .hub import default_model, push_model, resolve_source
 from .io import load_volume
 from .metrics import evaluate
-from .options import MODES
+from .options import MODES, PRECISIONS
 from .stats import LabelMasks, label_masks, mask_statistics
 
 logger = logging.getLogger("unet3d")
@@ -124,6 +124,12 @@ def _parser() -> argparse.ArgumentParser:
     _model_arguments(predict)
     predict.add_argument("--device", default=os.environ.get("UNET3D_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N")
     predict.add_argument("--mode", default="auto", choices=MODES)
+    predict.add_argument(
+        "--precision",
+        default=os.environ.get("UNET3D_PRECISION", "auto"),
+        choices=PRECISIONS,
+        help="autocast precision (default: $UNET3D_PRECISION or auto: bf16 on CPUs with native bf16, fp16 on CUDA)",
+    )
     predict.add_argument("--tta", action="store_true", help="flip test-time augmentation (4× slower)")
     predict.add_argument("--probabilities", action="store_true", help="also write <case>_probabilities.nii.gz")
     predict.add_argument("--json", action="store_true", help="print one summary JSON object per segmented input")

@@ -170,29 +170,30 @@ def _forward(
     `within`, if given, hears the share of this call's work done (each flip an equal part).
     """
     flips = _TTA_FLIPS if plan.tta else ((),)
-    total = torch.zeros((), device=tiles.device)
+    total: torch.Tensor | None = None
     for index, dims in enumerate(flips):
         x = torch.flip(tiles, dims) if dims else tiles
         step = None if within is None else partial(_share, within, index, len(flips))
-        logits = _logits(model, x, plan, step)
-        probs = _probabilities(logits.float())
-        total = total + (torch.flip(probs, dims) if dims else probs)
-    return total / len(flips)
+        probs = _probabilities(_logits(model, x, plan, step))
+        probs = torch.flip(probs, dims) if dims else probs
+        total = probs if total is None else total.add_(probs)  # in place: one probability map, however many flips
+    assert total is not None  # flips is never empty
+    return total if len(flips) == 1 else total.div_(len(flips))
 
 
 def _logits(
     model: nn.Module, x: torch.Tensor, plan: InferencePlan, within: Callable[[float], None] | None
 ) -> torch.Tensor:
-    """One forward pass; a network whose forward takes `progress` (UNet3D's does) reports through it to `within`."""
+    """One forward pass; a network whose forward takes `progress` (UNet3D's does) reports through it to `within`,
+    and one that takes `slab_rows` runs a whole pass's full-resolution decoder in the plan's slabs."""
+    options: dict[str, object] = {}
+    parameters = inspect.signature(model.forward).parameters  # a subclass may override forward(x) without them
+    if within is not None and "progress" in parameters:
+        options["progress"] = within
+    if plan.slab_rows is not None and plan.mode == "whole" and "slab_rows" in parameters:
+        options["slab_rows"] = plan.slab_rows
     with _autocast(plan):
-        if within is not None and _reports_progress(model):
-            return model(x, progress=within)
-        return model(x)
-
-
-def _reports_progress(model: nn.Module) -> bool:
-    # Asked of the forward itself: a subclass of UNet3D may override forward(x) without the parameter.
-    return "progress" in inspect.signature(model.forward).parameters
+        return model(x, **options)
 
 
 def _infer_progress(progress: Progress, fraction: float) -> None:
@@ -209,6 +210,7 @@ def _autocast(plan: InferencePlan) -> torch.autocast:
 
 
 def _probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """float32 probabilities from logits of any precision, without a float32 copy of the logits first."""
     if logits.shape[1] == 1:
-        return torch.sigmoid(logits)
-    return torch.softmax(logits, dim=1)
+        return torch.sigmoid(logits.float())
+    return torch.softmax(logits, dim=1, dtype=torch.float32)

@@ -36,14 +36,14 @@ def normalize_minmax(
 
 
 def rescale(volume: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """`volume` clipped to [low, high] and mapped to [0, 1], as a new contiguous float32 tensor on its device.
+    """`volume` clipped to [low, high] and mapped to [0, 1], as a new float32 tensor on its device, in the volume's
+    memory layout (a transposing copy here would only repeat the one padding makes).
 
     Raises:
         InvalidVolumeError: `high` is not above `low` (see `require_contrast`).
     """
     require_contrast(low, high)
-    out = volume.to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # never the caller's tensor
-    out.clamp_(low, high)
+    out = volume.to(torch.float32).clamp(low, high)  # a new tensor: the caller's volume stays as it was
     out -= low
     out *= 1.0 / (high - low)
     return out

@@ -67,7 +67,31 @@ def test_activation_estimates_scale_with_the_width_the_voxels_and_the_precision(
     assert activation_bytes_per_voxel(Pointwise(), 4) == 2 * activation_bytes_per_voxel(Pointwise(), 2)
     assert whole_pass_bytes(narrow, (15, 16, 16), "fp32", 4) == 16**3 * activation_bytes_per_voxel(narrow, 4)
     assert whole_pass_bytes(narrow, (16, 16, 16), "bf16", 4) < whole_pass_bytes(narrow, (16, 16, 16), "fp32", 4)
+
+
+def test_the_host_budget_is_half_the_available_memory_and_never_below_the_cards(monkeypatch):
+    monkeypatch.setattr("unet3d.planning.available_bytes", lambda: 16 * 2**30)
+    assert memory_budget_mb(torch.device("cpu"), 1024) == 8 * 1024
+    monkeypatch.setattr("unet3d.planning.available_bytes", lambda: 1 * 2**30)
     assert memory_budget_mb(torch.device("cpu"), 1024) == 1024
+    monkeypatch.setattr("unet3d.planning.available_bytes", lambda: None)
+    assert memory_budget_mb(torch.device("cpu"), 1536) == 1536
+
+
+def test_a_host_whole_pass_runs_its_top_decoder_in_slabs_and_plans_for_less_memory():
+    model = UNet3D(num_classes=3, base_channels=16, depth=4)
+    brain = (176, 208, 176)
+    options = {**OPTIONS, "patch_size": (128, 128, 128)}
+    plan = plan_inference(model, brain, mode="auto", memory_budget_mb=1536, precision="fp32", **options)
+    assert plan.mode == "whole" and plan.slab_rows == 68  # 2.5 M voxels of a 208×176 cross-section, even
+    slabbed = whole_pass_bytes(model, brain, "fp32", slabbed=True)
+    assert slabbed < 0.6 * whole_pass_bytes(model, brain, "fp32") and slabbed < 1536 * 2**20
+    sliding = plan_inference(model, brain, mode="sliding", memory_budget_mb=1536, **options)
+    cuda = plan_inference(
+        model, brain, mode="whole", memory_budget_mb=1536, **{**options, "device": torch.device("cuda")}
+    )
+    assert sliding.slab_rows is None and cuda.slab_rows is None
+    assert plan_inference(Pointwise(), brain, mode="whole", memory_budget_mb=1536, **OPTIONS).slab_rows is None
 
 
 def test_predict_estimates_grow_with_the_grids_the_classes_and_the_probabilities():
