@@ -1,6 +1,8 @@
 """The FastAPI application: `create_app()` wires routes, metrics, CORS and the UI; the lifespan loads the model.
 
-Run it with `uvicorn api.main:app` or `unet3d serve`. Importing this module reads no settings and loads no model;
+Run it with `uvicorn api.main:app` or `unet3d serve`; the HTTP API alone (an inference node: Gradio is never imported)
+with `uvicorn --factory api.main:create_api_app` or `unet3d serve --no-ui`. Importing this module builds no app,
+reads no settings and loads no model;
 if the settings are invalid or the model cannot load at startup, the process logs why in one line (no traceback) and
 exits non-zero.
 """
@@ -28,7 +30,6 @@ from .metrics import MetricsMiddleware, ServiceMetrics
 from .routes import router, v1
 from .service import SegmentationService, SettingsConflictError
 from .settings import get_settings
-from .ui import UI_PATH, build_ui, mount_ui, require_key_for_ui
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,7 @@ MODEL_SETTINGS_HINT = "check UNET3D_MODEL, UNET3D_MODEL_REVISION and UNET3D_DEVI
 
 DESCRIPTION = (
     "3D segmentation of NIfTI volumes with UNet3D. `POST /v1/predict` returns a JSON summary or the mask "
-    "(`return_binary=true`) on the input's exact voxel grid. The review UI lives at "
-    f"[{UI_PATH}/]({UI_PATH}/). Research/demo use, not for clinical use."
+    "(`return_binary=true`) on the input's exact voxel grid.{ui} Research/demo use, not for clinical use."
 )
 
 
@@ -76,8 +76,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     metrics.queue_depth.set_function(lambda: service.slots.waiting)
     metrics.in_progress.set_function(lambda: service.slots.running)
-    _limit_ui_uploads(app.state.blocks, settings.max_upload_bytes)
-    require_key_for_ui(app, app.state.blocks, settings.api_key)
+    if app.state.blocks is not None:
+        from .ui import require_key_for_ui
+
+        _limit_ui_uploads(app.state.blocks, settings.max_upload_bytes)
+        require_key_for_ui(app, app.state.blocks, settings.api_key)
     logger.info("model %s@%s loaded on %s", source.id, source.revision, service.segmenter.device)
     try:
         yield
@@ -150,14 +153,26 @@ def _limit_ui_uploads(blocks: Any, max_bytes: int) -> None:
     blocks.config["max_file_size"] = max_bytes
 
 
-def create_app() -> FastAPI:
-    """Build the app: /health, /metrics, /v1/*, OpenAPI docs and the Gradio review UI at /ui."""
+def create_app(*, ui: bool = True) -> FastAPI:
+    """Build the app: /health, /metrics, /v1/*, OpenAPI docs and, unless `ui` is False, the Gradio review UI at
+    /ui (without it Gradio is not imported: an inference node needs neither its start-up nor its dependencies)."""
+    described = ""
+    if ui:
+        from .ui import UI_PATH
+
+        described = f" The review UI lives at [{UI_PATH}/]({UI_PATH}/)."
     app = FastAPI(
-        title="unet3d", version=__version__, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+        title="unet3d",
+        version=__version__,
+        description=DESCRIPTION.format(ui=described),
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.metrics = ServiceMetrics()
     app.state.service = None
     app.state.cases = None
+    app.state.blocks = None
     install_error_handlers(app)
     app.add_middleware(OneLineStartupFailure)
     app.add_middleware(SettingsCORSMiddleware)
@@ -166,9 +181,25 @@ def create_app() -> FastAPI:
     app.include_router(v1)
     app.include_router(cases_router)
     install_docs(app)
-    app.state.blocks = build_ui(lambda: getattr(app.state, "service", None))
-    mount_ui(app, app.state.blocks)
+    if ui:
+        from .ui import build_ui, mount_ui
+
+        app.state.blocks = build_ui(lambda: getattr(app.state, "service", None))
+        mount_ui(app, app.state.blocks)
     return app
 
 
-app = create_app()
+def create_api_app() -> FastAPI:
+    """The HTTP API without the review UI: `uvicorn --factory api.main:create_api_app` (`unet3d serve --no-ui`)."""
+    return create_app(ui=False)
+
+
+def __getattr__(name: str) -> Any:
+    """`api.main:app` (uvicorn's target): the full app, built on first use, so that importing this module for
+    `create_api_app` imports no Gradio."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    built = globals().get("_app")
+    if built is None:
+        built = globals()["_app"] = create_app()
+    return built

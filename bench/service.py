@@ -22,9 +22,11 @@ def start_server(
     queue_size: int = 8,
     own_tmpdir: bool = False,
     settings: dict[str, str] | None = None,
+    ui: bool = True,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Launch the service with the given slots and queue (and any other UNET3D_* `settings`); logs go to
-    `workdir/server.log`. Review data lives in `workdir/data` unless `settings` say otherwise."""
+    `workdir/server.log`. Review data lives in `workdir/data` unless `settings` say otherwise. `ui=False` serves
+    the HTTP API alone (`api.main:create_api_app`: no Gradio needed)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -43,7 +45,8 @@ def start_server(
     if own_tmpdir:
         (workdir / "tmp").mkdir(exist_ok=True)
         env["TMPDIR"] = str(workdir / "tmp")
-    argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    target = ["api.main:app"] if ui else ["--factory", "api.main:create_api_app"]
+    argv = [sys.executable, "-m", "uvicorn", *target, "--host", "127.0.0.1", "--port", str(port)]
     with (workdir / "server.log").open("wb") as log:
         process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

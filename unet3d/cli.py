@@ -180,6 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--revision", default=None, help="with a Hub --model: branch, tag or commit sha")
     serve.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (sets UNET3D_DEVICE)")
+    serve.add_argument(
+        "--no-ui", action="store_true", help="the HTTP API alone, without the review UI (an inference node)"
+    )
     serve.set_defaults(handler=_serve)
 
     push = sub.add_parser("push", help="upload a model directory to the Hugging Face Hub")
@@ -352,7 +355,10 @@ def _serve(args: argparse.Namespace) -> int:
     # The app reads its settings from the environment when it starts, in this process.
     options = {"UNET3D_MODEL": args.model, "UNET3D_MODEL_REVISION": args.revision, "UNET3D_DEVICE": args.device}
     os.environ.update({name: value for name, value in options.items() if value is not None})
-    uvicorn.run("api.main:app", host=args.host, port=args.port)
+    if args.no_ui:
+        uvicorn.run("api.main:create_api_app", factory=True, host=args.host, port=args.port)
+    else:
+        uvicorn.run("api.main:app", host=args.host, port=args.port)
     return 0
 
 
