@@ -1,12 +1,15 @@
 """Library vs MONAI's sliding window on the same weights and the same 1 mm brain (nilearn's MNI152 T1).
 
-Usage: python bench/compare.py [--model DIR] [--repeats 3] [--skip-ct] [--json bench/results/compare-cpu.json]
+Usage: python bench/compare.py [--model DIR] [--repeats 3] [--precision auto] [--skip-ct] [--json OUT.json]
+
+`--precision fp32` runs ours as a CPU without native bf16 (AVX2 only: most laptops and many cloud VMs) would: the
+JSON says which precision ran and what the CPU has (avx512_bf16 / AMX).
 Needs the dev extras (MONAI, nilearn for the template): scripts/setup.sh --dev.
 
 Times are measured in this process, alternating the two pipelines (the machine is shared and noisy,
 so the ratio is the figure to trust); peak RSS is measured in a fresh child process per pipeline.
 Both pipelines read the NIfTI, normalise it the same way, segment, and write a uint8 mask:
-- ours: `Segmenter.predict` (auto mode: whole pass when it fits, bf16 on CPUs that have it) + save;
+- ours: `Segmenter.predict` (auto mode: whole pass when it fits, bf16 on CPUs that have it, or --precision) + save;
 - MONAI: `sliding_window_inference` (roi 128³, overlap 0.25, gaussian, sw_batch_size 1, fp32).
 The FLOP floor is the network's FLOPs for one padded whole-volume pass divided by this machine's
 measured bf16 matmul rate. Prints one JSON object.
@@ -43,9 +46,14 @@ REFERENCE_BF16_GFLOPS = 873.0
 
 
 def ours(segmenter: Segmenter, path: Path, out: Path) -> np.ndarray:
+    global last_mode
     prediction = segmenter.predict(path)
     prediction.save(out)
+    last_mode = prediction.mode
     return prediction.mask
+
+
+last_mode = ""  # the mode ours ran in (whole or sliding), for the report
 
 
 def monai(model: torch.nn.Module, path: Path, out: Path, clip: tuple[float, float]) -> np.ndarray:
@@ -101,11 +109,27 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(kind: str, model_dir: str, out: Path) -> dict[str, Any]:
+def cpu_kind() -> dict[str, Any]:
+    """What the CPU is and whether it has native bf16 (the precision `auto` picks follows from it)."""
+    from unet3d.device import _cpu_has_bf16
+
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return {
+        "model": name,
+        "avx2": "avx2" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx_tile": "amx_tile" in flags,
+        "native_bf16": _cpu_has_bf16(),
+    }
+
+
+def child(kind: str, model_dir: str, out: Path, precision: str = "auto") -> dict[str, Any]:
     """One pipeline in a fresh process: its peak RSS is the pipeline's own."""
     if kind == "ct":
         return child_ct(model_dir, out)
-    segmenter = Segmenter.from_pretrained(model_dir, device="cpu")
+    segmenter = Segmenter.from_pretrained(model_dir, device="cpu", precision=precision)
     t1 = template_dir() / T1_NAME
     started = time.perf_counter()
     if kind == "ours":
@@ -138,8 +162,9 @@ def child_ct(model_dir: str, out: Path) -> dict[str, Any]:
     }
 
 
-def run_child(kind: str, model_dir: str, out: Path) -> dict[str, Any]:
+def run_child(kind: str, model_dir: str, out: Path, precision: str = "auto") -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", kind, "--model", model_dir, "--out", str(out)]
+    command += ["--precision", precision]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -148,6 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="model directory (default: the shipped model)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each pipeline (default: 3)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="ours (default: auto)")
     parser.add_argument("--skip-ct", action="store_true", help="skip the synthetic 512×512×400 CT (about a minute)")
     parser.add_argument("--json", type=Path, default=None, help="also write the result to this file")
     parser.add_argument("--child", choices=["ours", "monai", "ct"], help=argparse.SUPPRESS)  # peak-RSS subprocesses
@@ -157,9 +183,9 @@ def main() -> None:
     t1 = template_dir() / T1_NAME
     out.mkdir(parents=True, exist_ok=True)
     if args.child:
-        print(json.dumps(child(args.child, args.model, out)))
+        print(json.dumps(child(args.child, args.model, out, args.precision)))
         return
-    segmenter = Segmenter.from_pretrained(args.model, device="cpu")
+    segmenter = Segmenter.from_pretrained(args.model, device="cpu", precision=args.precision)
     source = resolve_source(args.model)
     plain = load_unet(source).eval()  # the same weights, un-fused, fp32: what MONAI gets
     clip = segmenter.card.input.clip_percentiles or (0.0, 100.0)
@@ -171,16 +197,22 @@ def main() -> None:
             mask = ours(segmenter, t1, out / "o.nii.gz") if name == "ours" else monai(plain, t1, out / "m.nii.gz", clip)
             times[name].append(time.perf_counter() - started)
             masks[name] = mask
-    fp32 = Segmenter.from_pretrained(args.model, device="cpu", precision="fp32")
-    started = time.perf_counter()
-    fp32_mask = ours(fp32, t1, out / "f.nii.gz")
-    fp32_seconds = time.perf_counter() - started
+    if _precision(segmenter) == "fp32":  # ours ran in fp32 already
+        fp32_mask, fp32_seconds = masks["ours"], statistics.median(times["ours"])
+    else:
+        fp32 = Segmenter.from_pretrained(args.model, device="cpu", precision="fp32")
+        started = time.perf_counter()
+        fp32_mask = ours(fp32, t1, out / "f.nii.gz")
+        fp32_seconds = time.perf_counter() - started
     reference = reference_labels()
     floor = flop_floor(plain, reference.shape)
     median = {name: statistics.median(values) for name, values in times.items()}
     result: dict[str, Any] = {
         "volume": "MNI152 T1 197x233x189 1 mm",
         "threads": torch.get_num_threads(),
+        "cpu": cpu_kind(),
+        "ours_precision": _precision(segmenter),
+        "ours_mode": last_mode,
         "seconds_median": {k: round(v, 3) for k, v in median.items()},
         "seconds_all": {k: [round(x, 3) for x in v] for k, v in times.items()},
         "speedup_vs_monai": round(median["monai"] / median["ours"], 2),
@@ -198,7 +230,9 @@ def main() -> None:
         "ours_over_floor": round(median["ours"] / floor["floor_s"], 2),
         # The issue's reference rate for these 2 cores (notes/perf-measured.md); this machine may measure lower.
         "ours_over_floor_at_873_gflops": round(median["ours"] / (floor["gflop"] / REFERENCE_BF16_GFLOPS), 2),
-        "peak_rss_mb": {kind: round(run_child(kind, args.model, out)["peak_rss_mb"]) for kind in ("ours", "monai")},
+        "peak_rss_mb": {
+            kind: round(run_child(kind, args.model, out, args.precision)["peak_rss_mb"]) for kind in ("ours", "monai")
+        },
     }
     if not args.skip_ct:
         result["ct_512x512x400"] = run_child("ct", args.model, out)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import torch
+
 if TYPE_CHECKING:
     from .prediction import Prediction
     from .segmenter import PredictCall, Segmenter, VolumeInput
@@ -37,9 +39,14 @@ class Stage(Generic[Item, Written]):
     error: Exception | None
 
 
-def default_workers() -> int:
-    """Reader (and writer) threads: one per four cores, 1 to 4 (gzip inflate/deflate release the GIL)."""
-    return max(1, min(4, (os.cpu_count() or 1) // 4))
+def default_workers(device: torch.device) -> int:
+    """Reader (and writer) threads: one per four cores, 1 to 4 (gzip inflate/deflate release the GIL); none when
+    the network itself runs on every core (a CPU device using them all): a thread beside it would only take cores
+    from its parallel convolutions, whose threads then wait for each other (measured slower on 2 cores)."""
+    cores = os.cpu_count() or 1
+    if device.type == "cpu" and torch.get_num_threads() >= cores:
+        return 0
+    return max(1, min(4, cores // 4))
 
 
 def overlap(
@@ -49,7 +56,7 @@ def overlap(
     write: Callable[[Computed], Written],
     *,
     prefetch: int = 2,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> Iterator[Stage[Item, Written]]:
     """Run `read → compute → write` over `items`, overlapping the stages of neighbouring items.
 
@@ -59,7 +66,8 @@ def overlap(
         compute: runs on the thread iterating the result (the device's thread), one item at a time, in order.
         write: runs on a writer thread.
         prefetch: items read ahead of `compute`, and items computed but not yet yielded (>= 1).
-        workers: reader threads and writer threads each (default: `default_workers()`).
+        workers: reader threads and writer threads each; 0 runs every stage on the calling thread, one item after
+            another.
 
     Yields:
         One `Stage` per item, in input order; an exception in any stage of an item is its `error` (the other items
@@ -67,9 +75,11 @@ def overlap(
     """
     if prefetch < 1:
         raise ValueError(f"prefetch must be at least 1, got {prefetch}")
-    count = workers or default_workers()
-    readers = ThreadPoolExecutor(count, thread_name_prefix="unet3d-read")
-    writers = ThreadPoolExecutor(count, thread_name_prefix="unet3d-write")
+    if workers == 0:
+        yield from _in_turn(items, read, compute, write)
+        return
+    readers = ThreadPoolExecutor(workers, thread_name_prefix="unet3d-read")
+    writers = ThreadPoolExecutor(workers, thread_name_prefix="unet3d-write")
     source = iter(items)
     reading: deque[tuple[Item, Future[Read]]] = deque()
     writing: deque[tuple[Item, Future[Written]]] = deque()
@@ -91,6 +101,19 @@ def overlap(
     finally:
         for pool in (readers, writers):
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_turn(
+    items: Iterable[Item],
+    read: Callable[[Item], Read],
+    compute: Callable[[Read], Computed],
+    write: Callable[[Computed], Written],
+) -> Iterator[Stage[Item, Written]]:
+    for item in items:
+        try:
+            yield Stage(item, write(compute(read(item))), None)
+        except Exception as error:  # one item's failure is its result, not the cohort's end
+            yield Stage(item, None, error)
 
 
 def _top_up(
@@ -166,10 +189,11 @@ def predict_cohort(
     """`Segmenter.predict_many`'s work: read on worker threads, segment here, clean up, write and summarise on
     worker threads."""
     stages = _CaseStages(segmenter, options)
+    count = default_workers(segmenter.device) if workers is None else workers
     # A folder target repeats for ever: the inputs end the cohort (predict_many checked the lengths of lists).
     targets = zip(inputs, _per_input(outputs), _per_input(probabilities_outputs), strict=False)
     jobs = (_Job(*job) for job in targets)
-    for done in overlap(jobs, stages.read, stages.compute, stages.write, prefetch=prefetch, workers=workers):
+    for done in overlap(jobs, stages.read, stages.compute, stages.write, prefetch=prefetch, workers=count):
         if done.value is not None:
             yield done.value
         else:

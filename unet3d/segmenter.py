@@ -158,7 +158,8 @@ class Segmenter:
             probabilities_outputs: likewise for the probabilities (needs `probabilities=True`).
             tta, mode, probabilities, threshold, patch_size, overlap: as for `predict`, for every input.
             prefetch: volumes read ahead and results waiting to be written (memory: about 2·prefetch volumes).
-            workers: reader and writer threads each (default: one per four cores, 1 to 4).
+            workers: reader and writer threads each (default: one per four cores, 1 to 4; 0 on a CPU whose cores
+                the network uses, where a thread beside it slows it down: the stages then take turns).
 
         Yields:
             One `CaseResult` per input; a case that fails carries its `error` and the cohort goes on.

@@ -135,3 +135,17 @@ def test_predict_many_refuses_mismatched_outputs_and_orphan_probability_files(se
         segmenter.predict_many(paths, probabilities_outputs=tmp_path)
     with pytest.raises(ParameterError, match="overlap"):
         segmenter.predict_many(paths, overlap=2.0)
+
+
+def test_with_no_workers_the_stages_take_turns_on_the_calling_thread():
+    threads: set[str] = set()
+
+    def stage(n: int) -> int:
+        threads.add(threading.current_thread().name)
+        if n == 2:
+            raise ValueError("bad 2")
+        return n
+
+    done = list(overlap(range(4), stage, stage, stage, workers=0))
+    assert [d.item for d in done] == [0, 1, 2, 3] and str(done[2].error) == "bad 2"
+    assert threads == {threading.current_thread().name}
