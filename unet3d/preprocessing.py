@@ -3,6 +3,8 @@ the grid: orientation, foreground crop, resampling). Tensors stay on their devic
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch.nn import functional
@@ -77,13 +79,30 @@ def intensity_range(volume: torch.Tensor, clip_percentiles: tuple[float, float] 
 
 
 def _percentiles(flat: torch.Tensor, percentiles: tuple[float, float]) -> tuple[float, float]:
-    """Linear-interpolation percentiles (numpy's and torch's default) of a 1D sample, where it lives."""
-    if flat.device.type == "cpu":
-        # numpy selects (introselect) where torch sorts or runs one kthvalue per rank: ~3x faster on the host.
-        low, high = np.percentile(flat.numpy(), percentiles)
-    else:
-        low, high = torch.quantile(flat.float(), torch.tensor(percentiles, device=flat.device) / 100.0).tolist()
-    return float(low), float(high)
+    """Linear-interpolation percentiles (numpy's default method) of a 1D sample, the same on every device: the order
+    statistics are found where the sample lives (exact values), the interpolation is done here in float64."""
+    count = flat.numel()
+    positions = [p / 100.0 * (count - 1) for p in percentiles]
+    ranks = sorted({r for x in positions for r in (math.floor(x), min(math.floor(x) + 1, count - 1))})
+    # numpy selects (introselect) where torch sorts or runs one kthvalue per rank: ~3x faster on the host.
+    values = _selected(flat, ranks) if flat.device.type == "cpu" else _sorted(flat, ranks)
+    rank = dict(zip(ranks, values, strict=True))
+    low, high = (_lerp(rank[math.floor(x)], rank[min(math.floor(x) + 1, count - 1)], x % 1) for x in positions)
+    return low, high
+
+
+def _selected(flat: torch.Tensor, ranks: list[int]) -> list[float]:
+    return [float(v) for v in np.partition(flat.numpy(), ranks)[ranks]]
+
+
+def _sorted(flat: torch.Tensor, ranks: list[int]) -> list[float]:
+    return [float(v) for v in torch.sort(flat).values[ranks].tolist()]
+
+
+def _lerp(below: float, above: float, fraction: float) -> float:
+    # numpy's own formula (numpy.lib._function_base_impl._lerp): from the nearer end, so 1.0 gives `above` exactly.
+    step = above - below
+    return above - step * (1.0 - fraction) if fraction >= 0.5 else below + step * fraction
 
 
 def _memory_order(volume: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from unet3d.errors import InvalidVolumeError
-from unet3d.preprocessing import normalize_minmax, pad_to_multiple, unpad
+from unet3d.preprocessing import _selected, _sorted, intensity_range, normalize_minmax, pad_to_multiple, unpad
 
 
 def test_normalize_clips_percentiles_and_maps_to_unit_range():
@@ -48,3 +48,15 @@ def test_pad_handles_leading_channel_axes():
     assert padded.shape == (3, 8, 8, 8) and pads == ((1, 2), (1, 1), (0, 1))
     assert torch.equal(padded[:, 1:6, 1:7, 0:7], volume) and padded.sum() == volume.sum()  # zeros around it
     assert unpad(padded, pads).shape == volume.shape
+
+
+@pytest.mark.parametrize("size", [7, 1000, 2_500_001])
+def test_percentiles_are_numpys_and_the_same_whichever_device_finds_the_order_statistics(size):
+    # The host selects (numpy), a GPU sorts (torch): the same exact values, interpolated the same way, so a volume
+    # normalises identically on either device (and a GPU out-of-memory retry on the CPU gives the same labels).
+    volume = np.random.default_rng(size).normal(50, 20, size).astype(np.float32)
+    ranks = [0, 3, size // 2, size - 1]
+    assert _selected(torch.from_numpy(volume), ranks) == _sorted(torch.from_numpy(volume), ranks)
+    low, high = intensity_range(torch.from_numpy(volume.reshape(1, 1, -1)), (1.0, 99.0))
+    sample = volume if size <= 2_000_000 else volume[:: size // 2_000_000]
+    assert [np.float32(low), np.float32(high)] == list(np.percentile(sample, (1.0, 99.0)).astype(np.float32))
