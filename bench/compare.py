@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -38,7 +39,8 @@ from unet3d import Segmenter, load_volume  # noqa: E402
 from unet3d.hub import load_unet, resolve_source  # noqa: E402
 from unet3d.io import save_mask  # noqa: E402
 from unet3d.metrics import dice  # noqa: E402
-from unet3d.preprocessing import normalize_minmax, pad_to_multiple  # noqa: E402
+from unet3d.planning import network_shape  # noqa: E402
+from unet3d.preprocessing import normalize_minmax  # noqa: E402
 
 T1_NAME = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 DEFAULT_MODEL = ROOT / "models" / "unet3d-brain-tissue"
@@ -79,25 +81,30 @@ def reference_labels() -> np.ndarray:
     return tissue_labels(np.asanyarray(gm.dataobj) / 255.0, np.asanyarray(wm.dataobj) / 255.0)
 
 
-def flop_floor(model: torch.nn.Module, shape: tuple[int, ...]) -> dict[str, float]:
+def flop_floor(model: torch.nn.Module, shape: tuple[int, ...], precision: str) -> dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
     probe = 32
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, 1, probe, probe, probe))
-    padded, _ = pad_to_multiple(np.zeros(shape, np.uint8), 16)
-    flops = counter.get_total_flops() * padded.size / probe**3  # a fully convolutional net: linear in voxels
-    a = torch.randn(4096, 4096, dtype=torch.bfloat16)
-    torch.mm(a, a)
-    started = time.perf_counter()
-    for _ in range(5):
+    padded = network_shape(shape, 16)
+    flops = counter.get_total_flops() * math.prod(padded) / probe**3  # a fully convolutional net: linear in voxels
+    rates = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        a = torch.randn(4096, 4096, dtype=dtype)
         torch.mm(a, a)
-    rate = 5 * 2 * 4096**3 / (time.perf_counter() - started)
+        started = time.perf_counter()
+        for _ in range(5):
+            torch.mm(a, a)
+        rates[dtype] = 5 * 2 * 4096**3 / (time.perf_counter() - started)
+    rate = rates[torch.float32 if precision == "fp32" else torch.bfloat16]
     return {
         "gflop": flops / 1e9,
-        "bf16_matmul_gflops": rate / 1e9,
+        "bf16_matmul_gflops": rates[torch.bfloat16] / 1e9,
+        "fp32_matmul_gflops": rates[torch.float32] / 1e9,
         "floor_s": flops / rate,
-        "padded_shape": list(padded.shape),
+        "floor_precision": precision,
+        "padded_shape": list(padded),
     }
 
 
@@ -205,7 +212,7 @@ def main() -> None:
         fp32_mask = ours(fp32, t1, out / "f.nii.gz")
         fp32_seconds = time.perf_counter() - started
     reference = reference_labels()
-    floor = flop_floor(plain, reference.shape)
+    floor = flop_floor(plain, reference.shape, _precision(segmenter))
     median = {name: statistics.median(values) for name, values in times.items()}
     result: dict[str, Any] = {
         "volume": "MNI152 T1 197x233x189 1 mm",
