@@ -31,9 +31,10 @@ STREAM_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, *DEFLATE_ERRORS
 WRITE_LEVEL = 1
 
 
-def reading(raw: IO[bytes]) -> gzip.GzipFile:
-    """A gzip stream inflating `raw` (an open binary file)."""
-    return GzipStream(fileobj=raw, mode="rb")
+def reading(raw: IO[bytes], *, whole: bool = True) -> gzip.GzipFile:
+    """A gzip stream inflating `raw` (an open binary file). ISA-L reads 512 KiB of the file at a time: for a stream
+    read to its end; a quick look at a header (`whole=False`) takes zlib's small reads instead."""
+    return GzipStream(fileobj=raw, mode="rb") if whole else gzip.GzipFile(fileobj=raw, mode="rb")
 
 
 def writing(raw: IO[bytes], level: int = WRITE_LEVEL) -> gzip.GzipFile:

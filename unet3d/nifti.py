@@ -95,7 +95,7 @@ def check_nifti(
         as `read_nifti`, except for the voxel values and memory.
     """
     check_suffix(path.name)
-    with _open(path) as source:
+    with _open(path, whole=verify_data) as source:
         header, offset = _read_header(source)
         check_header(header, offset, max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes)
         if verify_data:
@@ -137,8 +137,9 @@ class _Source:
 
 
 @contextmanager
-def _open(path: Path) -> Iterator[_Source]:
-    """The file, its name and its compression agreeing (a .nii.gz must be gzip, a gzip stream a .nii.gz)."""
+def _open(path: Path, *, whole: bool = True) -> Iterator[_Source]:
+    """The file, its name and its compression agreeing (a .nii.gz must be gzip, a gzip stream a .nii.gz); `whole`:
+    the stream will be read to its end (else only the header, see `unet3d.compression.reading`)."""
     try:
         handle = path.open("rb")
     except OSError as e:
@@ -161,7 +162,7 @@ def _open(path: Path) -> Iterator[_Source]:
         if not is_gzip:
             yield _Source(handle, handle, is_gzip=False)
             return
-        with reading(handle) as stream:
+        with reading(handle, whole=whole) as stream:
             yield _Source(handle, cast(BinaryIO, stream), is_gzip=True)
 
 
