@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradio.route_utils import CustomCORSMiddleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -49,6 +48,8 @@ def defer_mounted_cors(mounted: Any) -> None:
     Raises:
         RuntimeError: Gradio no longer adds that middleware (re-check the hole).
     """
+    from gradio.route_utils import CustomCORSMiddleware  # the UI's alone: the HTTP API imports no Gradio
+
     kept = [m for m in mounted.user_middleware if m.cls is not CustomCORSMiddleware]
     if len(kept) == len(mounted.user_middleware):
         raise RuntimeError("no Gradio CORS middleware found on the mounted UI app")

@@ -1,6 +1,8 @@
 """The FastAPI application: `create_app()` wires routes, metrics, CORS and the UI; the lifespan loads the model.
 
-Run it with `uvicorn api.main:app` or `unet3d serve`. Importing this module reads no settings and loads no model;
+Run it with `uvicorn api.main:app` or `unet3d serve`; the HTTP API alone (an inference node: Gradio is never imported)
+with `uvicorn --factory api.main:create_api_app` or `unet3d serve --no-ui`. Importing this module builds no app,
+reads no settings and loads no model;
 if the settings are invalid or the model cannot load at startup, the process logs why in one line (no traceback) and
 exits non-zero.
 """
@@ -13,6 +15,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -33,7 +36,6 @@ from .routes import router, v1
 from .service import SegmentationService, SettingsConflictError
 from .settings import Settings, get_settings
 from .tempfiles import TempQuota, remove_leftovers, sweep_strays
-from .ui import UI_PATH, UPLOAD_TTL_S, build_ui, configure_ui, mount_ui, require_key_for_ui, upload_folder
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +43,7 @@ MODEL_SETTINGS_HINT = "check UNET3D_MODEL, UNET3D_MODEL_REVISION and UNET3D_DEVI
 
 DESCRIPTION = (
     "3D segmentation of NIfTI volumes with UNet3D. `POST /v1/predict` returns a JSON summary or the mask "
-    "(`return_binary=true`) on the input's exact voxel grid. The review UI lives at "
-    f"[{UI_PATH}/]({UI_PATH}/). Research/demo use, not for clinical use."
+    "(`return_binary=true`) on the input's exact voxel grid.{ui} Research/demo use, not for clinical use."
 )
 
 
@@ -59,12 +60,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except ValidationError as e:
         logger.critical("unet3d: invalid UNET3D_* settings (fix them and restart): %s", _describe_settings_error(e))
         raise StartupError("invalid settings") from e
-    remove_leftovers(
-        temp_dir=Path(tempfile.gettempdir()),
-        upload_dir=upload_folder(),
-        upload_ttl_s=UPLOAD_TTL_S,
-        data_dir=settings.data_dir,
-    )
+    uploads = _ui_upload_folder(app)
+    remove_leftovers(temp_dir=Path(tempfile.gettempdir()), upload_dir=uploads, data_dir=settings.data_dir)
     metrics: ServiceMetrics = app.state.metrics
     try:
         service = SegmentationService.from_settings(settings, observe_seconds=metrics.observe_inference)
@@ -87,15 +84,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     metrics.queue_depth.set_function(lambda: service.slots.waiting)
     metrics.in_progress.set_function(lambda: service.slots.running)
-    configure_ui(app.state.blocks, settings)
-    require_key_for_ui(app, app.state.blocks, settings.api_key, settings.users_file)
-    restore_sigterm = _guard(app, settings, service)
-    strays = asyncio.create_task(sweep_strays(upload_folder()))
+    if app.state.blocks is not None:
+        _start_ui(app, settings)
+    restore_sigterm = _guard(app, settings, service, uploads)
+    strays = asyncio.create_task(sweep_strays(uploads)) if uploads is not None else None
     logger.info("model %s@%s loaded on %s", source.id, source.revision, service.segmenter.device)
     try:
         yield
     finally:
-        strays.cancel()
+        if strays is not None:
+            strays.cancel()
         restore_sigterm()
         app.state.lifecycle.drain()
         app.state.service = None
@@ -104,17 +102,35 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.cases = None
 
 
-def _guard(app: FastAPI, settings: Settings, service: SegmentationService) -> Callable[[], None]:
+def _ui_upload_folder(app: FastAPI) -> Path | None:
+    """Gradio's upload cache when the review UI is served; None for the API alone (Gradio is not imported)."""
+    if app.state.blocks is None:
+        return None
+    from .ui import upload_folder
+
+    return upload_folder()
+
+
+def _start_ui(app: FastAPI, settings: Settings) -> None:
+    """Apply the settings to the review UI and put it behind the API key or the login."""
+    from .ui import configure_ui, require_key_for_ui
+
+    configure_ui(app.state.blocks, settings)
+    require_key_for_ui(app, app.state.blocks, settings.api_key, settings.users_file)
+    metrics: ServiceMetrics = app.state.metrics
+    metrics.ui_session_bytes.set_function(lambda: app.state.blocks.review_events.memory.budget.total)
+
+
+def _guard(app: FastAPI, settings: Settings, service: SegmentationService, uploads: Path | None) -> Callable[[], None]:
     """Admission (rate limit, uploads, temp quota) and the drain on SIGTERM; returns what undoes the SIGTERM hook."""
     lifecycle = Lifecycle()
     lifecycle.on_drain(service.slots.drain)
     app.state.lifecycle = lifecycle
-    quota = TempQuota(settings.temp_quota_bytes, kept=[upload_folder()])
+    quota = TempQuota(settings.temp_quota_bytes, kept=[uploads] if uploads is not None else [])
     app.state.admission = Admission(settings, quota, lifecycle)
     metrics: ServiceMetrics = app.state.metrics
     metrics.uploads_in_flight.set_function(lambda: app.state.admission.places.in_flight)
     metrics.temp_bytes.set_function(quota.usage)
-    metrics.ui_session_bytes.set_function(lambda: app.state.blocks.review_events.memory.budget.total)
     return lifecycle.drain_on_sigterm(settings.drain_s)
 
 
@@ -174,16 +190,28 @@ def _describe_settings_error(error: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors())
 
 
-def create_app() -> FastAPI:
-    """Build the app: /health, /metrics, /v1/*, OpenAPI docs and the Gradio review UI at /ui."""
+def create_app(*, ui: bool = True) -> FastAPI:
+    """Build the app: /health, /metrics, /v1/*, OpenAPI docs and, unless `ui` is False, the Gradio review UI at
+    /ui (without it Gradio is not imported: an inference node needs neither its start-up nor its dependencies)."""
+    described = ""
+    if ui:
+        from .ui import UI_PATH
+
+        described = f" The review UI lives at [{UI_PATH}/]({UI_PATH}/)."
     app = FastAPI(
-        title="unet3d", version=__version__, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+        title="unet3d",
+        version=__version__,
+        description=DESCRIPTION.format(ui=described),
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.metrics = ServiceMetrics()
     app.state.service = None
     app.state.cases = None
     app.state.admission = None
     app.state.lifecycle = Lifecycle()
+    app.state.blocks = None
     install_error_handlers(app)
     app.add_middleware(OneLineStartupFailure)
     app.add_middleware(AdmissionMiddleware, get_admission=lambda: app.state.admission)
@@ -193,9 +221,27 @@ def create_app() -> FastAPI:
     app.include_router(v1)
     app.include_router(cases_router)
     install_docs(app)
-    app.state.blocks = build_ui(lambda: getattr(app.state, "service", None), lambda: getattr(app.state, "cases", None))
-    mount_ui(app, app.state.blocks)
+    if ui:
+        from .ui import build_ui, mount_ui
+
+        app.state.blocks = build_ui(
+            lambda: getattr(app.state, "service", None), lambda: getattr(app.state, "cases", None)
+        )
+        mount_ui(app, app.state.blocks)
     return app
 
 
-app = create_app()
+def create_api_app() -> FastAPI:
+    """The HTTP API without the review UI: `uvicorn --factory api.main:create_api_app` (`unet3d serve --no-ui`)."""
+    return create_app(ui=False)
+
+
+def __getattr__(name: str) -> Any:
+    """`api.main:app` (uvicorn's target): the full app, built on first use, so that importing this module for
+    `create_api_app` imports no Gradio."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    built = globals().get("_app")
+    if built is None:
+        built = globals()["_app"] = create_app()
+    return built

@@ -20,8 +20,9 @@ def _after_uvicorn(signum: int, frame: FrameType | None) -> None:
     """SIGTERM once uvicorn has shut down gracefully: nothing is left to do, and the process exits 0."""
 
 
-def serve(host: str, port: int) -> None:
-    """Serve `api.main:app` on host:port until SIGTERM or SIGINT.
+def serve(host: str, port: int, *, ui: bool = True) -> None:
+    """Serve `api.main:app` (with `ui=False`, `api.main:create_api_app`: the HTTP API alone) on host:port until
+    SIGTERM or SIGINT.
 
     uvicorn waits up to UNET3D_GRACEFUL_SHUTDOWN_S for requests in flight, and believes X-Forwarded-For from the
     peers in UNET3D_TRUSTED_PROXIES only (as `api/clients.py` does). Invalid settings are reported by the app's
@@ -37,7 +38,8 @@ def serve(host: str, port: int) -> None:
         graceful_s, proxies = None, ""
     signal.signal(signal.SIGTERM, _after_uvicorn)
     uvicorn.run(
-        "api.main:app",
+        "api.main:app" if ui else "api.main:create_api_app",
+        factory=not ui,
         host=host,
         port=port,
         timeout_graceful_shutdown=None if graceful_s is None else max(round(graceful_s), 1),

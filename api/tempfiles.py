@@ -41,6 +41,7 @@ _GRADIO_CACHED = re.compile(r"^(?:[0-9a-f]{32,128}|tmp\w+)$")
 RETRY_FULL_S = 30
 MEASURE_EVERY_S = 2.0
 STRAY_SWEEP_S = 600.0
+UPLOAD_TTL_S = 3600  # Gradio deletes what it cached (uploads, pictures) after this long; it looks every 15 minutes
 
 
 def work_folder(kind: str) -> tempfile.TemporaryDirectory[str]:
@@ -158,16 +159,16 @@ class Swept:
         self.paths, self.bytes = self.paths + 1, self.bytes + size
 
 
-def remove_leftovers(*, temp_dir: Path, upload_dir: Path, upload_ttl_s: float, data_dir: Path) -> Swept:
-    """Remove what a crashed run left: work folders of dead processes, UI uploads older than their time to live,
-    and half-written files (`<name>.tmp-<pid>`) in the review storage."""
+def remove_leftovers(*, temp_dir: Path, upload_dir: Path | None, data_dir: Path) -> Swept:
+    """Remove what a crashed run left: work folders of dead processes, UI uploads (in `upload_dir`, None without
+    the UI) older than `UPLOAD_TTL_S`, and half-written files (`<name>.tmp-<pid>`) in the review storage."""
     swept = Swept()
     for path in _entries(temp_dir):
         match = _WORK_FOLDER.match(path.name)
         if match and _orphaned(match.group(1)):
             swept.remove(path)
-    cutoff = time.time() - upload_ttl_s
-    for path in _entries(upload_dir):
+    cutoff = time.time() - UPLOAD_TTL_S
+    for path in _entries(upload_dir) if upload_dir is not None else []:
         if _GRADIO_CACHED.match(path.name) and path.lstat().st_mtime < cutoff:
             swept.remove(path)
     if data_dir.is_dir():

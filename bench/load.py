@@ -1,7 +1,10 @@
 """Load: N requests from C concurrent clients against a real uvicorn process; errors, latency, memory, correctness.
 
 Usage: python bench/load.py [--model DIR] [--volume FILE] [--size 64] [--inputs 8] [--requests 500] [--clients 8]
-                            [--max-concurrency 1] [--queue-size 8] [--json OUT]
+                            [--max-concurrency 1] [--queue-size 8] [--no-ui] [--json OUT]
+
+On a GPU: `--size 0` sends whole 1 mm brains (the MNI152 T1 flipped eight ways), `--max-concurrency 4` lets the CPU
+stages of some requests (reading, restoring, writing) run while the GPU works on another's.
 
 The service runs the shipped brain-tissue model on real MRI: `--inputs` different 64³ crops of the MNI152 T1 at its
 native 1 mm (a whole 1 mm brain takes ~3 s on 2 cores, so 500 of them would take 25 minutes; the model resamples to
@@ -44,9 +47,12 @@ RSS_GROWTH_LIMIT = 1.1
 
 
 def crops(volume: Path, size: int, count: int) -> list[bytes]:
-    """`count` different size³ crops around the volume's centre, each a .nii.gz with its own correct affine."""
+    """`count` different size³ crops around the volume's centre, each a .nii.gz with its own correct affine; with
+    `size` 0, the whole volume flipped along a different set of axes each time (up to 8 different inputs)."""
     image = nib.Nifti1Image.from_filename(volume)
     data = np.asanyarray(image.dataobj)
+    if size <= 0:
+        return [_flipped(data, image.affine, variant) for variant in range(count)]
     centre = np.array(data.shape[:3]) // 2 - size // 2
     rng = np.random.default_rng(0)
     payloads = []
@@ -58,6 +64,17 @@ def crops(volume: Path, size: int, count: int) -> list[bytes]:
         crop = nib.Nifti1Image(np.ascontiguousarray(data[box]), affine)
         payloads.append(gzip.compress(crop.to_bytes(), compresslevel=6))
     return payloads
+
+
+def _flipped(data: np.ndarray, affine: np.ndarray, variant: int) -> bytes:
+    axes = [axis for axis in range(3) if variant >> axis & 1]
+    moved = affine.copy()
+    for axis in axes:  # voxel i of the flipped array is voxel n-1-i of the original
+        flip = np.eye(4)
+        flip[axis, axis], flip[axis, 3] = -1, data.shape[axis] - 1
+        moved = moved @ flip
+    flipped = np.ascontiguousarray(np.flip(data, axes) if axes else data)
+    return gzip.compress(nib.Nifti1Image(flipped, moved).to_bytes(), compresslevel=1)
 
 
 def mask_digest(payload: bytes) -> str:
@@ -154,7 +171,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--volume", type=Path, default=DEFAULT_VOLUME)
-    parser.add_argument("--size", type=int, default=64, help="edge of the cubic crops, in voxels")
+    parser.add_argument("--size", type=int, default=64, help="edge of the cubic crops, in voxels (0: whole volumes)")
+    parser.add_argument("--no-ui", action="store_true", help="serve the HTTP API alone (api.main:create_api_app)")
     parser.add_argument("--inputs", type=int, default=8, help="different crops")
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--clients", type=int, default=8)
@@ -167,7 +185,12 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="unet3d-load-"))
     payloads = crops(args.volume, args.size, args.inputs)
     process, url = start_server(
-        args.model, workdir, max_concurrency=args.max_concurrency, queue_size=args.queue_size, own_tmpdir=True
+        args.model,
+        workdir,
+        max_concurrency=args.max_concurrency,
+        queue_size=args.queue_size,
+        own_tmpdir=True,
+        ui=not args.no_ui,
     )
     try:
         with httpx.Client(base_url=url, timeout=600) as session:
@@ -214,7 +237,9 @@ def summarise(args: argparse.Namespace, tally: Tally, measured: Measured) -> dic
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "setup": {
             "model": str(args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model),
-            "inputs": f"{args.inputs} different {args.size}^3 crops of {args.volume.name} (1 mm)",
+            "inputs": f"{args.inputs} different {f'{args.size}^3 crops' if args.size > 0 else 'flips'} of "
+            f"{args.volume.name} (1 mm)",
+            "ui": not args.no_ui,
             "distinct_masks": len(set(m.expected)),
             "requests": args.requests,
             "clients": args.clients,

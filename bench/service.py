@@ -23,10 +23,11 @@ def start_server(
     own_tmpdir: bool = False,
     settings: dict[str, str] | None = None,
     serve: bool = False,
+    ui: bool = True,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Launch the service with the given slots and queue (and any other UNET3D_* `settings`); logs go to
     `workdir/server.log`. Review data lives in `workdir/data` unless `settings` say otherwise. `serve`: start it as
-    `unet3d serve` does (and the image), not with bare uvicorn."""
+    `unet3d serve` does (and the image), not with bare uvicorn. `ui=False` serves the HTTP API alone (no Gradio)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -45,7 +46,10 @@ def start_server(
     if own_tmpdir:
         (workdir / "tmp").mkdir(exist_ok=True)
         env["TMPDIR"] = str(workdir / "tmp")
-    program = ["unet3d.cli", "serve"] if serve else ["uvicorn", "api.main:app"]
+    if serve:
+        program = ["unet3d.cli", "serve", *([] if ui else ["--no-ui"])]
+    else:
+        program = ["uvicorn", "api.main:app"] if ui else ["uvicorn", "--factory", "api.main:create_api_app"]
     argv = [sys.executable, "-m", *program, "--host", "127.0.0.1", "--port", str(port)]
     with (workdir / "server.log").open("wb") as log:
         process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

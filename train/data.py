@@ -164,14 +164,13 @@ def load_subject(case: Case, spacing_mm: Spacing3 | None, device: torch.device, 
     trilinearly, the labels by nearest neighbour)."""
     image, label = load_pair(case, num_classes)
     orientation = canonical_orientation(image)
-    data = np.ascontiguousarray(to_canonical(image.data, orientation))
+    image_t = torch.from_numpy(np.ascontiguousarray(to_canonical(image.data, orientation))).to(device)
     labels = np.ascontiguousarray(to_canonical(label.data, orientation)).astype(np.float32)
-    spacing = canonical_spacing(image, orientation)
-    if spacing_mm is not None and needs_resampling(spacing, spacing_mm):
-        shape = resampled_shape(shape3(data.shape), spacing, spacing_mm)
-        data, labels = resize(data, shape), resize(labels, shape, mode="nearest")
-    image_t = torch.from_numpy(data).to(device)
     label_t = torch.from_numpy(labels).to(device)
+    spacing = canonical_spacing(image, orientation)
+    if spacing_mm is not None and needs_resampling(spacing, spacing_mm):  # resampled on the training device
+        shape = resampled_shape(shape3(image_t.shape), spacing, spacing_mm)
+        image_t, label_t = resize(image_t, shape), resize(label_t, shape, mode="nearest")
     return Subject(image=image_t, label=label_t, foreground=torch.nonzero(label_t > 0))
 
 

@@ -22,7 +22,7 @@ from .geometry import same_grid
 from .hub import default_model, push_model, resolve_source
 from .io import load_mask, load_volume
 from .metrics import evaluate
-from .options import MODES
+from .options import MODES, PRECISIONS
 from .stats import LabelMasks, label_masks, mask_statistics
 
 logger = logging.getLogger("unet3d")
@@ -139,6 +139,12 @@ def _parser() -> argparse.ArgumentParser:
     _model_arguments(predict)
     predict.add_argument("--device", default=os.environ.get("UNET3D_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N")
     predict.add_argument("--mode", default="auto", choices=MODES)
+    predict.add_argument(
+        "--precision",
+        default=os.environ.get("UNET3D_PRECISION", "auto"),
+        choices=PRECISIONS,
+        help="autocast precision (default: $UNET3D_PRECISION or auto: bf16 on CPUs with native bf16, fp16 on CUDA)",
+    )
     predict.add_argument("--tta", action="store_true", help="flip test-time augmentation (4× slower)")
     predict.add_argument("--probabilities", action="store_true", help="also write <case>_probabilities.nii.gz")
     predict.add_argument("--json", action="store_true", help="print one summary JSON object per segmented input")
@@ -191,6 +197,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--revision", default=None, help="with a Hub --model: branch, tag or commit sha")
     serve.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (sets UNET3D_DEVICE)")
+    serve.add_argument(
+        "--no-ui", action="store_true", help="the HTTP API alone, without the review UI (an inference node)"
+    )
     serve.set_defaults(handler=_serve)
 
     push = sub.add_parser("push", help="upload a model directory to the Hugging Face Hub")
@@ -363,7 +372,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError as e:
         missing = getattr(e, "name", None) or str(e)
         return _fail(f"serving needs the 'serve' extra ({missing} is missing): pip install 'unet3d[serve]'")
-    serve(args.host, args.port)
+    serve(args.host, args.port, ui=not args.no_ui)
     return 0
 
 

@@ -6,6 +6,7 @@ import copy
 import itertools
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -81,3 +82,38 @@ def default_precision(device: torch.device) -> ResolvedPrecision:
 def _cpu_has_bf16() -> bool:
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(check() for check in checks if check is not None)
+
+
+def stage(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array as a tensor ready to be copied to `device`: the array itself (shared) for the CPU; for a GPU,
+    a copy in pinned memory, whose copy to the device runs asynchronously and at full bus speed.
+
+    Staging can run on a reader thread (`Segmenter.predict_many`), ahead of the device's own work.
+    """
+    tensor = torch.from_numpy(array)
+    if device.type != "cuda":
+        return tensor
+    order = sorted(range(tensor.ndim), key=lambda axis: -tensor.stride()[axis])  # memory order: a contiguous view
+    inverse = sorted(range(tensor.ndim), key=lambda axis: order[axis])
+    return tensor.permute(order).pin_memory().permute(inverse)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`tensor` on `device` (asynchronously from pinned memory); strides are kept, so an F-ordered volume stays one."""
+    return tensor.to(device, non_blocking=tensor.is_pinned())
+
+
+def to_host(tensor: torch.Tensor) -> np.ndarray:
+    """A C-contiguous numpy copy of `tensor` (through pinned memory from a GPU), ready to use when it returns."""
+    if tensor.device.type == "cpu":
+        return tensor.contiguous().numpy()
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    torch.cuda.current_stream(tensor.device).synchronize()
+    return host.numpy()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on `device` (a GPU runs asynchronously): stage timings then mean what they say."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import nibabel as nib
 import numpy as np
@@ -13,14 +13,16 @@ import torch
 from torch.nn import functional
 
 from .card import ModelCard
+from .device import stage, to_device
 from .io import Volume
 from .postprocess import labels_from_probabilities
-from .preprocessing import normalize_minmax
+from .preprocessing import intensity_range, require_contrast, rescale
 from .shapes import Shape3, Spacing3, shape3, spacing3
 
 # Affines this close (in mm) describe one voxel grid: a mask and its image written by different tools differ by less.
 GRID_TOLERANCE_MM = 1e-3
 _RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
 def same_affine(a: np.ndarray, b: np.ndarray) -> bool:
@@ -38,20 +40,25 @@ def canonical_orientation(volume: Volume) -> np.ndarray:
     return nib.orientations.io_orientation(volume.affine)
 
 
-def to_canonical(array: np.ndarray, orientation: np.ndarray) -> np.ndarray:
-    """Permute/flip the last three axes of `array` into closest-RAS order (no resampling)."""
-    leading = array.ndim - 3
-    if not leading:
-        return nib.orientations.apply_orientation(array, orientation)
-    shifted = orientation + np.array([leading, 0])  # target axes move past the leading (channel) axes
-    full = np.concatenate([[[i, 1] for i in range(leading)], shifted])
-    return nib.orientations.apply_orientation(array, full)
+def to_canonical(array: ArrayT, orientation: np.ndarray) -> ArrayT:
+    """Permute/flip the last three axes of `array` (a numpy array or a tensor on any device) into closest-RAS order,
+    as nibabel's `apply_orientation` does: flips, then the permutation (no resampling; a view where the library
+    allows one: numpy flips are views, torch flips copy)."""
+    leading: int = array.ndim - 3
+    flips = [leading + axis for axis, (_, flip) in enumerate(orientation) if flip < 0]
+    order = [*range(leading), *(leading + int(axis) for axis in np.argsort(orientation[:, 0]))]
+    if isinstance(array, torch.Tensor):
+        flipped = torch.flip(array, flips) if flips else array
+        return flipped.permute(order)
+    return (np.flip(array, tuple(flips)) if flips else array).transpose(order)
 
 
-def from_canonical(array: np.ndarray, orientation: np.ndarray) -> np.ndarray:
-    """Inverse of `to_canonical`: back to the input's voxel order, exactly."""
+def from_canonical(array: ArrayT, orientation: np.ndarray) -> ArrayT:
+    """Inverse of `to_canonical`: back to the input's voxel order, exactly (a contiguous numpy array, or a tensor
+    view on its device)."""
     inverse = nib.orientations.ornt_transform(_RAS, orientation)
-    return np.ascontiguousarray(to_canonical(array, inverse))
+    back = to_canonical(array, inverse)
+    return back if isinstance(back, torch.Tensor) else np.ascontiguousarray(back)
 
 
 def canonical_spacing(volume: Volume, orientation: np.ndarray) -> Spacing3:
@@ -92,36 +99,48 @@ class Crop:
         return shape3(b - a for a, b in zip(self.start, self.stop, strict=True))
 
 
-def foreground_crop(volume: np.ndarray, margin: int, background: float = 0.0) -> Crop:
+def foreground_crop(volume: torch.Tensor, margin: int, background: float = 0.0) -> Crop:
     """Bounding box of voxels above `background`, grown by `margin` voxels and clipped to the volume.
 
+    Reduced where the volume lives: only the three per-axis profiles (a few hundred booleans) reach the host.
     A volume with no such voxel keeps its full extent.
     """
     shape = shape3(volume.shape)
+    # Reduced in memory order (an F-ordered NIfTI volume is not C-ordered), over uint8: torch's strided bool `any`
+    # is ~7x slower on a CPU. Two passes over the volume, then over planes.
+    order = sorted(range(3), key=lambda axis: -volume.stride()[axis])
+    present = (volume > background).permute(order).view(torch.uint8)
+    inner, outer = present.amax(dim=0), present.amax(dim=2)  # (n1, n2) and (n0, n1) in memory order
+    by_memory_axis = [outer.amax(dim=1), inner.amax(dim=1), inner.amax(dim=0)]
+    profiles = torch.cat([by_memory_axis[order.index(axis)] for axis in range(3)]).cpu().numpy()
+    flags = np.split(profiles, np.cumsum(shape)[:2])
     start, stop = [], []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        present = np.flatnonzero((volume > background).any(axis=other))
-        if present.size == 0:
+    for axis, flag in enumerate(flags):
+        found = np.flatnonzero(flag)
+        if found.size == 0:
             return Crop((0, 0, 0), shape, shape)
-        start.append(max(0, int(present[0]) - margin))
-        stop.append(min(shape[axis], int(present[-1]) + 1 + margin))
+        start.append(max(0, int(found[0]) - margin))
+        stop.append(min(shape[axis], int(found[-1]) + 1 + margin))
     return Crop(shape3(start), shape3(stop), shape)
 
 
-def uncrop(array: np.ndarray, crop: Crop, fill: float = 0) -> np.ndarray:
-    """Place `array` (the cropped region, with any leading axes) back into an array of the full shape."""
-    out = np.full((*array.shape[:-3], *crop.full_shape), fill, dtype=array.dtype)
+def uncrop(array: torch.Tensor, crop: Crop, fill: float = 0, *, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Place `array` (the cropped region, with any leading axes) back into a tensor of the full shape, `fill`
+    around it: a new one, or `out` (of the full shape, in whatever memory layout it was made)."""
+    if out is None:
+        out = torch.empty((*array.shape[:-3], *crop.full_shape), dtype=array.dtype, device=array.device)
+    out.fill_(fill)
     i, j, k = crop.slices
     out[..., i, j, k] = array
     return out
 
 
-def uncrop_probabilities(probabilities: np.ndarray, crop: Crop) -> np.ndarray:
+def uncrop_probabilities(probabilities: torch.Tensor, crop: Crop) -> torch.Tensor:
     """Class probabilities `(C, ...)` of the cropped region back on the full grid: outside it, certain background."""
-    background = np.zeros((probabilities.shape[0], 1, 1, 1), dtype=np.float32)
-    background[0] = 1.0
-    full = np.broadcast_to(background, (probabilities.shape[0], *crop.full_shape)).copy()
+    full = torch.zeros(
+        (probabilities.shape[0], *crop.full_shape), dtype=probabilities.dtype, device=probabilities.device
+    )
+    full[0] = 1.0
     i, j, k = crop.slices
     full[:, i, j, k] = probabilities
     return full
@@ -139,29 +158,29 @@ def resampled_shape(shape: Shape3, spacing_mm: Spacing3, target_mm: Spacing3) ->
     return shape3(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing_mm, target_mm, strict=True))
 
 
-def resize(array: np.ndarray, shape: Shape3, mode: Literal["trilinear", "nearest"] = "trilinear") -> np.ndarray:
-    """Resize the last three axes of an `(I, J, K)` or `(C, I, J, K)` array to `shape`, as float32: trilinear, or
-    nearest neighbour (for labels, which must never be interpolated)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    batch = tensor.reshape(1, -1, *tensor.shape[-3:])
+def resize(array: torch.Tensor, shape: Shape3, mode: Literal["trilinear", "nearest"] = "trilinear") -> torch.Tensor:
+    """Resize the last three axes of an `(I, J, K)` or `(C, I, J, K)` tensor to `shape`, as float32 on its device:
+    trilinear, or nearest neighbour (for labels, which must never be interpolated)."""
+    batch = array.to(torch.float32).reshape(1, -1, *array.shape[-3:])
     corners = False if mode == "trilinear" else None  # nearest takes no align_corners
     out = functional.interpolate(batch, size=shape, mode=mode, align_corners=corners)
-    return out.reshape(*array.shape[:-3], *shape).numpy()
+    return out.reshape(*array.shape[:-3], *shape)
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """The network-ready array and what `restore` needs to map results back to the input grid.
+    """The network-ready tensor and what `restore` needs to map results back to the input grid.
 
     Attributes:
-        array: `(X, Y, Z)` float32 in [0, 1]: canonical order, normalised, cropped, at the card's spacing.
+        array: `(X, Y, Z)` float32 in [0, 1] on the segmenter's device: canonical order, normalised, cropped, at the
+            card's spacing.
         orientation: nibabel orientation array from the input's voxel axes to closest RAS.
         crop: the foreground box in the canonical grid, None when the card crops nothing.
         cropped_shape: the canonical grid after the crop, before resampling (where labels are restored to).
         resampled: whether `array` was resized to the card's spacing.
     """
 
-    array: np.ndarray
+    array: torch.Tensor
     orientation: np.ndarray
     crop: Crop | None
     cropped_shape: Shape3
@@ -173,33 +192,47 @@ class Prepared:
         return shape3(self.array.shape)
 
 
-def prepare(volume: Volume, card: ModelCard) -> Prepared:
-    """Bring `volume` to the network: closest-RAS order, the card's intensity normalisation, its foreground crop,
-    and its spacing (when the input's differs by more than 5%)."""
+def prepare(
+    volume: Volume, card: ModelCard, device: torch.device | None = None, *, staged: torch.Tensor | None = None
+) -> Prepared:
+    """Bring `volume` to the network, on `device` (default: the CPU): closest-RAS order, its foreground crop, the
+    card's intensity normalisation and its spacing (when the input's differs by more than 5%).
+
+    Args:
+        volume: the input.
+        card: the model card (input contract and crop settings).
+        device: where the network runs: every step runs there.
+        staged: `volume.data` already staged for the device (`unet3d.device.stage`, e.g. on a reader thread).
+    """
+    device = device or torch.device("cpu")
     orientation = canonical_orientation(volume)
-    normalized = normalize_minmax(to_canonical(volume.data, orientation), card.input.clip_percentiles)
+    data = to_device(stage(volume.data, device) if staged is None else staged, device)
+    canonical = to_canonical(data, orientation)
+    low, high = intensity_range(canonical, card.input.clip_percentiles)
+    require_contrast(low, high)
     spec = card.inference
-    crop = foreground_crop(normalized, spec.crop_margin) if spec.crop_foreground else None
-    array = normalized[crop.slices] if crop else normalized
+    # The box of what normalises above 0 is the box of what lies above `low`: only the crop is normalised.
+    crop = foreground_crop(canonical, spec.crop_margin, background=low) if spec.crop_foreground else None
+    array = rescale(canonical[crop.slices] if crop else canonical, low, high)
     cropped_shape = shape3(array.shape)
     spacing = canonical_spacing(volume, orientation)
     target = card.input.spacing_mm
     resampled = needs_resampling(spacing, target)
     if resampled and target is not None:
         array = resize(array, resampled_shape(cropped_shape, spacing, target))
-    return Prepared(np.ascontiguousarray(array), orientation, crop, cropped_shape, resampled)
+    return Prepared(array, orientation, crop, cropped_shape, resampled)
 
 
 def restore(
-    labels: np.ndarray,
-    probabilities: np.ndarray | None,
+    labels: torch.Tensor,
+    probabilities: torch.Tensor | None,
     prepared: Prepared,
     threshold: float | None,
     *,
     keep: bool,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Map the network's labels (and probabilities) back onto the input's voxel grid: undo the resampling, the crop
-    and the reorientation, in that order.
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Map the network's labels (and probabilities) back onto the input's voxel grid, where they are (a GPU's
+    results stay on it): undo the resampling, the crop and the reorientation, in that order.
 
     Args:
         labels: `(X, Y, Z)` uint8 on the prepared grid.
@@ -210,18 +243,32 @@ def restore(
         keep: whether to return the probabilities on the input grid too.
 
     Returns:
-        `(mask, probabilities)`: the uint8 mask on the input grid, and the probabilities (None unless `keep`).
+        `(mask, probabilities)` on the labels' device: the uint8 mask `(I, J, K)` on the input grid (Fortran-ordered)
+        and the probabilities `(C, I, J, K)` (None unless `keep`), as views in the input's axis order.
     """
     if prepared.resampled and probabilities is not None:
         probabilities = resize(probabilities, prepared.cropped_shape)
-        labels = labels_from_probabilities(torch.from_numpy(probabilities), threshold).numpy()
+        labels = labels_from_probabilities(probabilities, threshold)
     if not keep:
         probabilities = None
+    # Labels land in a grid laid out so that, back in the file's axis order, it is Fortran-ordered as NIfTI stores
+    # voxels: the mask then leaves the device, and is written, without another transposing copy.
+    full = _nifti_ordered(labels, prepared)
     if prepared.crop is not None:
-        labels = uncrop(labels, prepared.crop)
+        uncrop(labels, prepared.crop, out=full)
         if probabilities is not None:
             probabilities = uncrop_probabilities(probabilities, prepared.crop)
-    mask = from_canonical(labels, prepared.orientation).astype(np.uint8, copy=False)
+    else:
+        full.copy_(labels)
+    mask = from_canonical(full, prepared.orientation)
     if probabilities is not None:
         probabilities = from_canonical(probabilities, prepared.orientation)
     return mask, probabilities
+
+
+def _nifti_ordered(labels: torch.Tensor, prepared: Prepared) -> torch.Tensor:
+    """An empty uint8 canonical grid (the crop's full shape) whose file-order view is Fortran-ordered."""
+    shape = prepared.crop.full_shape if prepared.crop is not None else prepared.cropped_shape
+    file_shape = [shape[int(target)] for target, _ in prepared.orientation]
+    fortran = torch.empty(file_shape[::-1], dtype=torch.uint8, device=labels.device).permute(2, 1, 0)
+    return fortran.permute([int(axis) for axis in np.argsort(prepared.orientation[:, 0])])  # as to_canonical permutes

@@ -4,18 +4,17 @@ when one is read: it imports this module)."""
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
-from nibabel.openers import Opener
 
 from .archive import is_zip
 from .atomic import replacing
+from .compression import writing
 from .errors import InvalidVolumeError, ParameterError, UnsupportedFormatError
 from .formats import NIFTI_SUFFIXES, looks_like_dicom
 from .nifti import NiftiHeader, NiftiImage, check_header, check_nifti, open_nifti, read_nifti
@@ -291,8 +290,7 @@ def _write(image: nib.Nifti1Image | nib.Nifti2Image, path: Path) -> Path:
     """Write `image` to `path` atomically (see `replacing`): never a truncated file under the final name."""
     with replacing(path) as raw:
         if path.name.lower().endswith(".gz"):
-            # As nibabel's to_filename writes .gz (its level, no name, mtime 0): the same bytes as before.
-            with gzip.GzipFile("", "wb", Opener.default_compresslevel, raw, mtime=0) as gz:
+            with writing(raw) as gz:
                 image.to_file_map(image.make_file_map({"image": gz}))
         else:
             image.to_file_map(image.make_file_map({"image": raw}))  # type: ignore[dict-item]
@@ -309,7 +307,9 @@ def mask_image(mask: np.ndarray, reference: Volume) -> nib.Nifti1Image | nib.Nif
     header["cal_min"], header["cal_max"] = 0, float(mask.max(initial=0))
     header["descrip"] = MASK_DESCRIPTION
     image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
-    data = np.ascontiguousarray(mask, dtype=np.uint8).reshape(reference.stored_shape)
+    # NIfTI stores voxels in Fortran order: a mask that comes in that order (Segmenter's do) is written as it is.
+    order: Literal["F", "C"] = "F" if mask.flags.f_contiguous else "C"
+    data = np.asarray(mask, dtype=np.uint8).reshape(reference.stored_shape, order=order)
     # affine=None keeps the header's qform/sform (and codes) exactly instead of re-deriving them.
     return image_class(data, None, header=header)
 

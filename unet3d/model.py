@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from functools import partial
 from typing import cast
 
 import torch
@@ -97,9 +98,18 @@ class UNet3D(
         """Every spatial input size must be a multiple of this."""
         return int(2**self.depth)
 
-    def forward(self, x: torch.Tensor, progress: Callable[[float], None] | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, progress: Callable[[float], None] | None = None, *, slab_rows: int | None = None
+    ) -> torch.Tensor:
         """Logits for `x`; `progress`, if given, is called with the share of the pass's compute done after each
-        block (a whole-volume pass is one call, so this is what moves a progress bar during it)."""
+        block (a whole-volume pass is one call, so this is what moves a progress bar during it).
+
+        With `slab_rows` (even), the last decoder block and the head run in slabs of that many rows along the first
+        spatial axis, each with the two rows either side its two 3³ convolutions reach: the same logits (up to
+        float summation order), but the widest activations of the pass (the 2·base-channel concatenation at full
+        resolution and what follows it) never exist whole, which cuts a whole pass's peak memory by a third on a
+        CPU (bench/results/compare-cpu*.json).
+        """
         shares = iter(self.block_shares()) if progress is not None else None
         done = 0.0
 
@@ -109,6 +119,7 @@ class UNet3D(
                 done += next(shares)
                 progress(min(done, 1.0))
 
+        slabbed = slab_rows is not None and 0 < slab_rows < x.shape[2]
         skips = []
         for encoder in self.encoders:
             x = encoder(x)
@@ -117,9 +128,15 @@ class UNet3D(
             x = self.pool(x)
         x = self.bottleneck(x)
         block_done()
-        for upsample, decoder in zip(self.upsamplers, self.decoders, strict=True):
-            # pop: each skip is freed as soon as it is concatenated (the full-resolution one is large).
-            x = decoder(torch.cat([upsample(x), skips.pop()], dim=1))
+        for level, (upsample, decoder) in enumerate(zip(self.upsamplers, self.decoders, strict=True)):
+            skip = skips.pop()  # each skip is freed as soon as it is concatenated (the full-resolution one is large)
+            if slabbed and level == len(self.decoders) - 1:
+                top = partial(_top_rows, upsample, decoder, self.head, x, skip)
+                logits = _in_slabs(top, skip.shape[2], slab_rows)
+                block_done()
+                return logits
+            x = decoder(torch.cat([upsample(x), skip], dim=1))
+            del skip
             block_done()
         return self.head(x)
 
@@ -144,6 +161,39 @@ class UNet3D(
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+
+
+def _top_rows(
+    upsample: nn.Module, decoder: nn.Module, head: nn.Module, below: torch.Tensor, skip: torch.Tensor, lo: int, hi: int
+) -> torch.Tensor:
+    """Logits of full-resolution rows `[lo, hi)` (even): the up-sampling (kernel 2, stride 2) makes row r from row
+    r // 2 of the level below."""
+    joined = torch.cat([upsample(below[:, :, lo // 2 : hi // 2]), skip[:, :, lo:hi]], dim=1)
+    return cast(torch.Tensor, head(decoder(joined)))
+
+
+def _in_slabs(block: Callable[[int, int], torch.Tensor], size: int, rows: int | None) -> torch.Tensor:
+    """`block(lo, hi)` (a full-resolution step on rows `[lo, hi)`, two 3³ convolutions deep) over each slab of
+    `rows` rows plus a 2-row halo, kept without the halo: rows computed from a cut edge's zero padding are dropped,
+    rows at the volume's own edges keep theirs, as in one pass."""
+    step = int(rows or size)
+    out: torch.Tensor | None = None
+    for start in range(0, size, step):
+        stop = min(size, start + step)
+        lo, hi = max(0, start - _HALO), min(size, stop + _HALO)
+        piece = block(lo, hi)[:, :, start - lo : stop - lo]
+        if out is None:
+            layout = torch.channels_last_3d if piece.is_contiguous(memory_format=torch.channels_last_3d) else None
+            shape = (piece.shape[0], piece.shape[1], size, *piece.shape[3:])
+            out = torch.empty(
+                shape, dtype=piece.dtype, device=piece.device, memory_format=layout or torch.contiguous_format
+            )
+        out[:, :, start:stop] = piece
+    assert out is not None  # size >= 1
+    return out
+
+
+_HALO = 2  # rows either side that two 3³ convolutions (padding 1) reach
 
 
 def _validate_arguments(

@@ -12,7 +12,6 @@ import gzip
 import io
 import math
 import os
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.fileholders import FileHolder
 from nibabel.spatialimages import HeaderDataError
 
+from .compression import DEFLATE_ERRORS, STREAM_ERRORS, reading
 from .errors import InvalidVolumeError, UnreadableVolumeError, UnsupportedFormatError, VolumeTooLargeError
 from .formats import GZIP_MAGIC, check_suffix, other_format, sniff_nifti
 from .memory import describe, require_memory
@@ -33,7 +33,7 @@ from .planning import load_bytes
 MIN_AXIS_VOXELS = 4
 NiftiHeader = nib.Nifti1Header | nib.Nifti2Header
 NiftiImage = nib.Nifti1Image | nib.Nifti2Image
-READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, ValueError, OverflowError)
+READ_ERRORS: tuple[type[Exception], ...] = (ImageFileError, HeaderDataError, *STREAM_ERRORS, ValueError, OverflowError)
 _HEAD_BYTES = 552  # a NIfTI-2 header (540 bytes) plus the extension flag
 _CHUNK_BYTES = 1 << 20
 
@@ -95,7 +95,7 @@ def check_nifti(
         as `read_nifti`, except for the voxel values and memory.
     """
     check_suffix(path.name)
-    with _open(path) as source:
+    with _open(path, whole=verify_data) as source:
         header, offset = _read_header(source)
         check_header(header, offset, max_voxels=max_voxels, max_decompressed_bytes=max_decompressed_bytes)
         if verify_data:
@@ -137,8 +137,9 @@ class _Source:
 
 
 @contextmanager
-def _open(path: Path) -> Iterator[_Source]:
-    """The file, its name and its compression agreeing (a .nii.gz must be gzip, a gzip stream a .nii.gz)."""
+def _open(path: Path, *, whole: bool = True) -> Iterator[_Source]:
+    """The file, its name and its compression agreeing (a .nii.gz must be gzip, a gzip stream a .nii.gz); `whole`:
+    the stream will be read to its end (else only the header, see `unet3d.compression.reading`)."""
     try:
         handle = path.open("rb")
     except OSError as e:
@@ -161,7 +162,7 @@ def _open(path: Path) -> Iterator[_Source]:
         if not is_gzip:
             yield _Source(handle, handle, is_gzip=False)
             return
-        with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
+        with reading(handle, whole=whole) as stream:
             yield _Source(handle, cast(BinaryIO, stream), is_gzip=True)
 
 
@@ -169,7 +170,7 @@ def _read_header(source: _Source) -> tuple[NiftiHeader, int]:
     """The header (without extensions) and the data offset, from the file's first bytes, as nib.load reads them."""
     try:
         source.head = source.stream.read(_HEAD_BYTES)
-    except (OSError, EOFError, zlib.error) as e:
+    except STREAM_ERRORS as e:
         raise _header_error(e) from e
     header_class = sniff_nifti(source.head)
     block = source.head[: header_class.template_dtype.itemsize]
@@ -285,7 +286,7 @@ def _inflate_rest(source: _Source, end: int, limit: int | None, kept: bytearray 
             if kept is not None and size < end:
                 kept += chunk[: end - size]
             size += len(chunk)
-    except (OSError, EOFError, zlib.error) as e:
+    except STREAM_ERRORS as e:
         raise UnreadableVolumeError(
             f"the file is truncated or corrupt ({reason_for(e)}): re-export or re-compress it"
         ) from e
@@ -346,7 +347,7 @@ def reason_for(error: BaseException) -> str:
         return _short(error)
     if isinstance(error, EOFError):
         return "the compressed data ends too early"
-    if isinstance(error, zlib.error | gzip.BadGzipFile):
+    if isinstance(error, (*DEFLATE_ERRORS, gzip.BadGzipFile)):
         return "the compressed data is corrupt"
     if isinstance(error, OSError):
         return error.strerror or "a read error"

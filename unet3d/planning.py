@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .device import default_precision
+from .memory import available_bytes
 from .model import UNet3D
 from .options import (
     MODES,
@@ -30,6 +31,11 @@ from .options import (
 from .shapes import Shape3, shape3
 
 _PEAK_SHARE = 0.85
+# A whole pass on the host may plan on this share of the memory still available (the rest: the volume, the mask,
+# other requests).
+_HOST_SHARE = 0.5
+# Voxels per slab of a host whole pass's full-resolution decoder (64 rows of a brain's 208×176 cross-section).
+_SLAB_VOXELS = 2_500_000
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class InferencePlan:
         threshold: foreground probability cut-off for binary models; None → argmax.
         pad_multiple: volumes are padded to a multiple of this (a multiple of 2**depth).
         keep_probabilities: also return `(C, I, J, K)` float32 probabilities.
+        slab_rows: a whole pass runs the network's full-resolution decoder in slabs of this many rows (see
+            `UNet3D.forward`); None runs it at once (on a GPU, or a network without slabs).
     """
 
     mode: ResolvedMode
@@ -61,6 +69,7 @@ class InferencePlan:
     tta: bool = False
     threshold: float | None = None
     keep_probabilities: bool = False
+    slab_rows: int | None = None
 
     def window(self, padded: Sequence[int]) -> Shape3:
         """The window of a pass over a volume padded to `padded`: all of it, or patches that never extend past it
@@ -71,8 +80,14 @@ class InferencePlan:
 
     @property
     def is_stitched(self) -> bool:
-        """Whether probabilities are blended in buffers (a whole pass with plain argmax needs none)."""
-        return self.mode == "sliding" or self.tta or self.keep_probabilities or self.threshold is not None
+        """Whether probabilities are blended in buffers (a whole pass needs none)."""
+        return self.mode == "sliding"
+
+    @property
+    def needs_probabilities(self) -> bool:
+        """Whether labels come from probabilities (TTA averages them, a threshold cuts them, or they are kept)
+        rather than straight from the logits."""
+        return self.tta or self.keep_probabilities or self.threshold is not None
 
 
 def plan_inference(
@@ -102,9 +117,10 @@ def plan_inference(
     patch = check_patch_size(patch_size, multiple)
     check_overlap(overlap)
     resolved: ResolvedPrecision = default_precision(device) if precision == "auto" else precision
+    slab_rows = whole_pass_slab_rows(model, network_shape(shape, multiple), device)
     if mode == "auto":
-        fits = whole_pass_bytes(model, shape, resolved, multiple) <= memory_budget_mb * 2**20
-        mode = "whole" if fits else "sliding"
+        needed = whole_pass_bytes(model, shape, resolved, multiple, slabbed=slab_rows is not None)
+        mode = "whole" if needed <= memory_budget_mb * 2**20 else "sliding"
     return InferencePlan(
         mode=mode,
         patch_size=patch,
@@ -117,7 +133,18 @@ def plan_inference(
         tta=tta,
         threshold=threshold,
         keep_probabilities=keep_probabilities,
+        slab_rows=slab_rows if mode == "whole" else None,
     )
+
+
+def whole_pass_slab_rows(model: nn.Module, padded: Shape3, device: torch.device) -> int | None:
+    """Rows per slab of a whole pass's full-resolution decoder on the host (even, about `_SLAB_VOXELS` voxels):
+    it cuts the pass's peak memory by a third for ~4% more time (bench/results/compare-cpu*.json). None on a GPU,
+    whose memory is rarely the limit, and for networks that do not take slabs."""
+    if device.type != "cpu" or not isinstance(model, UNet3D):
+        return None
+    rows = max(2, _SLAB_VOXELS // max(1, padded[1] * padded[2]) // 2 * 2)
+    return rows if rows < padded[0] else None
 
 
 def network_shape(shape: Sequence[int], multiple: int) -> Shape3:
@@ -126,27 +153,39 @@ def network_shape(shape: Sequence[int], multiple: int) -> Shape3:
 
 
 def memory_budget_mb(device: torch.device, cpu_budget_mb: float) -> float:
-    """Activation memory a whole pass may use: the card's budget on CPU, 70% of free memory on a GPU."""
+    """Activation memory a whole pass may use: 70% of free memory on a GPU; on the host, half of the memory still
+    available (RAM, swap, the container's limit: `unet3d.memory.available_bytes`), never less than the card's
+    budget, which is the whole budget where the available memory is unknown."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return 0.7 * free / 2**20
-    return cpu_budget_mb
+    available = available_bytes()
+    if available is None:
+        return cpu_budget_mb
+    return max(cpu_budget_mb, _HOST_SHARE * available / 2**20)
 
 
-def activation_bytes_per_voxel(model: nn.Module, element_bytes: int) -> float:
+def activation_bytes_per_voxel(model: nn.Module, element_bytes: int, *, slabbed: bool = False) -> float:
     """Rough peak activation memory of a forward pass, per input voxel (calibrated in bench/); a network other than
     a UNet3D is assumed to hold 64 values per voxel."""
     if not isinstance(model, UNet3D):
         return 64.0 * element_bytes
+    if slabbed:
+        # The level-0 skip (base) and the level-1 decoder step (cat + conv ≈ 1.5·base per full-resolution voxel)
+        # held at once, plus fp32 logits: measured 187 B/voxel for base 16 in fp32 (160 + 20 planned).
+        return model.base_channels * 2.5 * element_bytes + 4.0 * (model.num_classes + 2)
     # Skips held across the pass (~1.33·base per voxel) plus the widest full-resolution step
     # (concatenation + conv output ≈ 3·base; measured 4.25·base in bench/), plus fp32 logits.
     return model.base_channels * 4.5 * element_bytes + 4.0 * (model.num_classes + 2)
 
 
-def whole_pass_bytes(model: nn.Module, shape: Sequence[int], precision: str, multiple: int = 16) -> float:
-    """Estimated peak activation bytes of one pass over the padded volume."""
+def whole_pass_bytes(
+    model: nn.Module, shape: Sequence[int], precision: str, multiple: int = 16, *, slabbed: bool = False
+) -> float:
+    """Estimated peak activation bytes of one pass over the padded volume (`slabbed`: its full-resolution decoder
+    in slabs, see `whole_pass_slab_rows`)."""
     voxels = math.prod(network_shape(shape, multiple))
-    return voxels * activation_bytes_per_voxel(model, 4 if precision == "fp32" else 2)
+    return voxels * activation_bytes_per_voxel(model, 4 if precision == "fp32" else 2, slabbed=slabbed)
 
 
 def stitch_bytes(shape: Sequence[int], window: Sequence[int], num_classes: int) -> int:
@@ -168,8 +207,9 @@ def predict_bytes(
     stitch_bytes: float,
     resampled: bool,
     probabilities: bool,
+    on_host: bool = True,
 ) -> float:
-    """A low estimate of the peak bytes of one `Segmenter.predict` once the volume is read, the volume included.
+    """A low estimate of the peak host bytes of one `Segmenter.predict` once the volume is read, the volume included.
 
     Args:
         input_voxels: voxels of the input grid (the mask's).
@@ -180,8 +220,12 @@ def predict_bytes(
         stitch_bytes: the sliding window's blending buffers.
         resampled: whether class probabilities are resized back to the input grid.
         probabilities: whether the caller asked for the probabilities.
+        on_host: whether the network runs on the host; on a GPU every grid but the input's lives in the GPU's own
+            memory, and the host holds the volume, its pinned copy, the mask and any probabilities asked for.
     """
     per_class = 4 * num_classes
+    if not on_host:
+        return _PEAK_SHARE * (9 + (per_class if probabilities else 0)) * input_voxels
     if resampled:  # probabilities on both grids: stitched on the network's, resized onto the input's
         per_input, per_network = 2 + per_class, 20 + per_class
     else:  # no full probability map unless asked for one
@@ -204,7 +248,10 @@ def predict_peak_bytes(
     where they live in host memory (on a GPU they live in its own)."""
     window = plan.window(network_shape(prepared_shape, plan.pad_multiple))
     on_host = plan.device.type == "cpu"
-    activations = whole_pass_bytes(network, window, plan.precision, plan.pad_multiple) if on_host else 0.0
+    slabbed = plan.slab_rows is not None
+    activations = (
+        whole_pass_bytes(network, window, plan.precision, plan.pad_multiple, slabbed=slabbed) if on_host else 0.0
+    )
     return predict_bytes(
         input_voxels,
         math.prod(prepared_shape),
@@ -213,4 +260,5 @@ def predict_peak_bytes(
         stitch_bytes=stitch_bytes(prepared_shape, window, num_classes) if plan.is_stitched else 0,
         resampled=resampled,
         probabilities=probabilities,
+        on_host=on_host,
     )

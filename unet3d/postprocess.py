@@ -21,6 +21,14 @@ def labels_from_probabilities(probabilities: torch.Tensor, threshold: float | No
     return probabilities.argmax(dim=0).to(torch.uint8)
 
 
+def labels_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """`(C, ...)` logits → uint8 labels without computing probabilities: argmax, or logit ≥ 0 (probability ≥ 0.5,
+    the default threshold) for a single sigmoid output."""
+    if logits.shape[0] == 1:
+        return (logits[0] >= 0).to(torch.uint8)
+    return logits.argmax(dim=0).to(torch.uint8)
+
+
 def keep_largest_component(mask: np.ndarray, classes: Iterable[int]) -> np.ndarray:
     """Keep only the largest 26-connected component of each listed class; the rest becomes background.
 

@@ -49,7 +49,7 @@ def _predict_one(
 ) -> int:
     """One input, `-o` a file name: write that file (and the SEG; no results.csv), with a progress bar on a
     terminal."""
-    segmenter = Segmenter.from_pretrained(args.model, args.revision, device=args.device)
+    segmenter = Segmenter.from_pretrained(args.model, args.revision, device=args.device, precision=args.precision)
     with tqdm(total=100, desc=source.name, leave=False, file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
         try:
             progress = _bar_updater(bar)
@@ -125,7 +125,8 @@ def _engine(args: argparse.Namespace, options: PredictOptions) -> Engine:
         from .batch.ray_engine import RayEngine
 
         return RayEngine(args.model, args.revision, options, address=args.ray_address, device=args.device)
-    return LocalEngine(Segmenter.from_pretrained(args.model, args.revision, device=args.device), options)
+    segmenter = Segmenter.from_pretrained(args.model, args.revision, device=args.device, precision=args.precision)
+    return LocalEngine(segmenter, options)
 
 
 def _case_reporter(bar: Any, *, json_lines: bool) -> Callable[[Outcome], None]:

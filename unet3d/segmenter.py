@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,15 +13,16 @@ import numpy as np
 import torch
 
 from .card import ModelCard, load_card
-from .device import prepare_network, resolve_device
+from .device import prepare_network, resolve_device, stage, synchronize, to_host
 from .errors import ParameterError, UnreadableVolumeError
 from .geometry import Prepared, prepare, restore
 from .hub import CARD_NAME, ModelSource, load_unet, resolve_source
-from .inference import InferenceOutput, Progress, run_inference
+from .inference import Progress, run_inference
 from .io import Volume, load_volume, volume_from_array
 from .memory import describe, require_memory
 from .model import UNet3D
 from .options import PRECISIONS, Mode, Precision, check_choice, check_window, resolve_threshold
+from .pipeline import CaseResult, predict_cohort
 from .planning import InferencePlan, memory_budget_mb, network_shape, plan_inference, predict_peak_bytes
 from .postprocess import postprocess
 from .prediction import Prediction
@@ -128,37 +129,121 @@ class Segmenter:
             ParameterError: an option is out of range or of the wrong type.
             Unet3dError: the volume cannot be segmented (unreadable, invalid, too large); the message says why.
         """
-        report = _Reporter(progress)
+        report = self.reporter(progress)
         options = self._options(mode, threshold, patch_size, overlap, tta=tta, probabilities=probabilities)
+        return self._finish(self._segment(self._read(volume, name, series, report), options, report), report)
+
+    def predict_many(
+        self,
+        inputs: Iterable[VolumeInput],
+        outputs: str | Path | Sequence[str | Path | None] | None = None,
+        *,
+        probabilities_outputs: str | Path | Sequence[str | Path | None] | None = None,
+        dicom_seg_outputs: str | Path | Sequence[str | Path | None] | None = None,
+        series: Sequence[str | None] | None = None,
+        tta: bool = False,
+        mode: Mode = "auto",
+        probabilities: bool = False,
+        threshold: float | None = None,
+        patch_size: int | Shape3 | None = None,
+        overlap: float | None = None,
+        prefetch: int = 2,
+        workers: int | None = None,
+    ) -> Iterator[CaseResult]:
+        """Segment a cohort, overlapping the stages: while the network runs on one volume, worker threads read the
+        next ones and write (and summarise) the previous ones. Same masks as `predict`, in input order.
+
+        Example:
+            >>> for case in seg.predict_many(["a.nii.gz", "b.nii.gz"], "masks/"):
+            ...     print(case.input, case.output if case.error is None else case.error)
+
+        Args:
+            inputs: paths, `Volume`s or arrays (as `predict` takes), read lazily, `prefetch` ahead.
+            outputs: where masks go: a folder (`<folder>/<stem>_mask.nii.gz`), one path (or None) per input, or
+                None (keep them in memory only, in `CaseResult.prediction`).
+            probabilities_outputs: likewise for the probabilities (needs `probabilities=True`).
+            dicom_seg_outputs: likewise for DICOM SEGs (`<folder>/<stem>_seg.dcm`); a case whose input is not DICOM
+                then fails (a SEG references the images it was made from).
+            series: per input, the SeriesInstanceUID to read (None: the upload's one volumetric series).
+            tta, mode, probabilities, threshold, patch_size, overlap: as for `predict`, for every input.
+            prefetch: volumes read ahead and results waiting to be written (memory: about 2·prefetch volumes).
+            workers: reader and writer threads each (default: one per four cores, 1 to 4; 0 on a CPU whose cores
+                the network uses, where a thread beside it slows it down: the stages then take turns).
+
+        Yields:
+            One `CaseResult` per input; a case that fails carries its `error` and the cohort goes on.
+
+        Raises:
+            ParameterError: an option is out of range (before any volume is read).
+        """
+        options = self._options(mode, threshold, patch_size, overlap, tta=tta, probabilities=probabilities)
+        if probabilities_outputs is not None and not probabilities:
+            raise ParameterError("probabilities_outputs needs probabilities=True")
+        per_input = {"output paths": outputs, "probabilities output paths": probabilities_outputs,
+                     "DICOM SEG paths": dicom_seg_outputs, "series UIDs": series}  # fmt: skip
+        for what, named in per_input.items():
+            if isinstance(named, list | tuple) and isinstance(inputs, Sized) and len(named) != len(inputs):
+                raise ParameterError(f"{len(inputs)} inputs but {len(named)} {what}: give one per input")
+        return predict_cohort(
+            self, inputs, outputs, probabilities_outputs, options, dicom_seg_outputs=dicom_seg_outputs, series=series,
+            prefetch=prefetch, workers=workers,
+        )  # fmt: skip
+
+    def reporter(self, progress: Progress | None) -> _Reporter:
+        """A stage clock for one case on this segmenter's device."""
+        return _Reporter(progress, self.device)
+
+    def _read(self, volume: VolumeInput, name: str | None, series: str | None, report: _Reporter) -> _Read:
+        """Host stage: the volume read and staged for the device (a pinned copy for a GPU)."""
         report("load", 0.0)
-        vol = self._load(volume, name, series)
+        loaded = self._load(volume, name, series)
+        return _Read(loaded, stage(loaded.data, self.device))
+
+    def _segment(self, read: _Read, options: PredictCall, report: _Reporter) -> _Segmented:
+        """Device stage: prepare, plan, infer and restore where the network runs; only the uint8 mask (and any
+        probabilities asked for) come back to the host, with the samples quality control reads."""
         report("preprocess", 0.0)
-        prepared = prepare(vol, self.card)
+        prepared = prepare(read.volume, self.card, self.device, staged=read.staged)
         report("infer", 0.0)
         plan = self._plan(prepared, options)
-        self._require_memory(vol, prepared, plan, probabilities=probabilities)
+        self._require_memory(read.volume, prepared, plan, probabilities=options.probabilities)
         output = run_inference(self.network, prepared.array, plan, lambda f, _: report("infer", f))
         report("postprocess", 0.0)
-        mask, probs = restore(output.labels, output.probabilities, prepared, options.threshold, keep=probabilities)
+        mask, probs = restore(
+            output.labels, output.probabilities, prepared, options.threshold, keep=options.probabilities
+        )
+        # The mask comes back in Fortran order, as NIfTI stores voxels: writing it then copies nothing.
+        host_mask = to_host(mask.permute(2, 1, 0)).T
+        host_probabilities = None if probs is None else to_host(probs)
+        image, labels = to_host(prepared.array), to_host(output.labels)
+        return _Segmented(
+            read.volume, prepared, output.plan, host_mask, host_probabilities, image, labels, output.uncertainty
+        )
+
+    def _finish(self, segmented: _Segmented, report: _Reporter) -> Prediction:
+        """Host stage: the card's clean-up on the mask, quality control, then the `Prediction`."""
+        report("postprocess", 0.5)
         cleanup = self.card.postprocess
-        postprocess(mask, largest_component=cleanup.largest_component, holes=cleanup.fill_holes)
-        qc = assess(vol, prepared, output.labels, mask, output.uncertainty, self.card)
+        postprocess(segmented.mask, largest_component=cleanup.largest_component, holes=cleanup.fill_holes)
+        qc = assess(
+            segmented.volume, segmented.image, segmented.labels, segmented.mask, segmented.uncertainty, self.card
+        )
         report("postprocess", 1.0)
-        return replace(self._prediction(vol, prepared, output, mask, probs, report.timings()), qc=qc)
+        return replace(self._prediction(segmented, report.timings()), qc=qc)
 
     def _options(
         self, mode: Mode, threshold: object, patch_size: object, overlap: object, *, tta: bool, probabilities: bool
-    ) -> _Options:
+    ) -> PredictCall:
         """The call's options, checked before the volume is read (the card's defaults are filled in by `_plan`)."""
         resolved = resolve_threshold(threshold, self.model.num_classes)
         window, fraction = check_window(mode, patch_size, overlap, self.card.input.pad_to_multiple)
-        return _Options(mode, resolved, window, fraction, tta, probabilities)
+        return PredictCall(mode, resolved, window, fraction, tta, probabilities)
 
     def _load(self, volume: VolumeInput, name: str | None, series: str | None) -> Volume:
         if isinstance(volume, str | Path):
-            return self._read(volume, name, series)
+            return self._load_file(volume, name, series)
         if isinstance(volume, list | tuple) and all(isinstance(p, str | Path) for p in volume):
-            return self._read([Path(p) for p in volume], name, series)  # the files of a DICOM series
+            return self._load_file([Path(p) for p in volume], name, series)  # the files of a DICOM series
         if series is not None:
             raise ParameterError("series= picks a series while reading a DICOM upload: pass its folder, zip or files")
         if isinstance(volume, np.ndarray):
@@ -173,14 +258,14 @@ class Segmenter:
             "volume_from_array(image.get_fdata(), image.affine)"
         )
 
-    def _read(self, source: str | Path | Sequence[str | Path], name: str | None, series: str | None) -> Volume:
+    def _load_file(self, source: str | Path | Sequence[str | Path], name: str | None, series: str | None) -> Volume:
         """A file, folder or list of files, read within this segmenter's caps (`load_volume`)."""
         if isinstance(source, str | Path) and not Path(source).exists():
             raise UnreadableVolumeError(f"no such file: '{source}'")
         limits = {"max_voxels": self.max_voxels, "max_decompressed_bytes": self.max_decompressed_bytes}
         return load_volume(source, **limits, name=name, series=series)
 
-    def _plan(self, prepared: Prepared, options: _Options) -> InferencePlan:
+    def _plan(self, prepared: Prepared, options: PredictCall) -> InferencePlan:
         spec = self.card.inference
         return plan_inference(
             self.network,
@@ -209,37 +294,53 @@ class Segmenter:
             resampled=prepared.resampled,
             probabilities=probabilities,
         )
-        held = volume.data.nbytes + prepared.array.nbytes  # in the estimate, but already allocated
+        on_host = prepared.array.device.type == "cpu"
+        held = volume.data.nbytes + (prepared.array.nbytes if on_host else 0)  # in the estimate, already allocated
         require_memory(needed - held, f"segmenting {describe(volume.data.shape)}")
 
-    def _prediction(
-        self,
-        volume: Volume,
-        prepared: Prepared,
-        output: InferenceOutput,
-        mask: np.ndarray,
-        probabilities: np.ndarray | None,
-        timings_ms: dict[str, float],
-    ) -> Prediction:
-        ran = output.plan  # the plan that ran: an out-of-memory retry may have slid the window or moved to the CPU
+    def _prediction(self, segmented: _Segmented, timings_ms: dict[str, float]) -> Prediction:
+        ran = segmented.plan  # the plan that ran: an out-of-memory retry may have slid the window or moved to the CPU
         return Prediction(
-            mask=mask,
-            volume=volume,
+            mask=segmented.mask,
+            volume=segmented.volume,
             card=self.card,
             source=self.source,
             device=str(ran.device),
             mode=ran.mode,
-            network_shape=network_shape(prepared.shape, ran.pad_multiple),
+            network_shape=network_shape(segmented.prepared.shape, ran.pad_multiple),
             threshold_used=ran.threshold,
-            probabilities=probabilities,
+            probabilities=segmented.probabilities,
             tta=ran.tta,
             timings_ms=timings_ms,
         )
 
 
 @dataclass(frozen=True)
-class _Options:
-    """One `predict` call's options, checked; None means the card's default."""
+class _Read:
+    """A volume read, and its voxels staged for the device."""
+
+    volume: Volume
+    staged: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _Segmented:
+    """What the device stage hands to the host: the mask `(I, J, K)` (and probabilities) on the input grid, and for
+    quality control the network's input and labels on the prepared grid and the uncertainty inference measured."""
+
+    volume: Volume
+    prepared: Prepared
+    plan: InferencePlan
+    mask: np.ndarray
+    probabilities: np.ndarray | None
+    image: np.ndarray
+    labels: np.ndarray
+    uncertainty: float | None
+
+
+@dataclass(frozen=True)
+class PredictCall:
+    """One `predict` (or `predict_many`) call's options, checked; None means the card's default."""
 
     mode: Mode
     threshold: float | None
@@ -250,7 +351,11 @@ class _Options:
 
 
 class _Reporter:
-    """Tracks time per stage and forwards overall progress (stages weighted by their usual cost)."""
+    """Tracks time per stage and forwards overall progress (stages weighted by their usual cost).
+
+    On a GPU the end of a device stage waits for the device's queued work, so that a stage's time is its own, not
+    the asynchronous tail of the one before. `pause` stops the clock (a cohort's case waiting between two threads).
+    """
 
     WEIGHTS: ClassVar[dict[str, tuple[float, float]]] = {
         "load": (0.0, 0.05),
@@ -258,23 +363,32 @@ class _Reporter:
         "infer": (0.1, 0.9),
         "postprocess": (0.9, 1.0),
     }
+    ON_DEVICE: ClassVar[frozenset[str]] = frozenset({"preprocess", "infer"})
 
-    def __init__(self, callback: Progress | None) -> None:
+    def __init__(self, callback: Progress | None, device: torch.device) -> None:
         self.callback = callback
+        self.device = device
         self.stage: str | None = None
         self.started = time.perf_counter()
         self.elapsed: dict[str, float] = {}
 
     def __call__(self, stage: str, fraction: float) -> None:
-        now = time.perf_counter()
         if stage != self.stage:
-            if self.stage is not None:
-                self.elapsed[self.stage] = self.elapsed.get(self.stage, 0.0) + (now - self.started) * 1000.0
-            self.stage, self.started = stage, now
+            self.pause()
+            self.stage, self.started = stage, time.perf_counter()
         if self.callback is not None and stage in self.WEIGHTS:
             low, high = self.WEIGHTS[stage]
             self.callback(low + (high - low) * fraction, stage)
 
+    def pause(self) -> None:
+        """End the current stage's clock (the next call starts a stage again)."""
+        if self.stage in self.ON_DEVICE:  # their work is queued on a GPU: it is done when the device says so
+            synchronize(self.device)
+        if self.stage is not None:
+            elapsed = (time.perf_counter() - self.started) * 1000.0
+            self.elapsed[self.stage] = self.elapsed.get(self.stage, 0.0) + elapsed
+        self.stage = None
+
     def timings(self) -> dict[str, float]:
-        self("done", 0.0)
+        self.pause()
         return {stage: self.elapsed.get(stage, 0.0) for stage in ("load", "preprocess", "infer", "postprocess")}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 
 from .options import Blending
@@ -58,6 +57,7 @@ class SlabAggregator:
         threshold: foreground cut-off for binary models (None: argmax), see `labels_from_probabilities`.
         blending: "gaussian" (MONAI's importance map) or "constant" weights.
         keep_probabilities: also keep the blended `(C, I, J, K)` probabilities.
+        device: where the buffers and the results live (the network's device: nothing goes through the host).
         meter: measures the uncertainty of each finished slab, when given.
     """
 
@@ -70,16 +70,18 @@ class SlabAggregator:
         threshold: float | None,
         blending: Blending,
         keep_probabilities: bool,
+        device: torch.device | None = None,
         meter: EntropyMeter | None = None,
     ) -> None:
         self.shape, self.patch, self.threshold, self.meter = shape, patch, threshold, meter
         depth = min(patch[0], shape[0])
-        self.acc = torch.zeros((num_classes, depth, shape[1], shape[2]))
-        self.weight_sum = torch.zeros((depth, shape[1], shape[2]))
-        self.weight = gaussian_weight(patch) if blending == "gaussian" else torch.ones(patch)
+        self.acc = torch.zeros((num_classes, depth, shape[1], shape[2]), device=device)
+        self.weight_sum = torch.zeros((depth, shape[1], shape[2]), device=device)
+        weight = gaussian_weight(patch) if blending == "gaussian" else torch.ones(patch)
+        self.weight = weight.to(device)
         self.base = 0
-        self.labels = np.zeros(shape, dtype=np.uint8)
-        self.probabilities = np.zeros((num_classes, *shape), dtype=np.float32) if keep_probabilities else None
+        self.labels = torch.zeros(shape, dtype=torch.uint8, device=device)
+        self.probabilities = torch.zeros((num_classes, *shape), device=device) if keep_probabilities else None
 
     def add(self, start: Shape3, probabilities: torch.Tensor) -> None:
         if start[0] > self.base:
@@ -93,7 +95,7 @@ class SlabAggregator:
         self.acc[(slice(None), *box)] += probabilities * self.weight
         self.weight_sum[box] += self.weight
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray | None]:
+    def finish(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         self._flush(self.shape[0])
         return self.labels, self.probabilities
 
@@ -103,11 +105,11 @@ class SlabAggregator:
             return
         blended = self.acc[:, :count] / self.weight_sum[:count].clamp_min(1e-8)
         region = slice(self.base, upto)
-        self.labels[region] = labels_from_probabilities(blended, self.threshold).numpy()
+        self.labels[region] = labels_from_probabilities(blended, self.threshold)
         if self.meter is not None:
             self.meter.add_probabilities(blended)
         if self.probabilities is not None:
-            self.probabilities[:, region] = blended.numpy()
+            self.probabilities[:, region] = blended
         kept = self.acc.shape[1] - count
         if kept > 0:
             self.acc[:, :kept] = self.acc[:, count:].clone()

@@ -3,7 +3,7 @@
 One noun per module:
 
 - `app`: `build_ui` (layout + events), `mount_ui`, `configure_ui` and `require_key_for_ui` (at startup),
-  `upload_folder` and `UPLOAD_TTL_S` (Gradio's cache, for the temp quota and the start-up sweep), `UI_PATH`.
+  `upload_folder` (Gradio's cache, for the temp quota and the start-up sweep), `UI_PATH`.
 - `sessions`: the tabs' memory budget, and letting go of a closed tab's data.
 - `layout`: the components and where they sit, no behaviour; `Layout` names each one.
 - `events`: every handler (`ReviewEvents`) and the wiring of the page's events to them; the gradio_client endpoints
@@ -46,6 +46,6 @@ Adding a panel (a tab, or controls in one):
 4. Tests: its handlers without a browser (tests/api/test_ui_events.py), and a step in tests/api/test_ui_browser.py.
 """
 
-from .app import UI_PATH, UPLOAD_TTL_S, build_ui, configure_ui, mount_ui, require_key_for_ui, upload_folder
+from .app import UI_PATH, build_ui, configure_ui, mount_ui, require_key_for_ui, upload_folder
 
-__all__ = ["UI_PATH", "UPLOAD_TTL_S", "build_ui", "configure_ui", "mount_ui", "require_key_for_ui", "upload_folder"]
+__all__ = ["UI_PATH", "build_ui", "configure_ui", "mount_ui", "require_key_for_ui", "upload_folder"]

@@ -24,6 +24,7 @@ from ..cases.service import CaseService
 from ..cors import defer_mounted_cors
 from ..service import SegmentationService
 from ..settings import Settings
+from ..tempfiles import UPLOAD_TTL_S
 from . import theme
 from .casefiles import install_case_files
 from .errors import ReviewBlocks
@@ -33,7 +34,6 @@ from .layout import build_layout
 from .viewer import HEAD, install_viewer_assets
 
 UI_PATH = "/ui"
-UPLOAD_TTL_S = 3600  # Gradio deletes what it cached (uploads, pictures) after this long; it looks every 15 minutes
 
 
 def build_ui(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -120,3 +123,23 @@ def test_v1_routes_answer_503_while_no_model_is_loaded(path):
     assert "not loaded" in response.json()["detail"]
     health = client.get("/health").json()
     assert health["model_loaded"] is False
+
+
+def test_the_api_alone_serves_predictions_without_the_ui_and_never_imports_gradio(tiny_model_dir, tmp_path):
+    # A fresh interpreter: this test session has imported Gradio already.
+    code = (
+        "import sys, gzip, json, numpy as np, nibabel as nib\n"
+        "from starlette.testclient import TestClient\n"
+        "from api.main import create_api_app\n"
+        "with TestClient(create_api_app()) as client:\n"
+        "    data = np.random.default_rng(0).normal(100, 30, (16, 16, 16)).astype(np.float32)\n"
+        "    volume = nib.Nifti1Image(data, np.eye(4))\n"
+        "    files = {'file': ('t1.nii.gz', gzip.compress(volume.to_bytes()), 'application/gzip')}\n"
+        "    answer = client.post('/v1/predict', files=files)\n"
+        "    print(json.dumps([client.get('/health').json()['model_loaded'], answer.status_code,\n"
+        "                      client.get('/ui/').status_code, 'gradio' in sys.modules]))\n"
+    )
+    env = {**os.environ, "UNET3D_MODEL": str(tiny_model_dir), "UNET3D_DATA_DIR": str(tmp_path / "data")}
+    finished = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert json.loads(finished.stdout.strip().splitlines()[-1]) == [True, 200, 404, False]

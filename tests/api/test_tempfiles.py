@@ -80,7 +80,7 @@ def test_the_sweep_removes_a_crashs_leftovers_only(tmp_path: Path):
     old = time.time() - 7200
     for path in (gradio / ("0f" * 32), gradio / "tmpa1b2c3", gradio / "vibe_edit_history"):
         os.utime(path, (old, old))
-    swept = remove_leftovers(temp_dir=tmp, upload_dir=gradio, upload_ttl_s=3600, data_dir=data)
+    swept = remove_leftovers(temp_dir=tmp, upload_dir=gradio, data_dir=data)
     assert [str(p) for p in gone if p.exists()] == []
     assert [str(p) for p in kept if not p.exists()] == []
     assert swept.paths == 6 and swept.bytes == 600

@@ -4,6 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 from helpers import TINY_CARD, sphere_volume
 
 from unet3d import volume_from_array
@@ -95,19 +96,28 @@ def test_same_grid_allows_a_micrometre_and_no_more():
 
 
 def test_foreground_crop_grows_by_margin_and_uncrop_restores_the_grid():
-    volume = np.zeros((30, 30, 30), dtype=np.float32)
+    volume = torch.zeros((30, 30, 30))
     volume[10:15, 12:14, 5:25] = 1
     crop = foreground_crop(volume, margin=3)
     assert crop.start == (7, 9, 2) and crop.stop == (18, 17, 28) and crop.shape == (11, 8, 26)
     restored = uncrop(volume[crop.slices], crop)
-    assert np.array_equal(restored, volume)
-    probabilities = uncrop_probabilities(np.full((3, *crop.shape), 1 / 3, np.float32), crop)
+    assert torch.equal(restored, volume)
+    probabilities = uncrop_probabilities(torch.full((3, *crop.shape), 1 / 3), crop)
     assert probabilities.shape == (3, 30, 30, 30)
-    assert (probabilities[:, 0, 0, 0] == (1, 0, 0)).all() and np.allclose(probabilities[:, 10, 12, 5], 1 / 3)
+    assert probabilities[:, 0, 0, 0].tolist() == [1, 0, 0]
+    assert torch.allclose(probabilities[:, 10, 12, 5], torch.tensor(1 / 3))
+
+
+def test_foreground_crop_finds_the_box_whatever_the_memory_layout_and_clips_at_the_edges():
+    volume = np.zeros((12, 9, 7), np.float32, order="F")  # as NIfTI volumes arrive: Fortran order
+    volume[0, 3:5, 6] = 5.0
+    crop = foreground_crop(torch.from_numpy(volume), margin=2, background=4.0)
+    assert crop.start == (0, 1, 4) and crop.stop == (3, 7, 7)
+    assert foreground_crop(torch.from_numpy(volume), margin=2, background=5.0).shape == (12, 9, 7)  # none above
 
 
 def test_foreground_crop_of_an_empty_volume_keeps_everything():
-    crop = foreground_crop(np.zeros((4, 5, 6)), margin=2)
+    crop = foreground_crop(torch.zeros((4, 5, 6)), margin=2)
     assert crop.shape == (4, 5, 6)
 
 
@@ -116,17 +126,17 @@ def test_resampling_helpers():
     assert needs_resampling((0.9, 0.9, 3.0), (1.0, 1.0, 1.0))
     assert not needs_resampling((0.5, 0.5, 5.0), None)
     assert resampled_shape((100, 100, 30), (0.9, 0.9, 3.0), (1.0, 1.0, 1.0)) == (90, 90, 90)
-    ramp = np.broadcast_to(np.linspace(0, 1, 8, dtype=np.float32)[:, None, None], (8, 4, 4))
+    ramp = torch.linspace(0, 1, 8)[:, None, None].expand(8, 4, 4)
     assert resize(ramp, (16, 4, 4)).shape == (16, 4, 4)
-    assert resize(np.stack([ramp, ramp]), (4, 4, 4)).shape == (2, 4, 4, 4)
+    assert resize(torch.stack([ramp, ramp]), (4, 4, 4)).shape == (2, 4, 4, 4)
 
 
 def test_labels_resize_by_nearest_neighbour_and_keep_their_values():
-    labels = np.zeros((6, 6, 6), np.float32)
+    labels = torch.zeros((6, 6, 6), dtype=torch.uint8)
     labels[:3] = 2
     labels[3:, :2] = 5
     resized = resize(labels, (12, 9, 6), mode="nearest")
-    assert set(np.unique(resized)) == {0.0, 2.0, 5.0}
+    assert set(resized.unique().tolist()) == {0.0, 2.0, 5.0}
     assert (resized[:6] == 2).all() and (resized[6:, :3] == 5).all()
 
 
@@ -142,11 +152,12 @@ def test_prepare_then_restore_puts_labels_back_on_the_input_grid_through_the_cro
     volume = volume_from_array(data, affine)
     prepared = prepare(volume, _card(crop_foreground=True, crop_margin=2))
     assert prepared.crop is not None and prepared.shape == (16, 14, 16) and not prepared.resampled
-    labels = (prepared.array > 0.5).astype(np.uint8)
-    mask, probabilities = restore(labels, None, prepared, None, keep=False)
+    labels = (prepared.array > 0.5).to(torch.uint8)
+    restored, probabilities = restore(labels, None, prepared, None, keep=False)
+    mask = restored.numpy()
     assert mask.shape == data.shape and mask.dtype == np.uint8 and probabilities is None
-    expected = to_canonical(np.zeros_like(mask), prepared.orientation)
-    expected[prepared.crop.slices] = labels
+    expected = to_canonical(np.zeros_like(mask), prepared.orientation).copy()
+    expected[prepared.crop.slices] = labels.numpy()
     assert np.array_equal(mask, from_canonical(expected, prepared.orientation))
     assert mask.any() and not mask[:6].any() and not mask[22:].any()  # nothing outside the crop
 
@@ -156,9 +167,9 @@ def test_a_resampled_input_gets_its_labels_from_probabilities_resized_back():
     card = card_from_dict({**TINY_CARD, "input": {**TINY_CARD["input"], "spacing_mm": [1.0, 1.0, 1.0]}})
     prepared = prepare(volume, card)
     assert prepared.resampled and prepared.shape == (24, 20, 24) and prepared.cropped_shape == (24, 20, 8)
-    probabilities = np.stack([1 - prepared.array, prepared.array / 2, prepared.array / 2])
-    labels = probabilities.argmax(0).astype(np.uint8)
+    probabilities = torch.stack([1 - prepared.array, prepared.array / 2, prepared.array / 2])
+    labels = probabilities.argmax(0).to(torch.uint8)
     mask, kept = restore(labels, probabilities, prepared, None, keep=True)
     assert mask.shape == (24, 20, 8) and kept is not None and kept.shape == (3, 24, 20, 8)
-    assert np.array_equal(mask, kept.argmax(0))
-    np.testing.assert_allclose(kept.sum(0), 1, atol=1e-5)
+    assert torch.equal(mask, kept.argmax(0).to(torch.uint8))
+    torch.testing.assert_close(kept.sum(0), torch.ones(24, 20, 8))

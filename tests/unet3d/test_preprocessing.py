@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
+import torch
 
 from unet3d.errors import InvalidVolumeError
-from unet3d.preprocessing import normalize_minmax, pad_to_multiple, unpad
+from unet3d.preprocessing import _selected, _sorted, intensity_range, normalize_minmax, pad_to_multiple, unpad
 
 
 def test_normalize_clips_percentiles_and_maps_to_unit_range():
@@ -34,14 +35,28 @@ def test_constant_volume_is_a_clear_error():
 
 @pytest.mark.parametrize("shape", [(16, 16, 16), (17, 5, 31), (1, 2, 3)])
 def test_pad_then_unpad_round_trips(shape):
-    volume = np.random.default_rng(0).random(shape).astype(np.float32)
+    volume = torch.from_numpy(np.random.default_rng(0).random(shape).astype(np.float32))
     padded, pads = pad_to_multiple(volume, 16)
     assert all(s % 16 == 0 for s in padded.shape)
-    assert np.array_equal(unpad(padded, pads), volume)
+    assert torch.equal(unpad(padded, pads), volume)
+    assert all(before <= after <= before + 1 for before, after in pads)  # split evenly, the odd voxel after
 
 
 def test_pad_handles_leading_channel_axes():
-    volume = np.ones((3, 5, 6, 7), dtype=np.float32)
+    volume = torch.ones((3, 5, 6, 7))
     padded, pads = pad_to_multiple(volume, 4)
-    assert padded.shape == (3, 8, 8, 8)
+    assert padded.shape == (3, 8, 8, 8) and pads == ((1, 2), (1, 1), (0, 1))
+    assert torch.equal(padded[:, 1:6, 1:7, 0:7], volume) and padded.sum() == volume.sum()  # zeros around it
     assert unpad(padded, pads).shape == volume.shape
+
+
+@pytest.mark.parametrize("size", [7, 1000, 2_500_001])
+def test_percentiles_are_numpys_and_the_same_whichever_device_finds_the_order_statistics(size):
+    # The host selects (numpy), a GPU sorts (torch): the same exact values, interpolated the same way, so a volume
+    # normalises identically on either device (and a GPU out-of-memory retry on the CPU gives the same labels).
+    volume = np.random.default_rng(size).normal(50, 20, size).astype(np.float32)
+    ranks = [0, 3, size // 2, size - 1]
+    assert _selected(torch.from_numpy(volume), ranks) == _sorted(torch.from_numpy(volume), ranks)
+    low, high = intensity_range(torch.from_numpy(volume.reshape(1, 1, -1)), (1.0, 99.0))
+    sample = volume if size <= 2_000_000 else volume[:: size // 2_000_000]
+    assert [np.float32(low), np.float32(high)] == list(np.percentile(sample, (1.0, 99.0)).astype(np.float32))

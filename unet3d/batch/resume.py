@@ -22,6 +22,8 @@ from ..prediction import Prediction
 from .inputs import Case
 from .manifest import Outcome, class_column
 
+_UNREADABLE: tuple[type[Exception], ...] = (*READ_ERRORS, Unet3dError)
+
 # The cells a skipped case takes over from the row that recorded its output.
 _CARRIED = ("qc_warnings", "model_id", "model_revision", "weights_sha256")
 
@@ -38,7 +40,7 @@ def is_complete(case: Case) -> bool:
         shape, affine, series_uid = _input_grid(case)
         mask = inspect_volume(case.output)
         probabilities = _open_whole(case.probabilities) if case.probabilities else None
-    except (Unet3dError, *READ_ERRORS):
+    except _UNREADABLE:
         return False
     if not (_written_as(mask, MASK_DESCRIPTION) and mask.shape == shape and same_affine(mask.affine, affine)):
         return False

@@ -130,7 +130,8 @@ def run_batch(
 
 
 class LocalEngine:
-    """Segments cases one after another in this process with one loaded `Segmenter`."""
+    """Segments cases in this process with one loaded `Segmenter`, through `Segmenter.predict_many`: reading the
+    next cases and writing the previous ones overlap the network's work on the current one."""
 
     def __init__(self, segmenter: Segmenter, options: PredictOptions) -> None:
         self.segmenter = segmenter
@@ -139,9 +140,22 @@ class LocalEngine:
         self.model: dict[str, str] = segmenter.source.as_dict()
 
     def outcomes(self, cases: Sequence[Case]) -> Iterator[Outcome]:
-        """Yield each case's outcome as soon as its files are written."""
-        for case in cases:
-            yield predict_case(self.segmenter, case, self.options)
+        """Yield each case's outcome, in order, as soon as its files are written."""
+        results = self.segmenter.predict_many(
+            [case.input for case in cases],
+            [case.output for case in cases],
+            probabilities_outputs=[case.probabilities for case in cases] if self.options.probabilities else None,
+            dicom_seg_outputs=[case.dicom_seg for case in cases],
+            series=[case.series for case in cases],
+            tta=self.options.tta,
+            mode=self.options.mode,
+            probabilities=self.options.probabilities,
+        )
+        for case, result in zip(cases, results, strict=True):
+            if result.error is not None:
+                yield Outcome(case, "failed", error=describe_error(result.error), model=self.model)
+            else:
+                yield Outcome(case, "ok", runtime_ms=result.runtime_ms, summary=result.summary, model=self.model)
 
 
 def predict_case(segmenter: Segmenter, case: Case, options: PredictOptions) -> Outcome:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..card import ModelCard
-from ..geometry import Prepared
 from ..io import Volume
 from .checks import CHECKS, QC, judge
 from .measures import MAP_GRID, Measures, measure
@@ -26,7 +25,7 @@ _WHITE = {"white_matter", "wm"}
 
 def assess(
     volume: Volume,
-    prepared: Prepared,
+    image: np.ndarray,
     labels: np.ndarray,
     mask: np.ndarray,
     uncertainty: float | None,
@@ -36,14 +35,14 @@ def assess(
 
     Args:
         volume: the input.
-        prepared: the network's input (`geometry.prepare`).
-        labels: the network's labels on the prepared grid.
+        image: the network's input, on the host (`geometry.prepare`'s array).
+        labels: the network's labels on the prepared grid, on the host.
         mask: the final mask on the input grid.
         uncertainty: the mean uncertainty inference measured (`InferenceOutput.uncertainty`).
         card: the model card: its classes and its `qc` limits.
     """
     grid = card.qc.prior_grid or MAP_GRID
-    measured = measure(volume, prepared, labels, mask, uncertainty, tissue_classes(card), grid=grid)
+    measured = measure(volume, image, labels, mask, uncertainty, tissue_classes(card), grid=grid)
     return judge(measured, card.qc)
 
 

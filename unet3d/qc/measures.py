@@ -17,7 +17,6 @@ import torch
 from scipy import ndimage
 from torch.nn import functional
 
-from ..geometry import Prepared
 from ..io import Volume
 
 STEP = 2  # prepared-grid voxels between samples
@@ -65,7 +64,7 @@ class Measures:
 
 def measure(
     volume: Volume,
-    prepared: Prepared,
+    image: np.ndarray,
     labels: np.ndarray,
     mask: np.ndarray,
     uncertainty: float | None,
@@ -77,8 +76,8 @@ def measure(
 
     Args:
         volume: the input (raw voxels and header).
-        prepared: the network's input (`geometry.prepare`).
-        labels: the network's labels on the prepared grid.
+        image: the network's input, on the host (`geometry.prepare`'s array).
+        labels: the network's labels on the prepared grid, on the host.
         mask: the final mask on the input grid.
         uncertainty: `InferenceOutput.uncertainty`.
         tissues: the (grey matter, white matter) class indices; None for a model without them.
@@ -88,11 +87,11 @@ def measure(
     voxels = int(np.count_nonzero(foreground))
     voxel_ml = volume.voxel_volume_ml
     brain_ml = None if tissues is None else sum(int(np.count_nonzero(mask == i)) for i in tissues) * voxel_ml
-    sample, array = labels[::STEP, ::STEP, ::STEP], prepared.array[::STEP, ::STEP, ::STEP]
+    sample, array = labels[::STEP, ::STEP, ::STEP], image[::STEP, ::STEP, ::STEP]
     cut, side = cut_fraction(foreground, volume.orientation)
     return Measures(
         air_fraction=air_fraction(volume.data),
-        structure=structure(prepared.array),
+        structure=structure(image),
         uncertainty=uncertainty,
         foreground_ml=voxels * voxel_ml,
         brain_ml=brain_ml,
