@@ -118,7 +118,7 @@ def peak_rss_mb() -> float:
 
 def cpu_kind() -> dict[str, Any]:
     """What the CPU is and whether it has native bf16 (the precision `auto` picks follows from it)."""
-    from unet3d.device import _cpu_has_bf16
+    from unet3d.device import cpu_has_bf16
 
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
@@ -128,7 +128,7 @@ def cpu_kind() -> dict[str, Any]:
         "avx2": "avx2" in flags,
         "avx512_bf16": "avx512_bf16" in flags,
         "amx_tile": "amx_tile" in flags,
-        "native_bf16": _cpu_has_bf16(),
+        "native_bf16": cpu_has_bf16(),
     }
 
 

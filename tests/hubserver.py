@@ -517,7 +517,7 @@ class _Handler(BaseHTTPRequestHandler):
             with self.fake._lock:
                 self.fake._sockets.discard(self.connection)
 
-    def log_message(self, format: str, *args: Any) -> None:
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the name of the method it overrides)
         pass
 
     def _serve(self, method: str) -> None:

@@ -26,6 +26,8 @@ from types import ModuleType
 from .errors import UnreadableVolumeError, UnsupportedFormatError, VolumeTooLargeError
 from .memory import require_memory
 
+__all__ = ["MAX_FILES", "ZIP_MAGIC"]
+
 _deflate: ModuleType = zlib
 with contextlib.suppress(ImportError):  # ISA-L's inflate: zlib's API at ~2× its speed (isal is pinned)
     from isal import isal_zlib as _deflate

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+__all__ = ["TEMPORARY_MARK"]
+
 # Files are written to `<name><TEMPORARY_MARK><pid>` beside their final name first, then renamed.
 TEMPORARY_MARK = ".tmp-"
 

@@ -25,6 +25,19 @@ from .options import (
 )
 from .shapes import Shape3, Spacing3, shape3, spacing3
 
+__all__ = [
+    "DEFAULT_COLORS",
+    "ClassInfo",
+    "InferenceSpec",
+    "InputSpec",
+    "ModelCard",
+    "PostprocessSpec",
+    "QCLimit",
+    "QCSpec",
+    "card_from_dict",
+    "load_card",
+]
+
 DEFAULT_COLORS = ["#000000", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6"]
 
 

@@ -12,6 +12,8 @@ import gzip
 import zlib
 from typing import IO, Any, cast
 
+__all__ = ["GZIP_BACKEND", "WRITE_LEVEL", "writing"]
+
 try:
     from isal import igzip, isal_zlib
 

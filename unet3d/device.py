@@ -14,6 +14,8 @@ from .errors import InferenceError
 from .model import UNet3D, fuse_for_inference
 from .options import ResolvedPrecision
 
+__all__ = ["cpu_has_bf16", "default_precision", "resolve_device", "synchronize"]
+
 
 def resolve_device(device: str | int | torch.device) -> torch.device:
     """`"auto"` → the first CUDA device if there is one, else CPU; validates explicit choices (an int N is cuda:N)."""
@@ -74,12 +76,12 @@ def default_precision(device: torch.device) -> ResolvedPrecision:
     """bf16 on CPUs with native bf16 (measured faster, masks agree ≥ 99.5%; see bench/), fp16 on CUDA."""
     if device.type == "cuda":
         return "fp16"
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and _cpu_has_bf16():
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and cpu_has_bf16():
         return "bf16"
     return "fp32"
 
 
-def _cpu_has_bf16() -> bool:
+def cpu_has_bf16() -> bool:
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(check() for check in checks if check is not None)
 

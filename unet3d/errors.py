@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "AmbiguousSeriesError",
+    "CardError",
+    "InferenceError",
+    "InvalidVolumeError",
+    "LabelMaskError",
+    "ModelLoadError",
+    "ParameterError",
+    "Unet3dError",
+    "UnreadableVolumeError",
+    "UnsupportedFormatError",
+    "VolumeTooLargeError",
+]
+
 
 class Unet3dError(Exception):
     """Base class: every error unet3d raises on purpose is one of these."""

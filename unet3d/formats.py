@@ -12,6 +12,8 @@ import nibabel as nib
 from .archive import ZIP_MAGIC
 from .errors import InvalidVolumeError, UnreadableVolumeError, UnsupportedFormatError
 
+__all__ = ["DICOM_MARKER", "GZIP_MAGIC", "check_suffix", "looks_like_dicom", "nifti_suffix"]
+
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 GZIP_MAGIC = b"\x1f\x8b"  # the first two bytes of every gzip stream
 # NIfTI datatype codes that are not one real-valued intensity per voxel.

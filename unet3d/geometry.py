@@ -19,6 +19,22 @@ from .postprocess import labels_from_probabilities
 from .preprocessing import intensity_range, require_contrast, rescale
 from .shapes import Shape3, Spacing3, shape3, spacing3
 
+__all__ = [
+    "GRID_TOLERANCE_MM",
+    "Prepared",
+    "canonical_orientation",
+    "canonical_spacing",
+    "index_from_canonical",
+    "needs_resampling",
+    "prepare",
+    "resampled_shape",
+    "resize",
+    "restore",
+    "same_affine",
+    "same_grid",
+    "to_canonical",
+]
+
 # Affines this close (in mm) describe one voxel grid: a mask and its image written by different tools differ by less.
 GRID_TOLERANCE_MM = 1e-3
 _RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)

@@ -28,6 +28,8 @@ from .card import load_card
 from .errors import CardError, ModelLoadError
 from .model import UNet3D
 
+__all__ = ["ModelSource", "check_model_dir", "default_model", "load_unet", "push_model", "resolve_source"]
+
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"

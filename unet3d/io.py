@@ -22,6 +22,20 @@ from .provenance import NIFTI_SOURCE, SourceInfo
 from .shapes import Shape3, Spacing3
 from .stats import label_problem, voxel_volume_ml
 
+__all__ = [
+    "Volume",
+    "VolumeSource",
+    "check_volume",
+    "inspect_volume",
+    "load_mask",
+    "load_volume",
+    "mask_image",
+    "save_mask",
+    "save_probabilities",
+    "stem_of",
+    "volume_from_array",
+]
+
 # The header description of the files unet3d writes: how a resumed batch run knows a mask as its own.
 MASK_DESCRIPTION = b"unet3d mask"
 PROBABILITIES_DESCRIPTION = b"unet3d class probabilities"

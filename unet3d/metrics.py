@@ -13,6 +13,8 @@ from scipy import ndimage
 
 from .stats import label_problem, voxel_volume_ml
 
+__all__ = ["dice", "evaluate", "hd95", "iou", "iou_along_axis", "mean_of"]
+
 
 def _class_masks(pred: np.ndarray, target: np.ndarray, cls: int) -> tuple[np.ndarray, np.ndarray]:
     """The voxels of class `cls` in each mask; the masks must share a shape (else a score would be meaningless)."""

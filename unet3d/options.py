@@ -16,6 +16,21 @@ import numpy as np
 from .errors import ParameterError
 from .shapes import Shape3, shape3
 
+__all__ = [
+    "BLENDINGS",
+    "MODES",
+    "PRECISIONS",
+    "Blending",
+    "Mode",
+    "Norm",
+    "Precision",
+    "check_clip_percentiles",
+    "check_pad_multiple",
+    "check_patch_size",
+    "check_threshold",
+    "resolve_threshold",
+]
+
 Mode = Literal["auto", "whole", "sliding"]
 ResolvedMode = Literal["whole", "sliding"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]

@@ -30,6 +30,8 @@ from .options import (
 )
 from .shapes import Shape3, shape3
 
+__all__ = ["network_shape"]
+
 _PEAK_SHARE = 0.85
 # A whole pass on the host may plan on this share of the memory still available (the rest: the volume, the mask,
 # other requests).

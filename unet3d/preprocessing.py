@@ -11,6 +11,8 @@ from torch.nn import functional
 
 from .errors import InvalidVolumeError
 
+__all__ = ["normalize_minmax"]
+
 # Percentiles are estimated on a strided subsample above this many voxels: the estimate is within
 # a grey level of the exact value on real scans and costs a fraction of a full np.percentile.
 _PERCENTILE_SAMPLE = 2_000_000

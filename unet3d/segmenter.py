@@ -29,6 +29,8 @@ from .prediction import Prediction
 from .qc import assess
 from .shapes import Shape3
 
+__all__ = ["Segmenter", "VolumeInput"]
+
 logger = logging.getLogger(__name__)
 
 VolumeInput = str | Path | Sequence[str | Path] | Volume | np.ndarray

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+__all__ = ["Shape3", "Spacing3", "shape3", "spacing3"]
+
 # A voxel grid's size along (I, J, K), or a window, crop or patch on it.
 Shape3 = tuple[int, int, int]
 # Voxel edge lengths in mm along three axes.

@@ -17,6 +17,16 @@ from scipy import ndimage
 
 from .errors import LabelMaskError
 
+__all__ = [
+    "LabelMasks",
+    "image_free_labels",
+    "label_masks",
+    "label_problem",
+    "mask_labels",
+    "mask_statistics",
+    "voxel_volume_ml",
+]
+
 IMAGE_MIN_VALUES, IMAGE_MAX_EQUAL_NEIGHBOURS = 64, 0.5  # see `looks_like_an_image`
 _EXPECTED = "expected an integer label mask (0 background, 1, 2, ...) such as unet3d's predictions"
 

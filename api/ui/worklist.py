@@ -28,7 +28,7 @@ SCORE_CHOICES = [("none", 0), ("1", 1), ("2", 2), ("3", 3), ("4", 4), ("5", 5)]
 
 def worklist_query(status: str | None, reviewer: str | None, sort: str | None, offset: int = 0) -> CaseQuery:
     """The store query for the worklist's controls (an unknown choice falls back to the default)."""
-    chosen = status if status in dict((v, k) for k, v in STATUS_CHOICES) and status != ALL else None
+    chosen = status if status in {value for _, value in STATUS_CHOICES} and status != ALL else None
     order = sort if sort in {value for _, value in SORT_CHOICES} else "id"
     who = (reviewer or "").strip()[:100] or None
     return CaseQuery(status=cast(Status | None, chosen), reviewer=who, sort=cast(SortKey, order),

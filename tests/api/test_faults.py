@@ -100,7 +100,7 @@ def hub_gone(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
         fetched = run(unet3d_command("info", "--model", "acme/tiny", "--revision", sha), hub_env(url, hf_home), ROOT)
         assert fetched.returncode == 0, fetched.stderr
     # The FakeHub is stopped: its port now refuses connections, as an unreachable Hub does. HF_HUB_OFFLINE stays 0.
-    yield url, hf_home, sha
+    return url, hf_home, sha
 
 
 @pytest.mark.slow

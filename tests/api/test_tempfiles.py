@@ -52,7 +52,7 @@ def test_work_folders_carry_the_pid_of_their_process(private_tmp: Path):
     with work_folder("request") as folder:
         assert Path(folder).name.startswith(f"unet3d-request-{os.getpid()}-")
     assert make_work_folder("ui").name.startswith(f"unet3d-ui-{os.getpid()}-")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown work folder kind 'other'"):
         work_folder("other")
 
 

@@ -73,3 +73,30 @@ def test_public_names_are_all_exported():
 
     for name in unet3d.__all__:
         assert hasattr(unet3d, name), name
+
+
+def _outside_imports() -> list[tuple[str, str, str]]:
+    """(importing file, unet3d module, name) for every `from unet3d... import name` in the other packages."""
+    found = []
+    for package in ("api", "train", "space", "bench"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "node_modules" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("unet3d"):
+                    found += [(str(path.relative_to(ROOT)), str(node.module), alias.name) for alias in node.names]
+    return found
+
+
+def test_the_other_packages_import_only_what_a_unet3d_module_lists_in_its_all():
+    """A module's `__all__` is its public face: what api, train, space and bench may use (docs/architecture.md)."""
+    import importlib
+
+    imports = _outside_imports()
+    assert len(imports) > 50  # the scan sees the real imports
+    wrong = []
+    for where, module, name in imports:
+        public = getattr(importlib.import_module(module), "__all__", None)
+        if public is None or name not in public:
+            wrong.append(f"{where}: {name} from {module} (not in its __all__)")
+    assert wrong == []

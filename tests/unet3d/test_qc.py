@@ -47,8 +47,9 @@ def healthy(**changes) -> Measures:
     """Measures of a plausible skull-stripped T1 brain (every check passes with the default limits)."""
     prior = brain_prior()
     maps = np.concatenate([prior, (0.3 + 0.2 * prior[0] + 0.7 * prior[1])[None]])
-    values = dict(air_fraction=0.0, structure=0.98, uncertainty=0.09, foreground_ml=1300.0, brain_ml=1300.0,
-                  fov_fraction=0.2, cut_fraction=0.0, cut_side="", enclosed_background=0.03, maps=maps)  # fmt: skip
+    values = {"air_fraction": 0.0, "structure": 0.98, "uncertainty": 0.09, "foreground_ml": 1300.0,
+              "brain_ml": 1300.0, "fov_fraction": 0.2, "cut_fraction": 0.0, "cut_side": "",
+              "enclosed_background": 0.03, "maps": maps}  # fmt: skip
     return Measures(**{**values, **changes})
 
 

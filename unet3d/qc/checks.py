@@ -22,6 +22,8 @@ from . import messages
 from .measures import Measures
 from .prior import flip_margin, prior_array, prior_fits, t1_contrast
 
+__all__ = ["values_of"]
+
 Values = Mapping[str, float | None]
 _IMAGE_KIND = ("ct", "noise", "contrast")  # reported alone
 _FULL_HEAD_FOLLOWS = ("volume", "cut_off", "field_of_view", "uncertainty")
