@@ -20,4 +20,4 @@ export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=Fals
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-.venv/bin/python -m pytest -m "not gpu" --durations=15 "$@"
+.venv/bin/python -m pytest -m "not gpu" -n 0 --durations=15 "$@"
