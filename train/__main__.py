@@ -7,7 +7,7 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,20 @@ EXTRAS = {"prepare-mni152": ("nilearn",), "evaluate": ("matplotlib",), "search":
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _require_extras(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, DatasetError, CheckpointError, ComparisonError, Unet3dError, FileNotFoundError) as e:
+        print(f"train: error: {e}", file=sys.stderr)
+        return 1
+
+
+Command = Callable[[str, str], argparse.ArgumentParser]
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train",
         description="Train, evaluate and publish unet3d models. A dataset is an MSD / nnU-Net folder: imagesTr/, "
@@ -36,6 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     def command(name: str, text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text, formatter_class=_DefaultsShown)
 
+    for add in (_add_prepare, _add_fit, _add_evaluate, _add_others):
+        add(command)
+    return parser
+
+
+def _add_prepare(command: Command) -> None:
     prepare = command(
         "prepare-mni152",
         "build the MNI152 brain-tissue dataset: the template, generated heads, held-out perturbed and full-head copies",
@@ -51,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     spheres = command("prepare-spheres", "build a tiny synthetic dataset (24³ spheres in shells) for smoke runs")
     spheres.add_argument("--out", required=True, type=Path, help="dataset folder to write (tiny.yaml reads data/tiny)")
 
+
+def _add_fit(command: Command) -> None:
     fit = command("fit", "train a model from a YAML config and export its best weights to OUT/model")
     fit.add_argument("--config", required=True, type=Path, help="YAML config, e.g. train/configs/brain-tissue.yaml")
     fit.add_argument("--out", type=Path, default=Path("runs/latest"), help="run folder (metrics.csv, model/)")
@@ -66,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     fit.add_argument("--no-progress", action="store_true", help="no progress bars (logs and metrics.csv only)")
 
+
+def _add_evaluate(command: Command) -> None:
     ev = command("evaluate", "write a JSON + PNG evaluation report of a model on a dataset split")
     ev.add_argument("--model", required=True, help="model directory or Hub repo id")
     ev.add_argument("--data", required=True, type=Path, help="dataset folder (dataset.json)")
@@ -92,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the same scan skull-stripped; its voxels > 0 are the brain mask (e.g. .../ch2bet.nii.gz)",
     )
 
+
+def _add_others(command: Command) -> None:
+    """calibrate-qc, search and push."""
     qc = command(
         "calibrate-qc",
         "choose a model's QC limits and prior on a dataset's validation scans and synthetic negatives (never the test "
@@ -118,85 +145,105 @@ def main(argv: Sequence[str] | None = None) -> int:
     push.add_argument("--revision", default=None, help="branch to commit to (created if missing; default: main)")
     push.add_argument("--private", action="store_true", help="create the repo as private")
 
-    args = parser.parse_args(argv)
-    _require_extras(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return _run(args)
-    except (ConfigError, DatasetError, CheckpointError, ComparisonError, Unet3dError, FileNotFoundError) as e:
-        print(f"train: error: {e}", file=sys.stderr)
-        return 1
 
+def _prepare_mni152(args: argparse.Namespace) -> int:
+    from .mni152 import prepare
 
-def _run(args: argparse.Namespace) -> int:
-    if args.command == "prepare-mni152":
-        from .mni152 import prepare
-
-        dataset = prepare(args.out, source=args.source, test=not args.no_test, jobs=args.jobs)
-        counts = {k: len(dataset[k]) for k in ("training", "validation", "test")}
-        heads = {"heads": len(dataset["heads"]["training"])} | {
-            f"fullhead_{split}": len(entries) for split, entries in dataset["fullhead"].items()
-        }
-        print(json.dumps(counts | heads))
-    elif args.command == "prepare-spheres":
-        from .synthetic import make_spheres_dataset
-
-        make_spheres_dataset(args.out)
-        print(json.dumps({k: len(cases(args.out, k)) for k in ("training", "validation", "test")}))
-    elif args.command == "fit":
-        from .pipeline import fit_and_export
-
-        fit_and_export(
-            load_config(args.config, args.set),
-            args.out,
-            config_path=args.config,
-            overrides=args.set,
-            resume=args.resume,
-            progress=not args.no_progress,
-        )
-    elif args.command == "evaluate":
-        from .pipeline import evaluate_and_record
-
-        report = evaluate_and_record(
-            args.model,
-            args.data,
-            args.out,
-            split=args.split,
-            device=args.device,
-            limit=args.limit,
-            update_card=args.update_card,
-            compare=args.compare,
-            tolerance=args.tolerance,
-            external=_external(args),
-        )
-        summary = {"mean": report["mean"], "mean_dice": report["mean_dice"]}
-        if "consistency" in report:
-            summary["consistency"] = {
-                where: {k: v for k, v in figures.items() if k not in ("cases", "files", "goals")}
-                for where, figures in report["consistency"].items()
-            }
-        comparison = report.get("comparison")
-        print(json.dumps(summary | ({"comparison": comparison} if comparison else {})))
-        if comparison and not comparison["within_tolerance"]:
-            print(
-                f"train: per-class Dice differs from {args.compare} by more than {args.tolerance}: "
-                + ", ".join(f"{name} {c['difference']:+.4f}" for name, c in comparison["classes"].items()),
-                file=sys.stderr,
-            )
-            return 1
-    elif args.command == "calibrate-qc":
-        from .qc_calibration import calibrate_model
-
-        section = calibrate_model(args.model, args.data, device=args.device)
-        print(json.dumps({"skull_stripped_input": section["skull_stripped_input"], "limits": section["limits"]}))
-    elif args.command == "search":
-        from .search import search
-
-        print(json.dumps(search(load_config(args.config, args.set), args.out, args.trials)))
-    elif args.command == "push":
-        sha = push_model(args.model, args.repo_id, revision=args.revision, private=args.private)
-        print(json.dumps({"repo_id": args.repo_id, "commit": sha}))
+    dataset = prepare(args.out, source=args.source, test=not args.no_test, jobs=args.jobs)
+    counts = {k: len(dataset[k]) for k in ("training", "validation", "test")}
+    heads = {"heads": len(dataset["heads"]["training"])} | {
+        f"fullhead_{split}": len(entries) for split, entries in dataset["fullhead"].items()
+    }
+    print(json.dumps(counts | heads))
     return 0
+
+
+def _prepare_spheres(args: argparse.Namespace) -> int:
+    from .synthetic import make_spheres_dataset
+
+    make_spheres_dataset(args.out)
+    print(json.dumps({k: len(cases(args.out, k)) for k in ("training", "validation", "test")}))
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .pipeline import fit_and_export
+
+    fit_and_export(
+        load_config(args.config, args.set),
+        args.out,
+        config_path=args.config,
+        overrides=args.set,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """The report's summary on stdout; exit 1 when --compare finds a Dice beyond the tolerance."""
+    from .pipeline import evaluate_and_record
+
+    report = evaluate_and_record(
+        args.model,
+        args.data,
+        args.out,
+        split=args.split,
+        device=args.device,
+        limit=args.limit,
+        update_card=args.update_card,
+        compare=args.compare,
+        tolerance=args.tolerance,
+        external=_external(args),
+    )
+    summary = {"mean": report["mean"], "mean_dice": report["mean_dice"]}
+    if "consistency" in report:
+        summary["consistency"] = {
+            where: {k: v for k, v in figures.items() if k not in ("cases", "files", "goals")}
+            for where, figures in report["consistency"].items()
+        }
+    comparison = report.get("comparison")
+    print(json.dumps(summary | ({"comparison": comparison} if comparison else {})))
+    if comparison and not comparison["within_tolerance"]:
+        print(
+            f"train: per-class Dice differs from {args.compare} by more than {args.tolerance}: "
+            + ", ".join(f"{name} {c['difference']:+.4f}" for name, c in comparison["classes"].items()),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _calibrate_qc(args: argparse.Namespace) -> int:
+    from .qc_calibration import calibrate_model
+
+    section = calibrate_model(args.model, args.data, device=args.device)
+    print(json.dumps({"skull_stripped_input": section["skull_stripped_input"], "limits": section["limits"]}))
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from .search import search
+
+    print(json.dumps(search(load_config(args.config, args.set), args.out, args.trials)))
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    sha = push_model(args.model, args.repo_id, revision=args.revision, private=args.private)
+    print(json.dumps({"repo_id": args.repo_id, "commit": sha}))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "prepare-mni152": _prepare_mni152,
+    "prepare-spheres": _prepare_spheres,
+    "fit": _fit,
+    "evaluate": _evaluate,
+    "calibrate-qc": _calibrate_qc,
+    "search": _search,
+    "push": _push,
+}
 
 
 def _external(args: argparse.Namespace) -> tuple[Path, Path] | None:

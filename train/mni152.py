@@ -211,16 +211,9 @@ def prepare(
     """Write imagesTr/labelsTr (the template), imagesVal/labelsVal and imagesTs/labelsTs, and dataset.json; with
     `heads`, also the generated heads and the full-head validation and test cases (train/fullhead.py). Without
     `test`, no test cases (what training needs, e.g. on a GPU machine); `jobs` worker processes build the cases."""
-    template = load_template(source)
-    t1, gm, wm = template
     for folder in ("imagesTr", "labelsTr", "imagesVal", "labelsVal", *(("imagesTs", "labelsTs") if test else ())):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    labels = tissue_labels(np.asarray(gm.dataobj) / 255.0, np.asarray(wm.dataobj) / 255.0)
-    nib.save(t1, out / "imagesTr" / "mni152_0000.nii.gz")
-    nib.save(nib.Nifti1Image(labels, t1.affine, t1.header), out / "labelsTr" / "mni152.nii.gz")
-    entries: dict[str, list[dict[str, Any]]] = {
-        "training": [{"image": "imagesTr/mni152_0000.nii.gz", "label": "labelsTr/mni152.nii.gz"}]
-    }
+    entries: dict[str, list[dict[str, Any]]] = {"training": [_write_template(out, source)]}
     splits = [("validation", VALIDATION_CASES, VALIDATION_SEED, "Val"), ("test", TEST_CASES, TEST_SEED, "Ts")]
     chosen = [
         (out, split, folder, case, seed, source)
@@ -244,7 +237,24 @@ def prepare(
             {"image": case["head"], "label": case["label"], "recipe": case["recipe"], "seed": case["seed"]}
             for case in extra["fullhead"]["validation"]
         ]
-    dataset = {
+    dataset = _dataset_json(source, entries, extra)
+    (out / "dataset.json").write_text(json.dumps(dataset, indent=2), encoding="utf-8")
+    return dataset
+
+
+def _write_template(out: Path, source: Path | None) -> dict[str, Any]:
+    """The template itself, the one training case: its T1 and tissue labels; returns its dataset.json entry."""
+    t1, gm, wm = load_template(source)
+    labels = tissue_labels(np.asarray(gm.dataobj) / 255.0, np.asarray(wm.dataobj) / 255.0)
+    nib.save(t1, out / "imagesTr" / "mni152_0000.nii.gz")
+    nib.save(nib.Nifti1Image(labels, t1.affine, t1.header), out / "labelsTr" / "mni152.nii.gz")
+    return {"image": "imagesTr/mni152_0000.nii.gz", "label": "labelsTr/mni152.nii.gz"}
+
+
+def _dataset_json(
+    source: Path | None, entries: dict[str, list[dict[str, Any]]], extra: dict[str, Any]
+) -> dict[str, Any]:
+    return {
         "name": "MNI152-brain-tissue",
         "description": "Brain tissue (GM/WM) on the MNI ICBM152 2009a T1; held-out perturbed copies for evaluation",
         "reference": NOTICE,
@@ -262,8 +272,6 @@ def prepare(
         **entries,
         **extra,
     }
-    (out / "dataset.json").write_text(json.dumps(dataset, indent=2), encoding="utf-8")
-    return dataset
 
 
 def write_case(

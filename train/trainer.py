@@ -31,7 +31,7 @@ from unet3d.shapes import shape3, spacing3
 
 from .augment import PatchSampler
 from .config import ConfigError, TrainConfig, checked
-from .data import DatasetError, cases, check_dataset, load_pair, load_subject
+from .data import Case, DatasetError, cases, check_dataset, load_pair, load_subject
 from .distributed import Distributed
 from .export import build_card
 from .optim import amp_dtype, dice_ce_loss, learning_rate_factor
@@ -112,20 +112,11 @@ class Trainer:
             raise CheckpointError(
                 f"{self.out} already holds a run ({CHECKPOINT}): continue it with --resume, or train into another --out"
             )
-        num_classes = len(config.card.classes)
-        check_dataset(config.data.root, [c["name"] for c in config.card.classes])
-        validation = cases(config.data.root, "validation")
-        if not validation and config.loop.monitor != "loss":
-            raise DatasetError(
-                f"{config.data.root}/dataset.json lists no 'validation' cases, so loop.monitor={config.loop.monitor} "
-                "cannot be measured: move a few cases from 'training' to a 'validation' list, or set "
-                "loop.monitor=loss (the best epoch is then the one with the lowest training loss)"
-            )
-        if config.data.max_validation_cases:
-            validation = validation[: config.data.max_validation_cases]
+        validation = self._validation_cases()
         sampler = self._sampler()
         if resume:
             self._load_checkpoint(sampler)
+        num_classes = len(config.card.classes)
         pairs = [load_pair(case, num_classes) for case in validation] if self.dist.is_main else []
         total = config.loop.epochs * config.loop.steps_per_epoch
         stopped_early = False
@@ -157,6 +148,24 @@ class Trainer:
             if self.dist.broadcast_flag(stop, self.device):
                 stopped_early = self.epoch < config.loop.epochs
                 break
+        return self._result(stopped_early)
+
+    def _validation_cases(self) -> list[Case]:
+        """The dataset checked against the card, and the validation cases the run measures (at most
+        data.max_validation_cases); none only when the monitor is the training loss."""
+        config = self.config
+        check_dataset(config.data.root, [c["name"] for c in config.card.classes])
+        validation = cases(config.data.root, "validation")
+        if not validation and config.loop.monitor != "loss":
+            raise DatasetError(
+                f"{config.data.root}/dataset.json lists no 'validation' cases, so loop.monitor={config.loop.monitor} "
+                "cannot be measured: move a few cases from 'training' to a 'validation' list, or set "
+                "loop.monitor=loss (the best epoch is then the one with the lowest training loss)"
+            )
+        return validation[: config.data.max_validation_cases] if config.data.max_validation_cases else validation
+
+    def _result(self, stopped_early: bool) -> FitResult:
+        """The best epoch's weights (on the CPU) and what the run did; the process group is let go."""
         self._sync_buffers()
         best_model = copy.deepcopy(self.model).cpu()
         if self.best["state"] is not None:
@@ -174,7 +183,7 @@ class Trainer:
             steps_run=self.step,
             time_limited=self.time_limited,
             history=self.history,
-            seconds=time.perf_counter() - started,
+            seconds=time.perf_counter() - self.started,
         )
 
     def _sampler(self) -> PatchSampler:

@@ -114,6 +114,47 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    _add_predict(sub)
+
+    ev = sub.add_parser("evaluate", help="compare a predicted mask with a reference mask")
+    ev.add_argument("prediction", metavar="PRED")
+    ev.add_argument("reference", metavar="GT")
+    _class_arguments(ev, classes="highest label in either mask + 1", printed="metrics")
+    ev.set_defaults(handler=_evaluate)
+
+    stats = sub.add_parser(
+        "stats",
+        help="measure an existing mask: volumes, centroids, boxes, border contact, intensities",
+        description="Measure each class of a label mask without segmenting again: voxels, volume (mL), centroid "
+        "(scanner mm), bounding box, whether it touches the edge of the field of view, and with --image the "
+        "intensities under it.",
+    )
+    stats.add_argument("mask", metavar="MASK", help="a .nii/.nii.gz label mask or a DICOM SEG (.dcm)")
+    stats.add_argument(
+        "--image", default=None, help="a volume (or DICOM series) on the mask's grid: intensity statistics per class"
+    )
+    _class_arguments(stats, classes="highest label + 1", printed="measurements")
+    stats.set_defaults(handler=_stats)
+
+    info = sub.add_parser("info", help="print the model card and the resolved source as JSON")
+    _model_arguments(info)
+    info.set_defaults(handler=_info)
+
+    _add_serve(sub)
+
+    push = sub.add_parser("push", help="upload a model directory to the Hugging Face Hub")
+    push.add_argument("model_dir", metavar="MODEL_DIR")
+    push.add_argument("repo_id", metavar="REPO_ID")
+    push.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
+    push.add_argument("--private", action="store_true")
+    push.set_defaults(handler=_push)
+    for name, text in _plugin_names().items():
+        sub.add_parser(name, help=text, add_help=False)  # listed in --help; main() runs them before parsing
+    return parser
+
+
+def _add_predict(sub: Any) -> None:
+    """`unet3d predict`: one volume, or a cohort with results.csv."""
     predict = sub.add_parser(
         "predict",
         help="segment one volume or a cohort",
@@ -156,30 +197,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.set_defaults(handler=_predict)
 
-    ev = sub.add_parser("evaluate", help="compare a predicted mask with a reference mask")
-    ev.add_argument("prediction", metavar="PRED")
-    ev.add_argument("reference", metavar="GT")
-    _class_arguments(ev, classes="highest label in either mask + 1", printed="metrics")
-    ev.set_defaults(handler=_evaluate)
 
-    stats = sub.add_parser(
-        "stats",
-        help="measure an existing mask: volumes, centroids, boxes, border contact, intensities",
-        description="Measure each class of a label mask without segmenting again: voxels, volume (mL), centroid "
-        "(scanner mm), bounding box, whether it touches the edge of the field of view, and with --image the "
-        "intensities under it.",
-    )
-    stats.add_argument("mask", metavar="MASK", help="a .nii/.nii.gz label mask or a DICOM SEG (.dcm)")
-    stats.add_argument(
-        "--image", default=None, help="a volume (or DICOM series) on the mask's grid: intensity statistics per class"
-    )
-    _class_arguments(stats, classes="highest label + 1", printed="measurements")
-    stats.set_defaults(handler=_stats)
-
-    info = sub.add_parser("info", help="print the model card and the resolved source as JSON")
-    _model_arguments(info)
-    info.set_defaults(handler=_info)
-
+def _add_serve(sub: Any) -> None:
+    """`unet3d serve`: the HTTP API and the review UI (the UI left out with --no-ui)."""
     serve = sub.add_parser(
         "serve",
         help="run the HTTP API and the review UI (needs the 'serve' extra)",
@@ -201,16 +221,6 @@ def _parser() -> argparse.ArgumentParser:
         "--no-ui", action="store_true", help="the HTTP API alone, without the review UI (an inference node)"
     )
     serve.set_defaults(handler=_serve)
-
-    push = sub.add_parser("push", help="upload a model directory to the Hugging Face Hub")
-    push.add_argument("model_dir", metavar="MODEL_DIR")
-    push.add_argument("repo_id", metavar="REPO_ID")
-    push.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
-    push.add_argument("--private", action="store_true")
-    push.set_defaults(handler=_push)
-    for name, text in _plugin_names().items():
-        sub.add_parser(name, help=text, add_help=False)  # listed in --help; main() runs them before parsing
-    return parser
 
 
 def _class_arguments(parser: argparse.ArgumentParser, *, classes: str, printed: str) -> None:
