@@ -143,3 +143,19 @@ def test_the_api_alone_serves_predictions_without_the_ui_and_never_imports_gradi
     finished = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stderr
     assert json.loads(finished.stdout.strip().splitlines()[-1]) == [True, 200, 404, False]
+
+
+@pytest.mark.slow
+def test_unet3d_serve_no_ui_serves_the_api_alone_and_drains_on_sigterm(launch_server, tiny_model_dir, volume_path):
+    import httpx
+
+    server = launch_server({"UNET3D_MODEL": str(tiny_model_dir)}, "no-ui", command=[*SERVE[:2], "--no-ui"])
+    with volume_path.open("rb") as f:
+        answer = httpx.post(f"{server.url}/v1/predict", files={"file": ("t1.nii.gz", f)}, timeout=60)
+    assert answer.status_code == 200 and answer.json()["classes"]
+    assert httpx.get(f"{server.url}/ready").status_code == 200
+    assert httpx.get(f"{server.url}/ui/").status_code == 404  # no review UI, no Gradio
+    assert "/ui" not in httpx.get(f"{server.url}/openapi.json").json()["info"]["description"]
+    server.process.terminate()
+    assert server.process.wait(timeout=30) == 0
+    assert "draining" in server.logs()
