@@ -12,12 +12,17 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import nibabel as nib
 import numpy as np
 import pytest
 from helpers import ROOT, STRICT_KEY
+
+if TYPE_CHECKING:
+    from api.service import SegmentationService
+    from api.ui.layout import Layout
 
 EXAMPLE_VOLUME = ROOT / "api" / "examples" / "mni152_t1.nii.gz"
 STARTUP_TIMEOUT_S = 90.0
@@ -234,3 +239,35 @@ def run_until_exit(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[
         )  # fmt: skip
 
     return run
+
+
+# The review UI's handlers, driven without a browser (test_ui_events.py, test_ui_cases.py).
+
+
+@pytest.fixture
+def upload_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Gradio's upload cache, private to the test."""
+    folder = tmp_path / "gradio-uploads"
+    folder.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def service(tiny_model_dir: Path) -> SegmentationService:
+    """The tiny model loaded as the server loads it, without a queue."""
+    from api.service import SegmentationService
+    from api.settings import Settings
+
+    return SegmentationService.from_settings(Settings(UNET3D_MODEL=str(tiny_model_dir), queue_size=0))
+
+
+@pytest.fixture(scope="module")
+def layout() -> Layout:
+    """The review UI's components, built once per module."""
+    import gradio as gr
+
+    from api.ui.layout import build_layout
+
+    with gr.Blocks():
+        return build_layout()

@@ -21,11 +21,9 @@ from gradio.components.base import FormComponent
 
 from api.cases.service import CaseService, Provenance
 from api.cases.store import NewCase, NewMask
-from api.service import SegmentationService
 from api.settings import Settings
 from api.ui.caseevents import CaseEvents
 from api.ui.events import ReviewEvents
-from api.ui.layout import Layout, build_layout
 from api.ui.viewer import viewer_markup
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,25 +98,6 @@ def _components(fields: dict[str, Any]) -> list[Any]:
             if isinstance(one, gr.blocks.Block):
                 found.append(one)
     return found
-
-
-@pytest.fixture
-def upload_folder(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "gradio-uploads"
-    folder.mkdir()
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def service(tiny_model_dir) -> SegmentationService:
-    return SegmentationService.from_settings(Settings(UNET3D_MODEL=str(tiny_model_dir), queue_size=0))
-
-
-@pytest.fixture(scope="module")
-def layout() -> Layout:
-    with gr.Blocks():
-        return build_layout()
 
 
 @pytest.fixture

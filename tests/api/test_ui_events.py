@@ -22,7 +22,7 @@ from api.service import SegmentationService
 from api.settings import Settings
 from api.ui.errors import uploaded_path
 from api.ui.events import ReviewEvents
-from api.ui.layout import Layout, build_layout
+from api.ui.layout import build_layout
 from api.ui.markup import CURSOR_HINT
 from api.ui.rendering import PLANES, display_size, hex_to_rgb, render
 from api.ui.review import cursor_info
@@ -91,25 +91,6 @@ class Page:
     def indices(self) -> tuple[int, int, int]:
         axial, coronal, sagittal = (int(self.values[self.ui.sliders[plane]]) for plane in PLANES)
         return axial, coronal, sagittal
-
-
-@pytest.fixture
-def upload_folder(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "gradio-uploads"
-    folder.mkdir()
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def service(tiny_model_dir) -> SegmentationService:
-    return SegmentationService.from_settings(Settings(UNET3D_MODEL=str(tiny_model_dir), queue_size=0))
-
-
-@pytest.fixture(scope="module")
-def layout() -> Layout:
-    with gr.Blocks():
-        return build_layout()
 
 
 @pytest.fixture
