@@ -50,6 +50,15 @@ BINARY_CARD = {
 }
 
 
+def write_chained_model(directory: Path, *, seed: int = 0) -> Path:
+    """A tiny tissue model with a tiny brain-extraction model (2 classes) in brain_mask/ as its first stage."""
+    write_tiny_model(
+        directory, seed=seed, card={**TINY_CARD, "inference": {**TINY_CARD["inference"], "brain_mask": True}}
+    )
+    write_tiny_model(directory / "brain_mask", seed=seed + 1, card=BINARY_CARD, num_classes=2)
+    return directory
+
+
 def sphere_volume(shape=(24, 20, 16), seed: int = 0) -> np.ndarray:
     """A smooth blob with noise: enough structure for a random network to give a mixed mask."""
     rng = np.random.default_rng(seed)

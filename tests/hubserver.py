@@ -551,11 +551,13 @@ class _Handler(BaseHTTPRequestHandler):
 # ---------------------------------------------------------------------- pointing a client process at a FakeHub
 
 MODEL_FILES = ("config.json", "model.safetensors", "model.yaml", "README.md")
+BRAIN_MASK_FILES = ("brain_mask/config.json", "brain_mask/model.safetensors", "brain_mask/model.yaml")
 
 
 def model_files(directory: Path) -> dict[str, bytes]:
-    """The four files of a unet3d model directory, as a FakeHub commit takes them."""
-    return {name: (directory / name).read_bytes() for name in MODEL_FILES if (directory / name).exists()}
+    """The files of a unet3d model directory (a chained model's brain_mask/ too), as a FakeHub commit takes them."""
+    names = (*MODEL_FILES, *BRAIN_MASK_FILES)
+    return {name: (directory / name).read_bytes() for name in names if (directory / name).exists()}
 
 
 def hub_env(

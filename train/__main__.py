@@ -118,7 +118,7 @@ def _add_evaluate(command: Command) -> None:
 
 
 def _add_others(command: Command) -> None:
-    """calibrate-qc, search and push."""
+    """calibrate-qc, search, chain and push."""
     qc = command(
         "calibrate-qc",
         "choose a model's QC limits and prior on a dataset's validation scans and synthetic negatives (never the test "
@@ -138,6 +138,17 @@ def _add_others(command: Command) -> None:
     search.add_argument("--trials", type=_positive, default=10, help="number of trials (each a full fit)")
     search.add_argument("--out", type=Path, default=Path("runs/search"), help="folder for the trials and results")
     search.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="as for fit")
+
+    chain = command(
+        "chain",
+        "write a chained model: a tissue model with a brain-extraction model (synth.target=brain) as its first stage, "
+        "so that full heads are segmented inside the brain it finds",
+    )
+    chain.add_argument("--model", required=True, type=Path, help="the tissue model directory")
+    chain.add_argument("--brain-mask", required=True, type=Path, help="the brain-extraction model directory")
+    chain.add_argument("--out", required=True, type=Path, help="new folder for the chained model")
+    chain.add_argument("--version", required=True, help="the chained model's card version, e.g. 2.0.0")
+    chain.add_argument("--description", default=None, help="the chained model's card description")
 
     push = command("push", "upload a model directory to the Hugging Face Hub (needs HF_TOKEN or `hf auth login`)")
     push.add_argument("--model", required=True, type=Path, help="model directory (checked before anything is sent)")
@@ -229,6 +240,14 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chain(args: argparse.Namespace) -> int:
+    from .chain import chain_models
+
+    out = chain_models(args.model, args.brain_mask, args.out, version=args.version, description=args.description)
+    print(json.dumps({"model": str(out), "next": "python -m train evaluate, then python -m train calibrate-qc"}))
+    return 0
+
+
 def _push(args: argparse.Namespace) -> int:
     sha = push_model(args.model, args.repo_id, revision=args.revision, private=args.private)
     print(json.dumps({"repo_id": args.repo_id, "commit": sha}))
@@ -242,6 +261,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": _evaluate,
     "calibrate-qc": _calibrate_qc,
     "search": _search,
+    "chain": _chain,
     "push": _push,
 }
 

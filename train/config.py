@@ -74,6 +74,9 @@ class SynthConfig:
     synthetic_stripped_probability: float = 0.25
     fov_probability: float = 0.7
     texture_std: list[float] = field(default_factory=lambda: [0.0, 0.08])
+    # What the network learns: "tissue" (the template's grey/white labels) or "brain" (the brain mask: a
+    # brain-extraction model with classes background + brain, validated on the full heads' brain masks).
+    target: str = "tissue"
 
 
 @dataclass
@@ -224,6 +227,17 @@ def checked(config: TrainConfig) -> TrainConfig:
     _check_synth(config.synth)
     config.card.classes = [_class_entry(i, c) for i, c in enumerate(config.card.classes)]
     _require(len(config.card.classes) >= 2, "card.classes", config.card.classes, "must list background + classes")
+    spacing = config.data.spacing_mm
+    if config.synth.enabled and spacing is not None:
+        _require(
+            len(set(spacing)) == 1 and float(spacing[0]).is_integer(),
+            "data.spacing_mm",
+            spacing,
+            "must be 1, 2, 3 ... mm, the same on every axis, with synth.enabled (the heads' 1 mm grid, coarsened)",
+        )
+    if config.synth.enabled and config.synth.target == "brain":
+        names = [c["name"] for c in config.card.classes]
+        _require(len(names) == 2, "card.classes", names, "must be [background, brain] for synth.target=brain")
     return config
 
 
@@ -298,6 +312,7 @@ def _check_loop(loop: LoopConfig) -> None:
         _fraction("loop.target", loop.target)
 
 
+SYNTH_TARGETS = ("tissue", "brain")
 # Augmentation ranges [low, high] and the smallest value each may take.
 _RANGES = {
     "scale_range": 0.01,
@@ -316,6 +331,7 @@ def _check_synth(synth: SynthConfig) -> None:
     _require(sum(weights) > 0, "synth.head_weight", weights, "and the other two weights must not all be 0")
     _fraction("synth.synthetic_stripped_probability", synth.synthetic_stripped_probability)
     _fraction("synth.fov_probability", synth.fov_probability)
+    _require(synth.target in SYNTH_TARGETS, "synth.target", synth.target, f"must be one of {', '.join(SYNTH_TARGETS)}")
     texture = synth.texture_std
     _require(
         len(texture) == 2 and 0 <= texture[0] <= texture[1] < 1,

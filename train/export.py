@@ -73,7 +73,9 @@ def model_readme(card: dict[str, Any]) -> str:
         "tags": ["unet3d", "medical-imaging", "image-segmentation", "3d", "nifti", "safetensors"],
         "pipeline_tag": "image-segmentation",
     }
-    classes = "\n".join(f"| {c['index']} | {c['name']} | `{c['color']}` |" for c in card["classes"])
+    classes = "\n".join(
+        f"| {c.get('index', i)} | {c['name']} | `{c.get('color', '')}` |" for i, c in enumerate(card["classes"])
+    )
     metrics = card.get("metrics") or {}
     lines = [
         "---",

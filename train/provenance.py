@@ -18,9 +18,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def training_data(root: str | Path, *, heads: bool) -> dict[str, Any]:
+def training_data(root: str | Path, *, heads: bool, brain: bool = False) -> dict[str, Any]:
     """The card's `training.data`: the dataset's sources and generator, and each training and validation file
-    (with `heads`, the generated heads the sampler used instead of the training list) with its sha256."""
+    (with `heads`, the generated heads the sampler used instead of the training list; with `brain`, the full heads
+    a brain-extraction model was validated on instead of the validation list) with its sha256."""
     root = Path(root)
     dataset = read_dataset(root)
     files: list[dict[str, Any]] = []
@@ -34,7 +35,13 @@ def training_data(root: str | Path, *, heads: bool) -> dict[str, Any]:
             )
     else:
         files += _pairs(dataset.get("training"), "training")
-    files += _pairs(dataset.get("validation"), "validation")
+    if brain:  # a brain-extraction model is validated on the full heads' brain masks (synth.brain_validation_cases)
+        for entry in (dataset.get("fullhead") or {}).get("validation") or []:
+            files += [
+                {"split": "validation", "role": role, "file": entry[role]} for role in ("head", "stripped", "brain")
+            ]
+    else:
+        files += _pairs(dataset.get("validation"), "validation")
     for entry in files:
         entry["sha256"] = sha256_of(root / entry["file"])
     return {

@@ -11,7 +11,7 @@ normalisation, random affine + elastic patch, gamma, curve, contrast, blur, thic
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from unet3d.io import load_volume
 
 from .augment import PatchSampler, Subject, _sample
 from .config import AugmentConfig, SynthConfig, TrainConfig
-from .data import DatasetError, read_dataset
+from .data import Case, DatasetError, read_dataset
 from .head import BRAIN, PADDING, TISSUES, training_labels
 
 MODES = ("head", "stripped", "synthetic")
@@ -160,10 +160,15 @@ class HeadSampler(PatchSampler):
 
 
 def head_sampler(config: TrainConfig, device: torch.device, *, seed: int) -> HeadSampler:
-    """The training sampler of a config with synth.enabled, on the heads its dataset lists."""
+    """The training sampler of a config with synth.enabled, on the heads its dataset lists: labelled with the brain
+    mask for synth.target=brain, on a grid data.spacing_mm / 1 mm times coarser."""
     data = config.data
+    bank = load_bank(data.root, device)
+    if config.synth.target == "brain":
+        bank = replace(bank, labels=bank.brain.float())
+    factor = int(data.spacing_mm[0]) if data.spacing_mm else 1
     return HeadSampler(
-        load_bank(data.root, device),
+        coarsened(bank, factor) if factor > 1 else bank,
         tuple(data.patch_size),  # type: ignore[arg-type]
         config.augment,
         config.synth,
@@ -171,6 +176,29 @@ def head_sampler(config: TrainConfig, device: torch.device, *, seed: int) -> Hea
         foreground_fraction=data.foreground_fraction,
         seed=seed,
         device=device,
+    )
+
+
+def coarsened(bank: HeadBank, factor: int) -> HeadBank:
+    """The bank on a grid `factor` times coarser: the template and its probabilities averaged over each block
+    (partial volume at the brain's edge), the tissue maps by each block's first voxel, a label where it covers
+    most of the block (labels 0/1 only: a brain mask)."""
+
+    def pooled(volume: torch.Tensor) -> torch.Tensor:
+        return functional.avg_pool3d(volume.float()[None, None], factor, ceil_mode=True)[0, 0]
+
+    brain = pooled(bank.brain) > 0.5
+    labels = (pooled(bank.labels) > 0.5).float()
+    foreground = torch.nonzero(labels > 0)
+    box = tuple(slice(-(-s.start // factor), s.stop // factor) for s in bank.template_box)
+    return HeadBank(
+        t1=torch.where(brain, pooled(bank.t1), 0.0),
+        grey=pooled(bank.grey).half(),
+        white=pooled(bank.white).half(),
+        labels=labels,
+        heads=[head[::factor, ::factor, ::factor].contiguous() for head in bank.heads],
+        template_box=box,  # type: ignore[arg-type]
+        foreground=foreground[:: max(1, foreground.shape[0] // 200_000)],
     )
 
 
@@ -212,6 +240,24 @@ def load_bank(root: str | Path, device: torch.device) -> HeadBank:
             raise DatasetError(f"{root / name}: shape {array.shape} differs from the canvas {arrays['t1'].shape}")
     arrays["labels"] = training_labels(maps[0])  # one brain: every head carries the template's labels
     return bank_from_arrays(arrays, maps, device)
+
+
+def brain_validation_cases(root: str | Path) -> list[Case]:
+    """A brain-extraction model's validation: each held-out full head of the dataset's validation split, with and
+    without its skull, against its brain mask."""
+    from .consistency import dataset_heads
+
+    found = []
+    for head in dataset_heads(root, "validation"):
+        if head.brain is None:
+            raise DatasetError(
+                f"{head.head}: the full head lists no brain mask ('brain'), which synth.target=brain needs"
+            )
+        found += [
+            Case(head.head, head.brain, f"{head.name}_head"),
+            Case(head.stripped, head.brain, f"{head.name}_stripped"),
+        ]
+    return found
 
 
 def _read(path: Path) -> np.ndarray:

@@ -154,8 +154,13 @@ class Trainer:
         """The dataset checked against the card, and the validation cases the run measures (at most
         data.max_validation_cases); none only when the monitor is the training loss."""
         config = self.config
-        check_dataset(config.data.root, [c["name"] for c in config.card.classes])
-        validation = cases(config.data.root, "validation")
+        if config.synth.enabled and config.synth.target == "brain":
+            from .synth import brain_validation_cases
+
+            validation = brain_validation_cases(config.data.root)
+        else:
+            check_dataset(config.data.root, [c["name"] for c in config.card.classes])
+            validation = cases(config.data.root, "validation")
         if not validation and config.loop.monitor != "loss":
             raise DatasetError(
                 f"{config.data.root}/dataset.json lists no 'validation' cases, so loop.monitor={config.loop.monitor} "

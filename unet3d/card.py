@@ -71,6 +71,9 @@ class InferenceSpec:
     crop_foreground: bool = True
     crop_margin: int = 16
     memory_budget_mb: int = 1024
+    # Not per call: whether the model directory chains a brain-extraction stage (`brain_mask/`, hub.py) whose mask
+    # the input is restricted to before this model runs, and the labels after.
+    brain_mask: bool = False
 
 
 @dataclass(frozen=True)
@@ -248,7 +251,7 @@ def _inference_spec(value: dict[str, Any]) -> InferenceSpec:
     _only(
         value,
         "inference",
-        {"patch_size", "overlap", "blending", "crop_foreground", "crop_margin", "memory_budget_mb"},
+        {"patch_size", "overlap", "blending", "crop_foreground", "crop_margin", "memory_budget_mb", "brain_mask"},
     )
     defaults = InferenceSpec()
     patch_size = _triple("inference.patch_size", value.get("patch_size", defaults.patch_size))
@@ -262,6 +265,7 @@ def _inference_spec(value: dict[str, Any]) -> InferenceSpec:
         crop_foreground=bool(value.get("crop_foreground", defaults.crop_foreground)),
         crop_margin=int(value.get("crop_margin", defaults.crop_margin)),
         memory_budget_mb=_positive_int("inference.memory_budget_mb", value.get("memory_budget_mb", 1024)),
+        brain_mask=_flag("inference.brain_mask", value.get("brain_mask", defaults.brain_mask)),
     )
 
 
@@ -289,9 +293,7 @@ def _qc_spec(value: Any) -> QCSpec:
         if ok == warn:
             raise CardError(f"qc.limits.{name}: ok and warn must differ (their order says which side is bad)")
         limits[name] = QCLimit(ok, warn)
-    stripped = value.get("skull_stripped_input", False)
-    if not isinstance(stripped, bool):
-        raise CardError(f"qc.skull_stripped_input must be true or false, got {stripped!r}")
+    stripped = _flag("qc.skull_stripped_input", value.get("skull_stripped_input", False))
     prior, grid = _qc_prior(value.get("prior"))
     return QCSpec(limits, stripped, prior, grid, calibrated=True)
 
@@ -336,6 +338,12 @@ def _card_rule() -> Iterator[None]:
         yield
     except ParameterError as e:
         raise CardError(str(e)) from e
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise CardError(f"{name} must be true or false, got {value!r}")
+    return value
 
 
 def _positive_int(name: str, value: Any) -> int:

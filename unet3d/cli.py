@@ -19,7 +19,7 @@ from . import __version__
 from .card import load_card
 from .errors import ParameterError, Unet3dError
 from .geometry import same_grid
-from .hub import default_model, push_model, resolve_source
+from .hub import default_model, model_info, push_model, resolve_source
 from .io import load_mask, load_volume
 from .metrics import evaluate
 from .options import MODES, PRECISIONS
@@ -369,7 +369,7 @@ def _cell(value: float | str | None, width: int, digits: int) -> str:
 def _info(args: argparse.Namespace) -> int:
     source = resolve_source(args.model, args.revision)
     card = load_card(source.directory / "model.yaml")
-    print(json.dumps({**card.to_dict(), **source.as_dict()}, indent=2, default=str))
+    print(json.dumps(model_info(source, card), indent=2, default=str))
     return 0
 
 

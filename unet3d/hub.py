@@ -9,6 +9,7 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from huggingface_hub import constants, snapshot_download
@@ -24,11 +25,24 @@ from huggingface_hub.errors import (
 from safetensors import SafetensorError
 from safetensors.torch import load_model
 
-from .card import load_card
+from .card import ModelCard, load_card
 from .errors import CardError, ModelLoadError
 from .model import UNet3D
 
-__all__ = ["ModelSource", "check_model_dir", "default_model", "load_unet", "push_model", "resolve_source"]
+__all__ = [
+    "BRAIN_MASK_DIR",
+    "BRAIN_MASK_FILES",
+    "CARD_NAME",
+    "MODEL_FILES",
+    "ModelSource",
+    "brain_mask_source",
+    "check_model_dir",
+    "default_model",
+    "load_unet",
+    "model_info",
+    "push_model",
+    "resolve_source",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +51,10 @@ WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "model.yaml"
 README_NAME = "README.md"
 MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, README_NAME)
+# A chained model's first stage (the card's `inference.brain_mask: true`): a whole model directory of its own, a
+# brain-extraction network whose mask the main model's input and output are restricted to.
+BRAIN_MASK_DIR = "brain_mask"
+BRAIN_MASK_FILES = tuple(f"{BRAIN_MASK_DIR}/{name}" for name in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME))
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -157,7 +175,7 @@ def _download(repo_id: str, revision: str | None, token: str | None, *, local_on
             snapshot_download(
                 repo_id,
                 revision=revision,
-                allow_patterns=list(MODEL_FILES),
+                allow_patterns=[*MODEL_FILES, *BRAIN_MASK_FILES],
                 token=token,
                 local_files_only=local_only,
             )
@@ -236,10 +254,41 @@ def check_model_dir(directory: str | Path) -> list[str]:
     source = _local_source(path, str(directory))
     try:
         model = load_unet(source)
-        load_card(path / CARD_NAME).check_network(model.num_classes, model.in_channels, model.pad_multiple)
+        card = load_card(path / CARD_NAME)
+        card.check_network(model.num_classes, model.in_channels, model.pad_multiple)
+        if card.inference.brain_mask:
+            part = brain_mask_source(source)
+            mask_model = load_unet(part)
+            load_card(part.directory / CARD_NAME).check_network(2, mask_model.in_channels, mask_model.pad_multiple)
     except CardError as e:
         raise ModelLoadError(f"model.yaml in '{directory}' is inconsistent with the weights: {e}") from e
-    return list(MODEL_FILES)
+    return [*MODEL_FILES, *(BRAIN_MASK_FILES if card.inference.brain_mask else ())]
+
+
+def model_info(source: ModelSource, card: ModelCard) -> dict[str, Any]:
+    """The card plus the resolved id, revision and weights sha256 (a chained model's first stage's too), as
+    `unet3d info` and `Segmenter.info` report them."""
+    info: dict[str, Any] = {**card.to_dict(), **source.as_dict()}
+    if card.inference.brain_mask:
+        info["brain_mask_sha256"] = brain_mask_source(source).sha256
+    return info
+
+
+def brain_mask_source(source: ModelSource) -> ModelSource:
+    """The brain-extraction stage of a chained model (its `brain_mask/` folder), at the same revision.
+
+    Raises:
+        ModelLoadError: the folder or one of its files is missing.
+    """
+    directory = source.directory / BRAIN_MASK_DIR
+    missing = [name for name in BRAIN_MASK_FILES if not (source.directory / name).is_file()]
+    if missing:
+        raise ModelLoadError(
+            f"the card of '{source.id}' chains a brain-extraction model (inference.brain_mask: true), but "
+            f"{', '.join(missing)} is missing: restore the {BRAIN_MASK_DIR}/ folder, or set brain_mask: false"
+        )
+    weights = directory / WEIGHTS_NAME
+    return ModelSource(f"{source.id}/{BRAIN_MASK_DIR}", source.revision, directory, weights, file_sha256(weights))
 
 
 def push_model(

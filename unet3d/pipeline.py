@@ -220,7 +220,7 @@ def _per_input(target: str | Path | Sequence[str | Path | None] | None) -> Itera
 
 
 class _CaseStages:
-    """The three stages of one case; the case's `_Reporter` travels with it between threads."""
+    """The three stages of one case; the case's `StageReporter` travels with it between threads."""
 
     def __init__(self, segmenter: Segmenter, options: PredictCall) -> None:
         self.segmenter = segmenter

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from .card import ModelCard, load_card
-from .device import prepare_network, resolve_device, stage, synchronize, to_host
-from .errors import ParameterError, UnreadableVolumeError
+from .device import prepare_network, resolve_device, stage, to_device, to_host
+from .errors import ModelLoadError, ParameterError, UnreadableVolumeError
 from .geometry import Prepared, prepare, restore
-from .hub import CARD_NAME, ModelSource, load_unet, resolve_source
+from .hub import CARD_NAME, ModelSource, brain_mask_source, load_unet, model_info, resolve_source
 from .inference import Progress, run_inference
 from .io import Volume, load_volume, volume_from_array
 from .memory import describe, require_memory
@@ -28,6 +27,7 @@ from .postprocess import postprocess
 from .prediction import Prediction
 from .qc import assess
 from .shapes import Shape3
+from .stages import StageReporter
 
 __all__ = ["Segmenter", "VolumeInput"]
 
@@ -55,8 +55,14 @@ class Segmenter:
         precision: Precision = "auto",
         max_voxels: int | None = None,
         max_decompressed_bytes: int | None = None,
+        brain_mask: Segmenter | None = None,
     ) -> None:
         card.check_network(model.num_classes, model.in_channels, model.pad_multiple)
+        if brain_mask is not None and brain_mask.model.num_classes != 2:
+            raise ModelLoadError(
+                f"the brain-extraction stage '{brain_mask.source.id}' has {brain_mask.model.num_classes} classes: it "
+                "must have 2 (background, brain)"
+            )
         self.precision: Precision = check_choice(precision, PRECISIONS, "precision")
         self.device = resolve_device(device)
         self.model = model.eval()
@@ -65,6 +71,8 @@ class Segmenter:
         self.source = source
         self.max_voxels = max_voxels  # caps on the inputs `predict` reads (a service's upload limits)
         self.max_decompressed_bytes = max_decompressed_bytes
+        # A chained model's first stage: the input is restricted to its brain mask, and so are the labels.
+        self.brain_mask = brain_mask
 
     @classmethod
     def from_pretrained(
@@ -89,11 +97,17 @@ class Segmenter:
         resolved = resolve_source(source, revision, token=token)
         model = load_unet(resolved)
         card = load_card(resolved.directory / CARD_NAME)
-        return cls(model, card, resolved, device=device, **options)
+        brain_mask = None
+        if card.inference.brain_mask:
+            part = brain_mask_source(resolved)
+            mask_card = load_card(part.directory / CARD_NAME)
+            precision = options.get("precision", "auto")
+            brain_mask = cls(load_unet(part), mask_card, part, device=device, precision=precision)
+        return cls(model, card, resolved, device=device, brain_mask=brain_mask, **options)
 
     def info(self) -> dict[str, Any]:
-        """The model card plus the resolved id, revision and weights sha256."""
-        return {**self.card.to_dict(), **self.source.as_dict(), "device": str(self.device)}
+        """The model card plus the resolved id, revision and weights sha256 (and the brain-extraction stage's)."""
+        return {**model_info(self.source, self.card), "device": str(self.device)}
 
     def predict(
         self,
@@ -191,21 +205,23 @@ class Segmenter:
             prefetch=prefetch, workers=workers,
         )  # fmt: skip
 
-    def reporter(self, progress: Progress | None) -> _Reporter:
+    def reporter(self, progress: Progress | None) -> StageReporter:
         """A stage clock for one case on this segmenter's device."""
-        return _Reporter(progress, self.device)
+        return StageReporter(progress, self.device)
 
-    def _read(self, volume: VolumeInput, name: str | None, series: str | None, report: _Reporter) -> _Read:
+    def _read(self, volume: VolumeInput, name: str | None, series: str | None, report: StageReporter) -> _Read:
         """Host stage: the volume read and staged for the device (a pinned copy for a GPU)."""
         report("load", 0.0)
         loaded = self._load(volume, name, series)
         return _Read(loaded, stage(loaded.data, self.device))
 
-    def _segment(self, read: _Read, options: PredictCall, report: _Reporter) -> _Segmented:
+    def _segment(self, read: _Read, options: PredictCall, report: StageReporter) -> _Segmented:
         """Device stage: prepare, plan, infer and restore where the network runs; only the uint8 mask (and any
         probabilities asked for) come back to the host, with the samples quality control reads."""
         report("preprocess", 0.0)
-        prepared = prepare(read.volume, self.card, self.device, staged=read.staged)
+        brain = None if self.brain_mask is None else self.brain_mask.brain(read)
+        staged = read.staged if brain is None else to_device(read.staged, self.device) * brain
+        prepared = prepare(read.volume, self.card, self.device, staged=staged)
         report("infer", 0.0)
         plan = self._plan(prepared, options)
         self._require_memory(read.volume, prepared, plan, probabilities=options.probabilities)
@@ -214,6 +230,8 @@ class Segmenter:
         mask, probs = restore(
             output.labels, output.probabilities, prepared, options.threshold, keep=options.probabilities
         )
+        if brain is not None:
+            mask, probs = _inside(brain, mask, probs)
         # The mask comes back in Fortran order, as NIfTI stores voxels: writing it then copies nothing.
         host_mask = to_host(mask.permute(2, 1, 0)).T
         host_probabilities = None if probs is None else to_host(probs)
@@ -222,7 +240,17 @@ class Segmenter:
             read.volume, prepared, output.plan, host_mask, host_probabilities, image, labels, output.uncertainty
         )
 
-    def _finish(self, segmented: _Segmented, report: _Reporter) -> Prediction:
+    def brain(self, read: _Read) -> torch.Tensor:
+        """This (brain-extraction) model's mask of a volume read, on the device: bool `(I, J, K)` on the input grid,
+        the largest connected brain with its holes filled."""
+        prepared = prepare(read.volume, self.card, self.device, staged=read.staged)
+        plan = self._plan(prepared, self._options("auto", None, None, None, tta=False, probabilities=False))
+        output = run_inference(self.network, prepared.array, plan, None)
+        mask, _ = restore(output.labels, output.probabilities, prepared, None, keep=False)
+        host = postprocess(to_host(mask), largest_component=[1], holes=[1])
+        return torch.as_tensor(host, device=self.device) > 0
+
+    def _finish(self, segmented: _Segmented, report: StageReporter) -> Prediction:
         """Host stage: the card's clean-up on the mask, quality control, then the `Prediction`."""
         report("postprocess", 0.5)
         cleanup = self.card.postprocess
@@ -317,6 +345,17 @@ class Segmenter:
         )
 
 
+def _inside(
+    brain: torch.Tensor, mask: torch.Tensor, probabilities: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Labels and probabilities restricted to the brain: background everywhere else."""
+    mask = mask * brain
+    if probabilities is not None:
+        probabilities = probabilities * brain
+        probabilities[0] = torch.where(brain, probabilities[0], 1.0)
+    return mask, probabilities
+
+
 @dataclass(frozen=True)
 class _Read:
     """A volume read, and its voxels staged for the device."""
@@ -350,47 +389,3 @@ class PredictCall:
     overlap: float | None
     tta: bool
     probabilities: bool
-
-
-class _Reporter:
-    """Tracks time per stage and forwards overall progress (stages weighted by their usual cost).
-
-    On a GPU the end of a device stage waits for the device's queued work, so that a stage's time is its own, not
-    the asynchronous tail of the one before. `pause` stops the clock (a cohort's case waiting between two threads).
-    """
-
-    WEIGHTS: ClassVar[dict[str, tuple[float, float]]] = {
-        "load": (0.0, 0.05),
-        "preprocess": (0.05, 0.1),
-        "infer": (0.1, 0.9),
-        "postprocess": (0.9, 1.0),
-    }
-    ON_DEVICE: ClassVar[frozenset[str]] = frozenset({"preprocess", "infer"})
-
-    def __init__(self, callback: Progress | None, device: torch.device) -> None:
-        self.callback = callback
-        self.device = device
-        self.stage: str | None = None
-        self.started = time.perf_counter()
-        self.elapsed: dict[str, float] = {}
-
-    def __call__(self, stage: str, fraction: float) -> None:
-        if stage != self.stage:
-            self.pause()
-            self.stage, self.started = stage, time.perf_counter()
-        if self.callback is not None and stage in self.WEIGHTS:
-            low, high = self.WEIGHTS[stage]
-            self.callback(low + (high - low) * fraction, stage)
-
-    def pause(self) -> None:
-        """End the current stage's clock (the next call starts a stage again)."""
-        if self.stage in self.ON_DEVICE:  # their work is queued on a GPU: it is done when the device says so
-            synchronize(self.device)
-        if self.stage is not None:
-            elapsed = (time.perf_counter() - self.started) * 1000.0
-            self.elapsed[self.stage] = self.elapsed.get(self.stage, 0.0) + elapsed
-        self.stage = None
-
-    def timings(self) -> dict[str, float]:
-        self.pause()
-        return {stage: self.elapsed.get(stage, 0.0) for stage in ("load", "preprocess", "infer", "postprocess")}

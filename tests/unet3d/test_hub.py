@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import write_tiny_model
+from helpers import write_chained_model, write_tiny_model
 from hubserver import FakeHub, hub_env, model_files, run, unet3d_command
 
 from unet3d import ModelLoadError, Segmenter
@@ -112,6 +112,22 @@ def test_cold_download_reports_commit_and_sha256_then_loads_offline_without_a_re
         assert warm.returncode == 0, warm.stderr
         assert json.loads(warm.stdout) == info
     assert hub.log == []
+
+
+@pytest.mark.slow
+def test_a_chained_model_downloads_its_brain_mask_stage_at_the_same_commit(
+    hub: FakeHub, hf_home: Path, tmp_path: Path
+) -> None:
+    files = model_files(write_chained_model(tmp_path / "chained"))
+    assert "brain_mask/model.safetensors" in files
+    sha = hub.add_commit("acme/chained", files)
+    result = run(unet3d_command("info", "--model", "acme/chained"), hub_env(hub.url, hf_home), tmp_path)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert (info["revision"], info["inference"]["brain_mask"]) == (sha, True)
+    assert info["brain_mask_sha256"] == sha256(files["brain_mask/model.safetensors"])
+    downloaded = {r.path.split("/resolve/", 1)[-1].split("/", 1)[-1] for r in hub.requests("GET", "/resolve/")}
+    assert downloaded == set(files)
 
 
 @pytest.mark.slow

@@ -1,0 +1,94 @@
+"""The brain-extraction stage: trained from generated heads on a coarser grid with the brain mask as its label,
+validated on the full heads' brain masks, then chained in front of a tissue model by `python -m train chain`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from helpers import TINY_CONFIG, write_tiny_model
+
+from train.__main__ import main
+from train.config import ConfigError, load_config
+from train.pipeline import fit_and_export
+from train.synth import coarsened, load_bank
+from unet3d import Segmenter, load_volume
+from unet3d.hub import check_model_dir
+
+BRAIN = ("synth.enabled=true", "synth.target=brain", "card.classes=[background, brain]", "data.spacing_mm=[2, 2, 2]")
+
+
+def config(root, *overrides):
+    return load_config(TINY_CONFIG, [f"data.root={root}", *BRAIN, *overrides])
+
+
+@pytest.fixture(scope="module")
+def brain_model(tiny_heads, tmp_path_factory):
+    settings = config(tiny_heads, "loop.epochs=1", "loop.steps_per_epoch=2", "data.patch_size=[8, 8, 8]")
+    return fit_and_export(settings, tmp_path_factory.mktemp("brain") / "run")
+
+
+def test_the_coarse_bank_keeps_the_brain_where_it_covers_most_of_each_block(tiny_heads):
+    bank = load_bank(tiny_heads, torch.device("cpu"))
+    brain = bank.brain.float()
+    coarse = coarsened(bank.__class__(**{**vars(bank), "labels": brain}), 2)
+    assert coarse.t1.shape == tuple(-(-n // 2) for n in bank.t1.shape)
+    assert all(head.shape == coarse.t1.shape and head.dtype == torch.uint8 for head in coarse.heads)
+    assert set(coarse.labels.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(coarse.brain, coarse.labels > 0)  # the image's brain is the label's
+    blocks = torch.nn.functional.avg_pool3d(brain[None, None], 2, ceil_mode=True)[0, 0]
+    assert torch.equal(coarse.labels > 0, blocks > 0.5)
+    assert abs(float(coarse.labels.sum()) * 8 - float(brain.sum())) < 0.1 * float(brain.sum())
+    for axis, (fine, box) in enumerate(zip(bank.template_box, coarse.template_box, strict=True)):
+        assert box.start * 2 >= fine.start and box.stop * 2 <= fine.stop and box.stop <= coarse.t1.shape[axis]
+
+
+def test_a_brain_run_is_a_two_class_2_mm_model_validated_on_the_full_heads(brain_model, tiny_heads):
+    card = yaml.safe_load((brain_model / "model.yaml").read_text())
+    assert [c["name"] for c in card["classes"]] == ["background", "brain"]
+    assert card["input"]["spacing_mm"] == [2.0, 2.0, 2.0]
+    assert set(card["training"]["validation"]) >= {"dice_brain", "iou_brain", "mIoU"}
+    validation = [f for f in card["training"]["data"]["files"] if f["split"] == "validation"]
+    assert {f["role"] for f in validation} == {"head", "stripped", "brain"}
+    assert all(f["file"].startswith("fullheadVal/") for f in validation)
+    head = next(f["file"] for f in validation if f["role"] == "head")
+    mask = Segmenter.from_pretrained(brain_model, device="cpu").predict(tiny_heads / head).mask
+    assert mask.shape == load_volume(tiny_heads / head).shape and set(np.unique(mask)) <= {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        (("synth.target=skull",), "synth.target.*must be one of tissue, brain"),
+        (("card.classes=[background, grey, white]",), r"card.classes.*must be \[background, brain\]"),
+        (("data.spacing_mm=[1.5, 1.5, 1.5]",), "data.spacing_mm.*must be 1, 2, 3 ... mm"),
+    ],
+)
+def test_a_brain_config_out_of_range_names_its_key(tiny_heads, overrides, words):
+    with pytest.raises(ConfigError, match=words):
+        config(tiny_heads, *overrides)
+
+
+def test_chain_puts_the_brain_stage_in_front_and_drops_the_figures_measured_without_it(brain_model, tmp_path, capsys):
+    tissue = write_tiny_model(tmp_path / "tissue")
+    card = yaml.safe_load((tissue / "model.yaml").read_text())
+    (tissue / "model.yaml").write_text(yaml.safe_dump({**card, "metrics": {"test": {"dice": 0.9}}}))
+    (tissue / "README.md").write_text("tissue\n")
+    out = tmp_path / "chained"
+    argv = ["chain", "--model", str(tissue), "--brain-mask", str(brain_model), "--out", str(out), "--version", "2.0.0"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == str(out)
+    assert len(check_model_dir(out)) == 7
+    chained = yaml.safe_load((out / "model.yaml").read_text())
+    assert chained["inference"]["brain_mask"] is True and chained["version"] == "2.0.0" and chained["metrics"] == {}
+    assert (out / "brain_mask" / "model.safetensors").read_bytes() == (brain_model / "model.safetensors").read_bytes()
+    assert "brain_mask: true" in (out / "README.md").read_text()
+    assert Segmenter.from_pretrained(out, device="cpu").brain_mask is not None
+
+    assert main(argv) == 1  # the folder exists now
+    assert "already exists: name a new folder" in capsys.readouterr().err
+    argv[4] = str(tissue)  # a tissue model (3 classes) as the brain stage
+    argv[6] = str(tmp_path / "other")
+    assert main(argv) == 1
+    assert "lists 3 classes: a brain mask has 2" in capsys.readouterr().err

@@ -1,0 +1,69 @@
+"""A chained model (card `inference.brain_mask: true`): the brain-extraction stage in brain_mask/ restricts the
+tissue model's input and labels to the brain it finds; the folder loads and fails like the model itself."""
+
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from helpers import TINY_CARD, sphere_volume, write_chained_model, write_tiny_model
+
+from unet3d import ModelLoadError, Segmenter, volume_from_array
+from unet3d.errors import CardError
+from unet3d.hub import check_model_dir, file_sha256
+from unet3d.postprocess import postprocess
+
+
+@pytest.fixture(scope="module")
+def chained(tmp_path_factory):
+    return write_chained_model(tmp_path_factory.mktemp("chained"))
+
+
+def test_the_labels_are_the_tissue_models_on_the_masked_input_and_background_outside_the_brain(chained):
+    volume = volume_from_array(sphere_volume((28, 24, 20), seed=3))
+    segmenter = Segmenter.from_pretrained(chained, device="cpu")
+    first = Segmenter.from_pretrained(chained / "brain_mask", device="cpu")
+    tissue = Segmenter(segmenter.model, segmenter.card, segmenter.source, device="cpu")
+
+    brain = postprocess(first.predict(volume).mask, largest_component=[1], holes=[1]) > 0
+    assert 0 < brain.sum() < brain.size  # a real restriction: some voxels in, some out
+    expected = tissue.predict(volume_from_array(np.where(brain, volume.data, 0), volume.affine)).mask * brain
+    prediction = segmenter.predict(volume, probabilities=True)
+    np.testing.assert_array_equal(prediction.mask, expected)
+    outside = prediction.probabilities[:, ~brain]
+    assert np.all(outside[0] == 1) and np.all(outside[1:] == 0)
+    inside = prediction.probabilities[:, brain]
+    np.testing.assert_allclose(inside.sum(axis=0), 1, atol=1e-5)
+
+
+def test_the_folder_is_part_of_the_model_it_is_checked_listed_and_reported(chained):
+    files = check_model_dir(chained)
+    assert files[-3:] == ["brain_mask/config.json", "brain_mask/model.safetensors", "brain_mask/model.yaml"]
+    info = Segmenter.from_pretrained(chained, device="cpu").info()
+    assert info["inference"]["brain_mask"] is True
+    assert info["brain_mask_sha256"] == file_sha256(chained / "brain_mask" / "model.safetensors")
+    assert info["sha256"] == file_sha256(chained / "model.safetensors")
+
+
+def test_a_card_that_chains_a_missing_folder_says_what_is_missing(chained, tmp_path):
+    broken = shutil.copytree(chained, tmp_path / "broken")
+    (broken / "brain_mask" / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match=r"brain_mask/model\.safetensors is missing.*restore the brain_mask/"):
+        Segmenter.from_pretrained(broken, device="cpu")
+    with pytest.raises(ModelLoadError, match=r"brain_mask/model\.safetensors is missing"):
+        check_model_dir(broken)
+
+
+def test_a_first_stage_must_have_two_classes(tmp_path):
+    directory = write_tiny_model(tmp_path / "m", card={**TINY_CARD, "inference": {"brain_mask": True}})
+    write_tiny_model(directory / "brain_mask", seed=1)  # 3 classes
+    with pytest.raises(ModelLoadError, match=r"must have 2 \(background, brain\)"):
+        Segmenter.from_pretrained(directory, device="cpu")
+
+
+def test_brain_mask_in_a_card_is_true_or_false(tmp_path):
+    directory = write_tiny_model(tmp_path / "m", card={**TINY_CARD, "inference": {"brain_mask": "yes"}})
+    with pytest.raises(CardError, match=r"inference\.brain_mask must be true or false, got 'yes'"):
+        Segmenter.from_pretrained(directory, device="cpu")
+    card = yaml.safe_load((directory / "model.yaml").read_text())
+    assert card["inference"]["brain_mask"] == "yes"  # nothing was rewritten

@@ -1,0 +1,64 @@
+"""A chained model: a brain-extraction model's directory placed in a tissue model's as its first stage.
+
+`Segmenter` then restricts each input to the brain the first stage finds, runs the tissue model on it and keeps its
+labels inside that brain (unet3d/segmenter.py); the folder and the card's `inference.brain_mask: true` say so
+(unet3d/hub.py). The tissue model's metrics and QC limits were measured without the first stage, so the chained
+card drops them: `python -m train evaluate` and `python -m train calibrate-qc` measure them again.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unet3d.hub import BRAIN_MASK_DIR, BRAIN_MASK_FILES, CARD_NAME, MODEL_FILES, check_model_dir
+
+from .config import ConfigError
+from .export import write_card
+
+__all__ = ["chain_models"]
+
+
+def chain_models(
+    tissue: str | Path, brain_mask: str | Path, out: str | Path, *, version: str, description: str | None = None
+) -> Path:
+    """Write `out`: the tissue model with `brain_mask` as its first stage; returns `out`.
+
+    Raises:
+        ConfigError: `out` already exists, or the brain-extraction model does not have 2 classes.
+        ModelLoadError: either model directory is incomplete or inconsistent.
+    """
+    tissue, brain_mask, out = Path(tissue), Path(brain_mask), Path(out)
+    check_model_dir(tissue)
+    check_model_dir(brain_mask)
+    mask_card = _card(brain_mask)
+    if len(mask_card.get("classes") or []) != 2:
+        raise ConfigError(
+            f"{brain_mask / CARD_NAME} lists {len(mask_card.get('classes') or [])} classes: a brain "
+            "mask has 2 (background, brain); train it with synth.target=brain"
+        )
+    if out.exists():
+        raise ConfigError(f"{out} already exists: name a new folder for the chained model")
+    out.mkdir(parents=True)
+    for name in MODEL_FILES:
+        shutil.copy2(tissue / name, out / name)
+    (out / BRAIN_MASK_DIR).mkdir()
+    for name in BRAIN_MASK_FILES:
+        shutil.copy2(brain_mask / Path(name).name, out / name)
+    card = _card(tissue)
+    card["version"] = version
+    if description:
+        card["description"] = description
+    card["inference"] = {**card.get("inference", {}), "brain_mask": True}
+    card["metrics"] = {}
+    card.pop("qc", None)
+    write_card(card, out)
+    check_model_dir(out)
+    return out
+
+
+def _card(directory: Path) -> dict[str, Any]:
+    return yaml.safe_load((directory / CARD_NAME).read_text(encoding="utf-8"))  # check_model_dir has parsed it
