@@ -53,6 +53,10 @@ class ModelInfo(BaseModel):
     id: str = Field(description="Hub repo id or local path of the model")
     revision: str = Field(description='resolved commit sha for Hub models, "local" for local files')
     sha256: str = Field(description="SHA-256 of model.safetensors")
+    brain_mask_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 of brain_mask/model.safetensors: a chained model's brain-extraction stage (null: none)",
+    )
     device: str = Field(description='where inference runs, e.g. "cpu" or "cuda:0"')
 
 
