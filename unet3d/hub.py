@@ -265,12 +265,12 @@ def check_model_dir(directory: str | Path) -> list[str]:
     return [*MODEL_FILES, *(BRAIN_MASK_FILES if card.inference.brain_mask else ())]
 
 
-def model_info(source: ModelSource, card: ModelCard) -> dict[str, Any]:
-    """The card plus the resolved id, revision and weights sha256 (a chained model's first stage's too), as
-    `unet3d info` and `Segmenter.info` report them."""
+def model_info(source: ModelSource, card: ModelCard, brain_mask: ModelSource | None = None) -> dict[str, Any]:
+    """The card plus the resolved id, revision and weights sha256 (a chained model's first stage's too: from
+    `brain_mask` when it is loaded already), as `unet3d info` and `Segmenter.info` report them."""
     info: dict[str, Any] = {**card.to_dict(), **source.as_dict()}
     if card.inference.brain_mask:
-        info["brain_mask_sha256"] = brain_mask_source(source).sha256
+        info["brain_mask_sha256"] = (brain_mask or brain_mask_source(source)).sha256
     return info
 
 

@@ -107,7 +107,8 @@ class Segmenter:
 
     def info(self) -> dict[str, Any]:
         """The model card plus the resolved id, revision and weights sha256 (and the brain-extraction stage's)."""
-        return {**model_info(self.source, self.card), "device": str(self.device)}
+        first = None if self.brain_mask is None else self.brain_mask.source
+        return {**model_info(self.source, self.card, first), "device": str(self.device)}
 
     def predict(
         self,
