@@ -65,10 +65,10 @@ class Segmenter:
             )
         self.precision: Precision = check_choice(precision, PRECISIONS, "precision")
         self.device = resolve_device(device)
-        self.model = model.eval()
+        self.model: UNet3D = model.eval()
         self.network = prepare_network(model, self.device)
         self.card = card
-        self.source = source
+        self.source: ModelSource = source
         self.max_voxels = max_voxels  # caps on the inputs `predict` reads (a service's upload limits)
         self.max_decompressed_bytes = max_decompressed_bytes
         # A chained model's first stage: the input is restricted to its brain mask, and so are the labels.
