@@ -78,6 +78,11 @@ class SynthConfig:
     # brain-extraction model with classes background + brain, validated on the full heads' brain masks).
     target: str = "tissue"
 
+    @property
+    def brain_mask(self) -> bool:
+        """Whether the run trains a brain-extraction model (synthesised samples labelled with the brain mask)."""
+        return self.enabled and self.target == "brain"
+
 
 @dataclass
 class OptimConfig:
@@ -235,7 +240,7 @@ def checked(config: TrainConfig) -> TrainConfig:
             spacing,
             "must be 1, 2, 3 ... mm, the same on every axis, with synth.enabled (the heads' 1 mm grid, coarsened)",
         )
-    if config.synth.enabled and config.synth.target == "brain":
+    if config.synth.brain_mask:
         names = [c["name"] for c in config.card.classes]
         _require(len(names) == 2, "card.classes", names, "must be [background, brain] for synth.target=brain")
     return config

@@ -55,9 +55,7 @@ def fit_and_export(
         "validation": {k: round(v, 4) for k, v in result.best_metrics.items()}
         if "mIoU" in result.best_metrics
         else None,
-        "data": training_data(
-            config.data.root, heads=config.synth.enabled, brain=config.synth.enabled and config.synth.target == "brain"
-        ),
+        "data": training_data(config.data.root, heads=config.synth.enabled, brain=config.synth.brain_mask),
     }
     model_dir = export_model(result.model, card, out / "model")
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

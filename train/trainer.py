@@ -154,7 +154,7 @@ class Trainer:
         """The dataset checked against the card, and the validation cases the run measures (at most
         data.max_validation_cases); none only when the monitor is the training loss."""
         config = self.config
-        if config.synth.enabled and config.synth.target == "brain":
+        if config.synth.brain_mask:
             from .synth import brain_validation_cases
 
             validation = brain_validation_cases(config.data.root)
