@@ -50,11 +50,13 @@ BINARY_CARD = {
 }
 
 
-def write_chained_model(directory: Path, *, seed: int = 0) -> Path:
-    """A tiny tissue model with a tiny brain-extraction model (2 classes) in brain_mask/ as its first stage."""
-    write_tiny_model(
-        directory, seed=seed, card={**TINY_CARD, "inference": {**TINY_CARD["inference"], "brain_mask": True}}
-    )
+def write_chained_model(directory: Path, *, seed: int = 0, threshold: float | None = None) -> Path:
+    """A tiny tissue model with a tiny brain-extraction model (2 classes) in brain_mask/ as its first stage (which
+    keeps voxels from brain probability `threshold`; None: the card's default)."""
+    inference = {**TINY_CARD["inference"], "brain_mask": True}
+    if threshold is not None:
+        inference["brain_mask_threshold"] = threshold
+    write_tiny_model(directory, seed=seed, card={**TINY_CARD, "inference": inference})
     write_tiny_model(directory / "brain_mask", seed=seed + 1, card=BINARY_CARD, num_classes=2)
     return directory
 

@@ -149,6 +149,12 @@ def _add_others(command: Command) -> None:
     chain.add_argument("--out", required=True, type=Path, help="new folder for the chained model")
     chain.add_argument("--version", required=True, help="the chained model's card version, e.g. 2.0.0")
     chain.add_argument("--description", default=None, help="the chained model's card description")
+    chain.add_argument(
+        "--brain-mask-threshold",
+        type=float,
+        default=None,
+        help="brain probability from which a voxel is kept (default 0.5; choose it on validation heads)",
+    )
 
     push = command("push", "upload a model directory to the Hugging Face Hub (needs HF_TOKEN or `hf auth login`)")
     push.add_argument("--model", required=True, type=Path, help="model directory (checked before anything is sent)")
@@ -243,7 +249,14 @@ def _search(args: argparse.Namespace) -> int:
 def _chain(args: argparse.Namespace) -> int:
     from .chain import chain_models
 
-    out = chain_models(args.model, args.brain_mask, args.out, version=args.version, description=args.description)
+    out = chain_models(
+        args.model,
+        args.brain_mask,
+        args.out,
+        version=args.version,
+        description=args.description,
+        threshold=args.brain_mask_threshold,
+    )
     print(json.dumps({"model": str(out), "next": "python -m train evaluate, then python -m train calibrate-qc"}))
     return 0
 

@@ -14,7 +14,9 @@ from typing import Any
 
 import yaml
 
+from unet3d.errors import ParameterError
 from unet3d.hub import BRAIN_MASK_DIR, BRAIN_MASK_FILES, CARD_NAME, MODEL_FILES, check_model_dir
+from unet3d.options import check_threshold
 
 from .config import ConfigError
 from .export import write_card
@@ -23,15 +25,27 @@ __all__ = ["chain_models"]
 
 
 def chain_models(
-    tissue: str | Path, brain_mask: str | Path, out: str | Path, *, version: str, description: str | None = None
+    tissue: str | Path,
+    brain_mask: str | Path,
+    out: str | Path,
+    *,
+    version: str,
+    description: str | None = None,
+    threshold: float | None = None,
 ) -> Path:
-    """Write `out`: the tissue model with `brain_mask` as its first stage; returns `out`.
+    """Write `out`: the tissue model with `brain_mask` as its first stage, which keeps the voxels whose brain
+    probability is at least `threshold` (None: 0.5, the card's default); returns `out`.
 
     Raises:
-        ConfigError: `out` already exists, or the brain-extraction model does not have 2 classes.
+        ConfigError: `out` already exists, the brain-extraction model does not have 2 classes, or the threshold is
+            not in (0, 1).
         ModelLoadError: either model directory is incomplete or inconsistent.
     """
     tissue, brain_mask, out = Path(tissue), Path(brain_mask), Path(out)
+    try:
+        check_threshold(threshold, "the brain mask threshold")
+    except ParameterError as e:
+        raise ConfigError(str(e)) from e
     check_model_dir(tissue)
     check_model_dir(brain_mask)
     mask_card = _card(brain_mask)
@@ -53,6 +67,8 @@ def chain_models(
     if description:
         card["description"] = description
     card["inference"] = {**card.get("inference", {}), "brain_mask": True}
+    if threshold is not None:
+        card["inference"]["brain_mask_threshold"] = threshold
     card["metrics"] = {}
     card.pop("qc", None)
     write_card(card, out)

@@ -15,6 +15,7 @@ import yaml
 from .errors import CardError, ParameterError
 from .options import (
     BLENDINGS,
+    DEFAULT_THRESHOLD,
     NORMALIZATIONS,
     Blending,
     Normalization,
@@ -22,6 +23,7 @@ from .options import (
     check_clip_percentiles,
     check_overlap,
     check_pad_multiple,
+    check_threshold,
 )
 from .shapes import Shape3, Spacing3, shape3, spacing3
 
@@ -72,8 +74,10 @@ class InferenceSpec:
     crop_margin: int = 16
     memory_budget_mb: int = 1024
     # Not per call: whether the model directory chains a brain-extraction stage (`brain_mask/`, hub.py) whose mask
-    # the input is restricted to before this model runs, and the labels after.
+    # the input is restricted to before this model runs, and the labels after; a voxel is brain where that stage's
+    # brain probability is at least `brain_mask_threshold` (below 0.5 when a stripped brain must come back whole).
     brain_mask: bool = False
+    brain_mask_threshold: float = DEFAULT_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -251,13 +255,28 @@ def _inference_spec(value: dict[str, Any]) -> InferenceSpec:
     _only(
         value,
         "inference",
-        {"patch_size", "overlap", "blending", "crop_foreground", "crop_margin", "memory_budget_mb", "brain_mask"},
+        {
+            "patch_size",
+            "overlap",
+            "blending",
+            "crop_foreground",
+            "crop_margin",
+            "memory_budget_mb",
+            "brain_mask",
+            "brain_mask_threshold",
+        },
     )
     defaults = InferenceSpec()
     patch_size = _triple("inference.patch_size", value.get("patch_size", defaults.patch_size))
+    brain_mask = _flag("inference.brain_mask", value.get("brain_mask", defaults.brain_mask))
+    if "brain_mask_threshold" in value and not brain_mask:
+        raise CardError(
+            "inference.brain_mask_threshold applies to a chained model only: set brain_mask: true, or drop it"
+        )
     with _card_rule():
         overlap = check_overlap(value.get("overlap", defaults.overlap), "inference.overlap")
         blending = check_choice(value.get("blending", defaults.blending), BLENDINGS, "inference.blending")
+        threshold = check_threshold(value.get("brain_mask_threshold"), "inference.brain_mask_threshold")
     return InferenceSpec(
         patch_size=shape3(int(v) for v in patch_size),
         overlap=defaults.overlap if overlap is None else overlap,
@@ -265,7 +284,8 @@ def _inference_spec(value: dict[str, Any]) -> InferenceSpec:
         crop_foreground=bool(value.get("crop_foreground", defaults.crop_foreground)),
         crop_margin=int(value.get("crop_margin", defaults.crop_margin)),
         memory_budget_mb=_positive_int("inference.memory_budget_mb", value.get("memory_budget_mb", 1024)),
-        brain_mask=_flag("inference.brain_mask", value.get("brain_mask", defaults.brain_mask)),
+        brain_mask=brain_mask,
+        brain_mask_threshold=defaults.brain_mask_threshold if threshold is None else threshold,
     )
 
 

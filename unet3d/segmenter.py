@@ -220,7 +220,8 @@ class Segmenter:
         """Device stage: prepare, plan, infer and restore where the network runs; only the uint8 mask (and any
         probabilities asked for) come back to the host, with the samples quality control reads."""
         report("preprocess", 0.0)
-        brain = None if self.brain_mask is None else self.brain_mask.brain(read)
+        threshold = self.card.inference.brain_mask_threshold
+        brain = None if self.brain_mask is None else self.brain_mask.brain(read, threshold)
         staged = read.staged if brain is None else to_device(read.staged, self.device) * brain
         prepared = prepare(read.volume, self.card, self.device, staged=staged)
         report("infer", 0.0)
@@ -241,13 +242,13 @@ class Segmenter:
             read.volume, prepared, output.plan, host_mask, host_probabilities, image, labels, output.uncertainty
         )
 
-    def brain(self, read: _Read) -> torch.Tensor:
+    def brain(self, read: _Read, threshold: float) -> torch.Tensor:
         """This (brain-extraction) model's mask of a volume read, on the device: bool `(I, J, K)` on the input grid,
-        the largest connected brain with its holes filled."""
+        where the brain probability is at least `threshold`, the largest connected brain with its holes filled."""
         prepared = prepare(read.volume, self.card, self.device, staged=read.staged)
-        plan = self._plan(prepared, self._options("auto", None, None, None, tta=False, probabilities=False))
-        output = run_inference(self.network, prepared.array, plan, None)
-        mask, _ = restore(output.labels, output.probabilities, prepared, None, keep=False)
+        options = self._options("auto", threshold, None, None, tta=False, probabilities=False)
+        output = run_inference(self.network, prepared.array, self._plan(prepared, options), None)
+        mask, _ = restore(output.labels, output.probabilities, prepared, options.threshold, keep=False)
         host = postprocess(to_host(mask), largest_component=[1], holes=[1])
         return torch.as_tensor(host, device=self.device) > 0
 

@@ -92,3 +92,11 @@ def test_chain_puts_the_brain_stage_in_front_and_drops_the_figures_measured_with
     argv[6] = str(tmp_path / "other")
     assert main(argv) == 1
     assert "lists 3 classes: a brain mask has 2" in capsys.readouterr().err
+
+    argv[4], argv[6] = str(brain_model), str(tmp_path / "thresholded")
+    assert main([*argv, "--brain-mask-threshold", "1.5"]) == 1
+    assert "the brain mask threshold must be in (0, 1), got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "thresholded").exists()  # refused before anything was written
+    assert main([*argv, "--brain-mask-threshold", "0.25"]) == 0
+    capsys.readouterr()
+    assert Segmenter.from_pretrained(tmp_path / "thresholded", device="cpu").card.inference.brain_mask_threshold == 0.25

@@ -36,6 +36,43 @@ def test_the_labels_are_the_tissue_models_on_the_masked_input_and_background_out
     np.testing.assert_allclose(inside.sum(axis=0), 1, atol=1e-5)
 
 
+def test_the_cards_threshold_decides_how_much_the_first_stage_keeps(tmp_path):
+    volume = volume_from_array(sphere_volume((28, 24, 20), seed=3))
+    first = Segmenter.from_pretrained(write_chained_model(tmp_path / "default") / "brain_mask", device="cpu")
+    kept = {}
+    for threshold in (0.5, 0.3):
+        segmenter = Segmenter.from_pretrained(
+            write_chained_model(tmp_path / f"t{threshold}", threshold=threshold), device="cpu"
+        )
+        assert segmenter.card.inference.brain_mask_threshold == threshold
+        brain = postprocess(first.predict(volume, threshold=threshold).mask, largest_component=[1], holes=[1]) > 0
+        mask = segmenter.predict(volume).mask
+        assert not mask[~brain].any()
+        kept[threshold] = brain
+    assert kept[0.3].sum() > kept[0.5].sum()  # a lower threshold keeps more: the stripped brain comes back whole
+    default = Segmenter.from_pretrained(tmp_path / "default", device="cpu")
+    assert default.card.inference.brain_mask_threshold == 0.5
+    np.testing.assert_array_equal(
+        default.predict(volume).mask, Segmenter.from_pretrained(tmp_path / "t0.5", device="cpu").predict(volume).mask
+    )
+
+
+@pytest.mark.parametrize(
+    ("inference", "words"),
+    [
+        ({"brain_mask": True, "brain_mask_threshold": 1.5}, r"inference\.brain_mask_threshold must be in \(0, 1\)"),
+        ({"brain_mask_threshold": 0.3}, r"applies to a chained model only: set brain_mask: true, or drop it"),
+    ],
+)
+def test_a_brain_mask_threshold_out_of_place_is_a_card_error(tmp_path, inference, words):
+    directory = write_chained_model(tmp_path / "m")
+    card = yaml.safe_load((directory / "model.yaml").read_text())
+    card["inference"] = {**TINY_CARD["inference"], **inference}
+    (directory / "model.yaml").write_text(yaml.safe_dump(card))
+    with pytest.raises(CardError, match=words):
+        Segmenter.from_pretrained(directory, device="cpu")
+
+
 def test_the_folder_is_part_of_the_model_it_is_checked_listed_and_reported(chained):
     files = check_model_dir(chained)
     assert files[-3:] == ["brain_mask/config.json", "brain_mask/model.safetensors", "brain_mask/model.yaml"]
