@@ -27,6 +27,7 @@ import yaml
 
 from unet3d import Segmenter, load_volume
 from unet3d.card import QCLimit, QCSpec, card_from_dict
+from unet3d.errors import InvalidVolumeError
 from unet3d.qc import Measures, tissue_classes
 from unet3d.qc.checks import values_of
 
@@ -79,7 +80,15 @@ def calibrate(model: Path, data: Path, *, device: str = "auto", command: str = "
     segmenter = Segmenter.from_pretrained(model, device=device)
     if tissue_classes(segmenter.card) is None:
         raise ValueError("QC calibration needs a model with grey_matter and white_matter classes")
-    measured = [_measure(segmenter, case) for case in calibration_cases(data)]
+    measured, refused = [], []
+    for case in calibration_cases(data):
+        try:
+            measured.append(_measure(segmenter, case))
+        except InvalidVolumeError as e:  # a clean refusal (a chain that finds no brain in noise): caught, not measured
+            if case.kind in ("stripped", "full_head"):
+                raise ValueError(f"{case.name}: the model refuses a validation scan ({e})") from e
+            logger.info("QC case %s (%s) refused: %s", case.name, case.kind, e)
+            refused.append(case.name)
     prior = _prior([m.measures for m in measured if m.case.kind == "stripped"])
     grid = prior.shape[-1]
     spec = QCSpec(skull_stripped_input=True, prior=_flat(prior), prior_grid=grid)
@@ -101,6 +110,7 @@ def calibrate(model: Path, data: Path, *, device: str = "auto", command: str = "
             "data": f"{read_dataset(data).get('name', data.name)}, validation split (never test)",
             "validation": sorted(m.case.name for m in measured if m.case.kind in ("stripped", "full_head")),
             "negatives": _counts(measured),
+            "refused": sorted(refused),
             "full_heads_outside_brain": [round(v, 4) for v in outside],
             "figures": figures,
         },
@@ -136,7 +146,7 @@ def _rows(cells: np.ndarray) -> list[str]:
 
 
 def _counts(measured: list[Measured]) -> dict[str, int]:
-    """How many negatives of each kind were measured."""
+    """How many negatives of each kind were measured (refused ones are listed apart)."""
     kinds = sorted({m.case.kind for m in measured} - {"stripped", "full_head"})
     return {kind: sum(1 for m in measured if m.case.kind == kind) for kind in kinds}
 

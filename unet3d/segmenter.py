@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from .card import ModelCard, load_card
-from .device import prepare_network, resolve_device, stage, to_device, to_host
+from .chain import inside, prepare_brain
+from .device import prepare_network, resolve_device, stage, to_host
 from .errors import ModelLoadError, ParameterError, UnreadableVolumeError
 from .geometry import Prepared, prepare, restore
 from .hub import CARD_NAME, ModelSource, brain_mask_source, load_unet, model_info, resolve_source
@@ -220,10 +221,12 @@ class Segmenter:
         """Device stage: prepare, plan, infer and restore where the network runs; only the uint8 mask (and any
         probabilities asked for) come back to the host, with the samples quality control reads."""
         report("preprocess", 0.0)
-        threshold = self.card.inference.brain_mask_threshold
-        brain = None if self.brain_mask is None else self.brain_mask.brain(read, threshold)
-        staged = read.staged if brain is None else to_device(read.staged, self.device) * brain
-        prepared = prepare(read.volume, self.card, self.device, staged=staged)
+        brain, scan = None, None
+        if self.brain_mask is None:
+            prepared = prepare(read.volume, self.card, self.device, staged=read.staged)
+        else:
+            brain, scan = self.brain_mask.brain(read, self.card.inference.brain_mask_threshold)
+            prepared = prepare_brain(read.volume, read.staged, brain, self.card, self.device)
         report("infer", 0.0)
         plan = self._plan(prepared, options)
         self._require_memory(read.volume, prepared, plan, probabilities=options.probabilities)
@@ -233,24 +236,25 @@ class Segmenter:
             output.labels, output.probabilities, prepared, options.threshold, keep=options.probabilities
         )
         if brain is not None:
-            mask, probs = _inside(brain, mask, probs)
+            mask, probs = inside(brain, mask, probs)
         # The mask comes back in Fortran order, as NIfTI stores voxels: writing it then copies nothing.
         host_mask = to_host(mask.permute(2, 1, 0)).T
         host_probabilities = None if probs is None else to_host(probs)
         image, labels = to_host(prepared.array), to_host(output.labels)
         return _Segmented(
-            read.volume, prepared, output.plan, host_mask, host_probabilities, image, labels, output.uncertainty
+            read.volume, prepared, output.plan, host_mask, host_probabilities, image, labels, output.uncertainty, scan
         )
 
-    def brain(self, read: _Read, threshold: float) -> torch.Tensor:
+    def brain(self, read: _Read, threshold: float) -> tuple[torch.Tensor, np.ndarray]:
         """This (brain-extraction) model's mask of a volume read, on the device: bool `(I, J, K)` on the input grid,
-        where the brain probability is at least `threshold`, the largest connected brain with its holes filled."""
+        where the brain probability is at least `threshold`, the largest connected brain with its holes filled; and
+        the whole scan as this model saw it, on the host (quality control judges the scan's structure on it)."""
         prepared = prepare(read.volume, self.card, self.device, staged=read.staged)
         options = self._options("auto", threshold, None, None, tta=False, probabilities=False)
         output = run_inference(self.network, prepared.array, self._plan(prepared, options), None)
         mask, _ = restore(output.labels, output.probabilities, prepared, options.threshold, keep=False)
         host = postprocess(to_host(mask), largest_component=[1], holes=[1])
-        return torch.as_tensor(host, device=self.device) > 0
+        return torch.as_tensor(host, device=self.device) > 0, to_host(prepared.array)
 
     def _finish(self, segmented: _Segmented, report: StageReporter) -> Prediction:
         """Host stage: the card's clean-up on the mask, quality control, then the `Prediction`."""
@@ -258,7 +262,13 @@ class Segmenter:
         cleanup = self.card.postprocess
         postprocess(segmented.mask, largest_component=cleanup.largest_component, holes=cleanup.fill_holes)
         qc = assess(
-            segmented.volume, segmented.image, segmented.labels, segmented.mask, segmented.uncertainty, self.card
+            segmented.volume,
+            segmented.image,
+            segmented.labels,
+            segmented.mask,
+            segmented.uncertainty,
+            self.card,
+            scan=segmented.scan,
         )
         report("postprocess", 1.0)
         return replace(self._prediction(segmented, report.timings()), qc=qc)
@@ -347,17 +357,6 @@ class Segmenter:
         )
 
 
-def _inside(
-    brain: torch.Tensor, mask: torch.Tensor, probabilities: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Labels and probabilities restricted to the brain: background everywhere else."""
-    mask = mask * brain
-    if probabilities is not None:
-        probabilities = probabilities * brain
-        probabilities[0] = torch.where(brain, probabilities[0], 1.0)
-    return mask, probabilities
-
-
 @dataclass(frozen=True)
 class _Read:
     """A volume read, and its voxels staged for the device."""
@@ -369,7 +368,8 @@ class _Read:
 @dataclass(frozen=True)
 class _Segmented:
     """What the device stage hands to the host: the mask `(I, J, K)` (and probabilities) on the input grid, and for
-    quality control the network's input and labels on the prepared grid and the uncertainty inference measured."""
+    quality control the network's input and labels on the prepared grid, the uncertainty inference measured and, for
+    a chained model, the whole scan as its first stage saw it (before the brain was cut out)."""
 
     volume: Volume
     prepared: Prepared
@@ -379,6 +379,7 @@ class _Segmented:
     image: np.ndarray
     labels: np.ndarray
     uncertainty: float | None
+    scan: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,11 @@ import yaml
 from helpers import TINY_CARD, sphere_volume, write_chained_model, write_tiny_model
 
 from unet3d import ModelLoadError, Segmenter, volume_from_array
-from unet3d.errors import CardError
+from unet3d.errors import CardError, InvalidVolumeError
+from unet3d.geometry import prepare
 from unet3d.hub import check_model_dir, file_sha256
 from unet3d.postprocess import postprocess
+from unet3d.qc.measures import structure
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +73,20 @@ def test_a_brain_mask_threshold_out_of_place_is_a_card_error(tmp_path, inference
     (directory / "model.yaml").write_text(yaml.safe_dump(card))
     with pytest.raises(CardError, match=words):
         Segmenter.from_pretrained(directory, device="cpu")
+
+
+def test_qc_judges_the_whole_scan_as_the_first_stage_saw_it_not_the_brain_cut_out(chained):
+    volume = volume_from_array(sphere_volume((28, 24, 20), seed=3))
+    first = Segmenter.from_pretrained(chained / "brain_mask", device="cpu")
+    scan = prepare(volume, first.card).array.numpy()
+    prediction = Segmenter.from_pretrained(chained, device="cpu").predict(volume)
+    assert prediction.qc.measures.structure == pytest.approx(structure(scan))
+
+
+def test_a_volume_in_which_the_first_stage_finds_no_brain_is_refused_with_what_to_do(tmp_path):
+    segmenter = Segmenter.from_pretrained(write_chained_model(tmp_path / "c", threshold=0.999), device="cpu")
+    with pytest.raises(InvalidVolumeError, match=r"found no brain in this volume.*crop the scan to the head"):
+        segmenter.predict(volume_from_array(sphere_volume((28, 24, 20), seed=3)))
 
 
 def test_the_folder_is_part_of_the_model_it_is_checked_listed_and_reported(chained):

@@ -30,6 +30,8 @@ def assess(
     mask: np.ndarray,
     uncertainty: float | None,
     card: ModelCard,
+    *,
+    scan: np.ndarray | None = None,
 ) -> QC:
     """Judge one prediction (what `Segmenter.predict` calls once the mask is on the input grid).
 
@@ -40,9 +42,11 @@ def assess(
         mask: the final mask on the input grid.
         uncertainty: the mean uncertainty inference measured (`InferenceOutput.uncertainty`).
         card: the model card: its classes and its `qc` limits.
+        scan: the whole scan prepared, when `image` is not (a chained model's tissue network sees the brain alone):
+            whether the scan is noise is judged on it.
     """
     grid = card.qc.prior_grid or MAP_GRID
-    measured = measure(volume, image, labels, mask, uncertainty, tissue_classes(card), grid=grid)
+    measured = measure(volume, image, labels, mask, uncertainty, tissue_classes(card), grid=grid, scan=scan)
     return judge(measured, card.qc)
 
 

@@ -36,7 +36,7 @@ class Measures:
     Attributes:
         air_fraction: share of the raw voxels below AIR_HU (air on a CT in Hounsfield units).
         structure: correlation of prepared voxels STEP apart, the mean over the three axes (≈ 0 for noise, > 0.9 for
-            any MRI).
+            any MRI); for a chained model, of the whole scan as its first stage prepared it.
         uncertainty: mean normalised entropy of the class probabilities inside the predicted foreground (None when
             nothing is foreground).
         foreground_ml: volume of every non-background class, mL (with the header's voxel size).
@@ -71,6 +71,7 @@ def measure(
     tissues: tuple[int, int] | None,
     *,
     grid: int = MAP_GRID,
+    scan: np.ndarray | None = None,
 ) -> Measures:
     """Measure one prediction.
 
@@ -82,6 +83,8 @@ def measure(
         uncertainty: `InferenceOutput.uncertainty`.
         tissues: the (grey matter, white matter) class indices; None for a model without them.
         grid: cells per axis of the layout maps (the card's prior's).
+        scan: the whole scan prepared, where `image` holds only part of it (a chained model's brain): its structure
+            is measured instead of the image's.
     """
     foreground = mask > 0
     voxels = int(np.count_nonzero(foreground))
@@ -91,7 +94,7 @@ def measure(
     cut, side = cut_fraction(foreground, volume.orientation)
     return Measures(
         air_fraction=air_fraction(volume.data),
-        structure=structure(image),
+        structure=structure(image if scan is None else scan),
         uncertainty=uncertainty,
         foreground_ml=voxels * voxel_ml,
         brain_ml=brain_ml,
