@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 
 from unet3d import Segmenter, load_volume
-from unet3d.card import QCLimit, QCSpec, card_from_dict
+from unet3d.card import DEFAULT_QC_LIMITS, QCLimit, QCSpec, card_from_dict
 from unet3d.errors import InvalidVolumeError
 from unet3d.qc import Measures, tissue_classes
 from unet3d.qc.checks import values_of
@@ -88,7 +88,7 @@ def calibrate(model: Path, data: Path, *, device: str = "auto", command: str = "
             if case.kind in ("stripped", "full_head"):
                 raise ValueError(f"{case.name}: the model refuses a validation scan ({e})") from e
             logger.info("QC case %s (%s) refused: %s", case.name, case.kind, e)
-            refused.append(case.name)
+            refused.append(case)
     prior = _prior([m.measures for m in measured if m.case.kind == "stripped"])
     grid = prior.shape[-1]
     spec = QCSpec(skull_stripped_input=True, prior=_flat(prior), prior_grid=grid)
@@ -97,7 +97,8 @@ def calibrate(model: Path, data: Path, *, device: str = "auto", command: str = "
     stripped_only = bool(outside) and max(outside) > OUTSIDE_LIMIT
     limits, figures = {}, {}
     for name, (also, negatives) in EVIDENCE.items():
-        limits[name], figures[name] = _choose(name, values, ("stripped", *also), negatives)
+        caught = sum(1 for case in refused if case.kind in negatives)
+        limits[name], figures[name] = _choose(name, values, ("stripped", *also), negatives, refused=caught)
     for name, negatives in ANATOMY.items():
         limits[name], figures[name] = _keep(name, segmenter.card.qc.limits[name], values, negatives)
     return {
@@ -110,7 +111,7 @@ def calibrate(model: Path, data: Path, *, device: str = "auto", command: str = "
             "data": f"{read_dataset(data).get('name', data.name)}, validation split (never test)",
             "validation": sorted(m.case.name for m in measured if m.case.kind in ("stripped", "full_head")),
             "negatives": _counts(measured),
-            "refused": sorted(refused),
+            "refused": sorted(case.name for case in refused),
             "full_heads_outside_brain": [round(v, 4) for v in outside],
             "figures": figures,
         },
@@ -152,11 +153,22 @@ def _counts(measured: list[Measured]) -> dict[str, int]:
 
 
 def _choose(
-    name: str, values: list[tuple[QCCase, dict[str, float | None]]], passes: tuple[str, ...], catches: tuple[str, ...]
+    name: str,
+    values: list[tuple[QCCase, dict[str, float | None]]],
+    passes: tuple[str, ...],
+    catches: tuple[str, ...],
+    *,
+    refused: int = 0,
 ) -> tuple[QCLimit, dict[str, Any]]:
     good, bad = _of(values, name, passes), _of(values, name, catches)
-    if not good or not bad:
+    if not good or not (bad or refused):
         raise ValueError(f"no values to calibrate {name} on ({len(good)} to pass, {len(bad)} to catch)")
+    if not bad:  # every negative was refused (a chain finds no brain in noise): warn as far from ok as the default
+        default = DEFAULT_QC_LIMITS[name]
+        ok = max(good) if default.warn > default.ok else min(good)
+        limit = QCLimit(_round(ok), _round(ok + default.warn - default.ok))
+        figures = {"ok": limit.ok, "warn": limit.warn, "passes": _line(good, passes)}
+        return limit, {**figures, "catches": f"{refused} {'/'.join(catches)}: all refused"}
     # Which side is bad: where the negatives lie (a model that cannot tell them apart gets the usual side).
     high_bad = statistics.median(bad) > statistics.median(good) or (
         statistics.median(bad) == statistics.median(good) and name not in LOW_IS_BAD
@@ -198,11 +210,12 @@ def _figures(
 ) -> dict[str, Any]:
     """One limit's evidence, a line per side: how many values, of which kinds, from what to what."""
 
-    def line(numbers: list[float], kinds: tuple[str, ...]) -> str:
-        return f"{len(numbers)} {'/'.join(kinds)}: {_round(min(numbers))} to {_round(max(numbers))}"
+    caught = f"{_line(bad, catches)}, {_beyond(bad, limit)}/{len(bad)} beyond warn"
+    return {"ok": limit.ok, "warn": limit.warn, "passes": _line(good, passes), "catches": caught}
 
-    caught = f"{line(bad, catches)}, {_beyond(bad, limit)}/{len(bad)} beyond warn"
-    return {"ok": limit.ok, "warn": limit.warn, "passes": line(good, passes), "catches": caught}
+
+def _line(numbers: list[float], kinds: tuple[str, ...]) -> str:
+    return f"{len(numbers)} {'/'.join(kinds)}: {_round(min(numbers))} to {_round(max(numbers))}"
 
 
 def _round(value: float) -> float:

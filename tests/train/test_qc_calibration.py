@@ -11,6 +11,7 @@ from train.__main__ import main
 from train.qc_calibration import _choose
 from train.qc_cases import QCCase, _cut, _inverted, _padded, _rescaled, calibration_cases
 from unet3d import load_card, volume_from_array
+from unet3d.card import DEFAULT_QC_LIMITS
 
 NAMES = [{"index": i, "name": n, "color": c} for i, (n, c) in enumerate((("background", "#000000"),
           ("grey_matter", "#e69f00"), ("white_matter", "#56b4e9")))]  # fmt: skip
@@ -28,6 +29,16 @@ def test_warn_lies_halfway_between_the_worst_scan_and_the_nearest_negative():
     assert figures["catches"] == "2 ct: 0.3 to 0.5, 2/2 beyond warn"
     low = cases("stripped", [0.95, 0.98], "structure") + cases("noise", [0.01, 0.05], "structure")
     assert _choose("structure", low, ("stripped",), ("noise",))[0].warn == 0.5  # low values are bad here
+
+
+def test_negatives_the_model_refused_leave_warn_as_far_from_ok_as_the_default():
+    values = cases("stripped", [0.95, 0.98], "structure") + cases("full_head", [0.88], "structure")
+    limit, figures = _choose("structure", values, ("stripped", "full_head"), ("noise",), refused=2)
+    default = DEFAULT_QC_LIMITS["structure"]
+    assert limit.ok == 0.88 and limit.warn == pytest.approx(0.88 + default.warn - default.ok)
+    assert figures["catches"] == "2 noise: all refused"
+    with pytest.raises(ValueError, match="no values to calibrate structure on"):
+        _choose("structure", values, ("stripped", "full_head"), ("noise",))  # nothing measured, nothing refused
 
 
 def test_the_field_of_view_share_is_split_geometrically():
