@@ -3,7 +3,8 @@ negatives made from them (train/qc_cases.py; never the test split), and write th
 
 Per limit, from the values `unet3d.qc` measures on every case:
 - `ok` is the worst value among the scans the check must pass (the skull-stripped validation scans, and the full
-  heads for the checks that do not concern skull-stripping);
+  heads for the checks that do not concern skull-stripping; for every check but the skull-stripping one when the
+  model takes full heads, `skull_stripped_input: false`);
 - `warn` lies halfway between `ok` and the nearest negative built for that check (geometrically for the field-of-view
   share); where they overlap, just beyond `ok` (no validation scan is warned about), and the figures say how many
   negatives slip through.
@@ -96,9 +97,9 @@ def calibrate(model: Path, data: Path, *, device: str = "auto", command: str = "
     outside = [m.outside_brain for m in measured if m.outside_brain is not None]
     stripped_only = bool(outside) and max(outside) > OUTSIDE_LIMIT
     limits, figures = {}, {}
-    for name, (also, negatives) in EVIDENCE.items():
+    for name, (passes, negatives) in evidence(stripped_only).items():
         caught = sum(1 for case in refused if case.kind in negatives)
-        limits[name], figures[name] = _choose(name, values, ("stripped", *also), negatives, refused=caught)
+        limits[name], figures[name] = _choose(name, values, passes, negatives, refused=caught)
     for name, negatives in ANATOMY.items():
         limits[name], figures[name] = _keep(name, segmenter.card.qc.limits[name], values, negatives)
     return {
@@ -116,6 +117,18 @@ def calibrate(model: Path, data: Path, *, device: str = "auto", command: str = "
             "figures": figures,
         },
     }
+
+
+def evidence(stripped_only: bool) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Per limit, the kinds of case it must pass and the kinds it must catch. A model that takes full heads
+    (`stripped_only` false) must pass them on every check but the skull-stripping one."""
+    chosen = {}
+    for name, (also, negatives) in EVIDENCE.items():
+        if not stripped_only and name != "enclosed_background":
+            also = also if "full_head" in also else (*also, "full_head")
+            negatives = tuple(kind for kind in negatives if kind != "full_head")
+        chosen[name] = (("stripped", *also), negatives)
+    return chosen
 
 
 def _measure(segmenter: Segmenter, case: QCCase) -> Measured:

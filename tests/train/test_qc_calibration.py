@@ -8,7 +8,7 @@ import yaml
 from helpers import TINY_CARD, write_tiny_model
 
 from train.__main__ import main
-from train.qc_calibration import _choose
+from train.qc_calibration import _choose, evidence
 from train.qc_cases import QCCase, _cut, _inverted, _padded, _rescaled, calibration_cases
 from unet3d import load_card, volume_from_array
 from unet3d.card import DEFAULT_QC_LIMITS
@@ -39,6 +39,15 @@ def test_negatives_the_model_refused_leave_warn_as_far_from_ok_as_the_default():
     assert figures["catches"] == "2 noise: all refused"
     with pytest.raises(ValueError, match="no values to calibrate structure on"):
         _choose("structure", values, ("stripped", "full_head"), ("noise",))  # nothing measured, nothing refused
+
+
+def test_full_heads_must_pass_every_check_but_skull_stripping_when_the_model_takes_them():
+    stripped_only, full_heads = evidence(True), evidence(False)
+    assert stripped_only["uncertainty"] == (("stripped",), ("ct", "noise", "t2_like", "full_head"))
+    assert full_heads["uncertainty"] == (("stripped", "full_head"), ("ct", "noise", "t2_like"))
+    assert full_heads["cut_fraction"] == (("stripped", "full_head"), ("cut",))
+    assert full_heads["structure"] == stripped_only["structure"] == (("stripped", "full_head"), ("noise",))
+    assert full_heads["enclosed_background"] == stripped_only["enclosed_background"] == (("stripped",), ("full_head",))
 
 
 def test_the_field_of_view_share_is_split_geometrically():
