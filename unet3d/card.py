@@ -29,6 +29,7 @@ from .shapes import Shape3, Spacing3, shape3, spacing3
 
 __all__ = [
     "DEFAULT_COLORS",
+    "DEFAULT_QC_LIMITS",
     "ClassInfo",
     "InferenceSpec",
     "InputSpec",
@@ -98,7 +99,7 @@ class QCLimit:
 
 
 # The QC limits a card may set (docs/models.md#quality-control) and the documented defaults for cards without a `qc`
-# section: the shipped model's calibration (python -m train calibrate-qc, 2026-12-04), rounded. The brain volume
+# section: the shipped model 1.0's calibration (python -m train calibrate-qc, 2026-12-04), rounded. The brain volume
 # limits are anatomy (grey + white matter of a child to a large adult, MNI-normalised brains included), not calibrated.
 DEFAULT_QC_LIMITS: Mapping[str, QCLimit] = {
     "air_fraction": QCLimit(0.0, 0.27),

@@ -311,19 +311,33 @@ def make_reference(page, tmp_path: Path) -> Path:
     return reference
 
 
-def test_the_full_head_example_gets_a_qc_banner_asking_for_a_skull_stripped_scan(browser, brain_server):
+def test_the_full_head_example_passes_qc_and_a_ct_upload_gets_a_banner_above_the_views(browser, brain_server, tmp_path):
+    """The shipped chain takes a head with its skull as it comes (no banner); a CT is not a T1 MRI: a banner says so,
+    above the views, as an alert."""
+    from train.fullhead import HEAD_SEEDS, cached_brain
+    from train.qc_cases import ct_volume
+
     expect = playwright.expect
+    ct = ct_volume(cached_brain(None)[2], HEAD_SEEDS["test"][0], tight=True)
+    path = tmp_path / "ct_head.nii.gz"
+    nib.save(nib.Nifti1Image(ct.data.astype(np.int16), ct.affine), path)
     page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
     try:
         page.goto(f"{brain_server.url}/ui/", wait_until="load")
         expect(page.locator("#app-header")).to_contain_text("unet3d-brain-tissue", timeout=30_000)
         page.locator("#example-head-btn").click()
-        mask_link = page.locator("#mask-output a[href*='fullhead_t1_mask.nii.gz']")
-        expect(mask_link).to_be_visible(timeout=SEGMENT_TIMEOUT_MS)
+        expect(page.locator("#mask-output a[href*='fullhead_t1_mask.nii.gz']")).to_be_visible(
+            timeout=SEGMENT_TIMEOUT_MS
+        )
+        expect(page.locator("#qc-banner .qc-banner")).to_be_hidden()
+        page.goto(f"{brain_server.url}/ui/", wait_until="load")  # a fresh page: the volume box holds the example
+        expect(page.locator("#segment-btn")).to_be_visible(timeout=30_000)
+        page.locator("#volume-input input[type=file]").set_input_files(str(path))
+        page.locator("#segment-btn").click()
+        expect(page.locator("#mask-output a[href*='ct_head_mask.nii.gz']")).to_be_visible(timeout=SEGMENT_TIMEOUT_MS)
         banner = page.locator("#qc-banner .qc-banner")
         expect(banner).to_be_visible()
-        expect(banner).to_contain_text("trained on skull-stripped brains only")
-        expect(banner).to_contain_text("Skull-strip the scan first")
+        expect(banner).to_contain_text("looks like a CT scan")
         expect(banner).to_have_attribute("role", "alert")
         banner_box, views_box = banner.bounding_box(), page.locator("#axial-view").bounding_box()
         assert banner_box["y"] + banner_box["height"] <= views_box["y"], "the banner is not above the views"
