@@ -101,7 +101,8 @@ def _add_evaluate(command: Command) -> None:
     ev.add_argument(
         "--compare",
         metavar="MODEL_DIR",
-        help="compare per-class Dice with this model's card (e.g. models/unet3d-brain-tissue); exit 1 beyond tolerance",
+        help="compare per-class Dice (and the generated heads' agreement and outside fraction) with this model's card "
+        "(e.g. models/unet3d-brain-tissue); exit 1 beyond tolerance",
     )
     ev.add_argument("--tolerance", type=float, default=0.01, help="largest Dice difference --compare accepts")
     ev.add_argument(
@@ -223,8 +224,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(json.dumps(summary | ({"comparison": comparison} if comparison else {})))
     if comparison and not comparison["within_tolerance"]:
         print(
-            f"train: per-class Dice differs from {args.compare} by more than {args.tolerance}: "
-            + ", ".join(f"{name} {c['difference']:+.4f}" for name, c in comparison["classes"].items()),
+            f"train: the evaluation differs from {args.compare} by more than {args.tolerance}: "
+            + ", ".join(
+                f"{name} {c['difference']:+.4f}"
+                for name, c in (comparison["classes"] | comparison.get("generated_heads", {})).items()
+            ),
             file=sys.stderr,
         )
         return 1

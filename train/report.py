@@ -90,7 +90,8 @@ def compare_with_reference(report: dict[str, Any], reference: str | Path, *, tol
     that class's means; a class with no such case left is left out of `classes`.
 
     The reference is a model directory whose model.yaml holds `metrics.<split>.per_case_dice` (written by
-    `train evaluate --update-card`); `within_tolerance` is true when no class differs by more than `tolerance`.
+    `train evaluate --update-card`); when both have the generated heads' consistency figures, `generated_heads`
+    compares those too. `within_tolerance` is true when no figure differs by more than `tolerance`.
     """
     path = Path(reference) / "model.yaml"
     if not path.is_file():
@@ -120,12 +121,34 @@ def compare_with_reference(report: dict[str, Any], reference: str | Path, *, tol
             continue
         this, that = (float(np.mean(values)) for values in zip(*pairs, strict=True))
         classes[name] = {"reference": round(that, 4), "this": round(this, 4), "difference": round(this - that, 4)}
+    heads = _compare_heads(report, measured)
+    differences = [c["difference"] for c in classes.values()] + [f["difference"] for f in heads.values()]
     return {
         "reference": str(reference),
         "cases": common,
         "tolerance": tolerance,
         "classes": classes,
-        "within_tolerance": all(abs(c["difference"]) <= tolerance for c in classes.values()),
+        **({"generated_heads": heads} if heads else {}),
+        "within_tolerance": all(abs(d) <= tolerance for d in differences),
+    }
+
+
+def _compare_heads(report: dict[str, Any], measured: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The generated heads' mean agreement per class and mean outside fraction, when both evaluations have them.
+
+    These are the figures a chain's brain stage decides (the skull-stripped test cases hardly see it), so a re-run
+    of that stage is compared on them too, with the same tolerance.
+    """
+    ours = report.get("consistency", {}).get("generated_heads")
+    theirs = (measured.get("consistency") or {}).get("generated_heads")
+    if not ours or not theirs:
+        return {}
+    pairs = {f"agreement_dice_{name}": (ours["agreement_dice"][name]["mean"], figures["mean"])
+             for name, figures in theirs["agreement_dice"].items() if name in ours["agreement_dice"]}  # fmt: skip
+    pairs["outside_fraction"] = (ours["outside_fraction"]["mean"], theirs["outside_fraction"]["mean"])
+    return {
+        name: {"reference": round(that, 5), "this": round(this, 5), "difference": round(this - that, 5)}
+        for name, (this, that) in pairs.items()
     }
 
 

@@ -9,6 +9,7 @@ from helpers import TINY_CARD, write_tiny_model
 
 from train.__main__ import main
 from train.consistency import consistency, dataset_heads, summarise
+from train.report import compare_with_reference
 
 NAMES = ["background", "grey_matter", "white_matter"]
 
@@ -75,3 +76,30 @@ def test_external_head_without_its_stripped_scan_is_a_clear_error(tiny_heads, tm
                  "--external-head", str(tmp_path / "x.nii.gz")])  # fmt: skip
     assert code == 1
     assert "--external-head and --external-stripped go together" in capsys.readouterr().err
+
+
+def heads_summary(grey: float, white: float, outside: float) -> dict:
+    return {
+        "outside_fraction": {"max": outside, "mean": outside},
+        "agreement_dice": {"grey_matter": {"min": grey, "mean": grey}, "white_matter": {"min": white, "mean": white}},
+    }
+
+
+def test_compare_holds_a_rerun_to_the_cards_generated_head_figures_too(tmp_path):
+    # A chain's brain stage hardly touches the skull-stripped test cases: its re-run is judged on the heads as well.
+    dice = {"grey_matter": 0.95, "white_matter": 0.95}
+    measured = {"measured_on": {"name": "heads"}, "per_case_dice": {"a": dice},
+                "consistency": {"generated_heads": heads_summary(0.98, 0.99, 0.0002)}}  # fmt: skip
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump({"metrics": {"test": measured}}))
+
+    def report(grey: float) -> dict:
+        return {"dataset": {"name": "heads", "split": "test"}, "mean": dice,
+                "cases": [{"case": "a", "classes": [{}] + [{"name": n, "dice": d} for n, d in dice.items()]}],
+                "consistency": {"generated_heads": heads_summary(grey, 0.985, 0.0012)}}  # fmt: skip
+
+    close = compare_with_reference(report(0.975), tmp_path, tolerance=0.01)
+    assert close["within_tolerance"] and close["generated_heads"]["agreement_dice_grey_matter"] == {
+        "reference": 0.98, "this": 0.975, "difference": -0.005}  # fmt: skip
+    assert close["generated_heads"]["outside_fraction"]["difference"] == pytest.approx(0.001)
+    apart = compare_with_reference(report(0.95), tmp_path, tolerance=0.01)
+    assert not apart["within_tolerance"] and all(c["difference"] == 0 for c in apart["classes"].values())

@@ -178,7 +178,7 @@ def test_cli_evaluate_compares_with_a_reference_card(spheres, tmp_path, capsys):
     saved = json.loads((tmp_path / "report" / "report.json").read_text())
     assert saved["comparison"] == comparison
     assert evaluate(other, "--compare", str(reference), "--tolerance", "0") == 1
-    assert f"differs from {reference} by more than 0.0: shell " in capsys.readouterr().err
+    assert f"the evaluation differs from {reference} by more than 0.0: shell " in capsys.readouterr().err
     assert evaluate(other, "--compare", str(reference), "--tolerance", "1") == 0
 
 
