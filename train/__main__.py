@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -153,9 +154,13 @@ def _add_others(command: Command) -> None:
     chain.add_argument(
         "--brain-mask-threshold",
         type=float,
+        nargs="+",
         default=None,
-        help="brain probability from which a voxel is kept (default 0.5; choose it on validation heads)",
+        help="brain probability from which a voxel is kept (default 0.5); given several (e.g. 0.5 0.3, with --data), "
+        "the one whose full-head validation cases agree best with and without their skull",
     )
+    chain.add_argument("--data", type=Path, default=None, help="dataset folder whose full-head validation cases choose")
+    chain.add_argument("--device", default="auto", help="for choosing: auto, cpu, cuda, cuda:N or mps")
 
     push = command("push", "upload a model directory to the Hugging Face Hub (needs HF_TOKEN or `hf auth login`)")
     push.add_argument("--model", required=True, type=Path, help="model directory (checked before anything is sent)")
@@ -251,17 +256,31 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _chain(args: argparse.Namespace) -> int:
-    from .chain import chain_models
+    from .chain import chain_models, check_thresholds, choose_threshold, validation_heads
 
+    thresholds = args.brain_mask_threshold or [None]
+    check_thresholds(thresholds)  # all of them, and the validation heads, before anything is written
+    if len(thresholds) > 1 and args.data is None:
+        raise ConfigError(
+            "several --brain-mask-threshold values need --data, the dataset whose validation heads choose"
+        )
+    cases = validation_heads(args.data) if len(thresholds) > 1 else []
     out = chain_models(
         args.model,
         args.brain_mask,
         args.out,
         version=args.version,
         description=args.description,
-        threshold=args.brain_mask_threshold,
+        threshold=thresholds[0],
     )
-    print(json.dumps({"model": str(out), "next": "python -m train evaluate, then python -m train calibrate-qc"}))
+    result: dict[str, Any] = {"model": str(out)}
+    if cases:
+        try:
+            result["brain_mask_threshold"] = choose_threshold(out, thresholds, cases, device=args.device)
+        except BaseException:
+            shutil.rmtree(out)  # a chain whose threshold was never chosen is not the model asked for
+            raise
+    print(json.dumps({**result, "next": "python -m train evaluate, then python -m train calibrate-qc"}))
     return 0
 
 

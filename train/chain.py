@@ -4,6 +4,10 @@
 labels inside that brain (unet3d/segmenter.py); the folder and the card's `inference.brain_mask: true` say so
 (unet3d/hub.py). The tissue model's metrics and QC limits were measured without the first stage, so the chained
 card drops them: `python -m train evaluate` and `python -m train calibrate-qc` measure them again.
+
+The first stage's threshold decides how much cortex at a brain's edge survives it, and it is the recipe's least
+stable part (a second seed wanted 0.3 where the first kept 0.5: docs/training.md): given several, `choose_threshold`
+keeps the one whose validation heads agree best with and without their skull.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from unet3d.hub import BRAIN_MASK_DIR, BRAIN_MASK_FILES, CARD_NAME, MODEL_FILES,
 from unet3d.options import check_threshold
 
 from .config import ConfigError
+from .consistency import HeadCase, dataset_heads, evaluate_heads
 from .export import write_card
 
-__all__ = ["chain_models"]
+__all__ = ["chain_models", "check_thresholds", "choose_threshold", "validation_heads"]
 
 
 def chain_models(
@@ -42,10 +47,7 @@ def chain_models(
         ModelLoadError: either model directory is incomplete or inconsistent.
     """
     tissue, brain_mask, out = Path(tissue), Path(brain_mask), Path(out)
-    try:
-        check_threshold(threshold, "the brain mask threshold")
-    except ParameterError as e:
-        raise ConfigError(str(e)) from e
+    check_thresholds([threshold])
     check_model_dir(tissue)
     check_model_dir(brain_mask)
     mask_card = _card(brain_mask)
@@ -74,6 +76,54 @@ def chain_models(
     write_card(card, out)
     check_model_dir(out)
     return out
+
+
+def check_thresholds(thresholds: list[float | None]) -> None:
+    """Raises ConfigError for a threshold outside (0, 1) (None: the card's default)."""
+    for threshold in thresholds:
+        try:
+            check_threshold(threshold, "the brain mask threshold")
+        except ParameterError as e:
+            raise ConfigError(str(e)) from e
+
+
+def validation_heads(data: str | Path) -> list[HeadCase]:
+    """The dataset's full-head validation cases, on which `choose_threshold` decides.
+
+    Raises:
+        ConfigError: the dataset lists none.
+    """
+    cases = dataset_heads(data, "validation")
+    if not cases:
+        raise ConfigError(
+            f"{Path(data) / 'dataset.json'} lists no full-head validation cases ('fullhead' / 'validation'), on which "
+            "the brain mask threshold is chosen: name a dataset made by python -m train prepare-mni152"
+        )
+    return cases
+
+
+def choose_threshold(
+    chained: str | Path, thresholds: list[float], cases: list[HeadCase], *, device: str = "auto"
+) -> dict[str, Any]:
+    """Measure the chained model's full-head consistency on `cases` at each threshold and keep, in its card, the one
+    whose worst case agrees best in its worst class (Dice between the result with and without the skull; the
+    first listed on a tie). Returns the chosen threshold and each threshold's figure."""
+    chained = Path(chained)
+    worst: dict[float, float] = {}
+    for threshold in thresholds:
+        _set_threshold(chained, threshold)
+        summary = evaluate_heads(chained, cases, device=device)
+        lowest = [figures["min"] for figures in summary["agreement_dice"].values()]
+        worst[threshold] = min((value for value in lowest if value is not None), default=0.0)
+    chosen = max(thresholds, key=lambda threshold: worst[threshold])
+    _set_threshold(chained, chosen)
+    return {"chosen": chosen, "validation_worst_agreement_dice": {str(t): worst[t] for t in thresholds}}
+
+
+def _set_threshold(chained: Path, threshold: float) -> None:
+    card = _card(chained)
+    card["inference"]["brain_mask_threshold"] = threshold
+    write_card(card, chained)
 
 
 def _card(directory: Path) -> dict[str, Any]:

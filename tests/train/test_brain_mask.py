@@ -10,7 +10,9 @@ import yaml
 from helpers import TINY_CONFIG, write_tiny_model
 
 from train.__main__ import main
+from train.chain import chain_models, validation_heads
 from train.config import ConfigError, load_config
+from train.consistency import evaluate_heads
 from train.pipeline import fit_and_export
 from train.synth import coarsened, load_bank
 from unet3d import Segmenter, load_volume
@@ -100,3 +102,39 @@ def test_chain_puts_the_brain_stage_in_front_and_drops_the_figures_measured_with
     assert main([*argv, "--brain-mask-threshold", "0.25"]) == 0
     capsys.readouterr()
     assert Segmenter.from_pretrained(tmp_path / "thresholded", device="cpu").card.inference.brain_mask_threshold == 0.25
+
+
+def test_chain_keeps_the_threshold_whose_validation_heads_agree_best(
+    brain_model, tiny_heads, spheres, tmp_path, capsys
+):
+    tissue = write_tiny_model(tmp_path / "tissue")
+    (tissue / "README.md").write_text("tissue\n")
+    base = ["chain", "--model", str(tissue), "--brain-mask", str(brain_model), "--version", "2.0.0"]
+    thresholds = ["--brain-mask-threshold", "0.35", "0.25"]  # the tiny stage: ~0.5 everywhere
+
+    assert main([*base, "--out", str(tmp_path / "no-data"), *thresholds]) == 1
+    assert "several --brain-mask-threshold values need --data" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "no-heads"), *thresholds, "--data", str(spheres)]) == 1
+    assert "lists no full-head validation cases" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "bad"), *thresholds, "1.5", "--data", str(tiny_heads)]) == 1
+    assert "the brain mask threshold must be in (0, 1), got 1.5" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in ("no-data", "no-heads", "bad"))  # refused before writing
+    high = ["--brain-mask-threshold", "0.9", "0.8", "--data", str(tiny_heads), "--device", "cpu"]
+    assert main([*base, "--out", str(tmp_path / "no-brain"), *high]) == 1
+    assert "the brain-extraction stage found no brain" in capsys.readouterr().err
+    assert not (tmp_path / "no-brain").exists()  # the chain is removed when its threshold could not be chosen
+
+    out = tmp_path / "chosen"
+    assert main([*base, "--out", str(out), *thresholds, "--data", str(tiny_heads), "--device", "cpu"]) == 0
+    choice = json.loads(capsys.readouterr().out)["brain_mask_threshold"]
+    # each threshold measured on its own chain, as `python -m train evaluate --split validation` would
+    cases = validation_heads(tiny_heads)
+    worst = {}
+    for threshold in (0.35, 0.25):
+        alone = chain_models(tissue, brain_model, tmp_path / f"alone-{threshold}", version="2.0.0", threshold=threshold)
+        summary = evaluate_heads(alone, cases, device="cpu")
+        worst[threshold] = min(figures["min"] for figures in summary["agreement_dice"].values())
+    assert choice["validation_worst_agreement_dice"] == {str(t): value for t, value in worst.items()}
+    assert choice["chosen"] == max(worst, key=worst.get)
+    assert Segmenter.from_pretrained(out, device="cpu").card.inference.brain_mask_threshold == choice["chosen"]
+    assert f"brain_mask_threshold: {choice['chosen']}" in (out / "README.md").read_text()
