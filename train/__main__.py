@@ -1,4 +1,4 @@
-"""`python -m train {prepare-mni152,fit,evaluate,calibrate-qc,search,push}`."""
+"""`python -m train {prepare-mni152,prepare-spheres,fit,evaluate,calibrate-qc,search,chain,surface-head,push}`."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def _add_evaluate(command: Command) -> None:
 
 
 def _add_others(command: Command) -> None:
-    """calibrate-qc, search, chain and push."""
+    """calibrate-qc, search, chain, surface-head and push."""
     qc = command(
         "calibrate-qc",
         "choose a model's QC limits and prior on a dataset's validation scans and synthetic negatives (never the test "
@@ -161,6 +161,28 @@ def _add_others(command: Command) -> None:
     )
     chain.add_argument("--data", type=Path, default=None, help="dataset folder whose full-head validation cases choose")
     chain.add_argument("--device", default="auto", help="for choosing: auto, cpu, cuda, cuda:N or mps")
+
+    surface = command(
+        "surface-head",
+        "measure a model on a real full-head scan with FreeSurfer surfaces and no brain mask (pycortex's subject S1): "
+        "grey + white matter labelled below the foramen magnum, and how much of the cerebrum is labelled",
+    )
+    surface.add_argument("--model", required=True, help="model directory or Hub repo id")
+    surface.add_argument(
+        "--subject",
+        required=True,
+        type=Path,
+        help="a pycortex subject folder (anatomicals/raw.nii.gz, surfaces/pia_lh.gii, pia_rh.gii), e.g. the "
+        "filestore/db/S1 of pycortex 1.4.0's source archive",
+    )
+    surface.add_argument(
+        "--foramen-magnum-z",
+        required=True,
+        type=float,
+        help="world z (mm) of the axial plane below which no brain lies (S1: -66)",
+    )
+    surface.add_argument("--out", type=Path, default=None, help="also write the figures to this JSON file")
+    surface.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
     push = command("push", "upload a model directory to the Hugging Face Hub (needs HF_TOKEN or `hf auth login`)")
     push.add_argument("--model", required=True, type=Path, help="model directory (checked before anything is sent)")
@@ -284,6 +306,20 @@ def _chain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _surface_head(args: argparse.Namespace) -> int:
+    from unet3d import Segmenter
+
+    from .surface_head import measure_surface_head
+
+    segmenter = Segmenter.from_pretrained(args.model, device=args.device)
+    figures = {"model": str(args.model), **measure_surface_head(segmenter, args.subject, args.foramen_magnum_z)}
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures))
+    return 0
+
+
 def _push(args: argparse.Namespace) -> int:
     sha = push_model(args.model, args.repo_id, revision=args.revision, private=args.private)
     print(json.dumps({"repo_id": args.repo_id, "commit": sha}))
@@ -298,6 +334,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "calibrate-qc": _calibrate_qc,
     "search": _search,
     "chain": _chain,
+    "surface-head": _surface_head,
     "push": _push,
 }
 

@@ -1,0 +1,72 @@
+"""A real head with surfaces and no brain mask: the cerebrum drawn from closed GIfTI surfaces, and the figures."""
+
+import nibabel as nib
+import numpy as np
+from nibabel.gifti import GiftiDataArray, GiftiImage
+from skimage.measure import marching_cubes
+
+from train.surface_head import inside_surface, surface_figures
+
+# A grid in LIA orientation, as FreeSurfer writes its conformed scans (pycortex's S1 is one), 1.5 mm voxels.
+AFFINE = np.array([[-1.5, 0, 0, 30.0], [0, 0, 1.5, -33.0], [0, -1.5, 0, 35.0], [0, 0, 0, 1]])
+SHAPE = (40, 48, 44)
+
+
+def world(shape=SHAPE, affine=AFFINE):
+    i, j, k = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    return np.stack([i, j, k, np.ones_like(i)], -1) @ affine.T
+
+
+def write_ellipsoid_surface(path, centre, radii):
+    """A closed triangle surface (world mm) of an ellipsoid, as FreeSurfer's pial surfaces are stored."""
+    step = 0.5
+    axes = [np.arange(c - r - 2, c + r + 2, step) for c, r in zip(centre, radii, strict=True)]
+    x, y, z = np.meshgrid(*axes, indexing="ij")
+    field = ((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + ((z - centre[2]) / radii[2]) ** 2
+    vertices, faces, _, _ = marching_cubes(field, level=1.0, spacing=(step, step, step))
+    vertices = vertices + np.array([a[0] for a in axes])
+    image = GiftiImage(
+        darrays=[
+            GiftiDataArray(vertices.astype(np.float32), intent="NIFTI_INTENT_POINTSET"),
+            GiftiDataArray(faces.astype(np.int32), intent="NIFTI_INTENT_TRIANGLE"),
+        ]
+    )
+    nib.save(image, path)
+
+
+def ellipsoid(points, centre, radii):
+    return sum(((points[..., a] - centre[a]) / radii[a]) ** 2 for a in range(3)) < 1
+
+
+def test_the_inside_of_a_closed_surface_is_the_shape_it_encloses_on_any_oriented_grid(tmp_path):
+    centre, radii = (-2.0, 3.0, 1.0), (18.0, 24.0, 14.0)
+    write_ellipsoid_surface(tmp_path / "pia_lh.gii", centre, radii)
+    inside = inside_surface(tmp_path / "pia_lh.gii", SHAPE, AFFINE)
+    truth = ellipsoid(world(), centre, radii)
+    assert inside.shape == SHAPE
+    # Exact up to the triangles' own departure from the ellipsoid (marching cubes at 0.5 mm).
+    assert (inside != truth).sum() <= 0.005 * truth.sum()
+    assert not inside[0].any() and not inside[:, :, -1].any()
+
+
+def test_the_figures_count_tissue_below_the_plane_and_compare_the_results_inside_the_cerebrum_only():
+    names = ["background", "grey_matter", "white_matter"]
+    full = np.zeros((4, 4, 10), np.uint8)
+    full[:, :, 6:] = 2  # the cerebrum: white matter with the skull...
+    full[0, :, 6:] = 1
+    full[:, :, 0:2] = 1  # ...and 32 voxels of "grey matter" in the neck
+    stripped = full.copy()
+    stripped[:, :, 0:2] = 0  # stripped to the cerebrum, the neck is gone
+    stripped[1, :, 6:] = 1  # and one row more grey matter
+    cerebrum = np.zeros(full.shape, bool)
+    cerebrum[:, :, 6:] = True
+    below = (np.arange(10) < 3)[None, None, :]
+    figures = surface_figures(full, stripped, cerebrum, below, names, voxel_ml=0.5)
+    assert figures["labelled_ml"] == (64 + 32) * 0.5
+    assert figures["below_foramen_magnum_ml"] == 16.0
+    assert figures["below_foramen_magnum_fraction"] == round(32 / 96, 5)
+    assert figures["cerebrum_ml"] == 32.0
+    # Inside the cerebrum: grey 16 vs 32 voxels (16 shared), white 48 vs 32 (32 shared); the neck does not count.
+    assert figures["cerebrum_agreement_dice"] == {"grey_matter": round(32 / 48, 4), "white_matter": round(64 / 80, 4)}
+    assert figures["outside_cerebrum_above_foramen_magnum_ml"] == 0.0
+    assert figures["volume_ml"] == {"grey_matter": (16 + 32) * 0.5, "white_matter": 48 * 0.5}
