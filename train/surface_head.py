@@ -24,6 +24,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from nibabel.gifti import GiftiImage
 from scipy import ndimage
 
 from unet3d import Segmenter, load_volume
@@ -90,8 +91,10 @@ def surface_figures(
 def inside_surface(path: Path, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
     """The voxels of a grid whose centres lie inside a closed triangle surface (GIfTI, world mm), exactly: a ray up
     each column of the grid's third axis crosses the surface an odd number of times below a voxel inside it."""
-    darrays = nib.load(path).darrays
-    points, triangles = darrays[0].data.astype(np.float64), darrays[1].data
+    surface = nib.load(path)
+    if not isinstance(surface, GiftiImage) or len(surface.darrays) < 2:
+        raise DatasetError(f"{path} is not a GIfTI surface (its points, then its triangles)")
+    points, triangles = surface.darrays[0].data.astype(np.float64), surface.darrays[1].data
     to_grid = np.linalg.inv(affine)
     corners = (points @ to_grid[:3, :3].T + to_grid[:3, 3])[triangles]  # (T, 3 corners, 3 axes), voxel units
     crossings = np.zeros((shape[0], shape[1], shape[2] + 1), dtype=np.int32)
