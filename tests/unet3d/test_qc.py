@@ -104,6 +104,16 @@ def test_a_t2_like_contrast_is_reported_alone():
     assert verdict.checks["uncertainty"] < 0.5 and verdict.checks["skull_stripped"] < 0.5  # scored, not repeated
 
 
+def test_a_ct_is_not_also_told_its_contrast_is_unlike_a_t1():
+    good = healthy()
+    assert good.maps is not None
+    inverted = good.maps.copy()
+    inverted[2] = 1.0 - 0.2 * good.maps[0] - 0.9 * good.maps[1]
+    verdict = judge(dataclasses.replace(good, maps=inverted, air_fraction=0.5), spec_with(brain_prior()))
+    assert len(verdict.warnings) == 1 and "CT scan" in verdict.warnings[0]
+    assert verdict.checks["contrast"] < 0.5  # scored, not repeated
+
+
 def test_a_full_head_is_not_also_told_about_its_volume_edges_and_uncertainty():
     head = healthy(enclosed_background=0.25, brain_ml=3000.0, cut_fraction=0.3, cut_side="inferior", uncertainty=0.2)
     verdict = judge(head, spec_with(brain_prior()))
