@@ -16,6 +16,8 @@ if ((${#missing[@]})); then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# A second real full head, with FreeSurfer surfaces (tests/train/test_surface_head.py): pycortex's demo subject S1.
+scripts/get-pycortex-s1.sh
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -153,7 +153,7 @@ def render_case(
 
 def _field_of_view(shape: tuple[int, ...], rng: np.random.Generator) -> tuple[slice, slice, slice]:
     """Where a scanner's field of view cuts the canvas: somewhere along the neck, now and then the nose."""
-    inferior = int(rng.uniform(0, 30))
+    inferior = int(rng.uniform(0, 48))
     anterior = int(rng.uniform(0, 14))
     return slice(0, shape[0]), slice(0, shape[1] - anterior), slice(inferior, shape[2])
 

@@ -2,8 +2,9 @@
 
 The template is skull-stripped, so everything outside its brain mask is made here, SynthStrip-style: layers that
 follow the distance from the brain (CSF, dura, inner table, diploë, outer table) and from the head's surface (skin,
-subcutaneous fat, scalp muscle with a thicker temporalis), eyes in their orbital fat, a face and a neck of random
-blobs (muscle, fat, soft tissue, bone with marrow, air cavities), an airway and a spinal canal below the brainstem.
+subcutaneous fat, scalp muscle with a thicker temporalis), eyes in their orbital fat, a face, a jaw and a neck of
+random blobs (muscle, fat, soft tissue, bone with marrow, air cavities), the large muscles a scanner's field of view
+takes in below the brain (the tongue, the neck's posterior muscles), an airway and a spinal canal below the brainstem.
 Every thickness is modulated by smooth random fields; one seed fixes one head. Anatomy is plausible, not exact: the
 network is meant to learn that nothing outside the brain is grey or white matter, whatever it looks like.
 """
@@ -37,8 +38,9 @@ TISSUES = (
 )
 AIR, GM, WM, BRAIN_CSF, CSF, DURA, BONE, MARROW, MUSCLE, FAT, SKIN, VITREOUS, EYE_WALL, CAVITY, SOFT, CORD = range(16)
 BRAIN = (GM, WM, BRAIN_CSF)
-# Voxels added (before, after) on each axis of the template's RAS 1 mm grid: room for scalp, face (anterior) and neck.
-PADDING = ((8, 8), (8, 24), (32, 0))
+# Voxels added (before, after) on each axis of the template's RAS 1 mm grid: room for scalp, face (anterior) and neck
+# (64 mm below the template's lowest slice: a sagittal 256 mm field of view reaches the chin and the third vertebra).
+PADDING = ((8, 8), (8, 24), (64, 0))
 
 
 def training_labels(tissues: np.ndarray) -> np.ndarray:
@@ -115,6 +117,7 @@ def generate_head(brain: Brain, seed: int) -> np.ndarray:
     d = brain.distance
     cranial = d < layers.skull
     _fill_deep_tissue(tissues, silhouette & ~cranial, canvas, rng)
+    _add_large_muscles(tissues, silhouette & ~cranial, brain, rng)
     _add_airway_and_spine(tissues, brain, rng)
     tissues[cranial & (d >= layers.inner_table)] = MARROW
     tissues[cranial & (d >= layers.skull - layers.outer)] = BONE
@@ -252,9 +255,12 @@ def _silhouette(brain: Brain, layers: _Layers, eyes: list[_Eye], rng: np.random.
     nose = (x / rng.uniform(9, 13)) ** 2 + ((y - rng.uniform(92, 102)) / rng.uniform(12, 17)) ** 2 + (
         (z - rng.uniform(-34, -24)) / rng.uniform(16, 22)
     ) ** 2 < 1
+    jaw = (x / rng.uniform(42, 52)) ** 2 + ((y - rng.uniform(30, 45)) / rng.uniform(38, 48)) ** 2 + (
+        (z - rng.uniform(-100, -88)) / rng.uniform(22, 30)
+    ) ** 2 < 1
     neck_y = rng.uniform(-22, -8)
     neck = ((x / rng.uniform(50, 62)) ** 2 + ((y - neck_y) / rng.uniform(50, 60)) ** 2 < 1) & (z < -40)
-    body = (brain.distance < layers.head) | face | nose | neck
+    body = (brain.distance < layers.head) | face | nose | jaw | neck
     for eye in eyes:
         box, ball = eye.ball(canvas, 5.0)
         body[box] |= ball
@@ -278,6 +284,24 @@ def _fill_deep_tissue(tissues: np.ndarray, region: np.ndarray, canvas: Canvas, r
     tissues[region] = filled
     bone = tissues == MARROW
     tissues[bone & ~ndimage.binary_erosion(bone, iterations=2)] = BONE
+
+
+def _add_large_muscles(tissues: np.ndarray, region: np.ndarray, brain: Brain, rng: np.random.Generator) -> None:
+    """The tongue and the neck's posterior muscles: masses of one tissue far larger than the blobs, which a T1 can
+    show as bright as grey matter and which sit right below the brain."""
+    x, y, z = brain.canvas.axes_mm()
+    base_y, _ = _brainstem_tip(brain)
+    tongue = (x / rng.uniform(18, 24)) ** 2 + ((y - rng.uniform(22, 34)) / rng.uniform(24, 32)) ** 2 + (
+        (z - rng.uniform(-82, -70)) / rng.uniform(13, 19)
+    ) ** 2 < 1
+    tissues[tongue & region] = MUSCLE
+    for side in (-1.0, 1.0):
+        posterior = (
+            ((x - side * rng.uniform(16, 24)) / rng.uniform(14, 20)) ** 2
+            + ((y - base_y + rng.uniform(28, 40)) / rng.uniform(14, 20)) ** 2
+            + ((z - rng.uniform(-115, -95)) / rng.uniform(30, 45)) ** 2
+        ) < 1
+        tissues[posterior & region] = MUSCLE
 
 
 def _add_airway_and_spine(tissues: np.ndarray, brain: Brain, rng: np.random.Generator) -> None:

@@ -13,7 +13,8 @@ a brain mask two figures that need none:
   agreement, it falls where the brain stage cuts cortex or lets the skull in. Goal: ≥ 0.95.
 
 And, for reading the rest: the tissue labelled outside the cerebrum above the foramen magnum (the cerebellum and the
-brainstem, 130–180 mL in an adult, plus whatever else was labelled there).
+brainstem, 130–180 mL in an adult, the cortex's labels that reach past the pial surface, and whatever else was
+labelled there).
 """
 
 from __future__ import annotations

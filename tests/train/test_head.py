@@ -14,10 +14,13 @@ from train.head import (
     MARROW,
     MUSCLE,
     SKIN,
+    SOFT,
     TISSUES,
     VITREOUS,
     Brain,
     Canvas,
+    _add_large_muscles,
+    _brainstem_tip,
     generate_head,
     training_labels,
 )
@@ -78,3 +81,13 @@ def test_a_head_around_the_mni_template_has_eyes_a_cord_and_fits_its_canvas():
     eyes = np.argwhere(head == VITREOUS)
     assert (eyes[:, 0] < head.shape[0] // 2).any() and (eyes[:, 0] > head.shape[0] // 2).any()  # two eyes
     assert brain.distance[head == VITREOUS].min() > 5  # clear of the brain
+    # The neck reaches 64 mm below the template (a scanner's 256 mm field of view), with the large muscles a T1 can
+    # show as bright as grey matter: the tongue in front of the spine, the posterior neck muscles behind it.
+    assert np.flatnonzero(brain.mask.any(axis=(0, 1)))[0] == 64 and (head[:, :, 0] != AIR).any()
+    muscles = np.full(head.shape, SOFT, dtype=np.uint8)
+    _add_large_muscles(muscles, np.ones(head.shape, dtype=bool), brain, np.random.default_rng(0))
+    _, y, z = brain.canvas.axes_mm()
+    cord_y, tip_z = _brainstem_tip(brain)
+    front = (muscles == MUSCLE) & (y > cord_y) & (z < tip_z)
+    behind = (muscles == MUSCLE) & (y < cord_y - 10)
+    assert front.sum() > 20_000 and behind.sum() > 2 * 20_000  # mm³: one tongue, two muscle masses

@@ -1,10 +1,16 @@
 """A real head with surfaces and no brain mask: the cerebrum drawn from closed GIfTI surfaces, and the figures."""
 
+import json
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
+import pytest
+from helpers import ROOT
 from nibabel.gifti import GiftiDataArray, GiftiImage
 from skimage.measure import marching_cubes
 
+from train.__main__ import main
 from train.surface_head import inside_surface, surface_figures
 
 # A grid in LIA orientation, as FreeSurfer writes its conformed scans (pycortex's S1 is one), 1.5 mm voxels.
@@ -70,3 +76,26 @@ def test_the_figures_count_tissue_below_the_plane_and_compare_the_results_inside
     assert figures["cerebrum_agreement_dice"] == {"grey_matter": round(32 / 48, 4), "white_matter": round(64 / 80, 4)}
     assert figures["outside_cerebrum_above_foramen_magnum_ml"] == 0.0
     assert figures["volume_ml"] == {"grey_matter": (16 + 32) * 0.5, "white_matter": 48 * 0.5}
+
+
+S1 = ROOT / "data" / "pycortex-S1"
+S1_FIGURES = ROOT / "bench" / "results" / "surface-head-s1.json"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (S1 / "anatomicals" / "raw.nii.gz").is_file(), reason="needs scripts/get-pycortex-s1.sh")
+def test_the_shipped_model_on_pycortex_s1_gives_the_figures_the_docs_report(tmp_path):
+    """A real full head (skull, face, tongue, neck): the figures recorded in bench/results and quoted in the docs
+    re-measure, and the command writes them."""
+    recorded = json.loads(S1_FIGURES.read_text())
+    out = tmp_path / "s1.json"
+    argv = ["surface-head", "--model", str(ROOT / "models" / "unet3d-brain-tissue"), "--subject", str(S1)]
+    assert main([*argv, "--foramen-magnum-z", str(recorded["foramen_magnum_z_mm"]), "--out", str(out)]) == 0
+    measured = json.loads(out.read_text())
+    assert {Path(p).name: s for p, s in measured["files"].items()} == {
+        Path(p).name: s for p, s in recorded["files"].items()
+    }
+    for key in ("labelled_ml", "below_foramen_magnum_ml", "cerebrum_ml", "outside_cerebrum_above_foramen_magnum_ml"):
+        assert measured[key] == pytest.approx(recorded[key], abs=1.0), key
+    for name, value in recorded["cerebrum_agreement_dice"].items():
+        assert measured["cerebrum_agreement_dice"][name] == pytest.approx(value, abs=0.002), name
