@@ -183,6 +183,11 @@ def _add_others(command: Command) -> None:
     )
     surface.add_argument("--out", type=Path, default=None, help="also write the figures to this JSON file")
     surface.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    surface.add_argument(
+        "--update-card",
+        action="store_true",
+        help="store the figures in the model directory's model.yaml, under metrics.surface_heads.<subject folder>",
+    )
 
     push = command("push", "upload a model directory to the Hugging Face Hub (needs HF_TOKEN or `hf auth login`)")
     push.add_argument("--model", required=True, type=Path, help="model directory (checked before anything is sent)")
@@ -309,15 +314,26 @@ def _chain(args: argparse.Namespace) -> int:
 def _surface_head(args: argparse.Namespace) -> int:
     from unet3d import Segmenter
 
-    from .surface_head import measure_surface_head
+    from .surface_head import measure_surface_head, record_surface_head
 
+    if args.update_card and not (Path(args.model) / "model.yaml").is_file():
+        raise ConfigError(f"--update-card needs a model directory with its model.yaml, got {args.model}")
     segmenter = Segmenter.from_pretrained(args.model, device=args.device)
     figures = {"model": str(args.model), **measure_surface_head(segmenter, args.subject, args.foramen_magnum_z)}
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    if args.update_card:
+        record_surface_head(Path(args.model), args.subject.name, figures, _surface_command(args))
     print(json.dumps(figures))
     return 0
+
+
+def _surface_command(args: argparse.Namespace) -> str:
+    return (
+        f"python -m train surface-head --model {args.model} --subject {args.subject} "
+        f"--foramen-magnum-z {args.foramen_magnum_z:g}"
+    )
 
 
 def _push(args: argparse.Namespace) -> int:

@@ -19,19 +19,23 @@ labelled there).
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
+import yaml
 from nibabel.gifti import GiftiImage
 from scipy import ndimage
 
 from unet3d import Segmenter, load_volume
+from unet3d.hub import CARD_NAME
 from unet3d.metrics import dice
 
 from .data import DatasetError
+from .export import write_card
 from .provenance import sha256_of
 
 HEMISPHERES = ("lh", "rh")
@@ -61,6 +65,16 @@ def measure_surface_head(segmenter: Segmenter, subject: Path, foramen_magnum_z: 
         "foramen_magnum_z_mm": foramen_magnum_z,
         **surface_figures(full, stripped, cerebrum, below, names, volume.voxel_volume_ml),
     }
+
+
+def record_surface_head(model: Path, subject: str, figures: dict[str, Any], command: str) -> None:
+    """Store a subject's figures in the model directory's card (model.yaml and the README made from it), under
+    metrics.surface_heads.<subject>, with the date and the command."""
+    card = yaml.safe_load((model / CARD_NAME).read_text(encoding="utf-8"))
+    kept = {key: value for key, value in figures.items() if key not in ("model", "scan")}
+    heads = card.setdefault("metrics", {}).setdefault("surface_heads", {})
+    heads[subject] = {**kept, "date": dt.date.today().isoformat(), "command": command}
+    write_card(card, model)
 
 
 def surface_figures(

@@ -6,12 +6,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from helpers import ROOT
+import yaml
+from helpers import ROOT, TINY_CARD, write_tiny_model
 from nibabel.gifti import GiftiDataArray, GiftiImage
 from skimage.measure import marching_cubes
 
 from train.__main__ import main
-from train.surface_head import inside_surface, surface_figures
+from train.surface_head import inside_surface, record_surface_head, surface_figures
+from unet3d import Segmenter
 
 # A grid in LIA orientation, as FreeSurfer writes its conformed scans (pycortex's S1 is one), 1.5 mm voxels.
 AFFINE = np.array([[-1.5, 0, 0, 30.0], [0, 0, 1.5, -33.0], [0, -1.5, 0, 35.0], [0, 0, 0, 1]])
@@ -76,6 +78,27 @@ def test_the_figures_count_tissue_below_the_plane_and_compare_the_results_inside
     assert figures["cerebrum_agreement_dice"] == {"grey_matter": round(32 / 48, 4), "white_matter": round(64 / 80, 4)}
     assert figures["outside_cerebrum_above_foramen_magnum_ml"] == 0.0
     assert figures["volume_ml"] == {"grey_matter": (16 + 32) * 0.5, "white_matter": 48 * 0.5}
+
+
+def test_the_figures_go_into_the_card_beside_its_other_metrics_with_their_command(tmp_path):
+    model = write_tiny_model(tmp_path / "model", card={**TINY_CARD, "metrics": {"test": {"mean_dice": 0.9}}})
+    figures = {"model": str(model), "scan": "S9/anatomicals/raw.nii.gz", "files": {"raw.nii.gz": "ab" * 32},
+               "below_foramen_magnum_ml": 0.2, "cerebrum_agreement_dice": {"grey_matter": 0.94}}  # fmt: skip
+    record_surface_head(model, "S9", figures, "python -m train surface-head --model M --subject S9")
+    card = yaml.safe_load((model / "model.yaml").read_text())
+    assert card["metrics"]["test"] == {"mean_dice": 0.9}
+    recorded = card["metrics"]["surface_heads"]["S9"]
+    assert recorded["below_foramen_magnum_ml"] == 0.2 and recorded["files"] == {"raw.nii.gz": "ab" * 32}
+    assert recorded["command"] == "python -m train surface-head --model M --subject S9" and recorded["date"]
+    assert "model" not in recorded and "scan" not in recorded
+    assert "below_foramen_magnum_ml: 0.2" in (model / "README.md").read_text()
+    Segmenter.from_pretrained(model)  # still a card the loader takes
+
+
+def test_update_card_needs_a_model_directory(tmp_path, capsys):
+    argv = ["surface-head", "--model", "owner/name", "--subject", str(tmp_path), "--foramen-magnum-z", "-66"]
+    assert main([*argv, "--update-card"]) == 1
+    assert "--update-card needs a model directory" in capsys.readouterr().err
 
 
 S1 = ROOT / "data" / "pycortex-S1"
