@@ -104,13 +104,14 @@ def test_a_t2_like_contrast_is_reported_alone():
     assert verdict.checks["uncertainty"] < 0.5 and verdict.checks["skull_stripped"] < 0.5  # scored, not repeated
 
 
-def test_a_ct_is_not_also_told_its_contrast_is_unlike_a_t1():
+@pytest.mark.parametrize(("changes", "words"), [({"air_fraction": 0.5}, "CT scan"), ({"structure": 0.01}, "noise")])
+def test_a_ct_or_noise_is_not_also_told_its_contrast_is_unlike_a_t1(changes, words):
     good = healthy()
     assert good.maps is not None
     inverted = good.maps.copy()
     inverted[2] = 1.0 - 0.2 * good.maps[0] - 0.9 * good.maps[1]
-    verdict = judge(dataclasses.replace(good, maps=inverted, air_fraction=0.5), spec_with(brain_prior()))
-    assert len(verdict.warnings) == 1 and "CT scan" in verdict.warnings[0]
+    verdict = judge(dataclasses.replace(good, maps=inverted, **changes), spec_with(brain_prior()))
+    assert len(verdict.warnings) == 1 and words in verdict.warnings[0], verdict.warnings
     assert verdict.checks["contrast"] < 0.5  # scored, not repeated
 
 

@@ -4,7 +4,7 @@ warning that says what looks wrong and what to do.
 A check's score is 1 at its `ok` limit or better, 0.5 at its `warn` limit and falls to 0 as far again beyond it; the
 prediction's score is its worst check's, so a score below 0.5 always comes with a warning. Warnings that follow from
 another are not repeated: an image that does not look like a T1 MRI (a CT, noise, another contrast) is reported alone,
-and a CT not also as another contrast;
+and a CT or noise not also as another contrast;
 a full head given to a skull-stripped model does not also get the volume, cut-off, field-of-view and uncertainty
 warnings that the skull and scalp labelled as tissue cause; a brain cut off by the field of view does not also get
 the orientation warning (its tissue map is cut too); and high uncertainty is reported only when no other warning
@@ -125,8 +125,9 @@ CHECKS = (
 def _not_repeated(failed: list[str]) -> list[str]:
     """The failed checks worth reporting: those that do not follow from another (see the module docstring)."""
     if set(failed) & set(_IMAGE_KIND):
-        # A CT's intensities are also unlike a T1's contrast: "this is a CT" says it, and says what to do.
-        return [name for name in failed if name in _IMAGE_KIND and not (name == "contrast" and "ct" in failed)]
+        # A CT's or noise's intensities are also unlike a T1's contrast: naming what the image is says it.
+        explained = "contrast" if {"ct", "noise"} & set(failed) else None
+        return [name for name in failed if name in _IMAGE_KIND and name != explained]
     if "skull_stripped" in failed:
         failed = [name for name in failed if name not in _FULL_HEAD_FOLLOWS]
     if "cut_off" in failed:
