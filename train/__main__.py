@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text, formatter_class=_DefaultsShown)
 
-    for add in (_add_prepare, _add_fit, _add_evaluate, _add_others):
+    for add in (_add_prepare, _add_fit, _add_evaluate, _add_others, _add_surface_head):
         add(command)
     return parser
 
@@ -120,7 +120,7 @@ def _add_evaluate(command: Command) -> None:
 
 
 def _add_others(command: Command) -> None:
-    """calibrate-qc, search, chain, surface-head and push."""
+    """calibrate-qc, search, chain and push."""
     qc = command(
         "calibrate-qc",
         "choose a model's QC limits and prior on a dataset's validation scans and synthetic negatives (never the test "
@@ -162,10 +162,18 @@ def _add_others(command: Command) -> None:
     chain.add_argument("--data", type=Path, default=None, help="dataset folder whose full-head validation cases choose")
     chain.add_argument("--device", default="auto", help="for choosing: auto, cpu, cuda, cuda:N or mps")
 
+    push = command("push", "upload a model directory to the Hugging Face Hub (needs HF_TOKEN or `hf auth login`)")
+    push.add_argument("--model", required=True, type=Path, help="model directory (checked before anything is sent)")
+    push.add_argument("--repo-id", required=True, help="owner/name; created if missing")
+    push.add_argument("--revision", default=None, help="branch to commit to (created if missing; default: main)")
+    push.add_argument("--private", action="store_true", help="create the repo as private")
+
+
+def _add_surface_head(command: Command) -> None:
     surface = command(
         "surface-head",
         "measure a model on a real full-head scan with FreeSurfer surfaces and no brain mask (pycortex's subject S1): "
-        "grey + white matter labelled below the foramen magnum, and how much of the cerebrum is labelled",
+        "grey + white matter labelled below the foramen magnum, and the cerebrum's agreement with and without skull",
     )
     surface.add_argument("--model", required=True, help="model directory or Hub repo id")
     surface.add_argument(
@@ -188,12 +196,6 @@ def _add_others(command: Command) -> None:
         action="store_true",
         help="store the figures in the model directory's model.yaml, under metrics.surface_heads.<subject folder>",
     )
-
-    push = command("push", "upload a model directory to the Hugging Face Hub (needs HF_TOKEN or `hf auth login`)")
-    push.add_argument("--model", required=True, type=Path, help="model directory (checked before anything is sent)")
-    push.add_argument("--repo-id", required=True, help="owner/name; created if missing")
-    push.add_argument("--revision", default=None, help="branch to commit to (created if missing; default: main)")
-    push.add_argument("--private", action="store_true", help="create the repo as private")
 
 
 def _prepare_mni152(args: argparse.Namespace) -> int:
@@ -324,16 +326,10 @@ def _surface_head(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(figures, indent=2) + "\n")
     if args.update_card:
-        record_surface_head(Path(args.model), args.subject.name, figures, _surface_command(args))
+        command = f"python -m train surface-head --model {args.model} --subject {args.subject} --foramen-magnum-z "
+        record_surface_head(Path(args.model), args.subject.name, figures, command + f"{args.foramen_magnum_z:g}")
     print(json.dumps(figures))
     return 0
-
-
-def _surface_command(args: argparse.Namespace) -> str:
-    return (
-        f"python -m train surface-head --model {args.model} --subject {args.subject} "
-        f"--foramen-magnum-z {args.foramen_magnum_z:g}"
-    )
 
 
 def _push(args: argparse.Namespace) -> int:
