@@ -173,14 +173,15 @@ def _add_surface_head(command: Command) -> None:
     surface = command(
         "surface-head",
         "measure a model on a real full-head scan with FreeSurfer surfaces and no brain mask (pycortex's subject S1): "
-        "grey + white matter labelled below the foramen magnum, and the cerebrum's agreement with and without skull",
+        "grey + white matter labelled below the foramen magnum, the cerebrum's agreement with and without skull, and "
+        "each result's Dice against FreeSurfer's surfaces",
     )
     surface.add_argument("--model", required=True, help="model directory or Hub repo id")
     surface.add_argument(
         "--subject",
         required=True,
         type=Path,
-        help="a pycortex subject folder (anatomicals/raw.nii.gz, surfaces/pia_lh.gii, pia_rh.gii), e.g. the "
+        help="a pycortex subject folder (anatomicals/raw.nii.gz, surfaces/{pia,wm}_{lh,rh}.gii), e.g. the "
         "filestore/db/S1 of pycortex 1.4.0's source archive",
     )
     surface.add_argument(

@@ -16,15 +16,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from unet3d.errors import ParameterError
 from unet3d.hub import BRAIN_MASK_DIR, BRAIN_MASK_FILES, CARD_NAME, MODEL_FILES, check_model_dir
 from unet3d.options import check_threshold
 
 from .config import ConfigError
 from .consistency import HeadCase, dataset_heads, evaluate_heads
-from .export import write_card
+from .export import read_card, write_card
 
 __all__ = ["chain_models", "check_thresholds", "choose_threshold", "validation_heads"]
 
@@ -50,7 +48,7 @@ def chain_models(
     check_thresholds([threshold])
     check_model_dir(tissue)
     check_model_dir(brain_mask)
-    mask_card = _card(brain_mask)
+    mask_card = read_card(brain_mask)
     if len(mask_card.get("classes") or []) != 2:
         raise ConfigError(
             f"{brain_mask / CARD_NAME} lists {len(mask_card.get('classes') or [])} classes: a brain "
@@ -64,7 +62,7 @@ def chain_models(
     (out / BRAIN_MASK_DIR).mkdir()
     for name in BRAIN_MASK_FILES:
         shutil.copy2(brain_mask / Path(name).name, out / name)
-    card = _card(tissue)
+    card = read_card(tissue)
     card["version"] = version
     if description:
         card["description"] = description
@@ -121,10 +119,6 @@ def choose_threshold(
 
 
 def _set_threshold(chained: Path, threshold: float) -> None:
-    card = _card(chained)
+    card = read_card(chained)
     card["inference"]["brain_mask_threshold"] = threshold
     write_card(card, chained)
-
-
-def _card(directory: Path) -> dict[str, Any]:
-    return yaml.safe_load((directory / CARD_NAME).read_text(encoding="utf-8"))  # check_model_dir has parsed it

@@ -8,8 +8,8 @@ from typing import Any
 import yaml
 
 from unet3d import UNet3D
-from unet3d.card import DEFAULT_COLORS
-from unet3d.hub import check_model_dir
+from unet3d.card import DEFAULT_COLORS, card_from_dict
+from unet3d.hub import CARD_NAME, check_model_dir
 
 from .config import TrainConfig
 
@@ -59,9 +59,20 @@ def export_model(model: UNet3D, card: dict[str, Any], out: str | Path) -> Path:
     return out
 
 
+def read_card(directory: Path) -> dict[str, Any]:
+    """A model directory's model.yaml as a dict, to change and give back to write_card."""
+    card: dict[str, Any] = yaml.safe_load((directory / CARD_NAME).read_text(encoding="utf-8"))
+    return card
+
+
 def write_card(card: dict[str, Any], out: Path) -> None:
-    """Write model.yaml and the Hugging Face README.md generated from it."""
-    (out / "model.yaml").write_text(CARD_HEADER + yaml.safe_dump(card, sort_keys=False), encoding="utf-8")
+    """Write model.yaml and the Hugging Face README.md generated from it; the card must be one the loader takes.
+
+    Raises:
+        CardError: it is not (nothing is written).
+    """
+    card_from_dict(card)
+    (out / CARD_NAME).write_text(CARD_HEADER + yaml.safe_dump(card, sort_keys=False), encoding="utf-8")
     (out / "README.md").write_text(model_readme(card), encoding="utf-8")
 
 

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from .config import TrainConfig
-from .export import build_card, export_model, write_card
+from .export import build_card, export_model, read_card, write_card
 from .provenance import training_data
 from .trainer import Trainer
 
@@ -93,7 +93,7 @@ def evaluate_and_record(
     (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     if update_card:
         directory = Path(model)
-        card = yaml.safe_load((directory / "model.yaml").read_text(encoding="utf-8"))
+        card = read_card(directory)
         card.setdefault("metrics", {})[split] = {
             "measured_on": report["dataset"],
             "per_class": report["mean"],

@@ -24,16 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from unet3d import Segmenter, load_volume
-from unet3d.card import DEFAULT_QC_LIMITS, QCLimit, QCSpec, card_from_dict
+from unet3d.card import DEFAULT_QC_LIMITS, QCLimit, QCSpec
 from unet3d.errors import InvalidVolumeError
 from unet3d.qc import Measures, tissue_classes
 from unet3d.qc.checks import values_of
 
 from .data import read_dataset
-from .export import write_card
+from .export import read_card, write_card
 from .qc_cases import QCCase, calibration_cases
 
 logger = logging.getLogger(__name__)
@@ -66,12 +65,10 @@ class Measured:
 
 def calibrate_model(model: Path, data: Path, *, device: str = "auto") -> dict[str, Any]:
     """Calibrate and write the model's `qc` section (model.yaml and README.md); returns the section."""
-    card_path = model / "model.yaml"
-    card = yaml.safe_load(card_path.read_text(encoding="utf-8"))
+    card = read_card(model)
     command = f"python -m train calibrate-qc --model {model} --data {data}"
     section = calibrate(model, data, device=device, command=command)
     card["qc"] = section
-    card_from_dict(card)  # the card must stay valid before it is written
     write_card(card, model)
     return section
 

@@ -12,7 +12,13 @@ from nibabel.gifti import GiftiDataArray, GiftiImage
 from skimage.measure import marching_cubes
 
 from train.__main__ import main
-from train.surface_head import inside_surface, record_surface_head, surface_figures
+from train.surface_head import (
+    freesurfer_dice,
+    freesurfer_reference,
+    inside_surface,
+    record_surface_head,
+    surface_figures,
+)
 from unet3d import Segmenter
 
 # A grid in LIA orientation, as FreeSurfer writes its conformed scans (pycortex's S1 is one), 1.5 mm voxels.
@@ -80,6 +86,21 @@ def test_the_figures_count_tissue_below_the_plane_and_compare_the_results_inside
     assert figures["volume_ml"] == {"grey_matter": (16 + 32) * 0.5, "white_matter": 48 * 0.5}
 
 
+def test_freesurfer_judges_the_cortex_and_a_white_matter_shell_in_millimetres_not_the_deep_white_surface():
+    cerebrum = np.zeros((1, 1, 20), bool)
+    cerebrum[..., 2:18] = True
+    white = np.zeros_like(cerebrum)
+    white[..., 5:15] = True  # 10 voxels of 1 mm x 1 mm x 0.5 mm: 5 mm deep, the middle 2 mm further than 3 mm in
+    reference = freesurfer_reference(cerebrum, white, (1.0, 1.0, 0.5))
+    assert reference[0, 0].tolist() == [0, 0, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 0, 0]
+    reference = freesurfer_reference(cerebrum, white, (1.0, 1.0, 1.0))
+    assert reference[0, 0].tolist() == [0, 0, 1, 1, 1, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 1, 1, 1, 0, 0]
+    mask = np.zeros_like(reference)
+    mask[..., 3:9] = 1  # grey where FreeSurfer has 2 grey, 3 white and a voxel it does not judge; never white
+    names = ["background", "grey_matter", "white_matter"]
+    assert freesurfer_dice(mask, reference, names) == {"grey_matter": round(2 * 2 / (5 + 6), 4), "white_matter": 0.0}
+
+
 def test_the_figures_go_into_the_card_beside_its_other_metrics_with_their_command(tmp_path):
     model = write_tiny_model(tmp_path / "model", card={**TINY_CARD, "metrics": {"test": {"mean_dice": 0.9}}})
     figures = {"model": str(model), "scan": "S9/anatomicals/raw.nii.gz", "files": {"raw.nii.gz": "ab" * 32},
@@ -122,3 +143,6 @@ def test_the_shipped_model_on_pycortex_s1_gives_the_figures_the_docs_report(tmp_
         assert measured[key] == pytest.approx(recorded[key], abs=1.0), key
     for name, value in recorded["cerebrum_agreement_dice"].items():
         assert measured["cerebrum_agreement_dice"][name] == pytest.approx(value, abs=0.002), name
+    for result, figures in recorded["freesurfer_dice"].items():
+        for name, value in figures.items():
+            assert measured["freesurfer_dice"][result][name] == pytest.approx(value, abs=0.002), (result, name)
