@@ -8,6 +8,8 @@ import nibabel as nib
 import numpy as np
 import torch
 import yaml
+from nibabel.gifti import GiftiDataArray, GiftiImage
+from skimage.measure import marching_cubes
 
 from unet3d import UNet3D
 
@@ -50,12 +52,17 @@ BINARY_CARD = {
 }
 
 
-def write_chained_model(directory: Path, *, seed: int = 0, threshold: float | None = None) -> Path:
+def write_chained_model(
+    directory: Path, *, seed: int = 0, threshold: float | None = None, edge: dict | None = None
+) -> Path:
     """A tiny tissue model with a tiny brain-extraction model (2 classes) in brain_mask/ as its first stage (which
-    keeps voxels from brain probability `threshold`; None: the card's default)."""
+    keeps voxels from brain probability `threshold`, None: the card's default; and `edge`, the card's
+    inference.brain_mask_edge)."""
     inference = {**TINY_CARD["inference"], "brain_mask": True}
     if threshold is not None:
         inference["brain_mask_threshold"] = threshold
+    if edge is not None:
+        inference["brain_mask_edge"] = edge
     write_tiny_model(directory, seed=seed, card={**TINY_CARD, "inference": inference})
     write_tiny_model(directory / "brain_mask", seed=seed + 1, card=BINARY_CARD, num_classes=2)
     return directory
@@ -122,3 +129,34 @@ def _bytes_read() -> int:
         if line.startswith("rchar:"):
             return int(line.split()[1])
     raise RuntimeError(f"no rchar in {PROC_IO}")
+
+
+def write_ellipsoid_surface(path, centre, radii):
+    """A closed triangle surface (world mm) of an ellipsoid, as FreeSurfer's pial surfaces are stored."""
+    step = 0.5
+    axes = [np.arange(c - r - 2, c + r + 2, step) for c, r in zip(centre, radii, strict=True)]
+    x, y, z = np.meshgrid(*axes, indexing="ij")
+    field = ((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + ((z - centre[2]) / radii[2]) ** 2
+    vertices, faces, _, _ = marching_cubes(field, level=1.0, spacing=(step, step, step))
+    vertices = vertices + np.array([a[0] for a in axes])
+    image = GiftiImage(
+        darrays=[
+            GiftiDataArray(vertices.astype(np.float32), intent="NIFTI_INTENT_POINTSET"),
+            GiftiDataArray(faces.astype(np.int32), intent="NIFTI_INTENT_TRIANGLE"),
+        ]
+    )
+    nib.save(image, path)
+
+
+def write_surface_subject(directory: Path, shape=(40, 36, 32)) -> Path:
+    """A pycortex-style subject (anatomicals/raw.nii.gz, surfaces/{pia,wm}_{lh,rh}.gii) of a blob: each hemisphere's
+    pial and white surfaces are nested ellipsoids in the volume's world (1 mm, RAS, centred on the origin)."""
+    affine = np.eye(4)
+    affine[:3, 3] = -np.array(shape) / 2
+    (directory / "anatomicals").mkdir(parents=True)
+    (directory / "surfaces").mkdir()
+    nib.save(nib.Nifti1Image(sphere_volume(shape, seed=5), affine), directory / "anatomicals" / "raw.nii.gz")
+    for side, x in (("lh", -6.0), ("rh", 6.0)):
+        write_ellipsoid_surface(directory / "surfaces" / f"pia_{side}.gii", (x, 0.0, 0.0), (5.0, 12.0, 9.0))
+        write_ellipsoid_surface(directory / "surfaces" / f"wm_{side}.gii", (x, 0.0, 0.0), (3.0, 9.0, 6.0))
+    return directory

@@ -5,9 +5,9 @@ Per limit, from the values `unet3d.qc` measures on every case:
 - `ok` is the worst value among the scans the check must pass (the skull-stripped validation scans, and the full
   heads for the checks that do not concern skull-stripping; for every check but the skull-stripping one when the
   model takes full heads, `skull_stripped_input: false`);
-- `warn` lies halfway between `ok` and the nearest negative built for that check (geometrically for the field-of-view
-  share); where they overlap, just beyond `ok` (no validation scan is warned about), and the figures say how many
-  negatives slip through.
+- `warn` lies halfway between `ok` and the nearest negative built for that check beyond `ok` (geometrically for the
+  field-of-view share); negatives on the passing side of `ok` slip through, and the figures say how many (where none
+  lies beyond, `warn` is just beyond `ok`: no validation scan is warned about).
 The prior is the mean grey/white map of the skull-stripped validation scans. The brain-volume limits are anatomy,
 not this model: they keep their values (the card's or the defaults), and the figures show the validation brains and the
 wrong-voxel-size negatives against them. `skull_stripped_input` is measured: true when the model labels more than
@@ -184,11 +184,14 @@ def _choose(
         statistics.median(bad) == statistics.median(good) and name not in LOW_IS_BAD
     )
     ok = max(good) if high_bad else min(good)
-    nearest = min(bad) if high_bad else max(bad)
+    # A negative on the passing side of ok cannot be caught without warning a validation scan: it slips through (the
+    # figures count it), and warn lies halfway to the nearest negative that can be.
+    beyond = [value for value in bad if (value > ok if high_bad else value < ok)]
     warn = ok
-    if (nearest > ok) if high_bad else (nearest < ok):
+    if beyond:
+        nearest = min(beyond) if high_bad else max(beyond)
         warn = float(np.sqrt(ok * nearest)) if name in GEOMETRIC and ok > 0 and nearest > 0 else (ok + nearest) / 2
-    if _round(warn) == _round(ok):  # overlap (or a negative at ok): warn about none of the validation scans
+    if _round(warn) == _round(ok):  # none beyond (or one at ok): warn about none of the validation scans
         warn = ok + (1 if high_bad else -1) * max(abs(ok) * 0.1, 0.01)
     limit = QCLimit(_round(ok), _round(warn))
     return limit, _figures(limit, good, passes, bad, catches)

@@ -24,12 +24,14 @@ from .options import (
     check_overlap,
     check_pad_multiple,
     check_threshold,
+    is_number,
 )
 from .shapes import Shape3, Spacing3, shape3, spacing3
 
 __all__ = [
     "DEFAULT_COLORS",
     "DEFAULT_QC_LIMITS",
+    "BrainEdge",
     "ClassInfo",
     "InferenceSpec",
     "InputSpec",
@@ -38,9 +40,11 @@ __all__ = [
     "QCLimit",
     "QCSpec",
     "card_from_dict",
+    "check_brain_edge",
     "load_card",
 ]
 
+MAX_BRAIN_EDGE_MM = 10.0  # a brain edge is cortex: a few millimetres, not a second brain
 DEFAULT_COLORS = ["#000000", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6"]
 
 
@@ -65,6 +69,16 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class BrainEdge:
+    """Where a chained model's brain goes on past its first stage's threshold: within `within_mm` of that brain,
+    wherever the brain probability is at least `threshold` (hysteresis). A stage that works on a coarse grid is least
+    sure at the brain's edge, which is cortex; a lower threshold everywhere would also let in what lies far from it."""
+
+    threshold: float
+    within_mm: float
+
+
+@dataclass(frozen=True)
 class InferenceSpec:
     """Inference defaults; every field can be overridden per call."""
 
@@ -76,9 +90,11 @@ class InferenceSpec:
     memory_budget_mb: int = 1024
     # Not per call: whether the model directory chains a brain-extraction stage (`brain_mask/`, hub.py) whose mask
     # the input is restricted to before this model runs, and the labels after; a voxel is brain where that stage's
-    # brain probability is at least `brain_mask_threshold` (below 0.5 when a stripped brain must come back whole).
+    # brain probability is at least `brain_mask_threshold` (below 0.5 when a stripped brain must come back whole),
+    # and, with `brain_mask_edge`, the less sure voxels close to that brain.
     brain_mask: bool = False
     brain_mask_threshold: float = DEFAULT_THRESHOLD
+    brain_mask_edge: BrainEdge | None = None
 
 
 @dataclass(frozen=True)
@@ -265,19 +281,20 @@ def _inference_spec(value: dict[str, Any]) -> InferenceSpec:
             "memory_budget_mb",
             "brain_mask",
             "brain_mask_threshold",
+            "brain_mask_edge",
         },
     )
     defaults = InferenceSpec()
     patch_size = _triple("inference.patch_size", value.get("patch_size", defaults.patch_size))
     brain_mask = _flag("inference.brain_mask", value.get("brain_mask", defaults.brain_mask))
-    if "brain_mask_threshold" in value and not brain_mask:
-        raise CardError(
-            "inference.brain_mask_threshold applies to a chained model only: set brain_mask: true, or drop it"
-        )
+    for key in ("brain_mask_threshold", "brain_mask_edge"):
+        if key in value and not brain_mask:
+            raise CardError(f"inference.{key} applies to a chained model only: set brain_mask: true, or drop it")
     with _card_rule():
         overlap = check_overlap(value.get("overlap", defaults.overlap), "inference.overlap")
         blending = check_choice(value.get("blending", defaults.blending), BLENDINGS, "inference.blending")
         threshold = check_threshold(value.get("brain_mask_threshold"), "inference.brain_mask_threshold")
+    threshold = defaults.brain_mask_threshold if threshold is None else threshold
     return InferenceSpec(
         patch_size=shape3(int(v) for v in patch_size),
         overlap=defaults.overlap if overlap is None else overlap,
@@ -286,8 +303,34 @@ def _inference_spec(value: dict[str, Any]) -> InferenceSpec:
         crop_margin=int(value.get("crop_margin", defaults.crop_margin)),
         memory_budget_mb=_positive_int("inference.memory_budget_mb", value.get("memory_budget_mb", 1024)),
         brain_mask=brain_mask,
-        brain_mask_threshold=defaults.brain_mask_threshold if threshold is None else threshold,
+        brain_mask_threshold=threshold,
+        brain_mask_edge=check_brain_edge(value.get("brain_mask_edge"), threshold),
     )
+
+
+def check_brain_edge(value: object, threshold: float) -> BrainEdge | None:
+    """The card's `inference.brain_mask_edge` (a mapping, or None) checked against the brain mask threshold.
+
+    Raises:
+        CardError: it is not a mapping of threshold and within_mm, or either is out of range.
+    """
+    name = "inference.brain_mask_edge"
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"threshold", "within_mm"}:
+        raise CardError(
+            f"{name} must be a mapping of threshold (a brain probability below inference.brain_mask_threshold) and "
+            f"within_mm (millimetres), e.g. {{threshold: 0.2, within_mm: 2.0}}; got {value!r}"
+        )
+    with _card_rule():
+        low = check_threshold(value["threshold"], f"{name}.threshold")
+    within = value["within_mm"]
+    if low is None or not low < threshold:
+        raise CardError(f"{name}.threshold must be below inference.brain_mask_threshold ({threshold:g}), got {low}")
+    if not is_number(within) or not 0 < float(within) <= MAX_BRAIN_EDGE_MM:
+        limit = f"{MAX_BRAIN_EDGE_MM:g}"
+        raise CardError(f"{name}.within_mm must be a number of millimetres in (0, {limit}], got {within!r}")
+    return BrainEdge(threshold=low, within_mm=float(within))
 
 
 def _postprocess_spec(value: dict[str, Any]) -> PostprocessSpec:

@@ -18,6 +18,7 @@ from .shapes import Shape3, shape3
 
 __all__ = [
     "BLENDINGS",
+    "DEFAULT_THRESHOLD",
     "MODES",
     "PRECISIONS",
     "Blending",

@@ -1,8 +1,9 @@
-"""From probabilities to a mask: labelling voxels, then the card's optional clean-up (largest component, holes)."""
+"""From probabilities to a mask: labelling voxels, then the card's optional clean-up (largest component, holes), and
+a chained model's brain grown into its less sure edge (`grow_edge`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -63,3 +64,37 @@ def postprocess(mask: np.ndarray, *, largest_component: Iterable[int] = (), hole
     keep_largest_component(mask, largest_component)
     fill_holes(mask, holes)
     return mask
+
+
+def grow_edge(
+    mask: np.ndarray, probability: np.ndarray, threshold: float, within_mm: float, spacing: Sequence[float]
+) -> np.ndarray:
+    """`mask` and every voxel within `within_mm` of it whose `probability` is at least `threshold` (hysteresis: a
+    confident region, continued where the evidence is weaker but close to it).
+
+    Args:
+        mask: `(I, J, K)` uint8 0/1; not modified.
+        probability: `(I, J, K)` the foreground probability on the same grid.
+        threshold: the lower threshold, for voxels near the mask.
+        within_mm: how far from the mask (Euclidean, millimetres) a voxel may lie.
+        spacing: the grid's voxel size per axis (mm).
+
+    Returns:
+        A new uint8 mask.
+    """
+    grown = mask.copy()
+    if not mask.any():
+        return grown
+    # The voxel offsets within `within_mm`: a dilation by them is exactly "within that distance of the mask", and on a
+    # few millimetres 5-25x faster than a distance transform of the mask's box.
+    reach = [int(np.floor(within_mm / s + 1e-9)) for s in spacing]
+    offsets = np.mgrid[tuple(slice(-r, r + 1) for r in reach)]
+    ball = sum((o * s) ** 2 for o, s in zip(offsets, spacing, strict=True)) <= within_mm**2 + 1e-9
+    nonzero = np.nonzero(mask)
+    box = tuple(
+        slice(max(int(index.min()) - r, 0), min(int(index.max()) + r + 1, n))
+        for index, r, n in zip(nonzero, reach, mask.shape, strict=True)
+    )
+    near = ndimage.binary_dilation(mask[box] > 0, structure=ball)
+    grown[box][near & (probability[box] >= threshold)] = 1
+    return grown

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .card import ModelCard, load_card
+from .card import BrainEdge, ModelCard, load_card
 from .chain import inside, prepare_brain
 from .device import prepare_network, resolve_device, stage, to_host
 from .errors import ModelLoadError, ParameterError, UnreadableVolumeError
@@ -24,7 +24,7 @@ from .model import UNet3D
 from .options import PRECISIONS, Mode, Precision, check_choice, check_window, resolve_threshold
 from .pipeline import CaseResult, predict_cohort
 from .planning import InferencePlan, memory_budget_mb, network_shape, plan_inference, predict_peak_bytes
-from .postprocess import postprocess
+from .postprocess import grow_edge, postprocess
 from .prediction import Prediction
 from .qc import assess
 from .shapes import Shape3
@@ -225,7 +225,8 @@ class Segmenter:
         if self.brain_mask is None:
             prepared = prepare(read.volume, self.card, self.device, staged=read.staged)
         else:
-            brain, scan = self.brain_mask.brain(read, self.card.inference.brain_mask_threshold)
+            spec = self.card.inference
+            brain, scan = self.brain_mask.brain(read, spec.brain_mask_threshold, spec.brain_mask_edge)
             prepared = prepare_brain(read.volume, read.staged, brain, self.card, self.device)
         report("infer", 0.0)
         plan = self._plan(prepared, options)
@@ -245,15 +246,20 @@ class Segmenter:
             read.volume, prepared, output.plan, host_mask, host_probabilities, image, labels, output.uncertainty, scan
         )
 
-    def brain(self, read: _Read, threshold: float) -> tuple[torch.Tensor, np.ndarray]:
+    def brain(self, read: _Read, threshold: float, edge: BrainEdge | None) -> tuple[torch.Tensor, np.ndarray]:
         """This (brain-extraction) model's mask of a volume read, on the device: bool `(I, J, K)` on the input grid,
-        where the brain probability is at least `threshold`, the largest connected brain with its holes filled; and
-        the whole scan as this model saw it, on the host (quality control judges the scan's structure on it)."""
+        where the brain probability is at least `threshold`, the largest connected brain with its holes filled, and
+        with an `edge`, the voxels near it where the probability reaches the edge's threshold; and the whole scan as
+        this model saw it, on the host (quality control judges the scan's structure on it)."""
         prepared = prepare(read.volume, self.card, self.device, staged=read.staged)
-        options = self._options("auto", threshold, None, None, tta=False, probabilities=False)
+        keep = edge is not None
+        options = self._options("auto", threshold, None, None, tta=False, probabilities=keep)
         output = run_inference(self.network, prepared.array, self._plan(prepared, options), None)
-        mask, _ = restore(output.labels, output.probabilities, prepared, options.threshold, keep=False)
+        mask, probabilities = restore(output.labels, output.probabilities, prepared, options.threshold, keep=keep)
         host = postprocess(to_host(mask), largest_component=[1], holes=[1])
+        if edge is not None and probabilities is not None:
+            brain = to_host(probabilities[1])
+            host = grow_edge(host, brain, edge.threshold, edge.within_mm, read.volume.spacing_mm)
         return torch.as_tensor(host, device=self.device) > 0, to_host(prepared.array)
 
     def _finish(self, segmented: _Segmented, report: StageReporter) -> Prediction:

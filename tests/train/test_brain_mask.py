@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import TINY_CONFIG, write_tiny_model
+from helpers import TINY_CONFIG, write_surface_subject, write_tiny_model
 
 from train.__main__ import main
-from train.chain import chain_models, validation_heads
+from train.chain import SURFACE_FIGURES, BrainMaskSetting, chain_models, validation_heads
 from train.config import ConfigError, load_config
 from train.consistency import evaluate_heads
 from train.pipeline import fit_and_export
+from train.surface_head import measure_surface_head
 from train.synth import coarsened, load_bank
 from unet3d import Segmenter, load_volume
 from unet3d.hub import check_model_dir
@@ -104,37 +105,86 @@ def test_chain_puts_the_brain_stage_in_front_and_drops_the_figures_measured_with
     assert Segmenter.from_pretrained(tmp_path / "thresholded", device="cpu").card.inference.brain_mask_threshold == 0.25
 
 
-def test_chain_keeps_the_threshold_whose_validation_heads_agree_best(
-    brain_model, tiny_heads, spheres, tmp_path, capsys
-):
+def test_chain_keeps_the_setting_whose_validation_heads_agree_best(brain_model, tiny_heads, spheres, tmp_path, capsys):
     tissue = write_tiny_model(tmp_path / "tissue")
     (tissue / "README.md").write_text("tissue\n")
     base = ["chain", "--model", str(tissue), "--brain-mask", str(brain_model), "--version", "2.0.0"]
     thresholds = ["--brain-mask-threshold", "0.35", "0.25"]  # the tiny stage: ~0.5 everywhere
 
     assert main([*base, "--out", str(tmp_path / "no-data"), *thresholds]) == 1
-    assert "several --brain-mask-threshold values need --data" in capsys.readouterr().err
+    assert "several brain mask settings need --data" in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "no-heads"), *thresholds, "--data", str(spheres)]) == 1
     assert "lists no full-head validation cases" in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "bad"), *thresholds, "1.5", "--data", str(tiny_heads)]) == 1
     assert "the brain mask threshold must be in (0, 1), got 1.5" in capsys.readouterr().err
-    assert not any((tmp_path / name).exists() for name in ("no-data", "no-heads", "bad"))  # refused before writing
+    edges = ["--brain-mask-edge", "none", "0.3:2", "--data", str(tiny_heads)]
+    assert main([*base, "--out", str(tmp_path / "bad-edge"), *thresholds, *edges]) == 1
+    assert "brain_mask_edge.threshold must be below inference.brain_mask_threshold (0.25), got 0.3" in (
+        capsys.readouterr().err
+    )
+    surface = ["--surface-head", str(tiny_heads)]
+    assert main([*base, "--out", str(tmp_path / "lone-surface"), *thresholds, *surface, "--data", str(tiny_heads)]) == 1
+    assert "--surface-head and --foramen-magnum-z go together" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--out", str(tmp_path / "unparsed"), "--brain-mask-edge", "0.2"])
+    assert "expected THRESHOLD:MM (e.g. 0.2:2) or none, got '0.2'" in capsys.readouterr().err
+    refused = ("no-data", "no-heads", "bad", "bad-edge", "lone-surface", "unparsed")
+    assert not any((tmp_path / name).exists() for name in refused)  # refused before writing
     high = ["--brain-mask-threshold", "0.9", "0.8", "--data", str(tiny_heads), "--device", "cpu"]
     assert main([*base, "--out", str(tmp_path / "no-brain"), *high]) == 1
     assert "the brain-extraction stage found no brain" in capsys.readouterr().err
-    assert not (tmp_path / "no-brain").exists()  # the chain is removed when its threshold could not be chosen
+    assert not (tmp_path / "no-brain").exists()  # the chain is removed when its setting could not be chosen
 
     out = tmp_path / "chosen"
-    assert main([*base, "--out", str(out), *thresholds, "--data", str(tiny_heads), "--device", "cpu"]) == 0
-    choice = json.loads(capsys.readouterr().out)["brain_mask_threshold"]
-    # each threshold measured on its own chain, as `python -m train evaluate --split validation` would
+    edges = ["--brain-mask-edge", "none", "0.2:2"]
+    assert main([*base, "--out", str(out), *thresholds, *edges, "--data", str(tiny_heads), "--device", "cpu"]) == 0
+    choice = json.loads(capsys.readouterr().out)["brain_mask"]
+    # each setting measured on its own chain, as `python -m train evaluate --split validation` would
     cases = validation_heads(tiny_heads)
-    worst = {}
-    for threshold in (0.35, 0.25):
-        alone = chain_models(tissue, brain_model, tmp_path / f"alone-{threshold}", version="2.0.0", threshold=threshold)
+    settings = [BrainMaskSetting(t, e) for t in (0.35, 0.25) for e in (None, (0.2, 2.0))]
+    worst, outside = [], []
+    for i, setting in enumerate(settings):
+        alone = chain_models(tissue, brain_model, tmp_path / f"alone-{i}", version="2.0.0", setting=setting)
         summary = evaluate_heads(alone, cases, device="cpu")
-        worst[threshold] = min(figures["min"] for figures in summary["agreement_dice"].values())
-    assert choice["validation_worst_agreement_dice"] == {str(t): value for t, value in worst.items()}
-    assert choice["chosen"] == max(worst, key=worst.get)
-    assert Segmenter.from_pretrained(out, device="cpu").card.inference.brain_mask_threshold == choice["chosen"]
-    assert f"brain_mask_threshold: {choice['chosen']}" in (out / "README.md").read_text()
+        worst.append(min(figures["min"] for figures in summary["agreement_dice"].values()))
+        outside.append(summary["outside_fraction"]["max"])
+    assert [row["worst_agreement_dice"] for row in choice["settings"]] == worst
+    assert [row["validation_heads"]["outside_fraction_max"] for row in choice["settings"]] == outside
+    assert [row["within_outside_goal"] for row in choice["settings"]] == [f <= 0.01 for f in outside]
+    eligible = [i for i, f in enumerate(outside) if f <= 0.01] or list(range(4))
+    best = settings[max(eligible, key=lambda i: worst[i])]
+    assert choice["chosen"] == best.card_values()
+    card = yaml.safe_load((out / "model.yaml").read_text())
+    assert card["brain_mask_choice"]["chosen"] == choice["chosen"] and card["brain_mask_choice"]["date"]
+    assert card["brain_mask_choice"]["settings"] == choice["settings"]
+    assert card["brain_mask_choice"]["command"] == (
+        f"python -m train chain --model {tissue} --brain-mask {brain_model} --out {out} --version 2.0.0 "
+        f"--brain-mask-threshold 0.35 0.25 --brain-mask-edge none 0.2:2 --data {tiny_heads}"
+    )
+    inference = Segmenter.from_pretrained(out, device="cpu").card.inference
+    assert inference.brain_mask_threshold == best.threshold
+    edge = inference.brain_mask_edge
+    assert (edge and (edge.threshold, edge.within_mm)) == best.edge
+
+
+def test_a_real_head_with_surfaces_joins_the_choice_with_its_cerebrum_and_its_neck(
+    brain_model, tiny_heads, tmp_path, capsys
+):
+    tissue = write_tiny_model(tmp_path / "tissue")
+    (tissue / "README.md").write_text("tissue\n")
+    subject = write_surface_subject(tmp_path / "S9")
+    argv = ["chain", "--model", str(tissue), "--brain-mask", str(brain_model), "--version", "2.0.0"]
+    argv += ["--out", str(tmp_path / "chosen"), "--brain-mask-threshold", "0.35", "0.25", "--data", str(tiny_heads)]
+    assert main([*argv, "--surface-head", str(subject), "--foramen-magnum-z", "-10", "--device", "cpu"]) == 0
+    choice = json.loads(capsys.readouterr().out)["brain_mask"]
+    cases = validation_heads(tiny_heads)
+    for row, threshold in zip(choice["settings"], (0.35, 0.25), strict=True):
+        alone = chain_models(tissue, brain_model, tmp_path / f"alone-{threshold}", version="2.0.0",
+                             setting=BrainMaskSetting(threshold))  # fmt: skip
+        head = measure_surface_head(Segmenter.from_pretrained(alone, device="cpu"), subject, -10.0)
+        assert row["surface_head"] == {key: head[key] for key in SURFACE_FIGURES}
+        heads = evaluate_heads(alone, cases, device="cpu")
+        lowest = [figures["min"] for figures in heads["agreement_dice"].values()]
+        assert row["worst_agreement_dice"] == min(*lowest, *head["cerebrum_agreement_dice"].values())
+        outside = max(heads["outside_fraction"]["max"], head["below_foramen_magnum_fraction"] or 0.0)
+        assert row["within_outside_goal"] == (outside <= 0.01)

@@ -55,10 +55,17 @@ def test_the_field_of_view_share_is_split_geometrically():
     assert _choose("fov_fraction", values, ("stripped",), ("large_fov",))[0].warn == 0.04
 
 
-def test_an_overlap_warns_about_no_validation_scan_and_says_what_slips_through():
+def test_an_overlap_keeps_warn_halfway_to_the_negatives_beyond_ok_and_says_what_slips_through():
     values = cases("stripped", [0.1, 0.3], "uncertainty") + cases("t2_like", [0.2, 0.6], "uncertainty")
     limit, figures = _choose("uncertainty", values, ("stripped",), ("t2_like",))
-    assert limit.ok == 0.3 and limit.warn == pytest.approx(0.33) and figures["catches"].endswith("1/2 beyond warn")
+    # 0.2 passes as a validation scan would: no limit catches it, and it does not pull warn onto the scans
+    assert limit.ok == 0.3 and limit.warn == pytest.approx(0.45) and figures["catches"].endswith("1/2 beyond warn")
+    low = cases("stripped", [0.08, 0.4], "t1_contrast") + cases("t2_like", [-1.0, -0.1, 1.0], "t1_contrast")
+    limit, figures = _choose("t1_contrast", low, ("stripped",), ("t2_like",))
+    assert limit.ok == 0.08 and limit.warn == pytest.approx(-0.01) and figures["catches"].endswith("2/3 beyond warn")
+    inside = cases("stripped", [0.1, 0.3], "uncertainty") + cases("t2_like", [0.2, 0.3], "uncertainty")
+    limit, figures = _choose("uncertainty", inside, ("stripped",), ("t2_like",))  # none beyond: warn just past ok
+    assert limit.warn == pytest.approx(0.33) and figures["catches"].endswith("0/2 beyond warn")
 
 
 def test_the_negatives_change_what_they_claim():

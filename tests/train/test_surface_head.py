@@ -3,13 +3,10 @@
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from helpers import ROOT, TINY_CARD, write_tiny_model
-from nibabel.gifti import GiftiDataArray, GiftiImage
-from skimage.measure import marching_cubes
+from helpers import ROOT, TINY_CARD, write_ellipsoid_surface, write_tiny_model
 
 from train.__main__ import main
 from train.surface_head import (
@@ -29,23 +26,6 @@ SHAPE = (40, 48, 44)
 def world(shape=SHAPE, affine=AFFINE):
     i, j, k = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
     return np.stack([i, j, k, np.ones_like(i)], -1) @ affine.T
-
-
-def write_ellipsoid_surface(path, centre, radii):
-    """A closed triangle surface (world mm) of an ellipsoid, as FreeSurfer's pial surfaces are stored."""
-    step = 0.5
-    axes = [np.arange(c - r - 2, c + r + 2, step) for c, r in zip(centre, radii, strict=True)]
-    x, y, z = np.meshgrid(*axes, indexing="ij")
-    field = ((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + ((z - centre[2]) / radii[2]) ** 2
-    vertices, faces, _, _ = marching_cubes(field, level=1.0, spacing=(step, step, step))
-    vertices = vertices + np.array([a[0] for a in axes])
-    image = GiftiImage(
-        darrays=[
-            GiftiDataArray(vertices.astype(np.float32), intent="NIFTI_INTENT_POINTSET"),
-            GiftiDataArray(faces.astype(np.int32), intent="NIFTI_INTENT_TRIANGLE"),
-        ]
-    )
-    nib.save(image, path)
 
 
 def ellipsoid(points, centre, radii):

@@ -9,10 +9,11 @@ import yaml
 from helpers import TINY_CARD, sphere_volume, write_chained_model, write_tiny_model
 
 from unet3d import ModelLoadError, Segmenter, volume_from_array
+from unet3d.card import BrainEdge
 from unet3d.errors import CardError, InvalidVolumeError
 from unet3d.geometry import prepare
 from unet3d.hub import check_model_dir, file_sha256
-from unet3d.postprocess import postprocess
+from unet3d.postprocess import grow_edge, postprocess
 from unet3d.qc.measures import structure
 
 
@@ -59,14 +60,49 @@ def test_the_cards_threshold_decides_how_much_the_first_stage_keeps(tmp_path):
     )
 
 
+def test_the_cards_edge_keeps_the_likely_voxels_near_the_brain_as_well(tmp_path):
+    volume = volume_from_array(sphere_volume((28, 24, 20), seed=3))
+    first = Segmenter.from_pretrained(write_chained_model(tmp_path / "plain") / "brain_mask", device="cpu")
+    prediction = first.predict(volume, probabilities=True)
+    core = postprocess(prediction.mask, largest_component=[1], holes=[1])
+    edge = {"threshold": 0.3, "within_mm": 2.0}
+    brain = grow_edge(core, prediction.probabilities[1], 0.3, 2.0, volume.spacing_mm) > 0
+    assert brain.sum() > core.sum() and (brain[core > 0]).all()  # the tiny stage: some voxels between 0.3 and 0.5
+
+    segmenter = Segmenter.from_pretrained(write_chained_model(tmp_path / "edge", edge=edge), device="cpu")
+    assert segmenter.card.inference.brain_mask_edge == BrainEdge(threshold=0.3, within_mm=2.0)
+    tissue = Segmenter(segmenter.model, segmenter.card, segmenter.source, device="cpu")
+    expected = tissue.predict(volume_from_array(np.where(brain, volume.data, 0), volume.affine)).mask * brain
+    np.testing.assert_array_equal(segmenter.predict(volume).mask, expected)
+
+
 @pytest.mark.parametrize(
     ("inference", "words"),
     [
         ({"brain_mask": True, "brain_mask_threshold": 1.5}, r"inference\.brain_mask_threshold must be in \(0, 1\)"),
         ({"brain_mask_threshold": 0.3}, r"applies to a chained model only: set brain_mask: true, or drop it"),
+        ({"brain_mask_edge": {"threshold": 0.2, "within_mm": 2}}, r"brain_mask_edge applies to a chained model only"),
+        ({"brain_mask": True, "brain_mask_edge": 0.2}, r"must be a mapping of threshold .* e\.g\. \{threshold: 0\.2"),
+        ({"brain_mask": True, "brain_mask_edge": {"threshold": 0.2}}, r"must be a mapping of threshold"),
+        (
+            {"brain_mask": True, "brain_mask_threshold": 0.3, "brain_mask_edge": {"threshold": 0.4, "within_mm": 2}},
+            r"brain_mask_edge\.threshold must be below inference\.brain_mask_threshold \(0\.3\), got 0\.4",
+        ),
+        (
+            {"brain_mask": True, "brain_mask_edge": {"threshold": 1.2, "within_mm": 2}},
+            r"inference\.brain_mask_edge\.threshold must be in \(0, 1\)",
+        ),
+        (
+            {"brain_mask": True, "brain_mask_edge": {"threshold": 0.2, "within_mm": 25}},
+            r"within_mm must be a number of millimetres in \(0, 10\], got 25",
+        ),
+        (
+            {"brain_mask": True, "brain_mask_edge": {"threshold": 0.2, "within_mm": "2mm"}},
+            r"within_mm must be a number of millimetres",
+        ),
     ],
 )
-def test_a_brain_mask_threshold_out_of_place_is_a_card_error(tmp_path, inference, words):
+def test_a_brain_mask_setting_out_of_place_or_range_is_a_card_error(tmp_path, inference, words):
     directory = write_chained_model(tmp_path / "m")
     card = yaml.safe_load((directory / "model.yaml").read_text())
     card["inference"] = {**TINY_CARD["inference"], **inference}

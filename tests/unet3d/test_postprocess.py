@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from unet3d.postprocess import fill_holes, keep_largest_component, labels_from_probabilities, postprocess
+from unet3d.postprocess import fill_holes, grow_edge, keep_largest_component, labels_from_probabilities, postprocess
 
 
 def test_largest_component_keeps_only_the_biggest_blob_of_each_listed_class():
@@ -39,3 +39,17 @@ def test_labels_are_the_argmax_or_the_binary_threshold_on_the_foreground():
     sigmoid = torch.tensor([[0.2, 0.5, 0.9]])
     assert labels_from_probabilities(sigmoid, None).tolist() == [0, 1, 1]
     assert labels_from_probabilities(sigmoid, 0.95).dtype == torch.uint8
+
+
+def test_grow_edge_adds_the_likely_voxels_near_the_mask_only_within_millimetres_on_the_grids_spacing():
+    mask = np.zeros((1, 1, 16), np.uint8)
+    mask[..., 6:8] = 1
+    probability = np.full(mask.shape, 0.3)
+    probability[..., 0] = 0.9  # likely, but far from the mask
+    probability[..., 9] = 0.1  # close, but not likely enough
+    grown = grow_edge(mask, probability, 0.2, 2.0, (1.0, 1.0, 0.5))  # 2 mm: 4 voxels of 0.5 mm
+    assert grown[0, 0].tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 0, 0, 0]
+    assert mask[0, 0].tolist() == [0] * 6 + [1, 1] + [0] * 8  # not modified
+    grown = grow_edge(mask, probability, 0.2, 2.0, (1.0, 1.0, 1.0))
+    assert grown[0, 0].tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+    assert not grow_edge(np.zeros_like(mask), probability, 0.2, 2.0, (1.0, 1.0, 1.0)).any()
