@@ -66,16 +66,13 @@ def postprocess(mask: np.ndarray, *, largest_component: Iterable[int] = (), hole
     return mask
 
 
-def grow_edge(
-    mask: np.ndarray, probability: np.ndarray, threshold: float, within_mm: float, spacing: Sequence[float]
-) -> np.ndarray:
-    """`mask` and every voxel within `within_mm` of it whose `probability` is at least `threshold` (hysteresis: a
-    confident region, continued where the evidence is weaker but close to it).
+def grow_edge(mask: np.ndarray, likely: np.ndarray, within_mm: float, spacing: Sequence[float]) -> np.ndarray:
+    """`mask` and every `likely` voxel within `within_mm` of it (hysteresis: a confident region, continued where the
+    evidence is weaker but close to it).
 
     Args:
         mask: `(I, J, K)` uint8 0/1; not modified.
-        probability: `(I, J, K)` the foreground probability on the same grid.
-        threshold: the lower threshold, for voxels near the mask.
+        likely: `(I, J, K)` bool, the voxels the weaker evidence admits (e.g. probability ≥ a lower threshold).
         within_mm: how far from the mask (Euclidean, millimetres) a voxel may lie.
         spacing: the grid's voxel size per axis (mm).
 
@@ -96,5 +93,5 @@ def grow_edge(
         for index, r, n in zip(nonzero, reach, mask.shape, strict=True)
     )
     near = ndimage.binary_dilation(mask[box] > 0, structure=ball)
-    grown[box][near & (probability[box] >= threshold)] = 1
+    grown[box][near & likely[box]] = 1
     return grown

@@ -257,9 +257,9 @@ class Segmenter:
         output = run_inference(self.network, prepared.array, self._plan(prepared, options), None)
         mask, probabilities = restore(output.labels, output.probabilities, prepared, options.threshold, keep=keep)
         host = postprocess(to_host(mask), largest_component=[1], holes=[1])
-        if edge is not None and probabilities is not None:
-            brain = to_host(probabilities[1])
-            host = grow_edge(host, brain, edge.threshold, edge.within_mm, read.volume.spacing_mm)
+        if edge is not None and probabilities is not None:  # compared where they are: one byte a voxel comes back
+            likely = to_host(probabilities[1] >= edge.threshold)
+            host = grow_edge(host, likely, edge.within_mm, read.volume.spacing_mm)
         return torch.as_tensor(host, device=self.device) > 0, to_host(prepared.array)
 
     def _finish(self, segmented: _Segmented, report: StageReporter) -> Prediction:

@@ -47,9 +47,9 @@ def test_grow_edge_adds_the_likely_voxels_near_the_mask_only_within_millimetres_
     probability = np.full(mask.shape, 0.3)
     probability[..., 0] = 0.9  # likely, but far from the mask
     probability[..., 9] = 0.1  # close, but not likely enough
-    grown = grow_edge(mask, probability, 0.2, 2.0, (1.0, 1.0, 0.5))  # 2 mm: 4 voxels of 0.5 mm
+    grown = grow_edge(mask, probability >= 0.2, 2.0, (1.0, 1.0, 0.5))  # 2 mm: 4 voxels of 0.5 mm
     assert grown[0, 0].tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 0, 0, 0]
     assert mask[0, 0].tolist() == [0] * 6 + [1, 1] + [0] * 8  # not modified
-    grown = grow_edge(mask, probability, 0.2, 2.0, (1.0, 1.0, 1.0))
+    grown = grow_edge(mask, probability >= 0.2, 2.0, (1.0, 1.0, 1.0))
     assert grown[0, 0].tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
-    assert not grow_edge(np.zeros_like(mask), probability, 0.2, 2.0, (1.0, 1.0, 1.0)).any()
+    assert not grow_edge(np.zeros_like(mask), probability >= 0.2, 2.0, (1.0, 1.0, 1.0)).any()
