@@ -6,8 +6,6 @@ import argparse
 import importlib
 import json
 import logging
-import shlex
-import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Any
 from unet3d import Unet3dError
 from unet3d.hub import push_model
 
+from .chain_cli import add_chain, run_chain
 from .config import ConfigError, load_config
 from .data import DatasetError, cases
 from .errors import ComparisonError
@@ -52,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text, formatter_class=_DefaultsShown)
 
-    for add in (_add_prepare, _add_fit, _add_evaluate, _add_others, _add_chain, _add_surface_head):
+    for add in (_add_prepare, _add_fit, _add_evaluate, _add_others, add_chain, _add_surface_head):
         add(command)
     return parser
 
@@ -147,47 +146,6 @@ def _add_others(command: Command) -> None:
     push.add_argument("--repo-id", required=True, help="owner/name; created if missing")
     push.add_argument("--revision", default=None, help="branch to commit to (created if missing; default: main)")
     push.add_argument("--private", action="store_true", help="create the repo as private")
-
-
-def _add_chain(command: Command) -> None:
-    from .chain import parse_edge
-
-    chain = command(
-        "chain",
-        "write a chained model: a tissue model with a brain-extraction model (synth.target=brain) as its first stage, "
-        "so that full heads are segmented inside the brain it finds",
-    )
-    chain.add_argument("--model", required=True, type=Path, help="the tissue model directory")
-    chain.add_argument("--brain-mask", required=True, type=Path, help="the brain-extraction model directory")
-    chain.add_argument("--out", required=True, type=Path, help="new folder for the chained model")
-    chain.add_argument("--version", required=True, help="the chained model's card version, e.g. 2.0.0")
-    chain.add_argument("--description", default=None, help="the chained model's card description")
-    chain.add_argument(
-        "--brain-mask-threshold",
-        type=float,
-        nargs="+",
-        default=None,
-        help="brain probability from which a voxel is kept (default 0.5); given several (e.g. 0.5 0.3, with --data), "
-        "the one whose full-head validation cases agree best with and without their skull",
-    )
-    chain.add_argument(
-        "--brain-mask-edge",
-        type=parse_edge,
-        nargs="+",
-        default=None,
-        metavar="THRESHOLD:MM|none",
-        help="a lower brain probability that also keeps a voxel within MM of the brain (e.g. 0.2:2), or none "
-        "(default); several are tried with every --brain-mask-threshold, as those are",
-    )
-    chain.add_argument("--data", type=Path, default=None, help="dataset folder whose full-head validation cases choose")
-    chain.add_argument(
-        "--surface-head",
-        type=Path,
-        default=None,
-        help="a real head with FreeSurfer surfaces (as for surface-head) whose figures join the choice",
-    )
-    chain.add_argument("--foramen-magnum-z", type=float, default=None, help="with --surface-head, as for surface-head")
-    chain.add_argument("--device", default="auto", help="for choosing: auto, cpu, cuda, cuda:N or mps")
 
 
 def _add_surface_head(command: Command) -> None:
@@ -306,58 +264,6 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _chain(args: argparse.Namespace) -> int:
-    from .chain import BrainMaskSetting, SurfaceHead, chain_models, check_settings, choose_brain_mask, validation_heads
-
-    settings = [
-        BrainMaskSetting(threshold, edge)
-        for threshold in args.brain_mask_threshold or [None]
-        for edge in args.brain_mask_edge or [None]
-    ]
-    check_settings(settings)  # all of them, and the validation heads, before anything is written
-    if len(settings) > 1 and args.data is None:
-        raise ConfigError("several brain mask settings need --data, the dataset whose validation heads choose")
-    if (args.surface_head is None) != (args.foramen_magnum_z is None) or (args.surface_head and len(settings) < 2):
-        raise ConfigError("--surface-head and --foramen-magnum-z go together, with several settings to choose from")
-    cases = validation_heads(args.data) if len(settings) > 1 else []
-    surface = SurfaceHead(args.surface_head, args.foramen_magnum_z) if args.surface_head else None
-    out = chain_models(
-        args.model,
-        args.brain_mask,
-        args.out,
-        version=args.version,
-        description=args.description,
-        setting=settings[0],
-    )
-    result: dict[str, Any] = {"model": str(out)}
-    if cases:
-        try:
-            command = _chain_command(args)
-            result["brain_mask"] = choose_brain_mask(
-                out, settings, cases, surface=surface, device=args.device, command=command
-            )
-        except BaseException:
-            shutil.rmtree(out)  # a chain whose brain mask was never chosen is not the model asked for
-            raise
-    print(json.dumps({**result, "next": "python -m train evaluate, then python -m train calibrate-qc"}))
-    return 0
-
-
-def _chain_command(args: argparse.Namespace) -> str:
-    """The chain command that chose, as the card records it (without --device)."""
-    words = ["python", "-m", "train", "chain", "--model", str(args.model), "--brain-mask", str(args.brain_mask)]
-    words += ["--out", str(args.out), "--version", args.version]
-    if args.description:
-        words += ["--description", args.description]
-    words += ["--brain-mask-threshold", *(f"{t:g}" for t in args.brain_mask_threshold or [0.5])]
-    if args.brain_mask_edge:
-        words += ["--brain-mask-edge", *("none" if e is None else f"{e[0]:g}:{e[1]:g}" for e in args.brain_mask_edge)]
-    words += ["--data", str(args.data)]
-    if args.surface_head:
-        words += ["--surface-head", str(args.surface_head), "--foramen-magnum-z", f"{args.foramen_magnum_z:g}"]
-    return shlex.join(words)
-
-
 def _surface_head(args: argparse.Namespace) -> int:
     from unet3d import Segmenter
 
@@ -390,7 +296,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": _evaluate,
     "calibrate-qc": _calibrate_qc,
     "search": _search,
-    "chain": _chain,
+    "chain": run_chain,
     "surface-head": _surface_head,
     "push": _push,
 }

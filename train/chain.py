@@ -14,7 +14,6 @@ with and without their skull, among those that label no more outside the brain t
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import shutil
 from dataclasses import dataclass
@@ -38,7 +37,6 @@ __all__ = [
     "chain_models",
     "check_settings",
     "choose_brain_mask",
-    "parse_edge",
     "validation_heads",
 ]
 
@@ -113,18 +111,6 @@ def chain_models(
     write_card(card, out)
     check_model_dir(out)
     return out
-
-
-def parse_edge(text: str) -> tuple[float, float] | None:
-    """`python -m train chain --brain-mask-edge`'s THRESHOLD:MM, or none (argparse's type: an ArgumentTypeError
-    says what was expected)."""
-    if text.strip().lower() == "none":
-        return None
-    try:
-        threshold, mm = (float(part) for part in text.split(":"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected THRESHOLD:MM (e.g. 0.2:2) or none, got {text!r}") from None
-    return threshold, mm
 
 
 def check_settings(settings: list[BrainMaskSetting]) -> None:
