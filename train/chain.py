@@ -144,15 +144,17 @@ def choose_brain_mask(
     settings: list[BrainMaskSetting],
     cases: list[HeadCase],
     *,
+    real: list[HeadCase] | None = None,
     surface: SurfaceHead | None = None,
     device: str = "auto",
     command: str = "",
 ) -> dict[str, Any]:
-    """Measure the chained model's full-head consistency on `cases` (and `surface`) with each setting and keep, in its
-    card, the one whose worst case agrees best in its worst class (Dice between the result with and without the skull;
-    the first listed on a tie), among those whose cases keep GM+WM outside the brain (below the foramen magnum) within
-    the goal (all settings when none does). Returns the chosen setting and each setting's figures, which the card
-    keeps too (`brain_mask_choice`, with the date and `command`)."""
+    """Measure the chained model's full-head consistency on `cases` (and the `real` heads with brain masks, and
+    `surface`) with each setting and keep, in its card, the one whose worst case agrees best in its worst class (Dice
+    between the result with and without the skull; the first listed on a tie), among those whose cases keep GM+WM
+    outside the brain (below the foramen magnum) within the goal (all settings when none does). Returns the chosen
+    setting and each setting's figures, which the card keeps too (`brain_mask_choice`, with the date and
+    `command`); a real head's figures are kept under its name."""
     chained = Path(chained)
     figures = []
     for setting in settings:
@@ -161,6 +163,11 @@ def choose_brain_mask(
         lowest = [values["min"] for values in summary["agreement_dice"].values() if values["min"] is not None]
         outside = [summary["outside_fraction"]["max"] or 0.0]
         row: dict[str, Any] = {**setting.card_values(), "validation_heads": _brief(summary)}
+        if real:
+            measured = evaluate_heads(chained, real, device=device)["cases"]
+            lowest += [value for case in measured for value in case["agreement_dice"].values() if value is not None]
+            outside += [case["outside_fraction"] or 0.0 for case in measured]
+            row["real_heads"] = {case["case"]: {key: case[key] for key in REAL_FIGURES} for case in measured}
         if surface is not None:
             segmenter = Segmenter.from_pretrained(chained, device=device)
             head = measure_surface_head(segmenter, surface.subject, surface.foramen_magnum_z)
@@ -178,6 +185,7 @@ def choose_brain_mask(
 
 
 SURFACE_FIGURES = ("below_foramen_magnum_fraction", "cerebrum_agreement_dice", "freesurfer_dice")
+REAL_FIGURES = ("outside_fraction", "outside_ml", "agreement_dice")
 
 
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:

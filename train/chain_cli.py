@@ -55,12 +55,23 @@ def add_chain(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
         help="a real head with FreeSurfer surfaces (as for surface-head) whose figures join the choice",
     )
     chain.add_argument("--foramen-magnum-z", type=float, default=None, help="with --surface-head, as for surface-head")
+    chain.add_argument(
+        "--real-head",
+        type=Path,
+        nargs=2,
+        action="append",
+        default=None,
+        metavar=("HEAD", "BRAIN"),
+        help="a real full-head scan and its brain mask whose figures join the choice (stripped: the head inside the "
+        "mask), e.g. ROBEX's reference head from scripts/get-robex-head.sh; may be given several times",
+    )
     chain.add_argument("--device", default="auto", help="for choosing: auto, cpu, cuda, cuda:N or mps")
 
 
 def run_chain(args: argparse.Namespace) -> int:
     """Assemble the chain, choose its brain mask setting when given several, and print the result as JSON."""
     from .chain import BrainMaskSetting, SurfaceHead, chain_models, check_settings, choose_brain_mask, validation_heads
+    from .consistency import real_head
 
     settings = [
         BrainMaskSetting(threshold, edge)
@@ -72,7 +83,10 @@ def run_chain(args: argparse.Namespace) -> int:
         raise ConfigError("several brain mask settings need --data, the dataset whose validation heads choose")
     if (args.surface_head is None) != (args.foramen_magnum_z is None) or (args.surface_head and len(settings) < 2):
         raise ConfigError("--surface-head and --foramen-magnum-z go together, with several settings to choose from")
+    if args.real_head and len(settings) < 2:
+        raise ConfigError("--real-head joins a choice: give several brain mask settings to choose from")
     cases = validation_heads(args.data) if len(settings) > 1 else []
+    real = [real_head(head, brain) for head, brain in args.real_head or []]
     surface = SurfaceHead(args.surface_head, args.foramen_magnum_z) if args.surface_head else None
     out = chain_models(
         args.model,
@@ -87,7 +101,7 @@ def run_chain(args: argparse.Namespace) -> int:
         try:
             command = _chain_command(args)
             result["brain_mask"] = choose_brain_mask(
-                out, settings, cases, surface=surface, device=args.device, command=command
+                out, settings, cases, real=real, surface=surface, device=args.device, command=command
             )
         except BaseException:
             shutil.rmtree(out)  # a chain whose brain mask was never chosen is not the model asked for
@@ -108,6 +122,8 @@ def _chain_command(args: argparse.Namespace) -> str:
     words += ["--data", str(args.data)]
     if args.surface_head:
         words += ["--surface-head", str(args.surface_head), "--foramen-magnum-z", f"{args.foramen_magnum_z:g}"]
+    for head, brain in args.real_head or []:
+        words += ["--real-head", str(head), str(brain)]
     return shlex.join(words)
 
 

@@ -1,6 +1,7 @@
 """Full-head consistency: does the model give the same answer with and without the skull, and nothing outside?
 
-For a head scan and the same scan skull-stripped (with its brain mask), two figures per case (issue 17's goals):
+For a head scan and the same scan skull-stripped (or the head and its brain mask: the stripped scan is then the head
+times the mask), two figures per case (issue 17's goals):
 - `outside_fraction`: grey + white matter labelled outside the brain mask in the full-head result, as a fraction
   of all grey + white matter labelled there (goal ≤ 1%);
 - `agreement_dice`: per class, Dice between the full-head result and the skull-stripped result (goal ≥ 0.95).
@@ -10,7 +11,7 @@ Where the case has reference labels, the Dice of each result against them too.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,47 @@ AGREEMENT_LIMIT = 0.95
 
 @dataclass(frozen=True)
 class HeadCase:
-    """A full-head scan, the same scan skull-stripped, its brain mask (None: stripped > 0) and optional labels."""
+    """A full-head scan, the same scan skull-stripped (None: the head inside `brain`), its brain mask (None:
+    stripped > 0) and optional labels."""
 
     name: str
     head: Path
-    stripped: Path
+    stripped: Path | None
     brain: Path | None = None
     label: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.stripped is None and self.brain is None:
+            raise ValueError(f"head case {self.name!r}: a stripped scan or a brain mask is needed")
+
+    def stripped_file(self) -> Path:
+        """The stripped scan's file.
+
+        Raises:
+            DatasetError: the case has none (a real head given with its brain mask).
+        """
+        if self.stripped is None:
+            raise DatasetError(f"{self.name}: no skull-stripped scan on file (a head given with its brain mask)")
+        return self.stripped
+
+    @property
+    def files(self) -> list[Path]:
+        """The scans and masks the case reads."""
+        return [p for p in (self.head, self.stripped, self.brain, self.label) if p is not None]
+
+
+def real_head(head: str | Path, brain: str | Path) -> HeadCase:
+    """A real full-head scan and its brain mask (e.g. ROBEX's reference head, scripts/get-robex-head.sh), named by the
+    head's path.
+
+    Raises:
+        DatasetError: either file is missing.
+    """
+    head, brain = Path(head), Path(brain)
+    for path in (head, brain):
+        if not path.is_file():
+            raise DatasetError(f"{path} is not a file: a real head is given as its scan and its brain mask")
+    return HeadCase(str(head), head, None, brain)
 
 
 def dataset_heads(root: str | Path, split: str) -> list[HeadCase]:
@@ -54,12 +89,20 @@ def dataset_heads(root: str | Path, split: str) -> list[HeadCase]:
 def measure_case(segmenter: Segmenter, case: HeadCase) -> dict[str, Any]:
     """Both predictions of one case and its consistency figures (volumes in mL)."""
     started = time.perf_counter()
-    full = segmenter.predict(case.head).mask
-    stripped_volume = load_volume(case.stripped)
+    head = load_volume(case.head)
+    full = segmenter.predict(head).mask
+    brain = (load_volume(case.brain).data > 0.5) if case.brain else None
+    if brain is not None and brain.shape != full.shape:
+        raise DatasetError(f"{case.brain}: shape {brain.shape} differs from {case.head.name}'s {full.shape}")
+    if case.stripped is None and brain is not None:
+        stripped_volume = replace(head, data=head.data * brain, name=f"stripped-{head.name}")
+    else:
+        stripped_volume = load_volume(case.stripped_file())
     stripped = segmenter.predict(stripped_volume).mask
     if full.shape != stripped.shape:
         raise DatasetError(f"{case.stripped}: shape {stripped.shape} differs from {case.head.name}'s {full.shape}")
-    brain = (load_volume(case.brain).data > 0.5) if case.brain else stripped_volume.data > 0
+    if brain is None:
+        brain = stripped_volume.data > 0
     voxel_ml = stripped_volume.voxel_volume_ml
     names = segmenter.card.class_names()
     row: dict[str, Any] = {"case": case.name, **consistency(full, stripped, brain, names, voxel_ml)}
@@ -110,9 +153,7 @@ def evaluate_heads(
     rows = [measure_case(segmenter, case) for case in cases]
     summary = summarise(rows, segmenter.card.class_names())
     if describe_files:
-        summary["files"] = {
-            str(path): sha256_of(path) for case in cases for path in (case.head, case.stripped) if path is not None
-        }
+        summary["files"] = {str(path): sha256_of(path) for case in cases for path in case.files}
     return summary
 
 

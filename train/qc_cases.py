@@ -54,7 +54,7 @@ def calibration_cases(root: Path) -> list[QCCase]:
     if not stripped:
         raise FileNotFoundError(f"{root}/dataset.json lists no skull-stripped validation scans to calibrate QC on")
     found = [QCCase(c.name, "stripped", _loader(c.image)) for c in stripped]
-    found += [QCCase(f"{h.name}_stripped", "stripped", _loader(h.stripped)) for h in heads]
+    found += [QCCase(f"{h.name}_stripped", "stripped", _loader(h.stripped_file())) for h in heads]
     found += [QCCase(h.name, "full_head", _loader(h.head), h.brain) for h in heads]
     for case in stripped:
         found += list(_negatives_of(case.name, case.image, case.label))

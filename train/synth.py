@@ -255,7 +255,7 @@ def brain_validation_cases(root: str | Path) -> list[Case]:
             )
         found += [
             Case(head.head, head.brain, f"{head.name}_head"),
-            Case(head.stripped, head.brain, f"{head.name}_stripped"),
+            Case(head.stripped_file(), head.brain, f"{head.name}_stripped"),
         ]
     return found
 

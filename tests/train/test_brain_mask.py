@@ -10,9 +10,9 @@ import yaml
 from helpers import TINY_CONFIG, write_surface_subject, write_tiny_model
 
 from train.__main__ import main
-from train.chain import SURFACE_FIGURES, BrainMaskSetting, chain_models, validation_heads
+from train.chain import REAL_FIGURES, SURFACE_FIGURES, BrainMaskSetting, chain_models, validation_heads
 from train.config import ConfigError, load_config
-from train.consistency import evaluate_heads
+from train.consistency import dataset_heads, evaluate_heads, real_head
 from train.pipeline import fit_and_export
 from train.surface_head import measure_surface_head
 from train.synth import coarsened, load_bank
@@ -188,3 +188,34 @@ def test_a_real_head_with_surfaces_joins_the_choice_with_its_cerebrum_and_its_ne
         assert row["worst_agreement_dice"] == min(*lowest, *head["cerebrum_agreement_dice"].values())
         outside = max(heads["outside_fraction"]["max"], head["below_foramen_magnum_fraction"] or 0.0)
         assert row["within_outside_goal"] == (outside <= 0.01)
+
+
+def test_a_real_head_with_its_brain_mask_joins_the_choice_under_its_name(brain_model, tiny_heads, tmp_path, capsys):
+    tissue = write_tiny_model(tmp_path / "tissue")
+    (tissue / "README.md").write_text("tissue\n")
+    given = dataset_heads(tiny_heads, "test")[0]  # a head no setting was chosen on stands in for a real one
+    head, brain = given.head, given.brain
+    argv = ["chain", "--model", str(tissue), "--brain-mask", str(brain_model), "--version", "2.0.0"]
+    argv += ["--data", str(tiny_heads), "--real-head", str(head), str(brain), "--device", "cpu"]
+    assert main([*argv, "--out", str(tmp_path / "single")]) == 1
+    assert "--real-head joins a choice: give several brain mask settings" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "lost"), "--brain-mask-threshold", "0.35", "0.25",
+                 "--real-head", str(head), str(tmp_path / "none.nii.gz")]) == 1  # fmt: skip
+    assert "none.nii.gz is not a file: a real head is given as its scan and its brain mask" in capsys.readouterr().err
+    assert not (tmp_path / "single").exists() and not (tmp_path / "lost").exists()
+
+    out = tmp_path / "chosen"
+    assert main([*argv, "--out", str(out), "--brain-mask-threshold", "0.35", "0.25"]) == 0
+    choice = json.loads(capsys.readouterr().out)["brain_mask"]
+    cases = validation_heads(tiny_heads)
+    for row, threshold in zip(choice["settings"], (0.35, 0.25), strict=True):
+        alone = chain_models(tissue, brain_model, tmp_path / f"alone-{threshold}", version="2.0.0",
+                             setting=BrainMaskSetting(threshold))  # fmt: skip
+        real = evaluate_heads(alone, [real_head(head, brain)], device="cpu")["cases"][0]
+        assert row["real_heads"] == {str(head): {key: real[key] for key in REAL_FIGURES}}
+        heads = evaluate_heads(alone, cases, device="cpu")
+        lowest = [figures["min"] for figures in heads["agreement_dice"].values()]
+        assert row["worst_agreement_dice"] == min(*lowest, *real["agreement_dice"].values())
+        assert row["within_outside_goal"] == (max(heads["outside_fraction"]["max"], real["outside_fraction"]) <= 0.01)
+    card = yaml.safe_load((out / "model.yaml").read_text())
+    assert card["brain_mask_choice"]["command"].endswith(f"--data {tiny_heads} --real-head {head} {brain}")

@@ -2,14 +2,16 @@
 
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
 import yaml
 from helpers import TINY_CARD, write_tiny_model
 
 from train.__main__ import main
-from train.consistency import consistency, dataset_heads, summarise
+from train.consistency import HeadCase, consistency, dataset_heads, evaluate_heads, real_head, summarise
 from train.report import compare_with_reference
+from unet3d import load_volume
 
 NAMES = ["background", "grey_matter", "white_matter"]
 
@@ -76,6 +78,38 @@ def test_external_head_without_its_stripped_scan_is_a_clear_error(tiny_heads, tm
                  "--external-head", str(tmp_path / "x.nii.gz")])  # fmt: skip
     assert code == 1
     assert "--external-head and --external-stripped go together" in capsys.readouterr().err
+
+
+def test_a_real_head_given_with_its_brain_mask_is_measured_as_the_head_and_the_head_inside_the_mask(
+    tiny_heads, tmp_path
+):
+    model = write_tiny_model(tmp_path / "model")
+    case = dataset_heads(tiny_heads, "validation")[0]
+    head = nib.load(case.head)
+    brain = np.zeros(head.shape, dtype=np.uint8)  # a mask that cuts the generated brain: a different answer
+    brain[2:-2, 2:-2, 3:-3] = 1
+    nib.save(nib.Nifti1Image(brain, head.affine), tmp_path / "brain.nii.gz")
+    inside = load_volume(case.head).data * brain  # the voxel values the head is measured with
+    nib.save(nib.Nifti1Image(inside, head.affine), tmp_path / "stripped.nii.gz")
+
+    given = real_head(case.head, tmp_path / "brain.nii.gz")
+    assert given.name == str(case.head) and given.stripped is None
+    measured = evaluate_heads(model, [given], device="cpu", describe_files=True)
+    written = HeadCase("written", case.head, tmp_path / "stripped.nii.gz", tmp_path / "brain.nii.gz")
+    expected = evaluate_heads(model, [written], device="cpu")
+    for key in ("outside_fraction", "outside_ml", "agreement_dice", "volume_ml_full", "volume_ml_stripped"):
+        assert measured["cases"][0][key] == expected["cases"][0][key]
+    assert set(measured["files"]) == {str(case.head), str(tmp_path / "brain.nii.gz")}
+
+
+def test_a_real_head_needs_both_of_its_files(tmp_path):
+    from train.data import DatasetError
+
+    (tmp_path / "head.nii.gz").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"brain\.nii\.gz is not a file: a real head is given as its scan and its"):
+        real_head(tmp_path / "head.nii.gz", tmp_path / "brain.nii.gz")
+    with pytest.raises(ValueError, match="a stripped scan or a brain mask is needed"):
+        HeadCase("bare", tmp_path / "head.nii.gz", None)
 
 
 def heads_summary(grey: float, white: float, outside: float) -> dict:
