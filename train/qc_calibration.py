@@ -7,7 +7,8 @@ Per limit, from the values `unet3d.qc` measures on every case:
   model takes full heads, `skull_stripped_input: false`);
 - `warn` lies halfway between `ok` and the nearest negative built for that check beyond `ok` (geometrically for the
   field-of-view share); negatives on the passing side of `ok` slip through, and the figures say how many (where none
-  lies beyond, `warn` is just beyond `ok`: no validation scan is warned about).
+  lies beyond, `warn` is just beyond `ok`: no validation scan is warned about). Which side of `ok` is bad is the
+  check's own (that of its default limits, `unet3d.card.DEFAULT_QC_LIMITS`), never where the negatives happen to lie.
 The prior is the mean grey/white map of the skull-stripped validation scans. The brain-volume limits are anatomy,
 not this model: they keep their values (the card's or the defaults), and the figures show the validation brains and the
 wrong-voxel-size negatives against them. `skull_stripped_input` is measured: true when the model labels more than
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,6 @@ EVIDENCE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 ANATOMY = {"brain_ml_min": ("spacing_x0.5",), "brain_ml_max": ("spacing_x1.5",)}
 GEOMETRIC = {"fov_fraction"}
-LOW_IS_BAD = {"structure", "t1_contrast", "fov_fraction"}
 OUTSIDE_LIMIT = 0.05
 
 
@@ -173,17 +172,16 @@ def _choose(
     good, bad = _of(values, name, passes), _of(values, name, catches)
     if not good or not (bad or refused):
         raise ValueError(f"no values to calibrate {name} on ({len(good)} to pass, {len(bad)} to catch)")
+    # Which side is bad is the check's own (its default limits'), whichever side this model's negatives lie on: a
+    # T2-like image the brain stage barely finds can measure more T1 contrast than a real T1, and must not teach the
+    # contrast check to warn about strong T1 contrast.
+    default = DEFAULT_QC_LIMITS[name]
+    high_bad = default.warn > default.ok
+    ok = max(good) if high_bad else min(good)
     if not bad:  # every negative was refused (a chain finds no brain in noise): warn as far from ok as the default
-        default = DEFAULT_QC_LIMITS[name]
-        ok = max(good) if default.warn > default.ok else min(good)
         limit = QCLimit(_round(ok), _round(ok + default.warn - default.ok))
         figures = {"ok": limit.ok, "warn": limit.warn, "passes": _line(good, passes)}
         return limit, {**figures, "catches": f"{refused} {'/'.join(catches)}: all refused"}
-    # Which side is bad: where the negatives lie (a model that cannot tell them apart gets the usual side).
-    high_bad = statistics.median(bad) > statistics.median(good) or (
-        statistics.median(bad) == statistics.median(good) and name not in LOW_IS_BAD
-    )
-    ok = max(good) if high_bad else min(good)
     # A negative on the passing side of ok cannot be caught without warning a validation scan: it slips through (the
     # figures count it), and warn lies halfway to the nearest negative that can be.
     beyond = [value for value in bad if (value > ok if high_bad else value < ok)]

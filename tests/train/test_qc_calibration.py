@@ -68,6 +68,17 @@ def test_an_overlap_keeps_warn_halfway_to_the_negatives_beyond_ok_and_says_what_
     assert limit.warn == pytest.approx(0.33) and figures["catches"].endswith("0/2 beyond warn")
 
 
+def test_which_side_is_bad_is_the_checks_own_wherever_the_negatives_lie():
+    # Measured on 2.3's card: T2-like images its brain stage barely found measured up to +0.68 "T1 contrast", above
+    # every real T1; the limit must still warn about too little contrast, never about strong T1 contrast.
+    values = cases("stripped", [0.09, 0.17], "t1_contrast") + cases("t2_like", [-0.05, 0.3, 0.5, 0.68], "t1_contrast")
+    limit, figures = _choose("t1_contrast", values, ("stripped",), ("t2_like",))
+    assert limit.ok == 0.09 and limit.warn == pytest.approx(0.02) and figures["catches"].endswith("1/4 beyond warn")
+    high = cases("stripped", [0.09, 0.1], "uncertainty") + cases("ct", [0.01, 0.02, 0.5], "uncertainty")
+    limit, figures = _choose("uncertainty", high, ("stripped",), ("ct",))
+    assert limit.ok == 0.1 and limit.warn == pytest.approx(0.3) and figures["catches"].endswith("1/3 beyond warn")
+
+
 def test_the_negatives_change_what_they_claim():
     data = np.zeros((20, 24, 30), dtype=np.float32)
     data[5:15, 6:18, 5:25] = 100.0
