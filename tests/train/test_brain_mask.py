@@ -2,6 +2,7 @@
 validated on the full heads' brain masks, then chained in front of a tissue model by `python -m train chain`."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +220,27 @@ def test_a_real_head_with_its_brain_mask_joins_the_choice_under_its_name(brain_m
         assert row["within_outside_goal"] == (max(heads["outside_fraction"]["max"], real["outside_fraction"]) <= 0.01)
     card = yaml.safe_load((out / "model.yaml").read_text())
     assert card["brain_mask_choice"]["command"].endswith(f"--data {tiny_heads} --real-head {head} {brain}")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+ROBEX = Path("data") / "robex-ref"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (ROOT / ROBEX / "atlas.nii.gz").is_file(), reason="needs scripts/get-robex-head.sh")
+def test_the_shipped_model_on_robex_s_reference_head_gives_the_figures_its_brain_mask_choice_recorded(
+    monkeypatch,
+):
+    """A real full head with a brain mask that chose the brain mask setting (validation): the figures the card
+    keeps for the chosen setting re-measure."""
+    monkeypatch.chdir(ROOT)  # the card names the head by the path the choice was given
+    model = Path("models") / "unet3d-brain-tissue"
+    choice = yaml.safe_load((model / "model.yaml").read_text())["brain_mask_choice"]
+    keys = ("brain_mask_threshold", "brain_mask_edge")
+    chosen = next(r for r in choice["settings"] if all(r.get(k) == choice["chosen"].get(k) for k in keys))
+    head = ROBEX / "atlas.nii.gz"
+    recorded = chosen["real_heads"][str(head)]
+    measured = evaluate_heads(model, [real_head(head, ROBEX / "atlas_mask.nii.gz")], device="cpu")["cases"][0]
+    assert measured["outside_fraction"] == pytest.approx(recorded["outside_fraction"], abs=0.0005)
+    for name, value in recorded["agreement_dice"].items():
+        assert measured["agreement_dice"][name] == pytest.approx(value, abs=0.002), name
