@@ -27,7 +27,7 @@ from unet3d.hub import BRAIN_MASK_DIR, BRAIN_MASK_FILES, CARD_NAME, MODEL_FILES,
 from unet3d.options import DEFAULT_THRESHOLD, check_threshold
 
 from .config import ConfigError
-from .consistency import OUTSIDE_LIMIT, HeadCase, dataset_heads, evaluate_heads
+from .consistency import OUTSIDE_LIMIT, HeadCase, dataset_heads, measure_heads
 from .export import read_card, write_card
 from .surface_head import measure_surface_head
 
@@ -159,17 +159,17 @@ def choose_brain_mask(
     figures = []
     for setting in settings:
         _set_brain_mask(chained, setting)
-        summary = evaluate_heads(chained, cases, device=device)
+        segmenter = Segmenter.from_pretrained(chained, device=device)  # loaded once, for every head of this setting
+        summary = measure_heads(segmenter, cases)
         lowest = [values["min"] for values in summary["agreement_dice"].values() if values["min"] is not None]
         outside = [summary["outside_fraction"]["max"] or 0.0]
         row: dict[str, Any] = {**setting.card_values(), "validation_heads": _brief(summary)}
         if real:
-            measured = evaluate_heads(chained, real, device=device)["cases"]
+            measured = measure_heads(segmenter, real)["cases"]
             lowest += [value for case in measured for value in case["agreement_dice"].values() if value is not None]
             outside += [case["outside_fraction"] or 0.0 for case in measured]
             row["real_heads"] = {case["case"]: {key: case[key] for key in REAL_FIGURES} for case in measured}
         if surface is not None:
-            segmenter = Segmenter.from_pretrained(chained, device=device)
             head = measure_surface_head(segmenter, surface.subject, surface.foramen_magnum_z)
             lowest += list(head["cerebrum_agreement_dice"].values())
             outside.append(head["below_foramen_magnum_fraction"] or 0.0)

@@ -149,12 +149,15 @@ def evaluate_heads(
     model: str | Path, cases: list[HeadCase], *, device: str = "auto", describe_files: bool = False
 ) -> dict[str, Any]:
     """Measure every case with one loaded model; with `describe_files`, each file's sha256 too (external scans)."""
-    segmenter = Segmenter.from_pretrained(model, device=device)
-    rows = [measure_case(segmenter, case) for case in cases]
-    summary = summarise(rows, segmenter.card.class_names())
+    summary = measure_heads(Segmenter.from_pretrained(model, device=device), cases)
     if describe_files:
         summary["files"] = {str(path): sha256_of(path) for case in cases for path in case.files}
     return summary
+
+
+def measure_heads(segmenter: Segmenter, cases: list[HeadCase]) -> dict[str, Any]:
+    """Every case measured with this (loaded) model, and the summary of their figures."""
+    return summarise([measure_case(segmenter, case) for case in cases], segmenter.card.class_names())
 
 
 def _round(value: float | None) -> float | None:
