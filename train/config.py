@@ -72,6 +72,11 @@ class SynthConfig:
     stripped_weight: float = 0.3
     synthetic_weight: float = 0.25
     synthetic_stripped_probability: float = 0.25
+    # How often a generated head (the real brain inside) comes skull-stripped instead, and where the stripping mask
+    # runs: [low, high] mm beyond the brain's edge (negative: inside it), drawn per sample and varying along the
+    # surface, as real tools keep more or less CSF and dura. The random-contrast samples are stripped the same way.
+    head_stripped_probability: float = 0.0
+    strip_margin_mm: list[float] = field(default_factory=lambda: [0.0, 0.0])
     fov_probability: float = 0.7
     texture_std: list[float] = field(default_factory=lambda: [0.0, 0.08])
     # What the network learns: "tissue" (the template's grey/white labels) or "brain" (the brain mask: a
@@ -335,6 +340,14 @@ def _check_synth(synth: SynthConfig) -> None:
         _require(value >= 0, f"synth.{name}", value, "must be >= 0")
     _require(sum(weights) > 0, "synth.head_weight", weights, "and the other two weights must not all be 0")
     _fraction("synth.synthetic_stripped_probability", synth.synthetic_stripped_probability)
+    _fraction("synth.head_stripped_probability", synth.head_stripped_probability)
+    margin = synth.strip_margin_mm
+    _require(
+        len(margin) == 2 and -10 <= margin[0] <= margin[1] <= 20,
+        "synth.strip_margin_mm",
+        margin,
+        "must be [low, high] mm with -10 <= low <= high <= 20",
+    )
     _fraction("synth.fov_probability", synth.fov_probability)
     _require(synth.target in SYNTH_TARGETS, "synth.target", synth.target, f"must be one of {', '.join(SYNTH_TARGETS)}")
     texture = synth.texture_std

@@ -3,8 +3,10 @@
 - `head`: the real template T1 inside the brain, the generated tissues around it with T1-like intensities.
 - `stripped`: the real skull-stripped template on its own grid, exactly as the plain sampler draws it.
 - `synthetic`: every tissue a random intensity (any contrast), grey/white/CSF mixed by the template's probability
-  maps for partial volume (SynthSeg), sometimes skull-stripped.
-Full-head samples are cut by a random field of view. Then the usual augmentation follows (bias field, noise,
+  maps for partial volume (SynthSeg).
+`head` and `synthetic` samples are now and then skull-stripped by a mask that runs a random margin beyond (or inside)
+the brain's edge, uneven along it, as real tools' masks are; the labels are cut by the same mask. They are cut by a
+random field of view. Then the usual augmentation follows (bias field, noise,
 normalisation, random affine + elastic patch, gamma, curve, contrast, blur, thick slices): see augment.py.
 """
 
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch.nn import functional
 
 from unet3d import Unet3dError
@@ -65,7 +68,8 @@ class HeadBank:
 
 
 def synthesize(bank: HeadBank, head: int, mode: str, generator: torch.Generator, config: SynthConfig) -> torch.Tensor:
-    """A raw full-canvas image of `head` in `mode` ("head" or "synthetic"), float32 on the bank's device."""
+    """A raw full-canvas image of `head` in `mode` ("head" or "synthetic"), float32 on the bank's device: the whole
+    head, never stripped (see `strip_mask`)."""
     tissues = bank.heads[head].long()
     device = bank.t1.device
     brain = bank.brain
@@ -79,10 +83,29 @@ def synthesize(bank: HeadBank, head: int, mode: str, generator: torch.Generator,
     grey, white = bank.grey.float(), bank.white.float()
     mixed = grey * means[TISSUES.index("grey_matter")] + white * means[TISSUES.index("white_matter")]
     mixed = mixed + (1 - grey - white).clamp_min(0) * means[TISSUES.index("brain_csf")]
-    stripped = bool(torch.rand((), generator=generator) < config.synthetic_stripped_probability)
-    outside = torch.zeros((), device=device) if stripped else means[tissues]
-    image = torch.where(brain, mixed, outside)
+    image = torch.where(brain, mixed, means[tissues])
     return image * _texture(tissues, brain, generator, config, inside_brain=True)
+
+
+def signed_distance(brain: torch.Tensor, voxel_mm: float) -> torch.Tensor:
+    """Each voxel's distance in mm from the brain's edge, float16: outside, to the nearest brain voxel; inside, one
+    voxel less than to the nearest voxel outside, negated (the brain's outer layer is 0)."""
+    inside = brain.cpu().numpy()
+    outside = ndimage.distance_transform_edt(~inside)
+    depth = ndimage.distance_transform_edt(inside)
+    distance = np.where(inside, 1.0 - depth, outside) * voxel_mm
+    return torch.from_numpy(distance.astype(np.float16)).to(brain.device)
+
+
+def strip_mask(distance: torch.Tensor, margin_mm: Sequence[float], generator: torch.Generator) -> torch.Tensor:
+    """A skull-stripping mask: the voxels within a margin of the brain's edge (`signed_distance`), the margin drawn
+    from [low, high] mm and varying smoothly along the surface within that range."""
+    low, high = margin_mm
+    middle = low + (high - low) * float(torch.rand((), generator=generator))
+    coarse = torch.randn((1, 1, 6, 6, 6), generator=generator).to(distance.device)
+    field = functional.interpolate(coarse, size=tuple(distance.shape), mode="trilinear", align_corners=True)[0, 0]
+    margin = (middle + (high - low) / 2 * field / field.std().clamp_min(1e-6)).clamp(low, high)
+    return distance.float() <= margin
 
 
 def _texture(
@@ -130,6 +153,8 @@ class HeadSampler(PatchSampler):
         patch_size: tuple[int, int, int],
         config: AugmentConfig,
         synth: SynthConfig,
+        *,
+        voxel_mm: float = 1.0,
         **options: object,
     ) -> None:
         box = bank.template_box
@@ -141,22 +166,33 @@ class HeadSampler(PatchSampler):
         self.mode_weights = weights / weights.sum()
         nonzero = [torch.nonzero(bank.brain.any(dim=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
         self.brain_extent = [(int(index[0]), int(index[-1])) for index in nonzero]
+        self.distance = signed_distance(bank.brain, voxel_mm)
 
     def _one(self) -> tuple[torch.Tensor, torch.Tensor]:
         mode = MODES[int(torch.multinomial(self.mode_weights, 1, generator=self.generator))]
         if mode == "stripped":
             return super()._one()
         head = int(torch.randint(len(self.bank.heads), (1,), generator=self.generator))
-        image = synthesize(self.bank, head, mode, self.generator, self.synth)
+        image, labels = self.volume(head, mode)
         box = field_of_view(image.shape, self.brain_extent, self.generator, self.synth.fov_probability)
         start = torch.tensor([s.start for s in box], device=self.bank.foreground.device)
         stop = torch.tensor([s.stop - 1 for s in box], device=self.bank.foreground.device)
         foreground = torch.minimum(torch.maximum(self.bank.foreground - start, torch.zeros_like(start)), stop - start)
-        subject = Subject(image[box], self.bank.labels[box], foreground)
+        subject = Subject(image[box], labels[box], foreground)
         volume = self._whole_volume_intensity(subject.image)
         grid = self._grid(subject)
         label = _sample(subject.label, grid, "nearest").round().to(torch.long)
         return self._patch_intensity(_sample(volume, grid, "bilinear")), label
+
+    def volume(self, head: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The raw image and labels of one `head` or `synthetic` sample on the whole canvas, stripped or not."""
+        image = synthesize(self.bank, head, mode, self.generator, self.synth)
+        labels = self.bank.labels
+        chance = self.synth.head_stripped_probability if mode == "head" else self.synth.synthetic_stripped_probability
+        if float(torch.rand((), generator=self.generator)) < chance:
+            keep = strip_mask(self.distance, self.synth.strip_margin_mm, self.generator)
+            image, labels = image * keep, labels * keep
+        return image, labels
 
 
 def head_sampler(config: TrainConfig, device: torch.device, *, seed: int) -> HeadSampler:
@@ -172,6 +208,7 @@ def head_sampler(config: TrainConfig, device: torch.device, *, seed: int) -> Hea
         tuple(data.patch_size),  # type: ignore[arg-type]
         config.augment,
         config.synth,
+        voxel_mm=float(factor),
         clip_percentiles=tuple(data.clip_percentiles),
         foreground_fraction=data.foreground_fraction,
         seed=seed,

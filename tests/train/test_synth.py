@@ -3,10 +3,20 @@
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from train.config import AugmentConfig, SynthConfig
 from train.head import TISSUES
-from train.synth import MODES, T1_PRIORS, HeadSampler, field_of_view, load_bank, synthesize
+from train.synth import (
+    MODES,
+    T1_PRIORS,
+    HeadSampler,
+    field_of_view,
+    load_bank,
+    signed_distance,
+    strip_mask,
+    synthesize,
+)
 
 ONLY = {
     "head": {"head_weight": 1.0, "stripped_weight": 0.0, "synthetic_weight": 0.0},
@@ -73,3 +83,33 @@ def test_the_field_of_view_cuts_the_head_but_keeps_the_brain_above_the_neck():
         assert all(b[axis].start <= extent[axis][0] and b[axis].stop > extent[axis][1] for b in boxes)
     assert field_of_view((50, 64, 72), extent, generator, 0.0) == (slice(0, 50), slice(0, 64), slice(0, 72))
     assert np.mean([b[1].stop < 64 for b in boxes]) > 0.1  # now and then the face
+
+
+def test_a_strip_mask_runs_its_margin_beyond_the_brain_and_varies_along_it(bank):
+    brain = bank.brain
+    distance = signed_distance(brain, 1.0)
+    generator = torch.Generator().manual_seed(0)
+    assert torch.equal(strip_mask(distance, [0.0, 0.0], generator), brain)  # no margin: the brain's own edge
+    outside = ndimage.distance_transform_edt(~brain.numpy())
+    for _ in range(5):
+        keep = strip_mask(distance, [1.0, 4.0], generator)
+        assert bool(keep[brain].all())
+        reach = outside[keep.numpy() & ~brain.numpy()]
+        assert reach.max() <= 4.0 + 1e-3 and (reach <= 1.0).any()
+        assert len(np.unique(np.round(outside[keep.numpy() & ~brain.numpy()]))) > 1
+    inward = strip_mask(distance, [-2.0, -1.0], generator)
+    assert bool(inward[brain].any()) and not bool(inward[~brain].any()) and int(inward.sum()) < int(brain.sum())
+
+
+def test_a_stripped_head_is_zero_outside_its_mask_and_labelled_only_inside_it(bank):
+    strip = {"head_stripped_probability": 1.0, "synthetic_stripped_probability": 1.0, "strip_margin_mm": [-2.0, 3.0]}
+    draw = sampler(bank, **strip)
+    distance = signed_distance(bank.brain, 1.0).float()
+    for mode in ("head", "synthetic"):
+        image, labels = draw.volume(0, mode)
+        assert torch.isfinite(image).all() and labels.shape == image.shape
+        assert not bool(image[distance > 3.0].any()) and bool((image[distance <= -2.0] > 0).all())
+        assert bool((image[labels > 0] > 0).all())  # labelled only where the mask kept the image
+        assert int((labels > 0).sum()) < int((bank.labels > 0).sum())  # the mask ran inside the brain somewhere
+    whole, labels = sampler(bank, synthetic_stripped_probability=0.0).volume(0, "synthetic")
+    assert bool(whole[distance > 3.0].any()) and torch.equal(labels, bank.labels)  # unstripped by default
