@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from .errors import CardError, ParameterError
+from .card_fields import card_rule, flag, only, positive_int, triple
+from .card_qc import DEFAULT_QC_LIMITS, QCLimit, QCSpec, qc_spec
+from .errors import CardError
 from .options import (
     BLENDINGS,
     DEFAULT_THRESHOLD,
@@ -106,52 +105,6 @@ class PostprocessSpec:
 
 
 @dataclass(frozen=True)
-class QCLimit:
-    """One QC measure's limits: `ok` (at or beyond it the check is fully passed, score 1) and `warn` (beyond it the
-    prediction gets the check's warning, score below 0.5); `warn` above `ok` means high values are bad."""
-
-    ok: float
-    warn: float
-
-
-# The QC limits a card may set (docs/models.md#quality-control) and the documented defaults for cards without a `qc`
-# section: the shipped model 1.0's calibration (python -m train calibrate-qc, 2026-12-04), rounded. The brain volume
-# limits are anatomy (grey + white matter of a child to a large adult, MNI-normalised brains included), not calibrated.
-DEFAULT_QC_LIMITS: Mapping[str, QCLimit] = {
-    "air_fraction": QCLimit(0.0, 0.27),
-    "structure": QCLimit(0.95, 0.48),
-    "t1_contrast": QCLimit(0.09, -0.12),
-    "enclosed_background": QCLimit(0.034, 0.104),
-    "flip_margin": QCLimit(-0.083, 0.052),
-    "cut_fraction": QCLimit(0.0, 0.29),
-    "fov_fraction": QCLimit(0.147, 0.061),
-    "brain_ml_min": QCLimit(900.0, 600.0),
-    "brain_ml_max": QCLimit(1800.0, 2200.0),
-    "uncertainty": QCLimit(0.1, 0.134),
-}
-
-
-@dataclass(frozen=True)
-class QCSpec:
-    """The card's `qc` section: the limits QC judges a prediction by, and what they rest on.
-
-    Attributes:
-        limits: every QC limit (the card's, the rest from DEFAULT_QC_LIMITS).
-        skull_stripped_input: the model was trained on skull-stripped brains only (a full head gets a warning).
-        prior: grey and white matter fractions on a `prior_grid`³ lattice over an upright brain's bounding box
-            (closest-RAS), each `prior_grid`³ values in C order; None without one (the checks that need it are off).
-        prior_grid: cells per axis of `prior`.
-        calibrated: whether the limits came from a calibration (a `qc` section) rather than the defaults.
-    """
-
-    limits: Mapping[str, QCLimit] = field(default_factory=lambda: dict(DEFAULT_QC_LIMITS))
-    skull_stripped_input: bool = False
-    prior: tuple[tuple[float, ...], tuple[float, ...]] | None = None
-    prior_grid: int = 0
-    calibrated: bool = False
-
-
-@dataclass(frozen=True)
 class ModelCard:
     """Typed view of model.yaml; `raw` keeps every field (training summary, metrics, licence) as written."""
 
@@ -161,7 +114,7 @@ class ModelCard:
     input: InputSpec = InputSpec()
     inference: InferenceSpec = InferenceSpec()
     postprocess: PostprocessSpec = PostprocessSpec()
-    qc: QCSpec = QCSpec()
+    qc: QCSpec = field(default_factory=QCSpec)
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -180,7 +133,7 @@ class ModelCard:
             raise CardError(f"model.yaml lists {self.num_classes} classes but the network has {num_classes} outputs")
         if in_channels != 1 or self.input.channels != 1:
             raise CardError("only single-channel models are supported (in_channels = input.channels = 1)")
-        with _card_rule():
+        with card_rule():
             check_pad_multiple(self.input.pad_to_multiple, pad_multiple, "input.pad_to_multiple")
 
     def to_dict(self) -> dict[str, Any]:
@@ -195,7 +148,7 @@ class ModelCard:
     ) -> ModelCard:
         """A copy with deployment overrides applied (e.g. UNET3D_CLIP_PERCENTILES)."""
         spec = self.input
-        with _card_rule():
+        with card_rule():
             if clip_percentiles != "card":
                 spec = replace(spec, clip_percentiles=check_clip_percentiles(clip_percentiles))
             if pad_to_multiple is not None:
@@ -233,7 +186,7 @@ def card_from_dict(raw: Any) -> ModelCard:
         input=_input_spec(raw.get("input") or {}),
         inference=_inference_spec(raw.get("inference") or {}),
         postprocess=_postprocess_spec(raw.get("postprocess") or {}),
-        qc=QCSpec() if raw.get("qc") is None else _qc_spec(raw["qc"]),
+        qc=QCSpec() if raw.get("qc") is None else qc_spec(raw["qc"]),
         raw=copy.deepcopy(raw),
     )
 
@@ -256,20 +209,20 @@ def _classes(value: Any) -> tuple[ClassInfo, ...]:
 
 
 def _input_spec(value: dict[str, Any]) -> InputSpec:
-    _only(value, "input", {"channels", "normalization", "clip_percentiles", "pad_to_multiple", "spacing_mm"})
+    only(value, "input", {"channels", "normalization", "clip_percentiles", "pad_to_multiple", "spacing_mm"})
     spacing = value.get("spacing_mm")
-    with _card_rule():
+    with card_rule():
         return InputSpec(
-            channels=_positive_int("input.channels", value.get("channels", 1)),
+            channels=positive_int("input.channels", value.get("channels", 1)),
             normalization=check_choice(value.get("normalization", "minmax"), NORMALIZATIONS, "input.normalization"),
             clip_percentiles=check_clip_percentiles(value.get("clip_percentiles", (1.0, 99.0))),
             pad_to_multiple=check_pad_multiple(value.get("pad_to_multiple", 16), None, "input.pad_to_multiple"),
-            spacing_mm=None if spacing is None else spacing3(_triple("input.spacing_mm", spacing)),
+            spacing_mm=None if spacing is None else spacing3(triple("input.spacing_mm", spacing)),
         )
 
 
 def _inference_spec(value: dict[str, Any]) -> InferenceSpec:
-    _only(
+    only(
         value,
         "inference",
         {
@@ -285,12 +238,12 @@ def _inference_spec(value: dict[str, Any]) -> InferenceSpec:
         },
     )
     defaults = InferenceSpec()
-    patch_size = _triple("inference.patch_size", value.get("patch_size", defaults.patch_size))
-    brain_mask = _flag("inference.brain_mask", value.get("brain_mask", defaults.brain_mask))
+    patch_size = triple("inference.patch_size", value.get("patch_size", defaults.patch_size))
+    brain_mask = flag("inference.brain_mask", value.get("brain_mask", defaults.brain_mask))
     for key in ("brain_mask_threshold", "brain_mask_edge"):
         if key in value and not brain_mask:
             raise CardError(f"inference.{key} applies to a chained model only: set brain_mask: true, or drop it")
-    with _card_rule():
+    with card_rule():
         overlap = check_overlap(value.get("overlap", defaults.overlap), "inference.overlap")
         blending = check_choice(value.get("blending", defaults.blending), BLENDINGS, "inference.blending")
         threshold = check_threshold(value.get("brain_mask_threshold"), "inference.brain_mask_threshold")
@@ -301,7 +254,7 @@ def _inference_spec(value: dict[str, Any]) -> InferenceSpec:
         blending=blending,
         crop_foreground=bool(value.get("crop_foreground", defaults.crop_foreground)),
         crop_margin=int(value.get("crop_margin", defaults.crop_margin)),
-        memory_budget_mb=_positive_int("inference.memory_budget_mb", value.get("memory_budget_mb", 1024)),
+        memory_budget_mb=positive_int("inference.memory_budget_mb", value.get("memory_budget_mb", 1024)),
         brain_mask=brain_mask,
         brain_mask_threshold=threshold,
         brain_mask_edge=check_brain_edge(value.get("brain_mask_edge"), threshold),
@@ -322,7 +275,7 @@ def check_brain_edge(value: object, threshold: float) -> BrainEdge | None:
             f"{name} must be a mapping of threshold (a brain probability below inference.brain_mask_threshold) and "
             f"within_mm (millimetres), e.g. {{threshold: 0.2, within_mm: 2.0}}; got {value!r}"
         )
-    with _card_rule():
+    with card_rule():
         low = check_threshold(value["threshold"], f"{name}.threshold")
     within = value["within_mm"]
     if low is None or not low < threshold:
@@ -334,90 +287,8 @@ def check_brain_edge(value: object, threshold: float) -> BrainEdge | None:
 
 
 def _postprocess_spec(value: dict[str, Any]) -> PostprocessSpec:
-    _only(value, "postprocess", {"largest_component", "fill_holes"})
+    only(value, "postprocess", {"largest_component", "fill_holes"})
     return PostprocessSpec(
         largest_component=tuple(int(c) for c in value.get("largest_component") or ()),
         fill_holes=tuple(int(c) for c in value.get("fill_holes") or ()),
     )
-
-
-def _qc_spec(value: Any) -> QCSpec:
-    if not isinstance(value, dict):
-        raise CardError("qc must be a mapping (limits, skull_stripped_input, prior, calibration)")
-    _only(value, "qc", {"limits", "skull_stripped_input", "prior", "calibration"})
-    limits = dict(DEFAULT_QC_LIMITS)
-    given = value.get("limits") or {}
-    if not isinstance(given, dict):
-        raise CardError("qc.limits must map a measure to {ok, warn}")
-    _only(given, "qc.limits", set(DEFAULT_QC_LIMITS))
-    for name, limit in given.items():
-        if not isinstance(limit, dict) or set(limit) != {"ok", "warn"}:
-            raise CardError(f"qc.limits.{name} must be {{ok: number, warn: number}}, got {limit!r}")
-        ok, warn = (_number(f"qc.limits.{name}.{key}", limit[key]) for key in ("ok", "warn"))
-        if ok == warn:
-            raise CardError(f"qc.limits.{name}: ok and warn must differ (their order says which side is bad)")
-        limits[name] = QCLimit(ok, warn)
-    stripped = _flag("qc.skull_stripped_input", value.get("skull_stripped_input", False))
-    prior, grid = _qc_prior(value.get("prior"))
-    return QCSpec(limits, stripped, prior, grid, calibrated=True)
-
-
-def _qc_prior(value: Any) -> tuple[tuple[tuple[float, ...], tuple[float, ...]] | None, int]:
-    """`prior: {grid: N, grey_matter: [N strings of N² percentages], white_matter: [...]}` → fractions, C order."""
-    if value is None:
-        return None, 0
-    if not isinstance(value, dict):
-        raise CardError("qc.prior must be a mapping {grid, grey_matter, white_matter}")
-    _only(value, "qc.prior", {"grid", "grey_matter", "white_matter"})
-    grid = _positive_int("qc.prior.grid", value.get("grid"))
-    maps = []
-    for tissue in ("grey_matter", "white_matter"):
-        rows = value.get(tissue)
-        try:
-            numbers = [float(v) / 100.0 for row in rows or () for v in str(row).split()]
-        except (TypeError, ValueError) as e:
-            raise CardError(f"qc.prior.{tissue} must be {grid} lines of {grid * grid} percentages") from e
-        if len(numbers) != grid**3 or not all(0.0 <= v <= 1.0 for v in numbers):
-            raise CardError(f"qc.prior.{tissue} must hold {grid**3} percentages in [0, 100], got {len(numbers)}")
-        maps.append(tuple(numbers))
-    return (maps[0], maps[1]), grid
-
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise CardError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _only(value: dict[str, Any], section: str, allowed: set[str]) -> None:
-    unknown = sorted(set(value) - allowed)
-    if unknown:
-        raise CardError(f"unknown field(s) in {section}: {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
-
-
-@contextmanager
-def _card_rule() -> Iterator[None]:
-    """A shared option rule (options.py) broken by a card value: the same message, as a CardError."""
-    try:
-        yield
-    except ParameterError as e:
-        raise CardError(str(e)) from e
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise CardError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CardError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _triple(name: str, value: Any) -> list[float]:
-    items = [value] * 3 if isinstance(value, int | float) else list(value)
-    if len(items) != 3 or any(float(v) <= 0 for v in items):
-        raise CardError(f"{name} must be three positive numbers, got {value!r}")
-    return [float(v) for v in items]
