@@ -77,6 +77,9 @@ class SynthConfig:
     # surface, as real tools keep more or less CSF and dura. The random-contrast samples are stripped the same way.
     head_stripped_probability: float = 0.0
     strip_margin_mm: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    # A stripped sample's labels: "cut" (the labels inside the mask) or, for target brain only, "mask" (the brain is
+    # all the mask kept, CSF and dura included: a brain stage then trusts the stripping it is given).
+    strip_labels: str = "cut"
     fov_probability: float = 0.7
     texture_std: list[float] = field(default_factory=lambda: [0.0, 0.08])
     # What the network learns: "tissue" (the template's grey/white labels) or "brain" (the brain mask: a
@@ -349,6 +352,12 @@ def _check_synth(synth: SynthConfig) -> None:
         "must be [low, high] mm with -10 <= low <= high <= 20",
     )
     _fraction("synth.fov_probability", synth.fov_probability)
+    _require(
+        synth.strip_labels == "cut" or (synth.strip_labels == "mask" and synth.target == "brain"),
+        "synth.strip_labels",
+        synth.strip_labels,
+        'must be "cut", or "mask" with synth.target=brain',
+    )
     _require(synth.target in SYNTH_TARGETS, "synth.target", synth.target, f"must be one of {', '.join(SYNTH_TARGETS)}")
     texture = synth.texture_std
     _require(

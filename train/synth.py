@@ -191,7 +191,7 @@ class HeadSampler(PatchSampler):
         chance = self.synth.head_stripped_probability if mode == "head" else self.synth.synthetic_stripped_probability
         if float(torch.rand((), generator=self.generator)) < chance:
             keep = strip_mask(self.distance, self.synth.strip_margin_mm, self.generator)
-            image, labels = image * keep, labels * keep
+            image, labels = image * keep, (keep.float() if self.synth.strip_labels == "mask" else labels * keep)
         return image, labels
 
 

@@ -113,3 +113,10 @@ def test_a_stripped_head_is_zero_outside_its_mask_and_labelled_only_inside_it(ba
         assert int((labels > 0).sum()) < int((bank.labels > 0).sum())  # the mask ran inside the brain somewhere
     whole, labels = sampler(bank, synthetic_stripped_probability=0.0).volume(0, "synthetic")
     assert bool(whole[distance > 3.0].any()) and torch.equal(labels, bank.labels)  # unstripped by default
+
+
+def test_with_strip_labels_mask_a_stripped_sample_is_labelled_brain_wherever_its_mask_kept_the_image(bank):
+    strip = {"head_stripped_probability": 1.0, "strip_margin_mm": [1.0, 3.0], "strip_labels": "mask", "target": "brain"}
+    image, labels = sampler(bank, **strip).volume(0, "head")
+    assert torch.equal(labels > 0, image > 0) and bool((labels[bank.brain] > 0).all())
+    assert int((labels > 0).sum()) > int(bank.brain.sum())  # the CSF and dura the mask kept are brain too
