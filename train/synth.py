@@ -5,9 +5,10 @@
 - `synthetic`: every tissue a random intensity (any contrast), grey/white/CSF mixed by the template's probability
   maps for partial volume (SynthSeg).
 `head` and `synthetic` samples are now and then skull-stripped by a mask that runs a random margin beyond (or inside)
-the brain's edge, uneven along it, as real tools' masks are; the labels are cut by the same mask. They are cut by a
-random field of view. Then the usual augmentation follows (bias field, noise,
-normalisation, random affine + elastic patch, gamma, curve, contrast, blur, thick slices): see augment.py.
+the brain's edge, uneven along it, as real tools' masks are; their labels are those inside the mask (or, with
+synth.strip_labels=mask, the mask itself). They are cut by a random field of view. Then the usual augmentation follows
+(bias field, noise, normalisation, random affine + elastic patch, gamma, curve, contrast, blur, thick slices): see
+augment.py.
 """
 
 from __future__ import annotations
