@@ -167,7 +167,9 @@ class HeadSampler(PatchSampler):
         self.mode_weights = weights / weights.sum()
         nonzero = [torch.nonzero(bank.brain.any(dim=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
         self.brain_extent = [(int(index[0]), int(index[-1])) for index in nonzero]
-        self.distance = signed_distance(bank.brain, voxel_mm)
+        # With no margin a stripping mask is the brain itself: the distance map (7 s on the 1 mm canvas, at every
+        # start) is only worked out for margins.
+        self.distance = signed_distance(bank.brain, voxel_mm) if any(synth.strip_margin_mm) else None
 
     def _one(self) -> tuple[torch.Tensor, torch.Tensor]:
         mode = MODES[int(torch.multinomial(self.mode_weights, 1, generator=self.generator))]
@@ -191,7 +193,11 @@ class HeadSampler(PatchSampler):
         labels = self.bank.labels
         chance = self.synth.head_stripped_probability if mode == "head" else self.synth.synthetic_stripped_probability
         if float(torch.rand((), generator=self.generator)) < chance:
-            keep = strip_mask(self.distance, self.synth.strip_margin_mm, self.generator)
+            keep = (
+                self.bank.brain
+                if self.distance is None
+                else strip_mask(self.distance, self.synth.strip_margin_mm, self.generator)
+            )
             image, labels = image * keep, (keep.float() if self.synth.strip_labels == "mask" else labels * keep)
         return image, labels
 

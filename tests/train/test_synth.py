@@ -113,6 +113,8 @@ def test_a_stripped_head_is_zero_outside_its_mask_and_labelled_only_inside_it(ba
         assert int((labels > 0).sum()) < int((bank.labels > 0).sum())  # the mask ran inside the brain somewhere
     whole, labels = sampler(bank, synthetic_stripped_probability=0.0).volume(0, "synthetic")
     assert bool(whole[distance > 3.0].any()) and torch.equal(labels, bank.labels)  # unstripped by default
+    exact, labels = sampler(bank, synthetic_stripped_probability=1.0).volume(0, "synthetic")  # no margin
+    assert torch.equal(exact > 0, bank.brain) and torch.equal(labels, bank.labels)  # stripped at the brain's own edge
 
 
 def test_with_strip_labels_mask_a_stripped_sample_is_labelled_brain_wherever_its_mask_kept_the_image(bank):
