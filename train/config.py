@@ -26,6 +26,13 @@ class ModelConfig:
     depth: int = 4
     norm: Norm = "batch"
     dropout: float = 0.0
+    # Start from these weights instead of random ones (fine-tuning): a model directory or Hub repo id, e.g.
+    # models/unet3d-brain-tissue, whose network has this section's shape and card.classes' count.
+    init: str | None = None
+
+    def architecture(self) -> dict[str, Any]:
+        """The UNet3D keyword arguments this section sets (all but `init`)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "init"}
 
 
 @dataclass

@@ -57,6 +57,9 @@ def fit_and_export(
         else None,
         "data": training_data(config.data.root, heads=config.synth.enabled, brain=config.synth.brain_mask),
     }
+    if trainer.init is not None:  # fine-tuned: the exact weights it started from
+        start = trainer.init
+        card["training"]["init"] = {"model": start.id, "revision": start.revision, "sha256": start.sha256}
     model_dir = export_model(result.model, card, out / "model")
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
     logger.info("exported %s (best epoch %d: %s)", model_dir, result.best_epoch, result.best_metrics)

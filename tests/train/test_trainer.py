@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from train.__main__ import main
+from train.config import ConfigError
 from train.optim import learning_rate_factor
 from train.pipeline import fit_and_export
 from train.trainer import Trainer
@@ -58,6 +59,32 @@ def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_fine_tuning_starts_from_a_models_weights_and_the_card_says_which(tiny_config, tmp_path):
+    first = fit_and_export(tiny_config(), tmp_path / "first")
+    assert first is not None
+    started = Trainer(tiny_config(f"model.init={first}"), tmp_path / "unused", progress=False)
+    _assert_same_weights(_weights(started), dict(Segmenter.from_pretrained(first, device="cpu").model.state_dict()))
+    tuned = fit_and_export(tiny_config(f"model.init={first}", "optim.lr=0.0001"), tmp_path / "tuned")
+    assert tuned is not None
+    card = Segmenter.from_pretrained(tuned, device="cpu").info()
+    source = Segmenter.from_pretrained(first, device="cpu").source
+    assert card["training"]["init"] == {"model": str(first), "revision": "local", "sha256": source.sha256}
+    assert card["training"]["config"]["model"]["init"] == str(first)
+    assert f"--set model.init={first}" not in card["training"]["command"]  # given in the config here, not by --set
+    plain = Segmenter.from_pretrained(fit_and_export(tiny_config(), tmp_path / "plain"), device="cpu").info()
+    assert "init" not in plain["training"]
+
+
+def test_fine_tuning_from_another_network_shape_or_no_model_is_a_clear_error(tiny_config, tmp_path):
+    first = fit_and_export(tiny_config(), tmp_path / "first")
+    with pytest.raises(ConfigError, match=r"model.init: .* base_channels 4 \(this config: 8\)"):
+        Trainer(tiny_config(f"model.init={first}", "model.base_channels=8"), tmp_path / "wide", progress=False)
+    with pytest.raises(ConfigError, match=r"num_classes 3 \(this config: 2\).*card.classes"):
+        Trainer(tiny_config(f"model.init={first}", "card.classes=[background, ball]"), tmp_path / "two")
+    with pytest.raises(ConfigError, match=r"^model.init: .*nowhere"):
+        Trainer(tiny_config(f"model.init={tmp_path / 'nowhere'}"), tmp_path / "missing", progress=False)
 
 
 def test_a_seed_fixes_the_run_bit_for_bit(tiny_config, tmp_path):
