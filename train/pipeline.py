@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import platform
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ def fit_and_export(
     if not is_main:
         return None
     command = "python -m train fit" + (f" --config {config_path}" if config_path else "")
-    command += "".join(f" --set {o}" for o in overrides or [])
+    command += "".join(f" --set {shlex.quote(o)}" for o in overrides or [])  # as a shell takes it back
     card = build_card(config)
     card["training"] = {
         "command": command,

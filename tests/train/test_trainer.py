@@ -1,6 +1,7 @@
 import csv
 import itertools
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -163,7 +164,7 @@ def test_cli_fit_evaluate_round_trip(spheres, tmp_path, capsys):
 
     out = tmp_path / "cli"
     assert main(["fit", "--config", str(TINY_CONFIG), "--out", str(out), "--set", f"data.root={spheres}",
-                 "--no-progress"]) == 0  # fmt: skip
+                 "--set", "augment.noise_std=[0.0, 0.05]", "--no-progress"]) == 0  # fmt: skip
     report_dir = tmp_path / "report"
     assert main(["evaluate", "--model", str(out / "model"), "--data", str(spheres), "--out", str(report_dir),
                  "--device", "cpu", "--update-card"]) == 0  # fmt: skip
@@ -171,6 +172,9 @@ def test_cli_fit_evaluate_round_trip(spheres, tmp_path, capsys):
     assert set(summary["mean"]) == {"shell", "core"}
     card = Segmenter.from_pretrained(out / "model", device="cpu").info()
     assert card["metrics"]["test"]["measured_on"]["cases"] == ["sphere_test_00", "sphere_test_01"]
+    command = shlex.split(card["training"]["command"])  # the card's command, pasted into a shell, is the same run
+    assert command[command.index("--config") :] == ["--config", str(TINY_CONFIG), "--set", f"data.root={spheres}",
+                                                    "--set", "augment.noise_std=[0.0, 0.05]"]  # fmt: skip
     report = json.loads((report_dir / "report.json").read_text())
     assert report["mean_dice"] == card["metrics"]["test"]["mean_dice"]
     for figure in ("iou_per_class.png", "iou_along_z.png", "predictions.png", "error_overlays.png"):
