@@ -72,6 +72,6 @@ def test_the_full_head_recipe_stays_within_the_issues_bounds():
             model(torch.zeros(1, 1, 32, 32, 32))
         return counter.get_total_flops(), sum(p.numel() for p in model.parameters())
 
-    new, parameters = flops(**vars(recipe.model))
+    new, parameters = flops(**recipe.model.architecture())
     previous, _ = flops(base_channels=16, depth=4, norm="batch")
     assert new <= 2 * previous and parameters * 4 <= 50 * 2**20
