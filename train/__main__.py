@@ -17,9 +17,8 @@ from unet3d.hub import push_model
 from .chain_cli import add_chain, run_chain
 from .config import ConfigError, load_config
 from .data import DatasetError, cases
-from .errors import ComparisonError
+from .errors import CheckpointError, ComparisonError
 from .search import SPACE
-from .trainer import CheckpointError
 
 # The training extras each command needs beyond the core (fit needs none: a bare GPU machine with the core's
 # dependencies trains); prepare-mni152 reads the template from nilearn unless --source names a folder.

@@ -1,4 +1,5 @@
-"""Export trained weights as a model directory: config.json, model.safetensors, model.yaml, README.md."""
+"""Model directories in and out of training: export trained weights as one (config.json, model.safetensors,
+model.yaml, README.md), and start a run from one's weights (model.init)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import yaml
 
 from unet3d import UNet3D
 from unet3d.card import DEFAULT_COLORS, card_from_dict
-from unet3d.hub import CARD_NAME, check_model_dir
+from unet3d.errors import ModelLoadError
+from unet3d.hub import CARD_NAME, ModelSource, check_model_dir, load_unet, resolve_source
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 
 CARD_HEADER = "# unet3d model card: classes, input contract, inference defaults and measured metrics.\n"
 QC_NOTE = (
@@ -125,3 +127,30 @@ def model_readme(card: dict[str, Any]) -> str:
     if training:
         lines += ["", "## Training", "```yaml", yaml.safe_dump(training, sort_keys=False).strip(), "```"]
     return "\n".join(lines) + "\n"
+
+
+# What a network's weights depend on: another dropout rate loads the same tensors.
+SHAPE_KEYS = ("in_channels", "num_classes", "base_channels", "depth", "norm")
+
+
+def initialise(model: UNet3D, source: str) -> ModelSource:
+    """Load `source`'s weights (model.init: a model directory or Hub repo id) into `model`, strictly; returns where
+    they came from, for the card.
+
+    Raises:
+        ConfigError: the source cannot be loaded, or its network has another shape than `model`.
+    """
+    try:
+        found = resolve_source(source)
+        loaded = load_unet(found)
+    except ModelLoadError as e:
+        raise ConfigError(f"model.init: {e}") from e
+    ours, theirs = ({k: getattr(unet, k) for k in SHAPE_KEYS} for unet in (model, loaded))
+    if ours != theirs:
+        differ = ", ".join(f"{k} {theirs[k]} (this config: {ours[k]})" for k in SHAPE_KEYS if ours[k] != theirs[k])
+        raise ConfigError(
+            f"model.init: '{found.id}' is a network of another shape: {differ}. Set the config's model section and "
+            "card.classes to match it, or leave model.init out to start from random weights"
+        )
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    return found

@@ -22,8 +22,8 @@ from tqdm import tqdm
 from unet3d import UNet3D
 from unet3d.card import card_from_dict
 from unet3d.device import resolve_device
-from unet3d.errors import CardError, ModelLoadError
-from unet3d.hub import ModelSource, load_unet, resolve_source
+from unet3d.errors import CardError
+from unet3d.hub import ModelSource
 from unet3d.io import Volume
 from unet3d.metrics import dice, iou
 from unet3d.segmenter import Segmenter
@@ -33,17 +33,14 @@ from .augment import PatchSampler
 from .config import ConfigError, TrainConfig, checked
 from .data import Case, DatasetError, cases, check_dataset, load_pair, load_subject
 from .distributed import Distributed
-from .export import build_card
+from .errors import CheckpointError
+from .export import build_card, initialise
 from .optim import amp_dtype, dice_ce_loss, learning_rate_factor
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "last_checkpoint.pt"
 # Config keys a resumed run may change: where and how fast it runs, and where the data lies; never what it computes.
 RESUMABLE_CHANGES = {"data.root", "loop.device", "loop.num_threads", "loop.log_every"}
-
-
-class CheckpointError(ValueError):
-    """`--resume` found a checkpoint it cannot continue from (the message says what to do)."""
 
 
 @dataclass
@@ -85,9 +82,8 @@ class Trainer:
         torch.manual_seed(config.loop.seed)
         # Contiguous, also on the CPU: channels-last makes a bf16 step 1.45x faster here, but its bf16 backward
         # (torch 2.13, oneDNN) trains far worse (tiny spheres: mDice 0.42 vs 0.90; equal in fp32).
-        self.model = UNet3D(num_classes=len(config.card.classes), **config.model.architecture())
+        self.model = UNet3D(num_classes=len(config.card.classes), **config.model.architecture()).to(self.device)
         self.init = None if config.model.init is None else initialise(self.model, config.model.init)
-        self.model.to(self.device)
         self.wrapped: nn.Module = self.model
         if self.dist.active:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -381,33 +377,6 @@ class Trainer:
         if self.dist.active:
             for buffer in self.model.buffers():
                 dist.broadcast(buffer.data, src=0)
-
-
-# What a network's weights depend on: another dropout rate loads the same tensors.
-SHAPE_KEYS = ("in_channels", "num_classes", "base_channels", "depth", "norm")
-
-
-def initialise(model: UNet3D, source: str) -> ModelSource:
-    """Load `source`'s weights (model.init: a model directory or Hub repo id) into `model`, strictly; returns where
-    they came from, for the card.
-
-    Raises:
-        ConfigError: the source cannot be loaded, or its network has another shape than `model`.
-    """
-    try:
-        found = resolve_source(source)
-        loaded = load_unet(found)
-    except ModelLoadError as e:
-        raise ConfigError(f"model.init: {e}") from e
-    ours, theirs = ({k: getattr(unet, k) for k in SHAPE_KEYS} for unet in (model, loaded))
-    if ours != theirs:
-        differ = ", ".join(f"{k} {theirs[k]} (this config: {ours[k]})" for k in SHAPE_KEYS if ours[k] != theirs[k])
-        raise ConfigError(
-            f"model.init: '{found.id}' is a network of another shape: {differ}. Set the config's model section and "
-            "card.classes to match it, or leave model.init out to start from random weights"
-        )
-    model.load_state_dict(loaded.state_dict(), strict=True)
-    return found
 
 
 def monitored(metrics: dict[str, float], monitor: str) -> float:

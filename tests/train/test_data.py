@@ -12,9 +12,10 @@ from helpers import TINY_CONFIG
 from train.__main__ import main
 from train.config import ConfigError
 from train.data import DatasetError, cases, load_pair
+from train.errors import CheckpointError
 from train.pipeline import fit_and_export
 from train.report import evaluate_model
-from train.trainer import CheckpointError, Trainer
+from train.trainer import Trainer
 
 QUICK = ("loop.epochs=1", "loop.steps_per_epoch=1")
 
