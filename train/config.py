@@ -86,14 +86,15 @@ class SynthConfig:
     strip_labels: str = "cut"
     fov_probability: float = 0.7
     texture_std: list[float] = field(default_factory=lambda: [0.0, 0.08])
-    # What the network learns: "tissue" (the template's grey/white labels) or "brain" (the brain mask: a
-    # brain-extraction model with classes background + brain, validated on the full heads' brain masks).
+    # What the network learns: "tissue" (the template's grey/white labels), "brain" (the brain mask: a
+    # brain-extraction model with classes background + brain, validated on the full heads' brain masks) or
+    # "brain_csf" (the same, the brain with the CSF around it, as BET's and ROBEX's masks draw it).
     target: str = "tissue"
 
     @property
     def brain_mask(self) -> bool:
-        """Whether the run trains a brain-extraction model (synthesised samples labelled with the brain mask)."""
-        return self.enabled and self.target == "brain"
+        """Whether the run trains a brain-extraction model (synthesised samples labelled with a brain mask)."""
+        return self.enabled and self.target in ("brain", "brain_csf")
 
 
 @dataclass

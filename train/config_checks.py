@@ -39,7 +39,12 @@ def checked(config: TrainConfig) -> TrainConfig:
         )
     if config.synth.brain_mask:
         names = [c["name"] for c in config.card.classes]
-        _require(len(names) == 2, "card.classes", names, "must be [background, brain] for synth.target=brain")
+        _require(
+            len(names) == 2,
+            "card.classes",
+            names,
+            f"must be [background, brain] for synth.target={config.synth.target}",
+        )
     return config
 
 
@@ -114,7 +119,7 @@ def _check_loop(loop: LoopConfig) -> None:
         _fraction("loop.target", loop.target)
 
 
-SYNTH_TARGETS = ("tissue", "brain")
+SYNTH_TARGETS = ("tissue", "brain", "brain_csf")
 # Augmentation ranges [low, high] and the smallest value each may take.
 _RANGES = {
     "scale_range": 0.01,

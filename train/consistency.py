@@ -30,13 +30,14 @@ AGREEMENT_LIMIT = 0.95
 @dataclass(frozen=True)
 class HeadCase:
     """A full-head scan, the same scan skull-stripped (None: the head inside `brain`), its brain mask (None:
-    stripped > 0) and optional labels."""
+    stripped > 0), optional labels and, for a generated head, the brain with the CSF around it."""
 
     name: str
     head: Path
     stripped: Path | None
     brain: Path | None = None
     label: Path | None = None
+    brain_csf: Path | None = None
 
     def __post_init__(self) -> None:
         if self.stripped is None and self.brain is None:
@@ -55,7 +56,7 @@ class HeadCase:
     @property
     def files(self) -> list[Path]:
         """The scans and masks the case reads."""
-        return [p for p in (self.head, self.stripped, self.brain, self.label) if p is not None]
+        return [p for p in (self.head, self.stripped, self.brain, self.label, self.brain_csf) if p is not None]
 
 
 def real_head(head: str | Path, brain: str | Path) -> HeadCase:
@@ -78,11 +79,21 @@ def dataset_heads(root: str | Path, split: str) -> list[HeadCase]:
     listed = (read_dataset(root).get("fullhead") or {}).get(split) or []
     found = []
     for entry in listed:
-        paths = {key: root / entry[key] for key in ("head", "stripped", "brain", "label") if entry.get(key)}
+        roles = ("head", "stripped", "brain", "label", "brain_csf")
+        paths = {key: root / entry[key] for key in roles if entry.get(key)}
         for path in paths.values():
             if not path.is_file():
                 raise DatasetError(f"{path} is missing (dataset.json lists it under 'fullhead' / {split!r})")
-        found.append(HeadCase(entry["name"], paths["head"], paths["stripped"], paths.get("brain"), paths.get("label")))
+        found.append(
+            HeadCase(
+                entry["name"],
+                paths["head"],
+                paths["stripped"],
+                paths.get("brain"),
+                paths.get("label"),
+                paths.get("brain_csf"),
+            )
+        )
     return found
 
 

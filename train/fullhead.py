@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .config import SynthConfig
-from .head import TISSUES, Brain, Canvas, generate_head
+from .head import TISSUES, Brain, Canvas, brain_with_csf, generate_head
 from .mni152 import Perturbation, build_case, cached_template, tissue_labels
 from .synth import bank_from_arrays, synthesize
 
@@ -125,7 +125,8 @@ def cached_brain(source: Path | None) -> tuple[Canvas, dict[str, np.ndarray], Br
 def render_case(
     brain: Brain, arrays: dict[str, np.ndarray], seed: int, case: Perturbation
 ) -> dict[str, nib.Nifti1Image]:
-    """One held-out full head: head (T1-like image), stripped (brain only), brain (mask) and label, one grid."""
+    """One held-out full head: head (T1-like image), stripped (brain only), brain (mask), brain_csf (the brain with
+    the CSF around it: `brain_with_csf`) and label, one grid."""
     tissues = generate_head(brain, seed)
     bank = bank_from_arrays(arrays, [tissues], torch.device("cpu"))
     generator = torch.Generator().manual_seed(seed)
@@ -142,11 +143,14 @@ def render_case(
     head, label = build_case(case, seed, tuple(nib.Nifti1Image(a, affine) for a in (image[crop], grey, white)))
     geometry_only = dataclasses.replace(case, bias=0.0, noise=0.0, gamma=1.0, contrast=1.0)
     brain_mask = (np.asanyarray(perturbed(mask, geometry_only).dataobj) > 0.5).astype(np.uint8)
+    with_csf = brain_with_csf(tissues, brain.distance)[crop].astype(np.float32)
+    brain_csf = (np.asanyarray(perturbed(with_csf, geometry_only).dataobj) > 0.5).astype(np.uint8)
     stripped = nib.Nifti1Image(np.asarray(head.dataobj) * brain_mask, head.affine, head.header)
     return {
         "head": head,
         "stripped": stripped,
         "brain": _like(brain_mask, head),
+        "brain_csf": _like(brain_csf, head),
         "label": label,
     }
 

@@ -41,6 +41,9 @@ BRAIN = (GM, WM, BRAIN_CSF)
 # Voxels added (before, after) on each axis of the template's RAS 1 mm grid: room for scalp, face (anterior) and neck
 # (64 mm below the template's lowest slice: a sagittal 256 mm field of view reaches the chin and the third vertebra).
 PADDING = ((8, 8), (8, 24), (64, 0))
+# How far from the brain the CSF a brain-with-CSF mask keeps may lie: beyond the thickest generated layer (3.5 mm),
+# short of the spinal canal's CSF below the brainstem.
+CSF_REACH_MM = 4.5
 
 
 def training_labels(tissues: np.ndarray) -> np.ndarray:
@@ -48,6 +51,12 @@ def training_labels(tissues: np.ndarray) -> np.ndarray:
     lookup = np.zeros(len(TISSUES), dtype=np.uint8)
     lookup[GM], lookup[WM] = 1, 2
     return lookup[tissues]
+
+
+def brain_with_csf(tissues: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """The brain with the CSF around it, as BET's and ROBEX's masks draw it (bool, the tissue map's grid): every
+    brain tissue, and the CSF within CSF_REACH_MM of the brain (`distance`: each voxel's mm from the brain mask)."""
+    return np.isin(tissues, BRAIN) | ((tissues == CSF) & (distance <= CSF_REACH_MM))
 
 
 @dataclass(frozen=True)

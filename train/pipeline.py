@@ -56,7 +56,9 @@ def fit_and_export(
         "validation": {k: round(v, 4) for k, v in result.best_metrics.items()}
         if "mIoU" in result.best_metrics
         else None,
-        "data": training_data(config.data.root, heads=config.synth.enabled, brain=config.synth.brain_mask),
+        "data": training_data(
+            config.data.root, heads=config.synth.enabled, brain=config.synth.target if config.synth.brain_mask else None
+        ),
     }
     if trainer.init is not None:  # fine-tuned: the exact weights it started from
         start = trainer.init

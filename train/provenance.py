@@ -18,10 +18,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def training_data(root: str | Path, *, heads: bool, brain: bool = False) -> dict[str, Any]:
+def training_data(root: str | Path, *, heads: bool, brain: str | None = None) -> dict[str, Any]:
     """The card's `training.data`: the dataset's sources and generator, and each training and validation file
-    (with `heads`, the generated heads the sampler used instead of the training list; with `brain`, the full heads
-    a brain-extraction model was validated on instead of the validation list) with its sha256."""
+    (with `heads`, the generated heads the sampler used instead of the training list; with `brain`, a
+    brain-extraction model's synth.target, the full heads it was validated on instead of the validation list) with
+    its sha256."""
     root = Path(root)
     dataset = read_dataset(root)
     files: list[dict[str, Any]] = []
@@ -36,10 +37,9 @@ def training_data(root: str | Path, *, heads: bool, brain: bool = False) -> dict
     else:
         files += _pairs(dataset.get("training"), "training")
     if brain:  # a brain-extraction model is validated on the full heads' brain masks (synth.brain_validation_cases)
+        roles = ("head", "stripped", "brain", *(("brain_csf",) if brain == "brain_csf" else ()))
         for entry in (dataset.get("fullhead") or {}).get("validation") or []:
-            files += [
-                {"split": "validation", "role": role, "file": entry[role]} for role in ("head", "stripped", "brain")
-            ]
+            files += [{"split": "validation", "role": role, "file": entry[role]} for role in roles]
     else:
         files += _pairs(dataset.get("validation"), "validation")
     for entry in files:

@@ -29,7 +29,7 @@ from unet3d.io import load_volume
 from .augment import PatchSampler, Subject, _sample
 from .config import AugmentConfig, SynthConfig, TrainConfig
 from .data import Case, DatasetError, read_dataset
-from .head import BRAIN, PADDING, TISSUES, training_labels
+from .head import BRAIN, PADDING, TISSUES, brain_with_csf, training_labels
 
 MODES = ("head", "stripped", "synthetic")
 # T1 intensity of each tissue outside the brain as a fraction of white matter's (MPRAGE/SPGR-like ranges): the
@@ -62,6 +62,9 @@ class HeadBank:
     heads: list[torch.Tensor]  # each (I, J, K) uint8 indices into TISSUES
     template_box: tuple[slice, slice, slice]  # the template's own grid inside the canvas
     foreground: torch.Tensor  # (N, 3) long, a strided subset of the voxels with labels > 0
+    # Each head's own labels (I, J, K) float32, where they differ from head to head (synth.target=brain_csf: the CSF
+    # layer is the head's); None: every head carries `labels`. The `stripped` samples always carry `labels`.
+    head_labels: list[torch.Tensor] | None = None
 
     @property
     def brain(self) -> torch.Tensor:
@@ -190,7 +193,7 @@ class HeadSampler(PatchSampler):
     def volume(self, head: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The raw image and labels of one `head` or `synthetic` sample on the whole canvas, stripped or not."""
         image = synthesize(self.bank, head, mode, self.generator, self.synth)
-        labels = self.bank.labels
+        labels = self.bank.labels if self.bank.head_labels is None else self.bank.head_labels[head]
         chance = self.synth.head_stripped_probability if mode == "head" else self.synth.synthetic_stripped_probability
         if float(torch.rand((), generator=self.generator)) < chance:
             keep = (
@@ -204,11 +207,16 @@ class HeadSampler(PatchSampler):
 
 def head_sampler(config: TrainConfig, device: torch.device, *, seed: int) -> HeadSampler:
     """The training sampler of a config with synth.enabled, on the heads its dataset lists: labelled with the brain
-    mask for synth.target=brain, on a grid data.spacing_mm / 1 mm times coarser."""
+    mask for synth.target=brain, and the brain with each head's CSF around it for brain_csf (stripped template
+    samples: the brain, which is all they show), on a grid data.spacing_mm / 1 mm times coarser."""
     data = config.data
     bank = load_bank(data.root, device)
-    if config.synth.target == "brain":
+    if config.synth.brain_mask:
         bank = replace(bank, labels=bank.brain.float())
+    if config.synth.target == "brain_csf":
+        distance = signed_distance(bank.brain, 1.0).float().cpu().numpy()
+        with_csf = [brain_with_csf(head.cpu().numpy(), distance) for head in bank.heads]
+        bank = replace(bank, head_labels=[torch.from_numpy(m).float().to(device) for m in with_csf])
     factor = int(data.spacing_mm[0]) if data.spacing_mm else 1
     return HeadSampler(
         coarsened(bank, factor) if factor > 1 else bank,
@@ -226,7 +234,7 @@ def head_sampler(config: TrainConfig, device: torch.device, *, seed: int) -> Hea
 def coarsened(bank: HeadBank, factor: int) -> HeadBank:
     """The bank on a grid `factor` times coarser: the template and its probabilities averaged over each block
     (partial volume at the brain's edge), the tissue maps by each block's first voxel, a label where it covers
-    most of the block (labels 0/1 only: a brain mask)."""
+    most of the block (labels 0/1 only: a brain mask, also each head's own)."""
 
     def pooled(volume: torch.Tensor) -> torch.Tensor:
         return functional.avg_pool3d(volume.float()[None, None], factor, ceil_mode=True)[0, 0]
@@ -243,6 +251,7 @@ def coarsened(bank: HeadBank, factor: int) -> HeadBank:
         heads=[head[::factor, ::factor, ::factor].contiguous() for head in bank.heads],
         template_box=box,  # type: ignore[arg-type]
         foreground=foreground[:: max(1, foreground.shape[0] // 200_000)],
+        head_labels=None if bank.head_labels is None else [(pooled(m) > 0.5).float() for m in bank.head_labels],
     )
 
 
@@ -286,19 +295,23 @@ def load_bank(root: str | Path, device: torch.device) -> HeadBank:
     return bank_from_arrays(arrays, maps, device)
 
 
-def brain_validation_cases(root: str | Path) -> list[Case]:
+def brain_validation_cases(root: str | Path, target: str = "brain") -> list[Case]:
     """A brain-extraction model's validation: each held-out full head of the dataset's validation split, with and
-    without its skull, against its brain mask."""
+    without its skull, against its brain mask; for target brain_csf, the head against the brain with its CSF (the
+    stripped head shows the brain alone)."""
     from .consistency import dataset_heads
 
     found = []
     for head in dataset_heads(root, "validation"):
-        if head.brain is None:
+        with_skull = head.brain_csf if target == "brain_csf" else head.brain
+        if head.brain is None or with_skull is None:
+            missing = "brain_csf" if head.brain is not None else "brain"
             raise DatasetError(
-                f"{head.head}: the full head lists no brain mask ('brain'), which synth.target=brain needs"
+                f"{head.head}: the full head lists no '{missing}' mask, which synth.target={target} needs: build the "
+                "dataset again with `python -m train prepare-mni152 --out DIR`"
             )
         found += [
-            Case(head.head, head.brain, f"{head.name}_head"),
+            Case(head.head, with_skull, f"{head.name}_head"),
             Case(head.stripped_file(), head.brain, f"{head.name}_stripped"),
         ]
     return found

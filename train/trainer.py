@@ -155,7 +155,7 @@ class Trainer:
         if config.synth.brain_mask:
             from .synth import brain_validation_cases
 
-            validation = brain_validation_cases(config.data.root)
+            validation = brain_validation_cases(config.data.root, config.synth.target)
         else:
             check_dataset(config.data.root, [c["name"] for c in config.card.classes])
             validation = cases(config.data.root, "validation")

@@ -14,9 +14,11 @@ from train.__main__ import main
 from train.chain import REAL_FIGURES, SURFACE_FIGURES, BrainMaskSetting, chain_models, validation_heads
 from train.config import ConfigError, load_config
 from train.consistency import dataset_heads, evaluate_heads, real_head
+from train.data import DatasetError
+from train.head import CSF_REACH_MM
 from train.pipeline import fit_and_export
 from train.surface_head import measure_surface_head
-from train.synth import coarsened, load_bank
+from train.synth import brain_validation_cases, coarsened, head_sampler, load_bank, signed_distance
 from unet3d import Segmenter, load_volume
 from unet3d.hub import check_model_dir
 
@@ -61,10 +63,54 @@ def test_a_brain_run_is_a_two_class_2_mm_model_validated_on_the_full_heads(brain
     assert mask.shape == load_volume(tiny_heads / head).shape and set(np.unique(mask)) <= {0, 1}
 
 
+def test_a_brain_csf_run_labels_each_head_s_brain_with_its_csf_and_a_stripped_template_its_brain(tiny_heads):
+    settings = config(tiny_heads, "synth.target=brain_csf")
+    draw = head_sampler(settings, torch.device("cpu"), seed=0)
+    bank = draw.bank
+    reach = signed_distance(bank.brain, 2.0).float() <= CSF_REACH_MM + 2.0  # a 2 mm block's worth beyond
+    assert bank.head_labels is not None and len(bank.head_labels) == len(bank.heads)
+    assert torch.equal(bank.labels > 0, bank.brain)  # the stripped template shows the brain alone
+    for head, labels in zip(bank.heads, bank.head_labels, strict=True):
+        assert labels.shape == bank.t1.shape and bool((labels[bank.brain] > 0).all())
+        added = (labels > 0) & ~bank.brain
+        assert bool(added.any()) and bool(reach[added].all())
+        assert bool((head[added] != 0).all())  # a tissue of the head, never the air around it
+    _, labels = draw.volume(1, "head")
+    assert torch.equal(labels, bank.head_labels[1])
+
+
+def test_a_brain_csf_run_is_validated_on_the_heads_brain_with_csf_and_lists_those_masks(tiny_heads, tmp_path):
+    cases = brain_validation_cases(tiny_heads, "brain_csf")
+    heads = dataset_heads(tiny_heads, "validation")
+    assert [c.label for c in cases] == [p for h in heads for p in (h.brain_csf, h.brain)]
+    for head in heads:
+        brain, with_csf = (load_volume(p).data > 0 for p in (head.brain, head.brain_csf))
+        assert with_csf[brain].all() and with_csf.sum() > brain.sum()
+    settings = config(tiny_heads, "synth.target=brain_csf", "loop.epochs=1", "loop.steps_per_epoch=1")
+    card = yaml.safe_load((fit_and_export(settings, tmp_path / "run") / "model.yaml").read_text())
+    roles = {f["role"] for f in card["training"]["data"]["files"] if f["split"] == "validation"}
+    assert roles == {"head", "stripped", "brain", "brain_csf"}
+
+
+def test_a_dataset_without_the_brain_with_csf_masks_is_a_clear_error_for_a_brain_csf_run(tiny_heads, tmp_path):
+    dataset = json.loads((tiny_heads / "dataset.json").read_text())
+    for entry in dataset["fullhead"]["validation"]:
+        del entry["brain_csf"]
+    old = tmp_path / "old"
+    old.mkdir()
+    for item in tiny_heads.iterdir():
+        (old / item.name).symlink_to(item)
+    (old / "dataset.json").unlink()
+    (old / "dataset.json").write_text(json.dumps(dataset))
+    with pytest.raises(DatasetError, match=r"no 'brain_csf' mask.*prepare-mni152"):
+        brain_validation_cases(old, "brain_csf")
+    assert len(brain_validation_cases(old)) == 2 * len(dataset["fullhead"]["validation"])
+
+
 @pytest.mark.parametrize(
     ("overrides", "words"),
     [
-        (("synth.target=skull",), "synth.target.*must be one of tissue, brain"),
+        (("synth.target=skull",), "synth.target.*must be one of tissue, brain, brain_csf"),
         (("card.classes=[background, grey, white]",), r"card.classes.*must be \[background, brain\]"),
         (("data.spacing_mm=[1.5, 1.5, 1.5]",), "data.spacing_mm.*must be 1, 2, 3 ... mm"),
     ],

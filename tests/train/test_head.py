@@ -9,6 +9,7 @@ from train.head import (
     BRAIN,
     CORD,
     CSF,
+    CSF_REACH_MM,
     DURA,
     FAT,
     MARROW,
@@ -21,6 +22,7 @@ from train.head import (
     Canvas,
     _add_large_muscles,
     _brainstem_tip,
+    brain_with_csf,
     generate_head,
     training_labels,
 )
@@ -68,6 +70,17 @@ def test_the_layers_above_the_vertex_run_from_csf_to_skin_then_air(tiny_brain):
         assert tissue in order[position:], f"{[TISSUES[t] for t in seen]} breaks the order"
         position = order.index(tissue, position)
     assert seen[0] == CSF and seen[-1] == AIR and SKIN in seen
+
+
+def test_the_brain_with_its_csf_adds_the_csf_layer_and_nothing_else(tiny_brain):
+    head = generate_head(tiny_brain, seed=2)
+    mask = brain_with_csf(head, tiny_brain.distance)
+    added = mask & ~tiny_brain.mask
+    assert np.array_equal(mask[tiny_brain.mask], np.ones(int(tiny_brain.mask.sum()), dtype=bool))
+    assert added.any() and (head[added] == CSF).all()
+    assert (tiny_brain.distance[added] <= CSF_REACH_MM).all()
+    layer = (head == CSF) & (tiny_brain.distance <= 3.5)  # the thickest generated layer: all of it is kept
+    assert np.array_equal(added | ~layer, np.ones_like(added))
 
 
 @pytest.mark.slow
