@@ -81,7 +81,7 @@ class SynthConfig:
     # surface, as real tools keep more or less CSF and dura. The random-contrast samples are stripped the same way.
     head_stripped_probability: float = 0.0
     strip_margin_mm: list[float] = field(default_factory=lambda: [0.0, 0.0])
-    # A stripped sample's labels: "cut" (the labels inside the mask) or, for target brain only, "mask" (the brain is
+    # A stripped sample's labels: "cut" (the labels inside the mask) or, for a brain stage only, "mask" (the brain is
     # all the mask kept, CSF and dura included: a brain stage then trusts the stripping it is given).
     strip_labels: str = "cut"
     fov_probability: float = 0.7

@@ -147,10 +147,10 @@ def _check_synth(synth: SynthConfig) -> None:
     )
     _fraction("synth.fov_probability", synth.fov_probability)
     _require(
-        synth.strip_labels == "cut" or (synth.strip_labels == "mask" and synth.target == "brain"),
+        synth.strip_labels == "cut" or (synth.strip_labels == "mask" and synth.brain_mask),
         "synth.strip_labels",
         synth.strip_labels,
-        'must be "cut", or "mask" with synth.target=brain',
+        'must be "cut", or "mask" with synth.target=brain or brain_csf',
     )
     _require(synth.target in SYNTH_TARGETS, "synth.target", synth.target, f"must be one of {', '.join(SYNTH_TARGETS)}")
     texture = synth.texture_std

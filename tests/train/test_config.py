@@ -54,7 +54,10 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
         ("augment.noise_probability=1.5", "config.augment.noise_probability must be in \\[0, 1\\]"),
         ("augment.flip_axes=[3]", "config.augment.flip_axes must list axes among 0, 1, 2"),
         ("synth.strip_margin_mm=[4, 1]", r"config.synth.strip_margin_mm must be \[low, high\] mm with -10 <= low"),
-        ("synth.strip_labels=mask", 'config.synth.strip_labels must be "cut", or "mask" with synth.target=brain'),
+        (
+            "synth.strip_labels=mask",
+            'config.synth.strip_labels must be "cut", or "mask" with synth.target=brain or brain_csf',
+        ),
         ("synth.head_stripped_probability=2", "config.synth.head_stripped_probability must be in \\[0, 1\\]"),
         ("card.classes=[background]", "config.card.classes must list background \\+ classes"),
         ("card.classes=[background, 3]", "config.card.classes\\[1\\] must be a name or a mapping like"),
