@@ -13,7 +13,7 @@ import yaml
 
 from unet3d.options import Norm
 
-from .config_checks import checked
+from .config_checks import BRAIN_TARGETS, checked
 from .errors import ConfigError
 
 
@@ -94,7 +94,7 @@ class SynthConfig:
     @property
     def brain_mask(self) -> bool:
         """Whether the run trains a brain-extraction model (synthesised samples labelled with a brain mask)."""
-        return self.enabled and self.target in ("brain", "brain_csf")
+        return self.enabled and self.target in BRAIN_TARGETS
 
 
 @dataclass

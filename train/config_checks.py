@@ -119,7 +119,9 @@ def _check_loop(loop: LoopConfig) -> None:
         _fraction("loop.target", loop.target)
 
 
-SYNTH_TARGETS = ("tissue", "brain", "brain_csf")
+# The synth.target values that train a brain-extraction model (classes background + brain), and all of them.
+BRAIN_TARGETS = ("brain", "brain_csf")
+SYNTH_TARGETS = ("tissue", *BRAIN_TARGETS)
 # Augmentation ranges [low, high] and the smallest value each may take.
 _RANGES = {
     "scale_range": 0.01,
@@ -147,7 +149,7 @@ def _check_synth(synth: SynthConfig) -> None:
     )
     _fraction("synth.fov_probability", synth.fov_probability)
     _require(
-        synth.strip_labels == "cut" or (synth.strip_labels == "mask" and synth.brain_mask),
+        synth.strip_labels == "cut" or (synth.strip_labels == "mask" and synth.target in BRAIN_TARGETS),
         "synth.strip_labels",
         synth.strip_labels,
         'must be "cut", or "mask" with synth.target=brain or brain_csf',

@@ -78,8 +78,8 @@ def dataset_heads(root: str | Path, split: str) -> list[HeadCase]:
     root = Path(root)
     listed = (read_dataset(root).get("fullhead") or {}).get(split) or []
     found = []
+    roles = ("head", "stripped", "brain", "label", "brain_csf")
     for entry in listed:
-        roles = ("head", "stripped", "brain", "label", "brain_csf")
         paths = {key: root / entry[key] for key in roles if entry.get(key)}
         for path in paths.values():
             if not path.is_file():
