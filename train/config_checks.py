@@ -119,8 +119,10 @@ def _check_loop(loop: LoopConfig) -> None:
         _fraction("loop.target", loop.target)
 
 
-# The synth.target values that train a brain-extraction model (classes background + brain), and all of them.
-BRAIN_TARGETS = ("brain", "brain_csf")
+# The synth.target values that train a brain-extraction model (classes background + brain), each with the full
+# heads' masks it is validated against (dataset.json roles): with the skull, and stripped (which shows the brain alone).
+BRAIN_REFERENCES = {"brain": ("brain", "brain"), "brain_csf": ("brain_csf", "brain")}
+BRAIN_TARGETS = tuple(BRAIN_REFERENCES)
 SYNTH_TARGETS = ("tissue", *BRAIN_TARGETS)
 # Augmentation ranges [low, high] and the smallest value each may take.
 _RANGES = {

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from .config_checks import BRAIN_REFERENCES
 from .data import read_dataset
 
 
@@ -37,7 +38,7 @@ def training_data(root: str | Path, *, heads: bool, brain: str | None = None) ->
     else:
         files += _pairs(dataset.get("training"), "training")
     if brain:  # a brain-extraction model is validated on the full heads' brain masks (synth.brain_validation_cases)
-        roles = ("head", "stripped", "brain", *(("brain_csf",) if brain == "brain_csf" else ()))
+        roles = ("head", "stripped", *dict.fromkeys(BRAIN_REFERENCES[brain]))
         for entry in (dataset.get("fullhead") or {}).get("validation") or []:
             files += [{"split": "validation", "role": role, "file": entry[role]} for role in roles]
     else:

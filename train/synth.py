@@ -28,6 +28,7 @@ from unet3d.io import load_volume
 
 from .augment import PatchSampler, Subject, _sample
 from .config import AugmentConfig, SynthConfig, TrainConfig
+from .config_checks import BRAIN_REFERENCES
 from .data import Case, DatasetError, read_dataset
 from .head import BRAIN, PADDING, TISSUES, brain_with_csf, training_labels
 
@@ -297,22 +298,22 @@ def load_bank(root: str | Path, device: torch.device) -> HeadBank:
 
 def brain_validation_cases(root: str | Path, target: str = "brain") -> list[Case]:
     """A brain-extraction model's validation: each held-out full head of the dataset's validation split, with and
-    without its skull, against its brain mask; for target brain_csf, the head against the brain with its CSF (the
-    stripped head shows the brain alone)."""
+    without its skull, against the masks BRAIN_REFERENCES names for the target (brain_csf: the head against the brain
+    with its CSF, the stripped head, which shows the brain alone, against the brain)."""
     from .consistency import dataset_heads
 
     found = []
     for head in dataset_heads(root, "validation"):
-        with_skull = head.brain_csf if target == "brain_csf" else head.brain
-        if head.brain is None or with_skull is None:
-            missing = "brain_csf" if head.brain is not None else "brain"
+        with_skull, stripped = (getattr(head, role) for role in BRAIN_REFERENCES[target])
+        if with_skull is None or stripped is None:
+            missing = next(role for role in BRAIN_REFERENCES[target] if getattr(head, role) is None)
             raise DatasetError(
                 f"{head.head}: the full head lists no '{missing}' mask, which synth.target={target} needs: build the "
                 "dataset again with `python -m train prepare-mni152 --out DIR`"
             )
         found += [
             Case(head.head, with_skull, f"{head.name}_head"),
-            Case(head.stripped_file(), head.brain, f"{head.name}_stripped"),
+            Case(head.stripped_file(), stripped, f"{head.name}_stripped"),
         ]
     return found
 
