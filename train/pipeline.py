@@ -57,7 +57,10 @@ def fit_and_export(
         if "mIoU" in result.best_metrics
         else None,
         "data": training_data(
-            config.data.root, heads=config.synth.enabled, brain=config.synth.target if config.synth.brain_mask else None
+            config.data.root,
+            heads=config.synth.enabled,
+            validation=trainer.validation,
+            full_heads=config.synth.brain_mask,
         ),
     }
     if trainer.init is not None:  # fine-tuned: the exact weights it started from

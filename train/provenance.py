@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config_checks import BRAIN_REFERENCES
-from .data import read_dataset
+from .data import Case, read_dataset
+
+# A full head's files in dataset.json that a brain-extraction run can be validated on (synth.brain_validation_cases).
+FULL_HEAD_ROLES = ("head", "stripped", "brain", "brain_csf")
 
 
 def sha256_of(path: Path) -> str:
@@ -19,11 +22,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def training_data(root: str | Path, *, heads: bool, brain: str | None = None) -> dict[str, Any]:
-    """The card's `training.data`: the dataset's sources and generator, and each training and validation file
-    (with `heads`, the generated heads the sampler used instead of the training list; with `brain`, a
-    brain-extraction model's synth.target, the full heads it was validated on instead of the validation list) with
-    its sha256."""
+def training_data(root: str | Path, *, heads: bool, validation: Sequence[Case], full_heads: bool) -> dict[str, Any]:
+    """The card's `training.data`: the dataset's sources and generator, and each training file (with `heads`, the
+    generated heads the sampler used instead of the training list) and the files of the `validation` cases the run
+    measured (with `full_heads`, a brain-extraction model's: the full heads' files) with its sha256."""
     root = Path(root)
     dataset = read_dataset(root)
     files: list[dict[str, Any]] = []
@@ -37,12 +39,17 @@ def training_data(root: str | Path, *, heads: bool, brain: str | None = None) ->
             )
     else:
         files += _pairs(dataset.get("training"), "training")
-    if brain:  # a brain-extraction model is validated on the full heads' brain masks (synth.brain_validation_cases)
-        roles = ("head", "stripped", *dict.fromkeys(BRAIN_REFERENCES[brain]))
+    used = {path for case in validation for path in (case.image, case.label)}
+    if full_heads:
         for entry in (dataset.get("fullhead") or {}).get("validation") or []:
-            files += [{"split": "validation", "role": role, "file": entry[role]} for role in roles]
+            files += [
+                {"split": "validation", "role": role, "file": entry[role]}
+                for role in FULL_HEAD_ROLES
+                if entry.get(role) and root / entry[role] in used
+            ]
     else:
-        files += _pairs(dataset.get("validation"), "validation")
+        measured = [e for e in dataset.get("validation") or [] if isinstance(e, dict) and root / e["image"] in used]
+        files += _pairs(measured, "validation")
     for entry in files:
         entry["sha256"] = sha256_of(root / entry["file"])
     return {

@@ -99,6 +99,7 @@ class Trainer:
         self.bad_epochs = 0
         self.time_limited = False
         self.history: list[dict[str, float]] = []
+        self.validation: list[Case] = []  # the cases `fit` measures (the card lists their files)
         self.started = time.perf_counter()
 
     def fit(
@@ -110,7 +111,7 @@ class Trainer:
             raise CheckpointError(
                 f"{self.out} already holds a run ({CHECKPOINT}): continue it with --resume, or train into another --out"
             )
-        validation = self._validation_cases()
+        validation = self.validation = self._validation_cases()
         sampler = self._sampler()
         if resume:
             self._load_checkpoint(sampler)

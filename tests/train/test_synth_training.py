@@ -5,6 +5,7 @@ import torch
 from helpers import TINY_CONFIG
 
 from train.config import load_config
+from train.data import cases
 from train.pipeline import fit_and_export
 from train.provenance import sha256_of
 from train.trainer import Trainer
@@ -34,7 +35,8 @@ def test_a_run_on_generated_heads_lists_every_file_it_learnt_from_in_the_card(ti
     for entry in data["files"]:
         assert entry["sha256"] == sha256_of(tiny_heads / entry["file"])
     validation = {entry["file"] for entry in data["files"] if entry["split"] == "validation"}
-    assert any(name.startswith("fullheadVal/") for name in validation)
+    measured = cases(tiny_heads, "validation")[:2]  # data.max_validation_cases: what the run measured, no more
+    assert validation == {str(p.relative_to(tiny_heads)) for case in measured for p in (case.image, case.label)}
     assert data["head_generator"] == "train.head.generate_head" and "origin" in data["sources"]["template"]
 
 
