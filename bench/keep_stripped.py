@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,7 +34,6 @@ from train.consistency import dataset_heads, measure_case, real_head  # noqa: E4
 from train.surface_head import measure_surface_head  # noqa: E402
 from unet3d import Segmenter  # noqa: E402
 from unet3d.card import BrainEdge  # noqa: E402
-from unet3d.postprocess import fill_holes  # noqa: E402
 
 # The least share of an input's non-zero voxels the stage's brain covers for the input to count as stripped. Measured
 # (shipped stage 1.1): stripped scans 0.82-1.00 (ROBEX's head in its own mask: 0.82), whole heads 0.11-0.28 (S1,
@@ -52,7 +52,7 @@ class KeepStripped(Segmenter):
         cover = int(np.count_nonzero(found.cpu().numpy() & nonzero)) / max(int(np.count_nonzero(nonzero)), 1)
         if not self.keep or cover < COVER:
             return found, scan
-        own = fill_holes(nonzero.astype(np.uint8), [1]) > 0
+        own = ndimage.binary_fill_holes(nonzero)
         return torch.as_tensor(own, device=found.device), scan
 
 
