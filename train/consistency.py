@@ -20,7 +20,7 @@ import numpy as np
 from unet3d import Segmenter, load_volume
 from unet3d.metrics import dice
 
-from .data import DatasetError, read_dataset
+from .data import FULL_HEAD_ROLES, DatasetError, read_dataset
 from .provenance import sha256_of
 
 OUTSIDE_LIMIT = 0.01
@@ -78,9 +78,8 @@ def dataset_heads(root: str | Path, split: str) -> list[HeadCase]:
     root = Path(root)
     listed = (read_dataset(root).get("fullhead") or {}).get(split) or []
     found = []
-    roles = ("head", "stripped", "brain", "label", "brain_csf")
     for entry in listed:
-        paths = {key: root / entry[key] for key in roles if entry.get(key)}
+        paths = {key: root / entry[key] for key in FULL_HEAD_ROLES if entry.get(key)}
         for path in paths.values():
             if not path.is_file():
                 raise DatasetError(f"{path} is missing (dataset.json lists it under 'fullhead' / {split!r})")

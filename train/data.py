@@ -51,6 +51,10 @@ class Case:
     name: str
 
 
+# The files a full head lists in dataset.json ("fullhead" / split), by role (train/consistency.py `dataset_heads`).
+FULL_HEAD_ROLES = ("head", "stripped", "brain", "label", "brain_csf")
+
+
 def read_dataset(root: str | Path) -> dict[str, Any]:
     path = Path(root) / "dataset.json"
     if not path.exists():

@@ -7,10 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .data import Case, read_dataset
-
-# A full head's files in dataset.json that a brain-extraction run can be validated on (synth.brain_validation_cases).
-FULL_HEAD_ROLES = ("head", "stripped", "brain", "brain_csf")
+from .data import FULL_HEAD_ROLES, Case, read_dataset
 
 
 def sha256_of(path: Path) -> str:
