@@ -1,7 +1,7 @@
 """A chain that keeps a skull-stripped input's own brain: what it would change, measured beside the chain as it is.
 
 Usage: python bench/keep_stripped.py [--tissue models/unet3d-brain-tissue] [--stage DIR] [--threshold T]
-           [--edge none|T:MM] [--data data/mni152] [--real-head HEAD BRAIN ...]
+           [--edge none|THRESHOLD:MM] [--data data/mni152] [--real-head HEAD BRAIN ...]
            [--surface-head data/pycortex-S1 --foramen-magnum-z -66] [--json FILE]
 
 A chained model cuts every input to the brain its first stage finds, a scan someone already skull-stripped too: on
@@ -30,7 +30,10 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from train.chain import BrainMaskSetting, check_settings  # noqa: E402
+from train.chain_cli import parse_edge  # noqa: E402
 from train.consistency import dataset_heads, measure_case, real_head  # noqa: E402
+from train.errors import ConfigError  # noqa: E402
 from train.surface_head import measure_surface_head  # noqa: E402
 from unet3d import Segmenter  # noqa: E402
 from unet3d.card import BrainEdge  # noqa: E402
@@ -56,18 +59,27 @@ class KeepStripped(Segmenter):
         return torch.as_tensor(own, device=found.device), scan
 
 
-def load(tissue: str, stage: str | None, threshold: float | None, edge: str | None) -> Segmenter:
+def load(
+    tissue: str, stage: str | None, threshold: float | None, edge: list[tuple[float, float] | None] | None
+) -> Segmenter:
+    """The chain, its first stage replaced by `stage`, its brain mask threshold and edge (`--edge`'s one-item list)
+    replaced where given; a setting `train chain` would refuse is refused here too."""
     segmenter = KeepStripped.from_pretrained(tissue, device="cpu")
     if stage is not None:
         segmenter.brain_mask = KeepStripped.from_pretrained(stage, device="cpu")
     if segmenter.brain_mask is None:
         raise SystemExit(f"{tissue} has no brain stage: give one with --stage")
-    inference = segmenter.card.inference
-    if threshold is not None:
-        inference = dataclasses.replace(inference, brain_mask_threshold=threshold)
-    if edge is not None:
-        grown = None if edge == "none" else BrainEdge(*(float(x) for x in edge.split(":")))
-        inference = dataclasses.replace(inference, brain_mask_edge=grown)
+    card = segmenter.card.inference
+    shipped = None if card.brain_mask_edge is None else (card.brain_mask_edge.threshold, card.brain_mask_edge.within_mm)
+    setting = BrainMaskSetting(
+        card.brain_mask_threshold if threshold is None else threshold, shipped if edge is None else edge[0]
+    )
+    try:
+        check_settings([setting])
+    except ConfigError as e:
+        raise SystemExit(str(e)) from e
+    grown = None if setting.edge is None else BrainEdge(*setting.edge)
+    inference = dataclasses.replace(card, brain_mask_threshold=setting.threshold, brain_mask_edge=grown)
     segmenter.card = dataclasses.replace(segmenter.card, inference=inference)
     return segmenter
 
@@ -76,8 +88,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tissue", default=str(ROOT / "models" / "unet3d-brain-tissue"), help="chain or tissue model")
     parser.add_argument("--stage", default=None, help="a brain stage to use instead of the chain's own")
-    parser.add_argument("--threshold", type=float, default=None, help="brain probability threshold (default: card's)")
-    parser.add_argument("--edge", default=None, help="brain edge T:MM or none (default: card's)")
+    parser.add_argument("--threshold", type=float, default=None, help="brain threshold (default: card's)")
+    parser.add_argument("--edge", type=parse_edge, nargs=1, default=None, help="THRESHOLD:MM or none (default: card's)")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "mni152", help="dataset with validation heads")
     parser.add_argument("--real-head", nargs=2, action="append", default=[], metavar=("HEAD", "BRAIN"))
     parser.add_argument("--surface-head", type=Path, default=None, help="a pycortex subject folder")
